@@ -1,0 +1,45 @@
+//! # ipckit
+//!
+//! The classic Windows inter-process toolbox — named pipes, anonymous
+//! pipes, named shared memory, named sync objects, mailslots, window-style
+//! messages, RPC to a compute server — on Linux, under one API.
+//!
+//! Every named object lives in a [`Namespace`] (a private per-user
+//! directory) and every call returns the one [`Error`] type, whose
+//! [`ErrorKind`] says what happened.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipckit::pipe::{ClientOptions, ServerOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ns = ipckit::Namespace::at(dir.path()).unwrap();
+//!
+//! // process A: an echo server
+//! let server = ServerOptions::new().namespace(&ns).create("echo").unwrap();
+//! let t = std::thread::spawn(move || {
+//!     let mut conn = server.accept().unwrap();
+//!     let msg = conn.recv().unwrap();
+//!     conn.send(&msg).unwrap();
+//! });
+//!
+//! // process B: a client
+//! let mut pipe = ClientOptions::new()
+//!     .namespace(&ns)
+//!     .timeout(Duration::from_secs(5))
+//!     .connect("echo")
+//!     .unwrap();
+//! assert_eq!(pipe.transact(b"ping").unwrap(), b"ping");
+//! t.join().unwrap();
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod name;
+pub mod pipe;
+mod sys;
+
+pub use error::{Error, ErrorKind, Result};
+pub use name::Namespace;

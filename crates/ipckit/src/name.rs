@@ -1,0 +1,541 @@
+//! Namespaces, names and endpoint records.
+//!
+//! Every named ipckit object lives in a *namespace*: a per-user directory,
+//! by default `$XDG_RUNTIME_DIR/ipckit` (else `/tmp/ipckit-<uid>`), created
+//! with mode 0700. The environment variable `IPCKIT_NAMESPACE` points it
+//! elsewhere; tests use a fresh temporary directory each.
+//!
+//! Inside it, each live endpoint has a *record* `<name>.ep` (kind, owner
+//! pid, creation time) that its owner keeps locked (`flock`) for as long as
+//! it lives. The kernel drops that lock when the owner dies, however it dies,
+//! so a record nobody holds is *stale*: [`Namespace::list`] reports it as
+//! such and the next create of that name takes it over. Two live owners can
+//! never hold one name: the second create gets [`ErrorKind::AlreadyExists`].
+//!
+//! ```
+//! use ipckit::name::{validate_name, Namespace};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ns = Namespace::at(dir.path()).unwrap();
+//! assert!(ns.list().unwrap().is_empty());
+//! assert!(validate_name("calc/v1").is_ok());
+//! assert_eq!(validate_name("../x").unwrap_err().kind(), ipckit::ErrorKind::InvalidName);
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::sys;
+
+/// Environment variable naming the namespace directory.
+pub const NAMESPACE_ENV: &str = "IPCKIT_NAMESPACE";
+
+/// Longest name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Suffix of endpoint record files.
+const RECORD_SUFFIX: &str = ".ep";
+
+/// Check a name against the naming rules: 1–200 characters of
+/// `[A-Za-z0-9._-]`, with `/` separating non-empty segments that are not
+/// `.` or `..`.
+///
+/// The error ([`ErrorKind::InvalidName`]) says which rule broke.
+///
+/// ```
+/// use ipckit::name::validate_name;
+/// assert!(validate_name("jobs/queue-1").is_ok());
+/// let err = validate_name("").unwrap_err();
+/// assert!(err.to_string().contains("empty"));
+/// assert!(validate_name(&"a".repeat(300)).is_err());
+/// assert!(validate_name("a//b").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::new(ErrorKind::InvalidName, format!("invalid name: {why}")).with_name(name))
+    };
+    if name.is_empty() {
+        return bad("the name is empty; use 1 to 200 characters of [A-Za-z0-9._-] and '/'".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad(format!(
+            "{} characters is longer than the limit of {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return bad(format!(
+            "character {c:?} is not allowed; use [A-Za-z0-9._-] and '/' as a separator"
+        ));
+    }
+    for seg in name.split('/') {
+        match seg {
+            "" => return bad("empty segment (leading, trailing or doubled '/')".into()),
+            "." | ".." => return bad(format!("segment '{seg}' is not allowed")),
+            _ => {}
+        }
+        if seg.ends_with(RECORD_SUFFIX) || seg.ends_with(".sock") {
+            return bad(format!(
+                "segment '{seg}' ends with a suffix ipckit reserves ('.ep', '.sock')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A directory holding named endpoints.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path().join("ns")).unwrap();
+/// assert!(ns.dir().ends_with("ns"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    dir: PathBuf,
+}
+
+/// Whether an endpoint's owner is still alive.
+///
+/// ```
+/// assert_eq!(ipckit::name::EndpointState::Live.as_str(), "live");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// The owner process holds the record.
+    Live,
+    /// The owner is gone; the next create of the name replaces it.
+    Stale,
+}
+
+impl EndpointState {
+    /// `"live"` or `"stale"`.
+    ///
+    /// ```
+    /// assert_eq!(ipckit::name::EndpointState::Stale.as_str(), "stale");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Live => "live",
+            EndpointState::Stale => "stale",
+        }
+    }
+}
+
+/// What a record says about an endpoint (see [`Namespace::list`]).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let server = ipckit::pipe::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+/// let eps = ns.list().unwrap();
+/// assert_eq!(eps[0].name, "svc");
+/// assert_eq!(eps[0].kind, "pipe");
+/// assert_eq!(eps[0].pid, std::process::id());
+/// drop(server);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// The endpoint's name.
+    pub name: String,
+    /// Its kind: `pipe`, `mapping`, `service`, ...
+    pub kind: String,
+    /// The owner's process id (0 while the owner is still writing the record).
+    pub pid: u32,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Live or stale.
+    pub state: EndpointState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    kind: String,
+    pid: u32,
+    created_ms: u64,
+}
+
+impl Namespace {
+    /// The namespace named by `IPCKIT_NAMESPACE`, else the per-user default
+    /// (`$XDG_RUNTIME_DIR/ipckit`, else `/tmp/ipckit-<uid>`); created with
+    /// mode 0700 if absent.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+    /// assert_eq!(ipckit::Namespace::from_env().unwrap().dir(), dir.path());
+    /// ```
+    pub fn from_env() -> Result<Namespace> {
+        match std::env::var_os(NAMESPACE_ENV) {
+            Some(d) if !d.is_empty() => Namespace::at(d),
+            _ => Namespace::at(Self::default_dir()),
+        }
+    }
+
+    /// The per-user default directory (not created by this call).
+    ///
+    /// ```
+    /// assert!(ipckit::Namespace::default_dir().ends_with("ipckit")
+    ///     || ipckit::Namespace::default_dir().to_string_lossy().contains("ipckit-"));
+    /// ```
+    pub fn default_dir() -> PathBuf {
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("ipckit"),
+            _ => PathBuf::from(format!("/tmp/ipckit-{}", sys::uid())),
+        }
+    }
+
+    /// Use `dir` as a namespace, creating it (mode 0700) if needed. An
+    /// existing directory owned by another user is refused.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path().join("a/b")).unwrap();
+    /// assert!(ns.dir().is_dir());
+    /// ```
+    pub fn at(dir: impl Into<PathBuf>) -> Result<Namespace> {
+        let dir: PathBuf = dir.into();
+        let shown = dir.display().to_string();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .ctx(&shown, "cannot create the namespace directory")?;
+        let meta = fs::metadata(&dir).ctx(&shown, "cannot read the namespace directory")?;
+        if meta.uid() != sys::uid() {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "namespace directory is owned by uid {}, not by you (uid {}); choose another with IPCKIT_NAMESPACE or --namespace",
+                    meta.uid(),
+                    sys::uid()
+                ),
+            )
+            .with_name(shown));
+        }
+        let dir = dir.canonicalize().ctx(&shown, "cannot resolve the namespace directory")?;
+        Ok(Namespace { dir })
+    }
+
+    /// The namespace directory.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ns.dir().is_absolute());
+    /// ```
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{RECORD_SUFFIX}"))
+    }
+
+    /// The path of the Unix socket for `name`: `<dir>/<name>.sock`, or, when
+    /// that is longer than a socket address allows (107 bytes), the hashed
+    /// `<dir>/.s/<fnv1a64(name) in hex>.sock`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ns.socket_path("calc").ends_with("calc.sock"));
+    /// let long = "x".repeat(150);
+    /// assert!(ns.socket_path(&long).to_string_lossy().len() <= 107);
+    /// ```
+    pub fn socket_path(&self, name: &str) -> PathBuf {
+        let direct = self.dir.join(format!("{name}.sock"));
+        if direct.as_os_str().len() <= sys::MAX_UNIX_PATH {
+            direct
+        } else {
+            self.dir
+                .join(".s")
+                .join(format!("{:016x}.sock", fnv1a64(name.as_bytes())))
+        }
+    }
+
+    /// Every endpoint recorded in the namespace, live or stale, sorted by name.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert_eq!(ns.list().unwrap().len(), 0);
+    /// ```
+    pub fn list(&self) -> Result<Vec<EndpointInfo>> {
+        let mut out = Vec::new();
+        self.walk(&self.dir, "", &mut out)?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<EndpointInfo>) -> Result<()> {
+        let shown = dir.display().to_string();
+        let entries = fs::read_dir(dir).ctx(&shown, "cannot list the namespace")?;
+        for entry in entries {
+            let entry = entry.ctx(&shown, "cannot list the namespace")?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            if fname.starts_with('.') {
+                continue;
+            }
+            let ft = entry.file_type().ctx(&shown, "cannot list the namespace")?;
+            if ft.is_dir() {
+                self.walk(&entry.path(), &format!("{prefix}{fname}/"), out)?;
+            } else if let Some(stem) = fname.strip_suffix(RECORD_SUFFIX) {
+                let name = format!("{prefix}{stem}");
+                if let Some(info) = self.info(&name)? {
+                    out.push(info);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of one endpoint, if there is one.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ns.info("nothing").unwrap().is_none());
+    /// ```
+    pub fn info(&self, name: &str) -> Result<Option<EndpointInfo>> {
+        validate_name(name)?;
+        let path = self.record_path(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::os(e, "cannot read the endpoint record").with_name(name)),
+        };
+        let live = sys::is_locked(&file).ctx(name, "cannot probe the endpoint record")?;
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let rec: Option<Record> = serde_json::from_str(&text).ok();
+        let (kind, pid, created_ms) = match rec {
+            Some(r) => (r.kind, r.pid, r.created_ms),
+            None => ("?".to_string(), 0, 0),
+        };
+        Ok(Some(EndpointInfo {
+            name: name.to_string(),
+            kind,
+            pid,
+            created_ms,
+            state: if live {
+                EndpointState::Live
+            } else {
+                EndpointState::Stale
+            },
+        }))
+    }
+
+    /// Claim `name` for a new endpoint of `kind`. Fails with
+    /// [`ErrorKind::AlreadyExists`] if a live owner holds it; takes over a
+    /// stale record (the returned claim says so, so the caller can clean up
+    /// what the dead owner left).
+    pub(crate) fn claim(&self, name: &str, kind: &str) -> Result<Claim> {
+        validate_name(name)?;
+        let path = self.record_path(name);
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .ctx(name, "cannot create the endpoint's directory")?;
+        }
+        let mut contended = 0;
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .ctx(name, "cannot create the endpoint record")?;
+            if !sys::try_lock_exclusive(&file).ctx(name, "cannot lock the endpoint record")? {
+                // A concurrent `list` holds a shared lock for a moment while
+                // probing; a live owner holds it for good. Look twice more.
+                if contended < 3 && !self.owner_alive(&path) {
+                    contended += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                let who = self
+                    .info(name)?
+                    .map(|i| format!("{} (pid {})", i.kind, i.pid))
+                    .unwrap_or_else(|| "another process".into());
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "the name is held by a live {who} in {}; pick another name or stop that process",
+                        self.dir.display()
+                    ),
+                )
+                .with_name(name));
+            }
+            // The record may have been unlinked by its previous owner between
+            // our open and our lock: then we locked an orphan inode. Retry.
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == file.metadata().map(|fm| fm.ino()).unwrap_or(0) => {}
+                _ => continue,
+            }
+            let previous_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let rec = Record {
+                kind: kind.to_string(),
+                pid: std::process::id(),
+                created_ms: now_ms(),
+            };
+            file.set_len(0).ctx(name, "cannot write the endpoint record")?;
+            let text = serde_json::to_string(&rec).expect("record serialises");
+            file.write_all(text.as_bytes())
+                .ctx(name, "cannot write the endpoint record")?;
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+            return Ok(Claim {
+                name: name.to_string(),
+                path,
+                file: Some(file),
+                replaced_stale: previous_len > 0,
+            });
+        }
+    }
+
+    /// Whether the pid in the record at `path` names a running process.
+    fn owner_alive(&self, path: &Path) -> bool {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Record>(&t).ok())
+            .is_some_and(|r| sys::process_exists(r.pid))
+    }
+
+    /// Remove a stale record of `name` and its socket. A live one is left
+    /// alone and reported as [`ErrorKind::Busy`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// ns.remove_stale("gone").unwrap(); // nothing there: fine
+    /// ```
+    pub fn remove_stale(&self, name: &str) -> Result<()> {
+        match self.info(name)? {
+            None => Ok(()),
+            Some(i) if i.state == EndpointState::Live => Err(Error::new(
+                ErrorKind::Busy,
+                format!("endpoint is live (pid {}); stop its owner first", i.pid),
+            )
+            .with_name(name)),
+            Some(_) => {
+                let claim = self.claim(name, "removing")?;
+                let _ = fs::remove_file(self.socket_path(name));
+                drop(claim);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Exclusive ownership of a name, held until dropped.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    name: String,
+    path: PathBuf,
+    file: Option<File>,
+    replaced_stale: bool,
+}
+
+impl Claim {
+    /// Whether a stale record of a dead owner was taken over.
+    pub(crate) fn replaced_stale(&self) -> bool {
+        self.replaced_stale
+    }
+
+    /// The claimed name.
+    #[allow(dead_code)]
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Unlink while still holding the lock, then release it by closing.
+        let _ = fs::remove_file(&self.path);
+        self.file.take();
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// FNV-1a, 64 bits: a stable hash for deriving short OS names from long ones.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for good in ["a", "calc", "jobs/q-1", "A.b_c-d", &"x".repeat(200)] {
+            validate_name(good).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("../x", "'..'"),
+            ("a/./b", "'.'"),
+            ("/abs", "empty segment"),
+            ("a/", "empty segment"),
+            ("sp ace", "' '"),
+            ("x.ep", "reserves"),
+        ] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidName, "{bad}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let e = validate_name(&"a".repeat(300)).unwrap_err();
+        assert!(e.to_string().contains("300 characters"), "{e}");
+    }
+
+    #[test]
+    fn second_claim_is_refused_and_release_frees_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(dir.path()).unwrap();
+        let c = ns.claim("n/x", "test").unwrap();
+        assert!(!c.replaced_stale());
+        let e = ns.claim("n/x", "test").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("pid"), "{e}");
+        let l = ns.list().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].name, "n/x");
+        assert_eq!(l[0].state, EndpointState::Live);
+        drop(c);
+        assert!(ns.list().unwrap().is_empty());
+        ns.claim("n/x", "test").unwrap();
+    }
+
+    #[test]
+    fn namespace_dir_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(dir.path().join("fresh")).unwrap();
+        let mode = fs::metadata(ns.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}

@@ -1,0 +1,156 @@
+//! Anonymous pipes (`CreatePipe` + handle inheritance).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::process::{Command, Stdio};
+
+use crate::error::{Context as _, Result};
+use crate::sys;
+
+/// Create an anonymous pipe: a one-way byte stream. Both ends are
+/// close-on-exec, so no child inherits them unless handed one with
+/// [`CommandExt::pass_fd`] or as its stdin/stdout through
+/// [`Stdio::from`]. The reader sees end-of-file once every writer is
+/// closed.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// let (mut r, mut w) = ipckit::pipe::pipe().unwrap();
+/// w.write_all(b"hello").unwrap();
+/// drop(w);
+/// let mut s = String::new();
+/// r.read_to_string(&mut s).unwrap();
+/// assert_eq!(s, "hello");
+/// ```
+#[doc(alias = "CreatePipe")]
+pub fn pipe() -> Result<(PipeReader, PipeWriter)> {
+    let (r, w) = sys::pipe::pipe().ctx("anonymous pipe", "cannot create a pipe")?;
+    Ok((PipeReader(r), PipeWriter(w)))
+}
+
+/// The read end of an anonymous pipe.
+///
+/// ```
+/// let (r, _w) = ipckit::pipe::pipe().unwrap();
+/// let _stdin: std::process::Stdio = r.into();
+/// ```
+#[derive(Debug)]
+pub struct PipeReader(OwnedFd);
+
+/// The write end of an anonymous pipe.
+///
+/// ```
+/// let (_r, w) = ipckit::pipe::pipe().unwrap();
+/// let _stdout: std::process::Stdio = w.into();
+/// ```
+#[derive(Debug)]
+pub struct PipeWriter(OwnedFd);
+
+impl PipeReader {
+    /// Take the read end a parent handed to this process at fd number `fd`
+    /// (see [`CommandExt::pass_fd`]). Fails if `fd` is not open or was
+    /// already taken. Only call it for an fd number you were given for this
+    /// purpose: nothing else in the process may own it.
+    ///
+    /// ```
+    /// let e = ipckit::pipe::PipeReader::from_inherited_fd(9999).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
+    /// ```
+    pub fn from_inherited_fd(fd: RawFd) -> Result<PipeReader> {
+        sys::pipe::take_inherited(fd)
+            .map(PipeReader)
+            .ctx(&format!("fd {fd}"), "cannot take the inherited pipe end")
+    }
+}
+
+impl PipeWriter {
+    /// Take the write end a parent handed to this process at fd number `fd`;
+    /// see [`PipeReader::from_inherited_fd`].
+    ///
+    /// ```
+    /// assert!(ipckit::pipe::PipeWriter::from_inherited_fd(-1).is_err());
+    /// ```
+    pub fn from_inherited_fd(fd: RawFd) -> Result<PipeWriter> {
+        sys::pipe::take_inherited(fd)
+            .map(PipeWriter)
+            .ctx(&format!("fd {fd}"), "cannot take the inherited pipe end")
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::read(&self.0, &mut *buf) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => return r.map_err(Into::into),
+            }
+        }
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::write(&self.0, buf) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => return r.map_err(Into::into),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! fd_conversions {
+    ($t:ty) => {
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+        impl From<$t> for OwnedFd {
+            fn from(p: $t) -> OwnedFd {
+                p.0
+            }
+        }
+        impl From<$t> for Stdio {
+            fn from(p: $t) -> Stdio {
+                Stdio::from(p.0)
+            }
+        }
+    };
+}
+fd_conversions!(PipeReader);
+fd_conversions!(PipeWriter);
+
+/// Hand an fd to a child process started with [`std::process::Command`].
+///
+/// ```
+/// use ipckit::pipe::CommandExt as _;
+/// use std::io::Read;
+/// let (mut r, w) = ipckit::pipe::pipe().unwrap();
+/// let mut cmd = std::process::Command::new("sh");
+/// cmd.args(["-c", "echo hi >&5"]).pass_fd(w, 5);
+/// cmd.status().unwrap();
+/// drop(cmd); // closes the parent's copy of the write end
+/// let mut s = String::new();
+/// r.read_to_string(&mut s).unwrap();
+/// assert_eq!(s, "hi\n");
+/// ```
+pub trait CommandExt {
+    /// Make `fd` appear as fd number `child_fd` in the child (inheritable
+    /// there), typically followed by telling the child the number in an
+    /// argument. The parent's copy stays close-on-exec and is closed when
+    /// the `Command` is dropped: drop it once the child is spawned so the
+    /// reader can see end-of-file.
+    fn pass_fd(&mut self, fd: impl Into<OwnedFd>, child_fd: RawFd) -> &mut Self;
+}
+
+impl CommandExt for Command {
+    fn pass_fd(&mut self, fd: impl Into<OwnedFd>, child_fd: RawFd) -> &mut Self {
+        sys::pipe::place_in_child(self, fd.into(), child_fd);
+        self
+    }
+}

@@ -1,0 +1,1472 @@
+//! Named pipes: servers, clients and the connection between them.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::frame::{self, Hello, HEADER_LEN, HELLO_LEN};
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::name::{Claim, Namespace};
+use crate::sys;
+
+/// Default limit on one message: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+/// Largest `max_message` a pipe accepts: 1 GiB.
+pub const MAX_MAX_MESSAGE: usize = 1 << 30;
+
+/// Prefix of names that address a pipe server over TCP.
+pub const TCP_PREFIX: &str = "tcp://";
+
+/// How data is delimited (`PIPE_TYPE_MESSAGE` / `PIPE_TYPE_BYTE`).
+///
+/// ```
+/// assert_eq!(ipckit::pipe::PipeMode::default(), ipckit::pipe::PipeMode::Message);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PipeMode {
+    /// Each `send` is one message, received whole by one `recv` (default).
+    #[default]
+    Message,
+    /// A byte stream, used through `Read` and `Write`.
+    Byte,
+}
+
+/// Which way data flows (`PIPE_ACCESS_DUPLEX` / `_INBOUND` / `_OUTBOUND`).
+///
+/// ```
+/// assert_eq!(ipckit::pipe::Direction::default(), ipckit::pipe::Direction::Duplex);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Both ways (default).
+    #[default]
+    Duplex,
+    /// Client to server only.
+    Inbound,
+    /// Server to client only.
+    Outbound,
+}
+
+impl PipeMode {
+    fn code(self) -> u8 {
+        match self {
+            PipeMode::Message => 0,
+            PipeMode::Byte => 1,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(PipeMode::Message),
+            1 => Some(PipeMode::Byte),
+            _ => None,
+        }
+    }
+}
+
+impl Direction {
+    fn code(self) -> u8 {
+        match self {
+            Direction::Duplex => 0,
+            Direction::Inbound => 1,
+            Direction::Outbound => 2,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(Direction::Duplex),
+            1 => Some(Direction::Inbound),
+            2 => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// Who is at the other end of a connection.
+///
+/// Local peers have `pid`, `uid` and `gid` (from `SO_PEERCRED`); TCP peers
+/// have `addr` instead.
+///
+/// ```
+/// let p = ipckit::pipe::PeerInfo::default();
+/// assert!(p.pid.is_none() && p.addr.is_none());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's process id (local peers).
+    pub pid: Option<u32>,
+    /// The peer's user id (local peers).
+    pub uid: Option<u32>,
+    /// The peer's group id (local peers).
+    pub gid: Option<u32>,
+    /// The peer's address (TCP peers).
+    pub addr: Option<SocketAddr>,
+}
+
+/// Settings for creating a named pipe server (`CreateNamedPipe`).
+///
+/// ```
+/// use ipckit::pipe::{PipeMode, ServerOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let server = ServerOptions::new()
+///     .mode(PipeMode::Message)
+///     .max_instances(4)
+///     .max_message(16 << 20)
+///     .namespace(&ns)
+///     .create("calc")
+///     .unwrap();
+/// assert_eq!(server.name(), "calc");
+/// ```
+#[doc(alias = "CreateNamedPipe")]
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    mode: PipeMode,
+    direction: Direction,
+    max_instances: Option<usize>,
+    max_message: usize,
+    allowed_uids: Option<Vec<u32>>,
+    tcp: Option<String>,
+    namespace: Option<Namespace>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            mode: PipeMode::Message,
+            direction: Direction::Duplex,
+            max_instances: None,
+            max_message: DEFAULT_MAX_MESSAGE,
+            allowed_uids: None,
+            tcp: None,
+            namespace: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Defaults: message mode, duplex, unlimited instances, 1 MiB messages,
+    /// any client of this user, no TCP, the namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Message or byte mode (`PIPE_TYPE_*`). Default: message.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().mode(ipckit::pipe::PipeMode::Byte);
+    /// ```
+    pub fn mode(&mut self, mode: PipeMode) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Duplex, inbound or outbound (`PIPE_ACCESS_*`). Default: duplex.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().direction(ipckit::pipe::Direction::Inbound);
+    /// ```
+    pub fn direction(&mut self, direction: Direction) -> &mut Self {
+        self.direction = direction;
+        self
+    }
+
+    /// Most clients connected at once (`nMaxInstances`); the next one gets
+    /// [`ErrorKind::Busy`]. Default: unlimited.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().max_instances(1);
+    /// ```
+    pub fn max_instances(&mut self, n: usize) -> &mut Self {
+        self.max_instances = Some(n);
+        self
+    }
+
+    /// Largest message, either way, in bytes (`nOutBufferSize` /
+    /// `nInBufferSize` played this role). Default 1 MiB, at most 1 GiB.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().max_message(64 << 20);
+    /// ```
+    pub fn max_message(&mut self, bytes: usize) -> &mut Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Refuse local clients whose uid is not in `uids` (and every TCP
+    /// client, whose uid cannot be known). Default: any client that can
+    /// reach the socket (mode 0600: the same user).
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().allow_uids(&[1000]);
+    /// ```
+    pub fn allow_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.allowed_uids = Some(uids.to_vec());
+        self
+    }
+
+    /// Also listen on TCP at `addr` (`HOST:PORT`, port 0 picks one; see
+    /// [`PipeServer::tcp_addr`]). Clients connect with `tcp://HOST:PORT`.
+    /// There is no authentication on TCP: bind to loopback unless the
+    /// network is trusted.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().tcp("127.0.0.1:0");
+    /// ```
+    pub fn tcp(&mut self, addr: impl Into<String>) -> &mut Self {
+        self.tcp = Some(addr.into().trim_start_matches(TCP_PREFIX).to_string());
+        self
+    }
+
+    /// Create the pipe in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::pipe::ServerOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Create the server and start accepting clients. A live server holding
+    /// the name gives [`ErrorKind::AlreadyExists`]; a stale one (its owner
+    /// died) is replaced.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let a = ipckit::pipe::ServerOptions::new().namespace(&ns).create("p").unwrap();
+    /// let b = ipckit::pipe::ServerOptions::new().namespace(&ns).create("p");
+    /// assert_eq!(b.unwrap_err().kind(), ipckit::ErrorKind::AlreadyExists);
+    /// # drop(a);
+    /// ```
+    pub fn create(&self, name: &str) -> Result<PipeServer> {
+        if self.max_message == 0 || self.max_message > MAX_MAX_MESSAGE {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "max_message {} is out of range; use 1 to {MAX_MAX_MESSAGE} bytes",
+                    self.max_message
+                ),
+            )
+            .with_name(name));
+        }
+        if self.max_instances == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "max_instances of 0 would refuse every client; use at least 1",
+            )
+            .with_name(name));
+        }
+        let ns = match &self.namespace {
+            Some(ns) => ns.clone(),
+            None => Namespace::from_env()?,
+        };
+        let claim = ns.claim(name, "pipe")?;
+        let path = ns.socket_path(name);
+        let unix = sys::net::unix_listen(&path).ctx(name, "cannot listen on the pipe's socket")?;
+        let (tcp, tcp_addr) = match &self.tcp {
+            Some(a) => {
+                let (fd, addr) = sys::net::tcp_listen(a).ctx(name, "cannot listen on TCP")?;
+                (Some(fd), Some(addr))
+            }
+            None => (None, None),
+        };
+        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            hello: Hello {
+                status: frame::STATUS_OK,
+                mode: self.mode.code(),
+                direction: self.direction.code(),
+                max_message: self.max_message as u32,
+            },
+            max_instances: self.max_instances,
+            allowed_uids: self.allowed_uids.clone(),
+            active: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("ipckit-accept-{name}"))
+                .spawn(move || accept_loop(shared, unix, tcp, wake_r, tx))
+                .ctx(name, "cannot start the accept thread")?
+        };
+        Ok(PipeServer {
+            shared,
+            incoming: rx,
+            acceptor: Some(acceptor),
+            wake: wake_w,
+            tcp_addr,
+            socket_path: path,
+            replaced_stale: claim.replaced_stale(),
+            _claim: claim,
+        })
+    }
+}
+
+struct Shared {
+    name: String,
+    hello: Hello,
+    max_instances: Option<usize>,
+    allowed_uids: Option<Vec<u32>>,
+    active: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// One occupied instance; frees its slot when dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A named pipe server: accepts clients, each as a [`NamedPipe`].
+///
+/// Clients are accepted in the background as they arrive (up to
+/// `max_instances` at once, counting those not yet taken by `accept`);
+/// [`accept`](Self::accept) hands them out in order. Dropping the server
+/// removes the name and disconnects clients not yet accepted; accepted
+/// connections live on.
+///
+/// The complete accept loop, one thread per client:
+///
+/// ```no_run
+/// use ipckit::pipe::ServerOptions;
+///
+/// let server = ServerOptions::new().create("echo")?;
+/// loop {
+///     let mut conn = server.accept()?;
+///     std::thread::spawn(move || {
+///         while let Ok(msg) = conn.recv() {
+///             if conn.send(&msg).is_err() {
+///                 break;
+///             }
+///         }
+///     });
+/// }
+/// # Ok::<(), ipckit::Error>(())
+/// ```
+#[doc(alias = "ConnectNamedPipe")]
+pub struct PipeServer {
+    shared: Arc<Shared>,
+    incoming: Receiver<NamedPipe>,
+    acceptor: Option<JoinHandle<()>>,
+    wake: OwnedFd,
+    tcp_addr: Option<SocketAddr>,
+    socket_path: std::path::PathBuf,
+    replaced_stale: bool,
+    _claim: Claim,
+}
+
+impl std::fmt::Debug for PipeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeServer")
+            .field("name", &self.shared.name)
+            .field("socket", &self.socket_path)
+            .field("tcp", &self.tcp_addr)
+            .finish()
+    }
+}
+
+impl PipeServer {
+    /// Create a server with default options (see [`ServerOptions`]).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+    /// let server = ipckit::pipe::PipeServer::create("svc").unwrap();
+    /// assert_eq!(server.name(), "svc");
+    /// ```
+    pub fn create(name: &str) -> Result<PipeServer> {
+        ServerOptions::new().create(name)
+    }
+
+    /// The pipe's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The TCP address actually bound, if the server listens on TCP.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).tcp("127.0.0.1:0").create("t").unwrap();
+    /// assert_ne!(s.tcp_addr().unwrap().port(), 0);
+    /// ```
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Whether creating this server took over a stale name left by a dead
+    /// owner.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert!(!s.replaced_stale());
+    /// ```
+    pub fn replaced_stale(&self) -> bool {
+        self.replaced_stale
+    }
+
+    /// Number of clients connected now (accepted or waiting to be).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.instances(), 0);
+    /// ```
+    pub fn instances(&self) -> usize {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// Wait for the next client.
+    ///
+    /// ```no_run
+    /// let server = ipckit::pipe::PipeServer::create("svc")?;
+    /// let mut conn = server.accept()?;
+    /// println!("client pid {:?}", conn.peer().pid);
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    pub fn accept(&self) -> Result<NamedPipe> {
+        self.incoming.recv().map_err(|_| self.acceptor_gone())
+    }
+
+    /// Wait for the next client at most `timeout`; [`ErrorKind::Timeout`]
+    /// if none came.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let e = s.accept_timeout(std::time::Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<NamedPipe> {
+        match self.incoming.recv_timeout(timeout) {
+            Ok(c) => Ok(c),
+            Err(RecvTimeoutError::Timeout) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no client connected within {timeout:?}"),
+            )
+            .with_name(self.name())),
+            Err(RecvTimeoutError::Disconnected) => Err(self.acceptor_gone()),
+        }
+    }
+
+    fn acceptor_gone(&self) -> Error {
+        Error::new(
+            ErrorKind::Io,
+            "the server's accept thread stopped (its listening socket failed); create the server again",
+        )
+        .with_name(self.name())
+    }
+}
+
+impl Drop for PipeServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = sys::net::send_all(self.wake.as_fd(), b"x").or_else(|_| {
+            // The wake pipe is a pipe, not a socket: fall back to write(2).
+            std::fs::File::from(self.wake.try_clone()?).write_all(b"x")
+        });
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+fn accept_loop(
+    shared: Arc<Shared>,
+    unix: OwnedFd,
+    tcp: Option<OwnedFd>,
+    wake: OwnedFd,
+    tx: SyncSender<NamedPipe>,
+) {
+    loop {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), unix.as_fd()];
+        if let Some(t) = &tcp {
+            fds.push(t.as_fd());
+        }
+        let ready = match sys::net::wait_readable(&fds, None) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        if shared.stop.load(Ordering::Acquire) || ready.contains(&0) {
+            return;
+        }
+        for i in ready {
+            let is_tcp = i == 2;
+            let Ok(fd) = sys::net::accept(fds[i]) else {
+                continue;
+            };
+            if let Some(conn) = admit(&shared, fd, is_tcp) {
+                if tx.send(conn).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Check a new client against the allow-list and instance limit, send it
+/// the hello, and wrap it.
+fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<NamedPipe> {
+    let peer = peer_info(fd.as_fd(), is_tcp);
+    let mut hello = shared.hello;
+    if let Some(allowed) = &shared.allowed_uids {
+        if !peer.uid.is_some_and(|u| allowed.contains(&u)) {
+            hello.status = frame::STATUS_DENIED;
+            let _ = sys::net::send_all(fd.as_fd(), &hello.encode());
+            return None;
+        }
+    }
+    let prev = shared.active.fetch_add(1, Ordering::AcqRel);
+    let slot = Slot(shared.clone());
+    if shared.max_instances.is_some_and(|m| prev >= m) {
+        hello.status = frame::STATUS_BUSY;
+        let _ = sys::net::send_all(fd.as_fd(), &hello.encode());
+        return None;
+    }
+    if is_tcp {
+        sys::net::set_nodelay(fd.as_fd());
+    }
+    sys::net::send_all(fd.as_fd(), &hello.encode()).ok()?;
+    let mut conn = NamedPipe::new(
+        shared.name.clone(),
+        fd,
+        Role::Server,
+        hello.mode,
+        hello.direction,
+        hello.max_message,
+        peer,
+    );
+    conn._slot = Some(slot);
+    Some(conn)
+}
+
+fn peer_info(fd: BorrowedFd<'_>, is_tcp: bool) -> PeerInfo {
+    if is_tcp {
+        PeerInfo {
+            addr: sys::net::tcp_peer_addr(fd),
+            ..PeerInfo::default()
+        }
+    } else {
+        match sys::net::peer_cred(fd) {
+            Ok((pid, uid, gid)) => PeerInfo {
+                pid: Some(pid),
+                uid: Some(uid),
+                gid: Some(gid),
+                addr: None,
+            },
+            Err(_) => PeerInfo::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    Client,
+}
+
+/// Settings for connecting to a named pipe (`CreateFile` + `WaitNamedPipe`).
+///
+/// ```
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let e = ipckit::pipe::ClientOptions::new()
+///     .namespace(&ns)
+///     .timeout(Duration::ZERO)
+///     .connect("absent")
+///     .unwrap_err();
+/// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    timeout: Duration,
+    namespace: Option<Namespace>,
+}
+
+impl ClientOptions {
+    /// Defaults: no waiting, the namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for the server to appear or for a free instance
+    /// (`WaitNamedPipe`'s `nTimeOut`). Zero: fail at once with
+    /// [`ErrorKind::NotFound`] or [`ErrorKind::Busy`].
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new().timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Look the name up in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::pipe::ClientOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Connect to the pipe `name`, or to `tcp://HOST:PORT`.
+    ///
+    /// Waits (up to the timeout) for the server to appear or an instance to
+    /// free up. Errors: [`ErrorKind::NotFound`] (no server, no waiting),
+    /// [`ErrorKind::Busy`] (all instances in use, no waiting),
+    /// [`ErrorKind::Timeout`] (waited in vain), [`ErrorKind::PermissionDenied`]
+    /// (refused by the server's uid allow-list).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let server = ipckit::pipe::ServerOptions::new().namespace(&ns).create("p").unwrap();
+    /// let mut client = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("p").unwrap();
+    /// let mut conn = server.accept().unwrap();
+    /// client.send(b"hi").unwrap();
+    /// assert_eq!(conn.recv().unwrap(), b"hi");
+    /// ```
+    pub fn connect(&self, name: &str) -> Result<NamedPipe> {
+        let deadline = Instant::now() + self.timeout;
+        let tcp = name.strip_prefix(TCP_PREFIX);
+        let path = match tcp {
+            Some(_) => None,
+            None => {
+                crate::name::validate_name(name)?;
+                let ns = match &self.namespace {
+                    Some(ns) => ns.clone(),
+                    None => Namespace::from_env()?,
+                };
+                Some(ns.socket_path(name))
+            }
+        };
+        let mut backoff = Duration::from_micros(500);
+        loop {
+            let attempt = match (tcp, &path) {
+                (Some(addr), _) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    sys::net::tcp_connect(addr, left.max(Duration::from_millis(200)))
+                        .map_err(|e| Error::os(e, "cannot connect over TCP").with_name(name))
+                        .map(|fd| (fd, true))
+                }
+                (None, Some(p)) => sys::net::unix_connect(p)
+                    .map_err(|e| {
+                        use std::io::ErrorKind as K;
+                        match e.kind() {
+                            K::NotFound | K::ConnectionRefused => Error::new(
+                                ErrorKind::NotFound,
+                                "no pipe server has this name; start the server or check the namespace",
+                            )
+                            .with_name(name),
+                            _ => Error::os(e, "cannot connect").with_name(name),
+                        }
+                    })
+                    .map(|fd| (fd, false)),
+                (None, None) => unreachable!("either TCP or a path"),
+            };
+            let result = attempt.and_then(|(fd, is_tcp)| handshake(name, fd, is_tcp));
+            match result {
+                Ok(conn) => return Ok(conn),
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy)
+                        || (tcp.is_some() && e.kind() == ErrorKind::Io) =>
+                {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        if self.timeout.is_zero() {
+                            return Err(e);
+                        }
+                        let why = match e.kind() {
+                            ErrorKind::Busy => "every instance stayed busy",
+                            ErrorKind::NotFound => "no server appeared",
+                            _ => "the server could not be reached",
+                        };
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "{why} within {:?}; start the server or wait longer",
+                                self.timeout
+                            ),
+                        )
+                        .with_name(name)
+                        .with_source(e));
+                    }
+                    std::thread::sleep(backoff.min(deadline - now));
+                    backoff = (backoff * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn handshake(name: &str, fd: OwnedFd, is_tcp: bool) -> Result<NamedPipe> {
+    let mut b = [0u8; HELLO_LEN];
+    match sys::net::recv_exact(fd.as_fd(), &mut b) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::new(
+                ErrorKind::PeerGone,
+                "the server closed the connection during the handshake; it may be shutting down",
+            )
+            .with_name(name))
+        }
+        Err(e) => return Err(Error::os(e, "handshake failed").with_name(name)),
+    }
+    let hello = Hello::decode(&b, name)?;
+    match hello.status {
+        frame::STATUS_OK => {}
+        frame::STATUS_BUSY => {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "all pipe instances are busy; retry later or connect with a timeout",
+            )
+            .with_name(name))
+        }
+        frame::STATUS_DENIED => {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "the server does not allow this user; ask its owner to add your uid",
+            )
+            .with_name(name))
+        }
+        s => {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("unknown hello status {s} from the server"),
+            )
+            .with_name(name))
+        }
+    }
+    let (Some(_), Some(_)) = (
+        PipeMode::from_code(hello.mode),
+        Direction::from_code(hello.direction),
+    ) else {
+        return Err(Error::new(
+            ErrorKind::Decode,
+            "the server announced an unknown mode or direction",
+        )
+        .with_name(name));
+    };
+    let peer = peer_info(fd.as_fd(), is_tcp);
+    Ok(NamedPipe::new(
+        name.to_string(),
+        fd,
+        Role::Client,
+        hello.mode,
+        hello.direction,
+        hello.max_message,
+        peer,
+    ))
+}
+
+/// One end of a named-pipe connection: what a client gets from
+/// [`NamedPipe::connect`] and a server from [`PipeServer::accept`].
+///
+/// Message mode: [`send`](Self::send) / [`recv`](Self::recv) /
+/// [`recv_into`](Self::recv_into) / [`transact`](Self::transact), message
+/// boundaries kept for every size up to the pipe's `max_message`. Byte
+/// mode: `std::io::Read` and `Write`.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// // process A
+/// let server = ipckit::pipe::ServerOptions::new().namespace(&ns).create("calc").unwrap();
+/// // process B
+/// let mut client = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("calc").unwrap();
+/// client.send(b"2+2").unwrap();
+/// // process A
+/// let mut conn = server.accept().unwrap();
+/// assert_eq!(conn.recv().unwrap(), b"2+2");
+/// conn.send(b"4").unwrap();
+/// // process B
+/// assert_eq!(client.recv().unwrap(), b"4");
+/// ```
+pub struct NamedPipe {
+    name: String,
+    fd: OwnedFd,
+    role: Role,
+    mode: PipeMode,
+    direction: Direction,
+    max_message: usize,
+    peer: PeerInfo,
+    /// Messages read while waiting for a flush acknowledgement.
+    inbox: VecDeque<Vec<u8>>,
+    /// Byte mode: the unread rest of the last chunk.
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+    /// Set once the stream is out of sync or closed; every call then fails.
+    broken: Option<ErrorKind>,
+    scratch: Vec<u8>,
+    _slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for NamedPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedPipe")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("mode", &self.mode)
+            .field("direction", &self.direction)
+            .field("max_message", &self.max_message)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+/// Frames larger than this are sent as header + body, smaller ones in one
+/// system call.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+impl NamedPipe {
+    fn new(
+        name: String,
+        fd: OwnedFd,
+        role: Role,
+        mode: u8,
+        direction: u8,
+        max_message: u32,
+        peer: PeerInfo,
+    ) -> Self {
+        NamedPipe {
+            name,
+            fd,
+            role,
+            mode: PipeMode::from_code(mode).unwrap_or_default(),
+            direction: Direction::from_code(direction).unwrap_or_default(),
+            max_message: max_message as usize,
+            peer,
+            inbox: VecDeque::new(),
+            chunk: Vec::new(),
+            chunk_pos: 0,
+            broken: None,
+            scratch: Vec::new(),
+            _slot: None,
+        }
+    }
+
+    /// Connect to `name` (or `tcp://HOST:PORT`), waiting up to `timeout`
+    /// for the server to appear or an instance to free up. Uses the
+    /// namespace from the environment; see [`ClientOptions`] for more.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let mut pipe = ipckit::pipe::NamedPipe::connect("calc", Duration::from_secs(5))?;
+    /// let reply = pipe.transact(b"2+2")?;
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    #[doc(alias = "WaitNamedPipe")]
+    pub fn connect(name: &str, timeout: Duration) -> Result<NamedPipe> {
+        ClientOptions::new().timeout(timeout).connect(name)
+    }
+
+    /// The pipe's name (as the client gave it, `tcp://…` included).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(c.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pipe's mode, as the server set it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(c.mode(), ipckit::pipe::PipeMode::Message);
+    /// ```
+    pub fn mode(&self) -> PipeMode {
+        self.mode
+    }
+
+    /// The largest message either side may send.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message(100).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(c.max_message(), 100);
+    /// ```
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Who is at the other end (`GetNamedPipeClientProcessId` and friends).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let _c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let conn = s.accept().unwrap();
+    /// assert_eq!(conn.peer().pid, Some(std::process::id()));
+    /// ```
+    #[doc(alias = "GetNamedPipeClientProcessId")]
+    pub fn peer(&self) -> PeerInfo {
+        self.peer
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match self.broken {
+            None => Ok(()),
+            Some(kind) => Err(Error::new(
+                kind,
+                "the connection is closed (peer gone or stream broken); connect again",
+            )
+            .with_name(&self.name)),
+        }
+    }
+
+    fn may_write(&self) -> Result<()> {
+        let forbidden = match (self.direction, self.role) {
+            (Direction::Inbound, Role::Server) => Some("inbound: only the client writes"),
+            (Direction::Outbound, Role::Client) => Some("outbound: only the server writes"),
+            _ => None,
+        };
+        match forbidden {
+            Some(why) => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("the pipe is {why}"),
+            )
+            .with_name(&self.name)),
+            None => Ok(()),
+        }
+    }
+
+    fn may_read(&self) -> Result<()> {
+        let forbidden = match (self.direction, self.role) {
+            (Direction::Inbound, Role::Client) => Some("inbound: only the server reads"),
+            (Direction::Outbound, Role::Server) => Some("outbound: only the client reads"),
+            _ => None,
+        };
+        match forbidden {
+            Some(why) => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("the pipe is {why}"),
+            )
+            .with_name(&self.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Mark the connection broken with `e`'s kind and return `e`.
+    fn fail(&mut self, e: Error) -> Error {
+        if matches!(e.kind(), ErrorKind::PeerGone | ErrorKind::Decode | ErrorKind::Io) {
+            self.broken = Some(if e.kind() == ErrorKind::Decode {
+                ErrorKind::PeerGone
+            } else {
+                e.kind()
+            });
+            sys::net::shutdown(&self.fd);
+        }
+        e
+    }
+
+    fn io_err(&self, e: io::Error, what: &str) -> Error {
+        let e = Error::os(e, what).with_name(&self.name);
+        if e.kind() == ErrorKind::PeerGone {
+            Error::new(
+                ErrorKind::PeerGone,
+                "the other end of the pipe is gone (closed or its process died)",
+            )
+            .with_name(&self.name)
+        } else {
+            e
+        }
+    }
+
+    fn write_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let h = frame::header(kind, body.len() as u32);
+        let r = if body.len() <= COALESCE_LIMIT {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&h);
+            self.scratch.extend_from_slice(body);
+            sys::net::send_all(self.fd.as_fd(), &self.scratch)
+        } else {
+            sys::net::send_all(self.fd.as_fd(), &h)
+                .and_then(|()| sys::net::send_all(self.fd.as_fd(), body))
+        };
+        r.map_err(|e| {
+            let e = self.io_err(e, "cannot write to the pipe");
+            self.fail(e)
+        })
+    }
+
+    /// Read the next data frame. `Ok(None)`: clean end of stream.
+    fn read_data_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                let ready = sys::net::wait_readable(&[self.fd.as_fd()], Some(left))
+                    .map_err(|e| self.io_err(e, "cannot wait on the pipe"))?;
+                if ready.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "no message arrived before the deadline; the connection stays usable",
+                    )
+                    .with_name(&self.name));
+                }
+            }
+            let mut h = [0u8; HEADER_LEN];
+            match sys::net::recv_exact(self.fd.as_fd(), &mut h) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    let e = self.io_err(e, "cannot read from the pipe");
+                    return Err(self.fail(e));
+                }
+            }
+            let (kind, len) = match frame::parse_header(&h, &self.name) {
+                Ok(x) => x,
+                Err(e) => return Err(self.fail(e)),
+            };
+            debug_assert_eq!(kind, frame::KIND_DATA);
+            {
+                {
+                    let len = len as usize;
+                    if len > self.max_message {
+                        self.discard(len)?;
+                        return Err(Error::new(
+                            ErrorKind::TooLarge,
+                            format!(
+                                "the peer sent a message of {len} bytes, over this pipe's limit of {} bytes; it was discarded and the connection stays usable",
+                                self.max_message
+                            ),
+                        )
+                        .with_name(&self.name)
+                        .with_needed(len));
+                    }
+                    let mut body = vec![0u8; len];
+                    if let Err(e) = sys::net::recv_exact(self.fd.as_fd(), &mut body)
+                        .and_then(|whole| {
+                            if whole || len == 0 {
+                                Ok(())
+                            } else {
+                                Err(io::ErrorKind::UnexpectedEof.into())
+                            }
+                        })
+                    {
+                        let e = self.io_err(e, "cannot read from the pipe");
+                        return Err(self.fail(e));
+                    }
+                    return Ok(Some(body));
+                }
+            }
+        }
+    }
+
+    /// Read and drop `len` bytes of an oversized message, keeping the
+    /// stream in step.
+    fn discard(&mut self, mut len: usize) -> Result<()> {
+        let mut buf = vec![0u8; len.min(64 * 1024)];
+        while len > 0 {
+            let n = len.min(buf.len());
+            match sys::net::recv_exact(self.fd.as_fd(), &mut buf[..n]) {
+                Ok(true) => len -= n,
+                Ok(false) => {
+                    let e = self.io_err(io::ErrorKind::UnexpectedEof.into(), "cannot read");
+                    return Err(self.fail(e));
+                }
+                Err(e) => {
+                    let e = self.io_err(e, "cannot read from the pipe");
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next_message(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        self.check_usable()?;
+        self.may_read()?;
+        if let Some(m) = self.inbox.pop_front() {
+            return Ok(m);
+        }
+        match self.read_data_frame(deadline)? {
+            Some(m) => Ok(m),
+            None => {
+                let e = Error::new(
+                    ErrorKind::PeerGone,
+                    "the other end closed the pipe (disconnected, or its process exited)",
+                )
+                .with_name(&self.name);
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    /// Send one message (`WriteFile`). A message over
+    /// [`max_message`](Self::max_message) is refused with
+    /// [`ErrorKind::TooLarge`] before anything is written, so the connection
+    /// stays usable.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message(4).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(c.send(b"too long").unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
+    /// c.send(b"ok").unwrap();
+    /// assert_eq!(s.accept().unwrap().recv().unwrap(), b"ok");
+    /// ```
+    #[doc(alias = "WriteFile")]
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.check_usable()?;
+        self.may_write()?;
+        if msg.len() > self.max_message {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "message of {} bytes exceeds the pipe's limit of {} bytes; split it or raise max_message on the server",
+                    msg.len(),
+                    self.max_message
+                ),
+            )
+            .with_name(&self.name)
+            .with_needed(msg.len()));
+        }
+        self.write_frame(frame::KIND_DATA, msg)
+    }
+
+    /// Receive the next message, whole (`ReadFile`). [`ErrorKind::PeerGone`]
+    /// once the other end is gone.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// s.accept().unwrap().send(b"").unwrap();
+    /// assert_eq!(c.recv().unwrap(), b""); // empty messages are messages too
+    /// ```
+    #[doc(alias = "ReadFile")]
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.next_message(None)
+    }
+
+    /// Like [`recv`](Self::recv), giving up with [`ErrorKind::Timeout`]
+    /// after `timeout`; the connection stays usable.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let e = c.recv_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.next_message(Some(Instant::now() + timeout))
+    }
+
+    /// Receive the next message into `buf`, returning its length. If `buf`
+    /// is too small the error ([`ErrorKind::BufferTooSmall`]) carries the
+    /// size needed ([`Error::needed`]) and the message stays readable
+    /// (`ERROR_MORE_DATA`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// s.accept().unwrap().send(b"hello").unwrap();
+    /// let mut small = [0u8; 2];
+    /// let e = c.recv_into(&mut small).unwrap_err();
+    /// assert_eq!(e.needed(), Some(5));
+    /// let mut big = [0u8; 8];
+    /// assert_eq!(c.recv_into(&mut big).unwrap(), 5);
+    /// assert_eq!(&big[..5], b"hello");
+    /// ```
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let msg = self.next_message(None)?;
+        if msg.len() > buf.len() {
+            let n = msg.len();
+            self.inbox.push_front(msg);
+            return Err(Error::new(
+                ErrorKind::BufferTooSmall,
+                format!(
+                    "the next message is {n} bytes but the buffer holds {}; call again with a larger buffer",
+                    buf.len()
+                ),
+            )
+            .with_name(&self.name)
+            .with_needed(n));
+        }
+        buf[..msg.len()].copy_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    /// Send a request and receive the reply (`TransactNamedPipe`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let t = std::thread::spawn(move || {
+    ///     let mut conn = s.accept().unwrap();
+    ///     let m = conn.recv().unwrap();
+    ///     conn.send(&m.to_ascii_uppercase()).unwrap();
+    /// });
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(c.transact(b"abc").unwrap(), b"ABC");
+    /// t.join().unwrap();
+    /// ```
+    #[doc(alias = "TransactNamedPipe")]
+    pub fn transact(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+        self.send(request)?;
+        self.recv()
+    }
+
+    /// Return once the peer has read everything written so far
+    /// (`FlushFileBuffers`). Locally this waits until the kernel holds no
+    /// unread byte of ours; over TCP, until the peer's host acknowledged
+    /// every byte. [`ErrorKind::PeerGone`] if the peer goes away first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let t = std::thread::spawn(move || s.accept().unwrap().recv().unwrap());
+    /// c.send(b"x").unwrap();
+    /// c.flush().unwrap(); // returns only after the server's recv
+    /// assert_eq!(t.join().unwrap(), b"x");
+    /// ```
+    #[doc(alias = "FlushFileBuffers")]
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let unread = sys::net::unread_outgoing(self.fd.as_fd())
+                .map_err(|e| self.io_err(e, "cannot query the pipe"))?;
+            if unread == 0 {
+                return Ok(());
+            }
+            // The peer's end closing shows as readable end-of-stream or an
+            // error on ours; check before waiting again.
+            if sys::net::peer_closed(self.fd.as_fd()) {
+                let e = Error::new(
+                    ErrorKind::PeerGone,
+                    "the peer closed the pipe before reading everything written",
+                )
+                .with_name(&self.name);
+                return Err(self.fail(e));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// End this connection (`DisconnectNamedPipe`); the peer sees
+    /// [`ErrorKind::PeerGone`]. On the server side the instance is freed for
+    /// the next client; the server keeps serving.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// s.accept().unwrap().disconnect();
+    /// assert_eq!(c.recv().unwrap_err().kind(), ipckit::ErrorKind::PeerGone);
+    /// ```
+    #[doc(alias = "DisconnectNamedPipe")]
+    pub fn disconnect(self) {
+        sys::net::shutdown(&self.fd);
+    }
+}
+
+impl Read for NamedPipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk_pos >= self.chunk.len() {
+            self.check_usable()?;
+            self.may_read()?;
+            let next = match self.inbox.pop_front() {
+                Some(m) => Some(m),
+                None => self.read_data_frame(None)?,
+            };
+            match next {
+                Some(c) => {
+                    self.chunk = c;
+                    self.chunk_pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.chunk_pos);
+        buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);
+        self.chunk_pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for NamedPipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_usable()?;
+        self.may_write()?;
+        let n = buf.len().min(self.max_message);
+        self.write_frame(frame::KIND_DATA, &buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        NamedPipe::flush(self).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns() -> (tempfile::TempDir, Namespace) {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        (d, ns)
+    }
+
+    #[test]
+    fn oversized_from_a_hostile_peer_is_discarded_and_stream_stays_in_step() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new()
+            .namespace(&ns)
+            .max_message(16)
+            .create("p")
+            .unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        // Bypass the client's own check, as a hostile peer would.
+        c.write_frame(frame::KIND_DATA, &[7u8; 100]).unwrap();
+        c.send(b"next").unwrap();
+        let e = conn.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooLarge);
+        assert_eq!(e.needed(), Some(100));
+        assert_eq!(conn.recv().unwrap(), b"next");
+    }
+
+    #[test]
+    fn garbage_header_breaks_only_that_connection() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        sys::net::send_all(c.fd.as_fd(), b"GARBAGE!").unwrap();
+        assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::Decode);
+        assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::PeerGone);
+        let mut c2 = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn2 = s.accept().unwrap();
+        c2.send(b"fine").unwrap();
+        assert_eq!(conn2.recv().unwrap(), b"fine");
+    }
+
+    #[test]
+    fn direction_is_enforced() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new()
+            .namespace(&ns)
+            .direction(Direction::Inbound)
+            .create("p")
+            .unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        assert_eq!(
+            conn.send(b"x").unwrap_err().kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(c.recv().unwrap_err().kind(), ErrorKind::PermissionDenied);
+        c.send(b"up").unwrap();
+        assert_eq!(conn.recv().unwrap(), b"up");
+    }
+
+    #[test]
+    fn uid_allow_list_refuses_others() {
+        let (_d, ns) = ns();
+        let me = sys::uid();
+        let _s = ServerOptions::new()
+            .namespace(&ns)
+            .allow_uids(&[me.wrapping_add(1)])
+            .create("p")
+            .unwrap();
+        let e = ClientOptions::new().namespace(&ns).connect("p").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        let (_d2, ns2) = self::ns();
+        let s2 = ServerOptions::new()
+            .namespace(&ns2)
+            .allow_uids(&[me])
+            .create("p")
+            .unwrap();
+        ClientOptions::new().namespace(&ns2).connect("p").unwrap();
+        assert_eq!(s2.accept().unwrap().peer().uid, Some(me));
+    }
+
+    #[test]
+    fn byte_mode_flush_waits_for_the_reader() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new()
+            .namespace(&ns)
+            .mode(PipeMode::Byte)
+            .create("p")
+            .unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        c.write_all(b"abc").unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut b = [0u8; 3];
+            conn.read_exact(&mut b).unwrap();
+            b
+        });
+        Write::flush(&mut c).unwrap();
+        assert_eq!(&reader.join().unwrap(), b"abc");
+    }
+}

@@ -1,0 +1,71 @@
+//! Operating-system calls. Everything ipckit asks of the kernel goes through
+//! this module, and every call here goes through `rustix`.
+//!
+//! # The contract a backend meets
+//!
+//! Linux is the backend that exists and is tested. A macOS or Windows backend
+//! provides the same items with the same meaning:
+//!
+//! - **identity** ([`uid`]): the caller's user id; [`MAX_UNIX_PATH`], the
+//!   longest socket path the platform accepts.
+//! - **records** ([`try_lock_exclusive`], [`is_locked`]): an advisory lock
+//!   on an open file that the kernel releases when its holder dies, however
+//!   it dies, and a probe telling whether someone holds it.
+//! - **sockets** ([`net`]): stream sockets (local and TCP) created
+//!   close-on-exec, whole-buffer send that never raises `SIGPIPE`, exact
+//!   receive that tells a clean end-of-stream from a torn one, waiting for
+//!   readability with a timeout, peer credentials (pid, uid, gid).
+//! - **pipes** ([`pipe`]): an anonymous pipe with both ends close-on-exec,
+//!   and placing one fd at a chosen number in a child about to be started.
+//!
+//! Errors are `std::io::Error`; the layers above turn them into
+//! [`crate::Error`] with the object's name.
+
+pub(crate) mod net;
+pub(crate) mod pipe;
+
+use std::fs::File;
+use std::io;
+
+use rustix::fs::FlockOperation;
+
+/// Longest path a Unix socket address can hold (sun_path minus the NUL).
+pub(crate) const MAX_UNIX_PATH: usize = 107;
+
+/// The caller's real user id.
+pub(crate) fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// Take an exclusive lock on `file` without waiting; `Ok(false)` if another
+/// open file description holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether some open file description holds a lock on `file`'s inode.
+pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => {
+            rustix::fs::flock(file, FlockOperation::Unlock)?;
+            Ok(false)
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a process with this pid exists (it may be a zombie).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}

@@ -1,0 +1,226 @@
+//! Stream sockets: Unix domain and TCP, as plain owned fds.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::Mode;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+/// Bind and listen on a Unix socket at `path` (replacing a file left there),
+/// mode 0600.
+pub(crate) fn unix_listen(path: &Path) -> io::Result<OwnedFd> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::fs::chmod(path, Mode::from_raw_mode(0o600))?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// Connect to the Unix socket at `path`.
+pub(crate) fn unix_connect(path: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    rustix::net::connect(&fd, &addr)?;
+    Ok(fd)
+}
+
+/// Bind and listen on TCP; returns the fd and the address actually bound.
+pub(crate) fn tcp_listen(addr: &str) -> io::Result<(OwnedFd, SocketAddr)> {
+    let l = TcpListener::bind(addr)?;
+    let local = l.local_addr()?;
+    Ok((OwnedFd::from(l), local))
+}
+
+/// Connect over TCP within `timeout` (each resolved address in turn), with
+/// `TCP_NODELAY` set.
+pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> io::Result<OwnedFd> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, timeout.max(Duration::from_millis(1))) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(OwnedFd::from(s));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Accept one connection (close-on-exec).
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// Set `TCP_NODELAY` (ignored for non-TCP sockets).
+pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
+}
+
+/// The address of the peer of a TCP socket, if it is one.
+pub(crate) fn tcp_peer_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    let any = rustix::net::getpeername(fd).ok()??;
+    SocketAddr::try_from(any).ok()
+}
+
+/// Send all of `buf`; never raises `SIGPIPE` (a closed peer is `BrokenPipe`).
+pub(crate) fn send_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::net::send(fd, buf, SendFlags::NOSIGNAL) {
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Fill `buf` completely. `Ok(false)` if the stream ended cleanly before the
+/// first byte; a stream ending inside `buf` is `UnexpectedEof`.
+pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match rustix::net::recv(fd, &mut buf[got..], RecvFlags::WAITALL) {
+            Ok((0, _)) if got == 0 => return Ok(false),
+            Ok((0, _)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection in the middle of a frame",
+                ))
+            }
+            Ok((n, _)) => got += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Wait until one of `fds` is readable (or hung up), for at most `timeout`
+/// (`None`: forever). Returns the indices that are ready; empty on timeout.
+pub(crate) fn wait_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+            .collect();
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(0) => return Ok(Vec::new()),
+            Ok(_) => {
+                return Ok(pfds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| !p.revents().is_empty())
+                    .map(|(i, _)| i)
+                    .collect())
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Credentials of the process at the other end of a Unix socket:
+/// (pid, uid, gid).
+pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let c = rustix::net::sockopt::socket_peercred(fd)?;
+    Ok((c.pid.as_raw_nonzero().get() as u32, c.uid.as_raw(), c.gid.as_raw()))
+}
+
+/// Shut both directions down; the peer sees end-of-stream.
+pub(crate) fn shutdown(fd: impl AsFd) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
+/// Whether the peer has closed its end (end-of-stream or error pending),
+/// without consuming anything.
+pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+    let ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut p, Some(&ts)) {
+        Ok(0) => false,
+        Ok(_) => {
+            let r = p[0].revents();
+            if r.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::RDHUP) {
+                return true;
+            }
+            // Readable: data or end-of-stream. Peek one byte to tell.
+            let mut b = [0u8; 1];
+            matches!(
+                rustix::net::recv(fd, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+                Ok((0, _))
+            )
+        }
+        Err(_) => true,
+    }
+}
+
+/// Bytes written on `fd` that the peer has not consumed yet (`SIOCOUTQ`):
+/// for a Unix socket, bytes the peer process has not read; for TCP, bytes
+/// the peer host has not acknowledged.
+pub(crate) fn unread_outgoing(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    outq::siocoutq(fd)
+}
+
+#[allow(unsafe_code)]
+mod outq {
+    use std::io;
+    use std::os::fd::BorrowedFd;
+
+    use rustix::ioctl::{Getter, Opcode};
+
+    /// `SIOCOUTQ` (= `TIOCOUTQ`) on the generic Linux ioctl numbering.
+    const SIOCOUTQ: Opcode = 0x5411;
+
+    pub(super) fn siocoutq(fd: BorrowedFd<'_>) -> io::Result<usize> {
+        // SAFETY: SIOCOUTQ on a socket takes a pointer to one `int` and
+        // writes the queue length there; `Getter<_, c_int>` provides exactly
+        // that out-parameter, and `fd` is a live borrowed socket.
+        let n = unsafe {
+            rustix::ioctl::ioctl(fd, Getter::<SIOCOUTQ, std::ffi::c_int>::new())
+        }?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,73 @@
+//! Anonymous pipes and handing an fd to a child process.
+//!
+//! This file holds `unsafe` for exactly two reasons, each argued at its block:
+//! running code between `fork` and `exec` (placing an fd at a chosen number),
+//! and taking ownership of an fd number a parent handed to us.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+
+use rustix::io::FdFlags;
+use rustix::pipe::PipeFlags;
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
+}
+
+/// Arrange for `fd` to appear at number `target` in the child `cmd` starts,
+/// without close-on-exec there. `fd` stays open (close-on-exec) in the parent
+/// until `cmd` is dropped.
+pub(crate) fn place_in_child(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
+    let src = fd.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe work is allowed. It only issues the raw `dup2` /
+    // `fcntl` system calls (rustix makes them directly, without allocating or
+    // taking locks). `src` stays open until then because the closure owns
+    // `fd`. The `OwnedFd` built from `target` is wrapped in `ManuallyDrop`, so
+    // it is never closed by us: it only names the slot `dup2` writes into.
+    unsafe {
+        cmd.pre_exec(move || {
+            let src = fd.as_raw_fd();
+            if src == target {
+                rustix::io::fcntl_setfd(&fd, FdFlags::empty())?;
+            } else {
+                let mut slot = ManuallyDrop::new(OwnedFd::from_raw_fd(target));
+                rustix::io::dup2(&fd, &mut slot)?;
+            }
+            Ok(())
+        });
+    }
+    let _ = src;
+}
+
+/// Take ownership of an fd number this process inherited, after checking
+/// that it is open.
+pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative fd"));
+    }
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let set = taken.get_or_insert_with(HashSet::new);
+    if set.contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "this inherited fd was already taken",
+        ));
+    }
+    // SAFETY: we only borrow `fd` to ask the kernel whether it is open; the
+    // `ManuallyDrop` guarantees we do not close it if it belongs to someone.
+    let probe = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    rustix::io::fcntl_getfd(&*probe)?;
+    // The fd is now ours: make it close-on-exec again so it does not leak on.
+    rustix::io::fcntl_setfd(&*probe, FdFlags::CLOEXEC)?;
+    set.insert(fd);
+    Ok(ManuallyDrop::into_inner(probe))
+}
