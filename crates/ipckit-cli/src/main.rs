@@ -1,1 +1,19 @@
-fn main(){}
+//! `ipckit`: the command-line face of the ipckit library.
+
+mod cli;
+mod command;
+mod util;
+
+use clap::Parser as _;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    if let Some(ns) = &cli.namespace {
+        // Children started by commands (demo) inherit it too.
+        std::env::set_var(ipckit::name::NAMESPACE_ENV, ns);
+    }
+    if let Err(e) = command::run(cli) {
+        eprintln!("ipckit: {e}");
+        std::process::exit(1);
+    }
+}

@@ -223,7 +223,9 @@ impl Namespace {
             )
             .with_name(shown));
         }
-        let dir = dir.canonicalize().ctx(&shown, "cannot resolve the namespace directory")?;
+        let dir = dir
+            .canonicalize()
+            .ctx(&shown, "cannot resolve the namespace directory")?;
         Ok(Namespace { dir })
     }
 
@@ -392,7 +394,8 @@ impl Namespace {
                 pid: std::process::id(),
                 created_ms: now_ms(),
             };
-            file.set_len(0).ctx(name, "cannot write the endpoint record")?;
+            file.set_len(0)
+                .ctx(name, "cannot write the endpoint record")?;
             let text = serde_json::to_string(&rec).expect("record serialises");
             file.write_all(text.as_bytes())
                 .ctx(name, "cannot write the endpoint record")?;

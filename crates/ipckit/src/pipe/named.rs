@@ -492,10 +492,7 @@ impl PipeServer {
 impl Drop for PipeServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        let _ = sys::net::send_all(self.wake.as_fd(), b"x").or_else(|_| {
-            // The wake pipe is a pipe, not a socket: fall back to write(2).
-            std::fs::File::from(self.wake.try_clone()?).write_all(b"x")
-        });
+        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
@@ -840,6 +837,10 @@ pub struct NamedPipe {
     /// Set once the stream is out of sync or closed; every call then fails.
     broken: Option<ErrorKind>,
     scratch: Vec<u8>,
+    /// Bytes read from the socket but not yet consumed: `rbuf[rpos..rlen]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rlen: usize,
     _slot: Option<Slot>,
 }
 
@@ -859,6 +860,10 @@ impl std::fmt::Debug for NamedPipe {
 /// Frames larger than this are sent as header + body, smaller ones in one
 /// system call.
 const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Size of the read buffer: one receive call usually brings a whole small
+/// message, header and body.
+const READ_BUF: usize = 64 * 1024;
 
 impl NamedPipe {
     fn new(
@@ -883,6 +888,9 @@ impl NamedPipe {
             chunk_pos: 0,
             broken: None,
             scratch: Vec::new(),
+            rbuf: Vec::new(),
+            rpos: 0,
+            rlen: 0,
             _slot: None,
         }
     }
@@ -974,11 +982,10 @@ impl NamedPipe {
             _ => None,
         };
         match forbidden {
-            Some(why) => Err(Error::new(
-                ErrorKind::PermissionDenied,
-                format!("the pipe is {why}"),
-            )
-            .with_name(&self.name)),
+            Some(why) => Err(
+                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
+                    .with_name(&self.name),
+            ),
             None => Ok(()),
         }
     }
@@ -990,18 +997,20 @@ impl NamedPipe {
             _ => None,
         };
         match forbidden {
-            Some(why) => Err(Error::new(
-                ErrorKind::PermissionDenied,
-                format!("the pipe is {why}"),
-            )
-            .with_name(&self.name)),
+            Some(why) => Err(
+                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
+                    .with_name(&self.name),
+            ),
             None => Ok(()),
         }
     }
 
     /// Mark the connection broken with `e`'s kind and return `e`.
     fn fail(&mut self, e: Error) -> Error {
-        if matches!(e.kind(), ErrorKind::PeerGone | ErrorKind::Decode | ErrorKind::Io) {
+        if matches!(
+            e.kind(),
+            ErrorKind::PeerGone | ErrorKind::Decode | ErrorKind::Io
+        ) {
             self.broken = Some(if e.kind() == ErrorKind::Decode {
                 ErrorKind::PeerGone
             } else {
@@ -1042,86 +1051,108 @@ impl NamedPipe {
         })
     }
 
+    /// Make at least `n` bytes (`n <= READ_BUF`) available in the read
+    /// buffer. `Ok(false)`: the stream ended cleanly with nothing buffered.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        if self.rlen - self.rpos >= n {
+            return Ok(true);
+        }
+        if self.rbuf.len() < READ_BUF {
+            self.rbuf.resize(READ_BUF, 0);
+        }
+        if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rlen, 0);
+            self.rlen -= self.rpos;
+            self.rpos = 0;
+        }
+        while self.rlen < n {
+            let got = sys::net::recv_some(self.fd.as_fd(), &mut self.rbuf[self.rlen..])?;
+            if got == 0 {
+                if self.rlen == 0 {
+                    return Ok(false);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection in the middle of a frame",
+                ));
+            }
+            self.rlen += got;
+        }
+        Ok(true)
+    }
+
+    /// Fill `out` from the read buffer, then straight from the socket.
+    fn read_body(&mut self, out: &mut [u8]) -> io::Result<()> {
+        let from_buf = out.len().min(self.rlen - self.rpos);
+        out[..from_buf].copy_from_slice(&self.rbuf[self.rpos..self.rpos + from_buf]);
+        self.rpos += from_buf;
+        if from_buf < out.len() && !sys::net::recv_exact(self.fd.as_fd(), &mut out[from_buf..])? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
     /// Read the next data frame. `Ok(None)`: clean end of stream.
     fn read_data_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                let ready = sys::net::wait_readable(&[self.fd.as_fd()], Some(left))
-                    .map_err(|e| self.io_err(e, "cannot wait on the pipe"))?;
-                if ready.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "no message arrived before the deadline; the connection stays usable",
-                    )
-                    .with_name(&self.name));
-                }
-            }
-            let mut h = [0u8; HEADER_LEN];
-            match sys::net::recv_exact(self.fd.as_fd(), &mut h) {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
-                Err(e) => {
-                    let e = self.io_err(e, "cannot read from the pipe");
-                    return Err(self.fail(e));
-                }
-            }
-            let (kind, len) = match frame::parse_header(&h, &self.name) {
-                Ok(x) => x,
-                Err(e) => return Err(self.fail(e)),
-            };
-            debug_assert_eq!(kind, frame::KIND_DATA);
-            {
-                {
-                    let len = len as usize;
-                    if len > self.max_message {
-                        self.discard(len)?;
-                        return Err(Error::new(
-                            ErrorKind::TooLarge,
-                            format!(
-                                "the peer sent a message of {len} bytes, over this pipe's limit of {} bytes; it was discarded and the connection stays usable",
-                                self.max_message
-                            ),
-                        )
-                        .with_name(&self.name)
-                        .with_needed(len));
-                    }
-                    let mut body = vec![0u8; len];
-                    if let Err(e) = sys::net::recv_exact(self.fd.as_fd(), &mut body)
-                        .and_then(|whole| {
-                            if whole || len == 0 {
-                                Ok(())
-                            } else {
-                                Err(io::ErrorKind::UnexpectedEof.into())
-                            }
-                        })
-                    {
-                        let e = self.io_err(e, "cannot read from the pipe");
-                        return Err(self.fail(e));
-                    }
-                    return Ok(Some(body));
-                }
+        if let Some(d) = deadline.filter(|_| self.rlen == self.rpos) {
+            let left = d.saturating_duration_since(Instant::now());
+            let ready = sys::net::wait_readable(&[self.fd.as_fd()], Some(left))
+                .map_err(|e| self.io_err(e, "cannot wait on the pipe"))?;
+            if ready.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no message arrived before the deadline; the connection stays usable",
+                )
+                .with_name(&self.name));
             }
         }
+        match self.fill(HEADER_LEN) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                let e = self.io_err(e, "cannot read from the pipe");
+                return Err(self.fail(e));
+            }
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + HEADER_LEN]);
+        self.rpos += HEADER_LEN;
+        let len = match frame::parse_header(&h, &self.name) {
+            Ok((_, len)) => len as usize,
+            Err(e) => return Err(self.fail(e)),
+        };
+        if len > self.max_message {
+            self.discard(len)?;
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the peer sent a message of {len} bytes, over this pipe's limit of {} bytes; it was discarded and the connection stays usable",
+                    self.max_message
+                ),
+            )
+            .with_name(&self.name)
+            .with_needed(len));
+        }
+        let mut body = vec![0u8; len];
+        if let Err(e) = self.read_body(&mut body) {
+            let e = self.io_err(e, "cannot read from the pipe");
+            return Err(self.fail(e));
+        }
+        Ok(Some(body))
     }
 
     /// Read and drop `len` bytes of an oversized message, keeping the
     /// stream in step.
-    fn discard(&mut self, mut len: usize) -> Result<()> {
+    fn discard(&mut self, len: usize) -> Result<()> {
+        let mut left = len;
         let mut buf = vec![0u8; len.min(64 * 1024)];
-        while len > 0 {
-            let n = len.min(buf.len());
-            match sys::net::recv_exact(self.fd.as_fd(), &mut buf[..n]) {
-                Ok(true) => len -= n,
-                Ok(false) => {
-                    let e = self.io_err(io::ErrorKind::UnexpectedEof.into(), "cannot read");
-                    return Err(self.fail(e));
-                }
-                Err(e) => {
-                    let e = self.io_err(e, "cannot read from the pipe");
-                    return Err(self.fail(e));
-                }
+        while left > 0 {
+            let n = left.min(buf.len());
+            if let Err(e) = self.read_body(&mut buf[..n]) {
+                let e = self.io_err(e, "cannot read from the pipe");
+                return Err(self.fail(e));
             }
+            left -= n;
         }
         Ok(())
     }
@@ -1438,7 +1469,10 @@ mod tests {
             .allow_uids(&[me.wrapping_add(1)])
             .create("p")
             .unwrap();
-        let e = ClientOptions::new().namespace(&ns).connect("p").unwrap_err();
+        let e = ClientOptions::new()
+            .namespace(&ns)
+            .connect("p")
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         let (_d2, ns2) = self::ns();
         let s2 = ServerOptions::new()

@@ -124,6 +124,18 @@ pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool>
     Ok(true)
 }
 
+/// Receive what is available (at least one byte, blocking); 0 means the
+/// stream ended.
+pub(crate) fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::empty()) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Wait until one of `fds` is readable (or hung up), for at most `timeout`
 /// (`None`: forever). Returns the indices that are ready; empty on timeout.
 pub(crate) fn wait_readable(
@@ -163,7 +175,11 @@ pub(crate) fn wait_readable(
 /// (pid, uid, gid).
 pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
     let c = rustix::net::sockopt::socket_peercred(fd)?;
-    Ok((c.pid.as_raw_nonzero().get() as u32, c.uid.as_raw(), c.gid.as_raw()))
+    Ok((
+        c.pid.as_raw_nonzero().get() as u32,
+        c.uid.as_raw(),
+        c.gid.as_raw(),
+    ))
 }
 
 /// Shut both directions down; the peer sees end-of-stream.
@@ -218,9 +234,7 @@ mod outq {
         // SAFETY: SIOCOUTQ on a socket takes a pointer to one `int` and
         // writes the queue length there; `Getter<_, c_int>` provides exactly
         // that out-parameter, and `fd` is a live borrowed socket.
-        let n = unsafe {
-            rustix::ioctl::ioctl(fd, Getter::<SIOCOUTQ, std::ffi::c_int>::new())
-        }?;
+        let n = unsafe { rustix::ioctl::ioctl(fd, Getter::<SIOCOUTQ, std::ffi::c_int>::new()) }?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 }

@@ -1,0 +1,18 @@
+//! One file per subcommand; `run` dispatches.
+
+mod demo;
+mod internal;
+mod ls;
+mod pipe;
+
+use crate::cli::{Cli, Command};
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
+    match cli.command {
+        Command::Pipe(c) => pipe::run(c),
+        Command::Ls { json } => ls::run(json),
+        Command::Demo => demo::run(),
+        Command::Internal(c) => internal::run(c),
+    }
+}

@@ -1,0 +1,111 @@
+//! `ipckit pipe serve|send`.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use ipckit::pipe::{NamedPipe, PipeMode, ServerOptions};
+
+use crate::cli::{ModeArg, PipeCommand, PipeServeArgs};
+
+pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
+    match cmd {
+        PipeCommand::Serve(args) => serve(args),
+        PipeCommand::Send {
+            name,
+            message,
+            timeout,
+            json,
+        } => {
+            let mut pipe = NamedPipe::connect(&name, timeout)?;
+            let t = Instant::now();
+            let reply = pipe.transact(message.as_bytes())?;
+            let rtt = t.elapsed();
+            let text = String::from_utf8_lossy(&reply);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "reply": text, "rtt_us": rtt.as_secs_f64() * 1e6 })
+                );
+            } else {
+                println!("{text}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
+    let mut opts = ServerOptions::new();
+    opts.mode(match args.mode {
+        ModeArg::Message => PipeMode::Message,
+        ModeArg::Byte => PipeMode::Byte,
+    });
+    if let Some(n) = args.max_instances {
+        opts.max_instances(n);
+    }
+    if let Some(n) = args.max_message {
+        opts.max_message(n);
+    }
+    if let Some(a) = &args.tcp {
+        opts.tcp(a.clone());
+    }
+    let server = opts.create(&args.name)?;
+    match server.tcp_addr() {
+        Some(a) => eprintln!("serving pipe '{}' (and tcp://{a})", args.name),
+        None => eprintln!("serving pipe '{}'", args.name),
+    }
+    loop {
+        let conn = server.accept()?;
+        let echo = args.echo;
+        let mode = args.mode;
+        std::thread::spawn(move || {
+            let r = match mode {
+                ModeArg::Message => serve_messages(conn, echo),
+                ModeArg::Byte => serve_bytes(conn, echo),
+            };
+            if let Err(e) = r {
+                if e.kind() != ipckit::ErrorKind::PeerGone {
+                    eprintln!("ipckit: client dropped: {e}");
+                }
+            }
+        });
+    }
+}
+
+fn serve_messages(mut conn: NamedPipe, echo: bool) -> Result<(), ipckit::Error> {
+    loop {
+        let msg = conn.recv()?;
+        if echo {
+            conn.send(&msg)?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&msg);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+            drop(out);
+            // Acknowledge with an empty reply so `pipe send` (a transact)
+            // returns.
+            conn.send(b"")?;
+        }
+    }
+}
+
+fn serve_bytes(mut conn: NamedPipe, echo: bool) -> Result<(), ipckit::Error> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = conn.read(&mut buf).map_err(|e| {
+            ipckit::Error::new(ipckit::ErrorKind::PeerGone, "read failed").with_source(e)
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let r = if echo {
+            conn.write_all(&buf[..n])
+        } else {
+            std::io::stdout().lock().write_all(&buf[..n])
+        };
+        r.map_err(|e| {
+            ipckit::Error::new(ipckit::ErrorKind::PeerGone, "write failed").with_source(e)
+        })?;
+    }
+}
