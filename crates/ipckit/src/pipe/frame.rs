@@ -22,9 +22,11 @@ pub(crate) const STATUS_BUSY: u8 = 1;
 /// Hello status: this client's uid is not allowed.
 pub(crate) const STATUS_DENIED: u8 = 2;
 
-/// A message (message mode) or a chunk of the stream (byte mode). Other
-/// kinds are reserved and refused.
+/// A message (message mode) or a chunk of the stream (byte mode).
 pub(crate) const KIND_DATA: u8 = 1;
+/// A file descriptor, passed with `SCM_RIGHTS` on the header's bytes;
+/// `len` is 0. Local connections only. Other kinds are reserved and refused.
+pub(crate) const KIND_FD: u8 = 2;
 
 /// What the server tells a client on connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,8 @@ pub(crate) fn header(kind: u8, len: u32) -> [u8; HEADER_LEN] {
 /// Decode and check a frame header: `(kind, len)`.
 pub(crate) fn parse_header(h: &[u8; HEADER_LEN], name: &str) -> Result<(u8, u32)> {
     let kind = h[0];
-    if kind != KIND_DATA || h[1..4] != [0, 0, 0] {
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if !(kind == KIND_DATA || (kind == KIND_FD && len == 0)) || h[1..4] != [0, 0, 0] {
         return Err(Error::new(
             ErrorKind::Decode,
             format!(
@@ -94,7 +97,6 @@ pub(crate) fn parse_header(h: &[u8; HEADER_LEN], name: &str) -> Result<(u8, u32)
         )
         .with_name(name));
     }
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     Ok((kind, len))
 }
 

@@ -830,7 +830,9 @@ pub struct NamedPipe {
     max_message: usize,
     peer: PeerInfo,
     /// Messages read while waiting for a flush acknowledgement.
-    inbox: VecDeque<Vec<u8>>,
+    inbox: VecDeque<Item>,
+    /// Descriptors received with `SCM_RIGHTS`, not yet matched to their frame.
+    passed: VecDeque<OwnedFd>,
     /// Byte mode: the unread rest of the last chunk.
     chunk: Vec<u8>,
     chunk_pos: usize,
@@ -855,6 +857,13 @@ impl std::fmt::Debug for NamedPipe {
             .field("peer", &self.peer)
             .finish()
     }
+}
+
+/// What the reader hands out, in arrival order.
+#[derive(Debug)]
+enum Item {
+    Msg(Vec<u8>),
+    Fd(OwnedFd),
 }
 
 /// Frames larger than this are sent as header + body, smaller ones in one
@@ -884,6 +893,7 @@ impl NamedPipe {
             max_message: max_message as usize,
             peer,
             inbox: VecDeque::new(),
+            passed: VecDeque::new(),
             chunk: Vec::new(),
             chunk_pos: 0,
             broken: None,
@@ -1066,7 +1076,13 @@ impl NamedPipe {
             self.rpos = 0;
         }
         while self.rlen < n {
-            let got = sys::net::recv_some(self.fd.as_fd(), &mut self.rbuf[self.rlen..])?;
+            let mut fds = Vec::new();
+            let got = sys::net::recv_some_with_fds(
+                self.fd.as_fd(),
+                &mut self.rbuf[self.rlen..],
+                &mut fds,
+            )?;
+            self.passed.extend(fds);
             if got == 0 {
                 if self.rlen == 0 {
                     return Ok(false);
@@ -1093,7 +1109,7 @@ impl NamedPipe {
     }
 
     /// Read the next data frame. `Ok(None)`: clean end of stream.
-    fn read_data_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
+    fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
         if let Some(d) = deadline.filter(|_| self.rlen == self.rpos) {
             let left = d.saturating_duration_since(Instant::now());
             let ready = sys::net::wait_readable(&[self.fd.as_fd()], Some(left))
@@ -1118,6 +1134,19 @@ impl NamedPipe {
         h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + HEADER_LEN]);
         self.rpos += HEADER_LEN;
         let len = match frame::parse_header(&h, &self.name) {
+            Ok((frame::KIND_FD, _)) => {
+                return match self.passed.pop_front() {
+                    Some(fd) => Ok(Some(Item::Fd(fd))),
+                    None => {
+                        let e = Error::new(
+                            ErrorKind::Decode,
+                            "the peer announced a file descriptor but none arrived; the connection is closed",
+                        )
+                        .with_name(&self.name);
+                        Err(self.fail(e))
+                    }
+                };
+            }
             Ok((_, len)) => len as usize,
             Err(e) => return Err(self.fail(e)),
         };
@@ -1138,7 +1167,7 @@ impl NamedPipe {
             let e = self.io_err(e, "cannot read from the pipe");
             return Err(self.fail(e));
         }
-        Ok(Some(body))
+        Ok(Some(Item::Msg(body)))
     }
 
     /// Read and drop `len` bytes of an oversized message, keeping the
@@ -1157,13 +1186,13 @@ impl NamedPipe {
         Ok(())
     }
 
-    fn next_message(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    fn next_item(&mut self, deadline: Option<Instant>) -> Result<Item> {
         self.check_usable()?;
         self.may_read()?;
         if let Some(m) = self.inbox.pop_front() {
             return Ok(m);
         }
-        match self.read_data_frame(deadline)? {
+        match self.read_item(deadline)? {
             Some(m) => Ok(m),
             None => {
                 let e = Error::new(
@@ -1172,6 +1201,88 @@ impl NamedPipe {
                 )
                 .with_name(&self.name);
                 Err(self.fail(e))
+            }
+        }
+    }
+
+    fn next_message(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        match self.next_item(deadline)? {
+            Item::Msg(m) => Ok(m),
+            fd @ Item::Fd(_) => {
+                self.inbox.push_front(fd);
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "the next item on the pipe is a file descriptor; take it with recv_fd",
+                )
+                .with_name(&self.name))
+            }
+        }
+    }
+
+    /// Pass a file descriptor to the peer (Win32 `DuplicateHandle` into the
+    /// peer; `SCM_RIGHTS` here). It arrives in order with the messages; the
+    /// peer takes it with [`recv_fd`](Self::recv_fd). Local pipes only:
+    /// over TCP this is [`ErrorKind::Unsupported`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use std::io::{Read, Write};
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let mut conn = s.accept().unwrap();
+    /// let (r, mut w) = ipckit::pipe::pipe().unwrap();
+    /// c.send_fd(std::os::fd::AsFd::as_fd(&r)).unwrap();
+    /// let got = conn.recv_fd().unwrap();
+    /// w.write_all(b"via fd").unwrap();
+    /// drop(w);
+    /// let mut text = String::new();
+    /// std::fs::File::from(got).read_to_string(&mut text).unwrap();
+    /// assert_eq!(text, "via fd");
+    /// ```
+    #[doc(alias = "DuplicateHandle")]
+    pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.check_usable()?;
+        self.may_write()?;
+        if self.peer.addr.is_some() || self.name.starts_with(TCP_PREFIX) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "file descriptors cannot cross TCP; pass it over a local pipe",
+            )
+            .with_name(&self.name));
+        }
+        let h = frame::header(frame::KIND_FD, 0);
+        sys::net::send_with_fd(self.fd.as_fd(), &h, fd).map_err(|e| {
+            let e = self.io_err(e, "cannot pass the file descriptor");
+            self.fail(e)
+        })
+    }
+
+    /// Receive a file descriptor the peer passed with
+    /// [`send_fd`](Self::send_fd). If the next item is a message instead,
+    /// the error is [`ErrorKind::InvalidInput`] and the message stays
+    /// readable.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let mut conn = s.accept().unwrap();
+    /// c.send(b"not an fd").unwrap();
+    /// assert_eq!(conn.recv_fd().unwrap_err().kind(), ipckit::ErrorKind::InvalidInput);
+    /// assert_eq!(conn.recv().unwrap(), b"not an fd");
+    /// ```
+    pub fn recv_fd(&mut self) -> Result<OwnedFd> {
+        match self.next_item(None)? {
+            Item::Fd(fd) => Ok(fd),
+            m @ Item::Msg(_) => {
+                self.inbox.push_front(m);
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "the next item on the pipe is a message, not a file descriptor; take it with recv",
+                )
+                .with_name(&self.name))
             }
         }
     }
@@ -1262,7 +1373,7 @@ impl NamedPipe {
         let msg = self.next_message(None)?;
         if msg.len() > buf.len() {
             let n = msg.len();
-            self.inbox.push_front(msg);
+            self.inbox.push_front(Item::Msg(msg));
             return Err(Error::new(
                 ErrorKind::BufferTooSmall,
                 format!(
@@ -1366,10 +1477,17 @@ impl Read for NamedPipe {
             self.may_read()?;
             let next = match self.inbox.pop_front() {
                 Some(m) => Some(m),
-                None => self.read_data_frame(None)?,
+                None => self.read_item(None)?,
             };
             match next {
-                Some(c) => {
+                Some(fd @ Item::Fd(_)) => {
+                    self.inbox.push_front(fd);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the next item on the pipe is a file descriptor; take it with recv_fd",
+                    ));
+                }
+                Some(Item::Msg(c)) => {
                     self.chunk = c;
                     self.chunk_pos = 0;
                 }

@@ -124,16 +124,71 @@ pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool>
     Ok(true)
 }
 
-/// Receive what is available (at least one byte, blocking); 0 means the
-/// stream ended.
-pub(crate) fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// Receive what is available (at least one byte, blocking; 0 means the
+/// stream ended), also collecting file descriptors passed with
+/// `SCM_RIGHTS` (received close-on-exec) into `fds`. Fails with
+/// `InvalidData` if the kernel had to drop descriptors for lack of room.
+pub(crate) fn recv_some_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, ReturnFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
     loop {
-        match rustix::net::recv(fd, &mut *buf, RecvFlags::empty()) {
-            Ok((n, _)) => return Ok(n),
+        let mut iov = [io::IoSliceMut::new(&mut *buf)];
+        match rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(msg) => {
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        fds.extend(rights);
+                    }
+                }
+                if msg.flags.contains(ReturnFlags::CTRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer passed more file descriptors than fit; they were dropped",
+                    ));
+                }
+                return Ok(msg.bytes);
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Most descriptors accepted by one receive.
+const MAX_FDS_PER_RECV: usize = 8;
+
+/// Send all of `bytes` with `passed` attached (`SCM_RIGHTS`) to the first
+/// byte.
+pub(crate) fn send_with_fd(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    passed: BorrowedFd<'_>,
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let list = [passed];
+    control.push(SendAncillaryMessage::ScmRights(&list));
+    let sent = loop {
+        match rustix::net::sendmsg(
+            fd,
+            &[io::IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    send_all(fd, &bytes[sent..])
 }
 
 /// Wait until one of `fds` is readable (or hung up), for at most `timeout`
