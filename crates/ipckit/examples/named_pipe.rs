@@ -34,11 +34,16 @@ fn main() -> Result<(), ipckit::Error> {
         .arg("client")
         .spawn()
         .expect("start the client process");
+    let served = serve_one(&server);
+    let _ = child.wait();
+    served
+}
+
+fn serve_one(server: &ipckit::pipe::PipeServer) -> Result<(), ipckit::Error> {
     let mut conn = server.accept_timeout(Duration::from_secs(10))?;
     println!("server: client pid {:?} connected", conn.peer().pid);
     while let Ok(msg) = conn.recv() {
         conn.send(&msg.to_ascii_uppercase())?;
     }
-    child.wait().expect("client exits");
     Ok(())
 }

@@ -5,10 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::frame::{self, Hello, HEADER_LEN, HELLO_LEN};
 use crate::error::{Context as _, Error, ErrorKind, Result};
@@ -284,7 +285,7 @@ impl ServerOptions {
             None => (None, None),
         };
         let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
-        let (tx, rx) = mpsc::sync_channel(1024);
+        let (tx, rx) = crossbeam_channel::bounded(1024);
         let shared = Arc::new(Shared {
             name: name.to_string(),
             hello: Hello {
@@ -505,7 +506,7 @@ fn accept_loop(
     unix: OwnedFd,
     tcp: Option<OwnedFd>,
     wake: OwnedFd,
-    tx: SyncSender<NamedPipe>,
+    tx: Sender<NamedPipe>,
 ) {
     loop {
         let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), unix.as_fd()];
@@ -1523,6 +1524,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ns = Namespace::at(d.path()).unwrap();
         (d, ns)
+    }
+
+    #[test]
+    fn thread_safety() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<PipeServer>();
+        send::<NamedPipe>();
+        send_sync::<ServerOptions>();
+        send_sync::<ClientOptions>();
     }
 
     #[test]
