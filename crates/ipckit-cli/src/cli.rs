@@ -32,6 +32,18 @@ pub enum Command {
     },
     /// A tour: real processes talking through each mechanism, with latencies.
     Demo,
+    /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy).
+    Bench {
+        /// Fewer samples: finishes in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Print {"results":[...]} instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only cases whose name contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+    },
     /// Helpers the demo starts as child processes.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
@@ -87,6 +99,8 @@ pub enum ModeArg {
 pub enum InternalCommand {
     /// Echo every byte received on a raw Unix socket at PATH (a baseline).
     RawEcho { path: PathBuf },
+    /// The peer process of a bench floor (pipe-echo IN,OUT | tcp-echo ADDR).
+    BenchPeer { kind: String, arg: String },
     /// The client side of the demo's pipe step.
     DemoPipeClient {
         name: String,

@@ -21,6 +21,7 @@ pub struct Greeting {
 pub fn run(cmd: InternalCommand) -> Result<(), ipckit::Error> {
     match cmd {
         InternalCommand::RawEcho { path } => raw_echo(&path),
+        InternalCommand::BenchPeer { kind, arg } => super::bench::peer(&kind, &arg),
         InternalCommand::DemoPipeClient { name, raw, rounds } => {
             demo_pipe_client(&name, &raw, rounds)
         }

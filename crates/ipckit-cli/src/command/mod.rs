@@ -1,5 +1,6 @@
 //! One file per subcommand; `run` dispatches.
 
+mod bench;
 mod demo;
 mod internal;
 mod ls;
@@ -13,6 +14,11 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
         Command::Pipe(c) => pipe::run(c),
         Command::Ls { json } => ls::run(json),
         Command::Demo => demo::run(),
+        Command::Bench {
+            quick,
+            json,
+            filter,
+        } => bench::run(quick, json, filter),
         Command::Internal(c) => internal::run(c),
     }
 }
