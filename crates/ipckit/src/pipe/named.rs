@@ -285,7 +285,7 @@ impl ServerOptions {
             None => (None, None),
         };
         let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
-        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             name: name.to_string(),
             hello: Hello {
@@ -703,7 +703,13 @@ impl ClientOptions {
                     .map(|fd| (fd, false)),
                 (None, None) => unreachable!("either TCP or a path"),
             };
-            let result = attempt.and_then(|(fd, is_tcp)| handshake(name, fd, is_tcp));
+            // A live server answers at once; allow it a few seconds even
+            // when the caller does not want to wait for a free instance.
+            let answer_within = deadline
+                .saturating_duration_since(Instant::now())
+                .max(HANDSHAKE_GRACE);
+            let result =
+                attempt.and_then(|(fd, is_tcp)| handshake(name, fd, is_tcp, answer_within));
             match result {
                 Ok(conn) => return Ok(conn),
                 Err(e)
@@ -739,7 +745,19 @@ impl ClientOptions {
     }
 }
 
-fn handshake(name: &str, fd: OwnedFd, is_tcp: bool) -> Result<NamedPipe> {
+/// Least time a server gets to send its hello.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(5);
+
+fn handshake(name: &str, fd: OwnedFd, is_tcp: bool, within: Duration) -> Result<NamedPipe> {
+    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(within))
+        .ctx(name, "cannot wait for the server's hello")?;
+    if ready.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!("the server accepted the connection but sent no hello within {within:?}; it may be hung"),
+        )
+        .with_name(name));
+    }
     let mut b = [0u8; HELLO_LEN];
     match sys::net::recv_exact(fd.as_fd(), &mut b) {
         Ok(true) => {}
