@@ -610,6 +610,13 @@ fn chunks_of(mut r: PipeReader) -> mpsc::Receiver<Chunk> {
     rx
 }
 
+/// Append chunks to `got` until EOF, each wait bounded.
+fn read_to_eof(rx: &mpsc::Receiver<Chunk>, got: &mut Vec<u8>, what: &str) {
+    while let Chunk::Data(d) = rx.recv_timeout(DEADLINE).expect(what) {
+        got.extend_from_slice(&d);
+    }
+}
+
 #[test]
 fn anon_pipe_end_handed_to_a_child_at_a_chosen_fd_and_eof_once_it_closes() {
     let (r, w) = ipckit::pipe::pipe().unwrap();
@@ -651,15 +658,7 @@ fn anon_pipe_end_handed_to_a_child_at_a_chosen_fd_and_eof_once_it_closes() {
         .unwrap()
         .write_all(b"go\n")
         .unwrap();
-    loop {
-        match rx
-            .recv_timeout(DEADLINE)
-            .expect("no EOF after the child exited")
-        {
-            Chunk::Data(d) => got.extend_from_slice(&d),
-            Chunk::Eof => break,
-        }
-    }
+    read_to_eof(&rx, &mut got, "no EOF after the child exited");
     assert_eq!(String::from_utf8_lossy(&got), format!("{first}part 2\n"));
     let out = child.finish(DEADLINE);
     out.assert_success();
@@ -684,12 +683,7 @@ fn anon_pipes_redirect_a_childs_stdin_and_stdout() {
     });
     let rx = chunks_of(out_r);
     let mut got = Vec::new();
-    loop {
-        match rx.recv_timeout(DEADLINE).expect("cat's output stalled") {
-            Chunk::Data(d) => got.extend_from_slice(&d),
-            Chunk::Eof => break,
-        }
-    }
+    read_to_eof(&rx, &mut got, "cat's output stalled");
     writer.join().unwrap();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "cat's output differs from its input");
