@@ -74,7 +74,16 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
 
 fn serve_messages(mut conn: NamedPipe, echo: bool) -> Result<(), ipckit::Error> {
     loop {
-        let msg = conn.recv()?;
+        let msg = match conn.recv() {
+            Ok(m) => m,
+            // The library discarded the oversized message and the stream is
+            // still in step: report it and keep serving this client.
+            Err(e) if e.kind() == ipckit::ErrorKind::TooLarge => {
+                eprintln!("ipckit: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if echo {
             conn.send(&msg)?;
         } else {
@@ -102,7 +111,10 @@ fn serve_bytes(mut conn: NamedPipe, echo: bool) -> Result<(), ipckit::Error> {
         let r = if echo {
             conn.write_all(&buf[..n])
         } else {
-            std::io::stdout().lock().write_all(&buf[..n])
+            // Flush each chunk: stdout is line-buffered, and a stream's tail
+            // after its last newline must not wait for more input.
+            let mut out = std::io::stdout().lock();
+            out.write_all(&buf[..n]).and_then(|()| out.flush())
         };
         r.map_err(|e| {
             ipckit::Error::new(ipckit::ErrorKind::PeerGone, "write failed").with_source(e)
