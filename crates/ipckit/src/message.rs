@@ -2,9 +2,12 @@
 //! `RegisterWindowMessage`, `HWND_BROADCAST`, `FindWindow`.
 //!
 //! A process *registers* a receiver under a name ([`Receiver::register`]);
-//! its handler is called, one message at a time and in arrival order, with
-//! the message id, a copy of the sender's bytes and the sender's pid, and
-//! returns an `i64` result plus optional reply bytes ([`Reply`]).
+//! its handler is called, one message at a time, with the message id, a
+//! copy of the sender's bytes and the sender's pid, and returns an `i64`
+//! result plus optional reply bytes ([`Reply`]). Posted messages are handled
+//! in the order they were queued; a sent message is handled as soon as the
+//! handler is free, ahead of posted messages still queued (as in Win32,
+//! where sent messages bypass the posted queue).
 //! [`send`] blocks until the handler returned and gives back its reply;
 //! [`post`] returns once the message is queued. [`register_message`] turns a
 //! text into an id that every process of the namespace agrees on, and
@@ -214,7 +217,6 @@ struct Job {
     id: u32,
     data: Vec<u8>,
     pid: u32,
-    reply: Option<SyncSender<Reply>>,
 }
 
 /// Settings for registering a receiver.
@@ -277,8 +279,9 @@ impl ReceiverOptions {
         self
     }
 
-    /// Register `handler` under `name`. The handler runs on one background
-    /// thread, one message at a time, in arrival order. A live receiver of
+    /// Register `handler` under `name`. The handler runs on background
+    /// threads, one message at a time (it is behind a mutex); posted
+    /// messages in queue order, sent ones as soon as it is free. A live receiver of
     /// that name gives [`ErrorKind::AlreadyExists`]; a stale one is
     /// replaced.
     ///
@@ -317,28 +320,30 @@ impl ReceiverOptions {
             sys::net::unix_listen(&path).ctx(name, "cannot listen on the receiver's socket")?;
         let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
         let (tx, rx) = mpsc::sync_channel::<Job>(POST_QUEUE_LIMIT);
-        let mut handler: Handler = Box::new(handler);
-        let dispatcher = std::thread::Builder::new()
-            .name(format!("ipckit-window-{name}"))
-            .spawn(move || {
-                for job in rx {
-                    let reply = handler(&Message {
-                        id: job.id,
-                        data: &job.data,
-                        sender_pid: job.pid,
-                        posted: job.reply.is_none(),
-                    });
-                    if let Some(r) = job.reply {
-                        let _ = r.send(reply);
+        let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Box::new(handler)));
+        let dispatcher = {
+            let handler = handler.clone();
+            std::thread::Builder::new()
+                .name(format!("ipckit-window-{name}"))
+                .spawn(move || {
+                    for job in rx {
+                        let mut h = handler.lock().unwrap_or_else(|p| p.into_inner());
+                        h(&Message {
+                            id: job.id,
+                            data: &job.data,
+                            sender_pid: job.pid,
+                            posted: true,
+                        });
                     }
-                }
-            })
-            .ctx(name, "cannot start the receiver's handler thread")?;
+                })
+                .ctx(name, "cannot start the receiver's handler thread")?
+        };
         let shared = Arc::new(Shared {
             max_data: self.max_data,
             stop: AtomicBool::new(false),
             wake: wake_r,
             queue: Mutex::new(Some(tx)),
+            handler,
         });
         let acceptor = {
             let shared = shared.clone();
@@ -365,6 +370,9 @@ struct Shared {
     wake: OwnedFd,
     /// The queue into the handler thread; `None` once the receiver closes.
     queue: Mutex<Option<SyncSender<Job>>>,
+    /// The handler; sent messages run it on their connection's thread,
+    /// posted ones on the queue's thread, one at a time either way.
+    handler: Arc<Mutex<Handler>>,
 }
 
 impl Shared {
@@ -536,12 +544,7 @@ fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
             return;
         };
         if kind == wire::REQ_POST {
-            let job = Job {
-                id,
-                data,
-                pid,
-                reply: None,
-            };
+            let job = Job { id, data, pid };
             let ok = match queue.try_send(job) {
                 Ok(()) => sys::net::send_all(fd, &wire::response(wire::RESP_QUEUED, 0, 0, 0))
                     .is_ok(),
@@ -557,21 +560,15 @@ fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
             }
             continue;
         }
-        let (rtx, rrx) = mpsc::sync_channel(1);
-        let job = Job {
-            id,
-            data,
-            pid,
-            reply: Some(rtx),
-        };
-        drop(queue.send(job));
         drop(queue);
-        let reply = match rrx.recv() {
-            Ok(r) => r,
-            Err(_) => {
-                let _ = respond_error(fd, wire::ERR_CLOSING, "the receiver closed before handling the message");
-                return;
-            }
+        let reply = {
+            let mut h = shared.handler.lock().unwrap_or_else(|p| p.into_inner());
+            h(&Message {
+                id,
+                data: &data,
+                sender_pid: pid,
+                posted: false,
+            })
         };
         let mut b =
             wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result).to_vec();
