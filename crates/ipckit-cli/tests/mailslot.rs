@@ -44,7 +44,17 @@ fn eight_writer_processes_each_deliver_a_thousand_whole_messages_in_order() {
     let total = (WRITERS * PER_WRITER).to_string();
     let mut reader = ipckit(
         dir.path(),
-        &["slot", "read", "m", "--count", &total, "--timeout", "30s", "--queue-bound", "64"],
+        &[
+            "slot",
+            "read",
+            "m",
+            "--count",
+            &total,
+            "--timeout",
+            "30s",
+            "--queue-bound",
+            "64",
+        ],
     );
     reader.stdout(Stdio::piped());
     let mut reader = spawn(reader);
@@ -61,7 +71,11 @@ fn eight_writer_processes_each_deliver_a_thousand_whole_messages_in_order() {
     for _ in 0..WRITERS * PER_WRITER {
         let line = next_line(&out);
         let w: usize = line[1..line.find(' ').unwrap()].parse().unwrap();
-        assert_eq!(line, expected(w, next[w]), "writer {w} out of order or torn");
+        assert_eq!(
+            line,
+            expected(w, next[w]),
+            "writer {w} out of order or torn"
+        );
         next[w] += 1;
     }
     assert_eq!(next, [PER_WRITER; WRITERS]);
@@ -149,7 +163,17 @@ fn oversized_messages_fail_with_too_large_and_the_slot_stays_usable() {
     let ns = Namespace::at(dir.path()).unwrap();
     let mut reader = ipckit(
         dir.path(),
-        &["slot", "read", "big", "--max-message-size", "8", "--count", "1", "--timeout", "30s"],
+        &[
+            "slot",
+            "read",
+            "big",
+            "--max-message-size",
+            "8",
+            "--count",
+            "1",
+            "--timeout",
+            "30s",
+        ],
     );
     reader.stdout(Stdio::piped());
     let mut reader = spawn(reader);
@@ -173,17 +197,23 @@ fn oversized_messages_fail_with_too_large_and_the_slot_stays_usable() {
 #[test]
 fn bad_names_and_missing_slots_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let o = ipckit(dir.path(), &["slot", "send", "../x", "hi"]).output().unwrap();
+    let o = ipckit(dir.path(), &["slot", "send", "../x", "hi"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid name"));
-    let o = ipckit(dir.path(), &["slot", "send", "nobody", "hi"]).output().unwrap();
+    let o = ipckit(dir.path(), &["slot", "send", "nobody", "hi"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no mailslot has this name"));
     // A second reader of one name is refused.
     let ns = Namespace::at(dir.path()).unwrap();
     let _a = spawn(ipckit(dir.path(), &["slot", "read", "one"]));
     wait_live(&ns, "one");
-    let o = ipckit(dir.path(), &["slot", "read", "one"]).output().unwrap();
+    let o = ipckit(dir.path(), &["slot", "read", "one"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("held by a live mailslot"));
 }
@@ -206,7 +236,15 @@ fn group_send_reaches_every_member_process_and_skips_dead_ones() {
     for _ in 0..3 {
         let mut c = ipckit(
             dir.path(),
-            &["slot", "group-read", "g", "--count", "1", "--timeout", "30s"],
+            &[
+                "slot",
+                "group-read",
+                "g",
+                "--count",
+                "1",
+                "--timeout",
+                "30s",
+            ],
         );
         c.stdout(Stdio::piped());
         let mut g = spawn(c);
@@ -217,7 +255,9 @@ fn group_send_reaches_every_member_process_and_skips_dead_ones() {
     let mut doomed = spawn(ipckit(dir.path(), &["slot", "group-read", "g"]));
     wait_until("4 live members", || {
         let m = members(&ns, "g");
-        m.len() == 4 && m.iter().all(|e| e.state == ipckit::name::EndpointState::Live)
+        m.len() == 4
+            && m.iter()
+                .all(|e| e.state == ipckit::name::EndpointState::Live)
     });
     doomed.0.kill().unwrap();
     doomed.0.wait().unwrap();
@@ -242,7 +282,17 @@ fn udp_datagrams_reach_a_reader_on_loopback_and_the_424_byte_limit_holds() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = ipckit(
         dir.path(),
-        &["slot", "read", "u", "--udp", "127.0.0.1:0", "--count", "1", "--timeout", "30s"],
+        &[
+            "slot",
+            "read",
+            "u",
+            "--udp",
+            "127.0.0.1:0",
+            "--count",
+            "1",
+            "--timeout",
+            "30s",
+        ],
     );
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut reader = spawn(c);
@@ -257,15 +307,21 @@ fn udp_datagrams_reach_a_reader_on_loopback_and_the_424_byte_limit_holds() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("424"));
     // A datagram for another mailslot name is not delivered here.
-    let o = ipckit(dir.path(), &["slot", "send", "other", "wrong", "--udp", &addr])
-        .output()
-        .unwrap();
+    let o = ipckit(
+        dir.path(),
+        &["slot", "send", "other", "wrong", "--udp", &addr],
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success());
     // UDP is lossy by contract: resend until the reader reports one.
     let msg = "y".repeat(424);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let got = loop {
-        assert!(std::time::Instant::now() < deadline, "no datagram arrived on loopback");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no datagram arrived on loopback"
+        );
         let o = ipckit(dir.path(), &["slot", "send", "u", &msg, "--udp", &addr])
             .output()
             .unwrap();

@@ -530,7 +530,11 @@ fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
                 }
                 left -= n;
             }
-            if !respond_error(fd, wire::ERR_TOO_LARGE, "message data over the receiver's limit") {
+            if !respond_error(
+                fd,
+                wire::ERR_TOO_LARGE,
+                "message data over the receiver's limit",
+            ) {
                 return;
             }
             continue;
@@ -546,8 +550,9 @@ fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
         if kind == wire::REQ_POST {
             let job = Job { id, data, pid };
             let ok = match queue.try_send(job) {
-                Ok(()) => sys::net::send_all(fd, &wire::response(wire::RESP_QUEUED, 0, 0, 0))
-                    .is_ok(),
+                Ok(()) => {
+                    sys::net::send_all(fd, &wire::response(wire::RESP_QUEUED, 0, 0, 0)).is_ok()
+                }
                 Err(TrySendError::Full(_)) => {
                     respond_error(fd, wire::ERR_FULL, "the receiver's post queue is full")
                 }
@@ -720,12 +725,17 @@ impl Window {
             Err(_) => return Err(gone("before handling the message")),
         }
         let Some((rkind, code, len, result)) = wire::parse_response(&h) else {
-            return Err(Error::new(ErrorKind::Decode, "malformed response from the receiver")
-                .with_name(&name));
+            return Err(
+                Error::new(ErrorKind::Decode, "malformed response from the receiver")
+                    .with_name(&name),
+            );
         };
         if len as usize > (1 << 30) {
-            return Err(Error::new(ErrorKind::Decode, "the receiver announced an absurd reply size")
-                .with_name(&name));
+            return Err(Error::new(
+                ErrorKind::Decode,
+                "the receiver announced an absurd reply size",
+            )
+            .with_name(&name));
         }
         let mut body = vec![0u8; len as usize];
         if len > 0 && !matches!(sys::net::recv_exact(fd, &mut body), Ok(true)) {
@@ -741,8 +751,10 @@ impl Window {
                     wire::ERR_CLOSING => ErrorKind::PeerGone,
                     _ => ErrorKind::Remote,
                 };
-                Err(Error::new(kind, format!("the receiver refused the message: {text}"))
-                    .with_name(&name))
+                Err(
+                    Error::new(kind, format!("the receiver refused the message: {text}"))
+                        .with_name(&name),
+                )
             }
         }
     }
@@ -941,7 +953,12 @@ impl Messenger {
     /// ```
     #[doc(alias = "HWND_BROADCAST")]
     #[doc(alias = "BroadcastSystemMessage")]
-    pub fn broadcast(&self, id: u32, data: &[u8], timeout: Duration) -> Result<Vec<BroadcastReply>> {
+    pub fn broadcast(
+        &self,
+        id: u32,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<BroadcastReply>> {
         let ns = self.ns()?;
         let names: Vec<String> = ns
             .list()?
@@ -958,7 +975,10 @@ impl Messenger {
                 };
                 let data = data.clone();
                 let n = name.clone();
-                (name, std::thread::spawn(move || me.send(&n, id, &data, timeout)))
+                (
+                    name,
+                    std::thread::spawn(move || me.send(&n, id, &data, timeout)),
+                )
             })
             .collect();
         Ok(handles
@@ -1076,20 +1096,19 @@ fn lock_registry(ns: &Namespace) -> Result<std::fs::File> {
 /// and ids are re-checked to be dense from [`REGISTERED_MIN`].
 fn read_registry(file: &mut std::fs::File, name: &str) -> Result<Vec<RegistryEntry>> {
     let mut text = String::new();
-    file.rewind().ctx(name, "cannot read the message registry")?;
+    file.rewind()
+        .ctx(name, "cannot read the message registry")?;
     file.read_to_string(&mut text)
         .ctx(name, "cannot read the message registry")?;
     let mut out: Vec<RegistryEntry> = Vec::new();
     for line in text.lines() {
         match serde_json::from_str::<RegistryEntry>(line) {
             Ok(e) if e.id == REGISTERED_MIN + out.len() as u32 => out.push(e),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Decode,
-                    "the message registry (.messages in the namespace) is corrupt; clear the namespace",
-                )
-                .with_name(name))
-            }
+            _ => return Err(Error::new(
+                ErrorKind::Decode,
+                "the message registry (.messages in the namespace) is corrupt; clear the namespace",
+            )
+            .with_name(name)),
         }
     }
     Ok(out)
@@ -1184,11 +1203,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ns = Namespace::at(d.path()).unwrap();
         let m = Messenger::new().namespace(&ns).clone();
-        assert_eq!(m.register_message("").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            m.register_message("").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         let long = "x".repeat(MAX_MESSAGE_TEXT + 1);
-        assert_eq!(m.register_message(&long).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            m.register_message(&long).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         std::fs::write(ns.dir().join(REGISTRY), "garbage\n").unwrap();
-        assert_eq!(m.register_message("a").unwrap_err().kind(), ErrorKind::Decode);
+        assert_eq!(
+            m.register_message("a").unwrap_err().kind(),
+            ErrorKind::Decode
+        );
     }
 
     #[test]
@@ -1203,6 +1231,9 @@ mod tests {
         let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();
         let e = w.send(1, b"12345", Duration::from_secs(5)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TooLarge);
-        assert_eq!(w.send(1, b"1234", Duration::from_secs(5)).unwrap().result, 4);
+        assert_eq!(
+            w.send(1, b"1234", Duration::from_secs(5)).unwrap().result,
+            4
+        );
     }
 }

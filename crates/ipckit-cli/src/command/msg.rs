@@ -255,12 +255,20 @@ pub(super) fn wait_live(ns: &ipckit::Namespace, name: &str) -> Result<(), ipckit
 pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     println!("\n[messages] a receiver process; send (WM_COPYDATA), post, register_message");
     let nsp = ipckit::Namespace::at(ns)?;
-    let mut listener = Reaped::spawn(demo_child(ns, &["msg", "listen", "demo/win", "--count", "3"])?)?;
+    let mut listener = Reaped::spawn(demo_child(
+        ns,
+        &["msg", "listen", "demo/win", "--count", "3"],
+    )?)?;
     wait_live(&nsp, "demo/win")?;
     let m = Messenger::new().namespace(&nsp).clone();
     let json = r#"{"userCode":"dba","wardCode":123,"mrn":456}"#;
     let t = Instant::now();
-    let r = m.send("demo/win", WM_COPYDATA, json.as_bytes(), Duration::from_secs(5))?;
+    let r = m.send(
+        "demo/win",
+        WM_COPYDATA,
+        json.as_bytes(),
+        Duration::from_secs(5),
+    )?;
     println!(
         "  sent WM_COPYDATA {json} -> result {} (the data length) in {}",
         r.result,
@@ -277,5 +285,8 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     let raw_s = raw.to_string_lossy().into_owned();
     let _raw = Reaped::spawn(demo_child(ns, &["internal", "raw-echo", &raw_s])?)?;
     wait_live(&nsp, "demo/bench")?;
-    run_child(demo_child(ns, &["msg", "bench", "demo/bench", &raw_s, "--rounds", "5000"])?)
+    run_child(demo_child(
+        ns,
+        &["msg", "bench", "demo/bench", &raw_s, "--rounds", "5000"],
+    )?)
 }

@@ -86,10 +86,7 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
         seen += 1;
         let text = String::from_utf8_lossy(&msg);
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({ "data": text, "size": msg.len() })
-            );
+            println!("{}", serde_json::json!({ "data": text, "size": msg.len() }));
         } else {
             println!("{}", text.replace('\n', "\\n"));
         }
@@ -106,7 +103,15 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     let count = total.to_string();
     let mut reader = demo_child(
         ns,
-        &["slot", "read", "demo/slot", "--count", &count, "--timeout", "20s"],
+        &[
+            "slot",
+            "read",
+            "demo/slot",
+            "--count",
+            &count,
+            "--timeout",
+            "20s",
+        ],
     )?;
     reader.stdout(Stdio::piped());
     let mut reader = Reaped::spawn(reader)?;

@@ -602,8 +602,7 @@ fn serve_writer(shared: &Shared, fd: OwnedFd) {
             if discard(fd, len).is_err() {
                 return;
             }
-            if sys::net::send_all(fd, &wire::ack(wire::ACK_TOO_LARGE, shared.advertised)).is_err()
-            {
+            if sys::net::send_all(fd, &wire::ack(wire::ACK_TOO_LARGE, shared.advertised)).is_err() {
                 return;
             }
             continue;
@@ -635,8 +634,8 @@ fn discard(fd: BorrowedFd<'_>, mut left: usize) -> std::io::Result<()> {
 }
 
 fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
-    let deadline =
-        (timeout_ms != wire::FOREVER).then(|| Instant::now() + Duration::from_millis(timeout_ms.into()));
+    let deadline = (timeout_ms != wire::FOREVER)
+        .then(|| Instant::now() + Duration::from_millis(timeout_ms.into()));
     let mut q = shared.lock();
     while q.len() >= shared.bound {
         if shared.stopping() {
@@ -824,7 +823,11 @@ impl WriterOptions {
         Ok(MailslotWriter {
             name: name.to_string(),
             fd,
-            max_message: if max == 0 { UNLIMITED_CAP } else { max as usize },
+            max_message: if max == 0 {
+                UNLIMITED_CAP
+            } else {
+                max as usize
+            },
             timeout: self.timeout,
             broken: false,
         })

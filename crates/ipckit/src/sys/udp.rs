@@ -6,12 +6,9 @@ use std::time::Duration;
 
 /// Resolve `addr` (`HOST:PORT`) to its first socket address.
 pub(crate) fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    addr.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            "the address resolved to nothing",
-        )
-    })
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing"))
 }
 
 /// Bind a UDP socket at `addr` (close-on-exec, `SO_REUSEADDR` so that
