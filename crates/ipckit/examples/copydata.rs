@@ -25,10 +25,12 @@ fn main() -> Result<(), ipckit::Error> {
     let ns = ipckit::Namespace::at(&dir)?;
     std::env::set_var(ipckit::name::NAMESPACE_ENV, ns.dir());
     let exe = std::env::current_exe().expect("own path");
-    let mut child = std::process::Command::new(exe)
-        .arg("--receiver")
-        .spawn()
-        .expect("start the receiver process");
+    let mut child = Reaped(
+        std::process::Command::new(exe)
+            .arg("--receiver")
+            .spawn()
+            .expect("start the receiver process"),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while !message::find(NAME)? {
@@ -49,10 +51,20 @@ fn main() -> Result<(), ipckit::Error> {
         reply.result,
         String::from_utf8_lossy(&reply.data)
     );
-    let status = child.wait().expect("wait for the receiver");
+    let status = child.0.wait().expect("wait for the receiver");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success());
     Ok(())
+}
+
+/// The receiver process, killed and reaped if the sender fails early.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn receiver() -> Result<(), ipckit::Error> {
