@@ -24,6 +24,12 @@ pub enum Command {
     /// Named pipes: serve and send.
     #[command(subcommand)]
     Pipe(PipeCommand),
+    /// Mailslots: read, send, broadcast groups, UDP.
+    #[command(subcommand)]
+    Slot(SlotCommand),
+    /// Window-style messages: listen, send, post, register ids, broadcast.
+    #[command(subcommand)]
+    Msg(MsgCommand),
     /// List the endpoints in the namespace.
     Ls {
         /// Print JSON instead of a table.
@@ -108,4 +114,150 @@ pub enum InternalCommand {
         #[arg(long, default_value_t = 2000)]
         rounds: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SlotCommand {
+    /// Create a mailslot and print each message on one line.
+    Read(SlotReadArgs),
+    /// Write one message to a mailslot (or, with --udp, one datagram).
+    Send {
+        /// Mailslot name.
+        name: String,
+        /// The message (sent as UTF-8 bytes).
+        message: String,
+        /// How long to wait for room in a full queue.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Send a UDP datagram to HOST:PORT instead (lossy, at most 424 bytes).
+        #[arg(long, value_name = "ADDR")]
+        udp: Option<String>,
+    },
+    /// Join the broadcast group NAME and print each message on one line.
+    GroupRead(SlotReadArgs),
+    /// Write one message to every member of the group NAME on this machine.
+    GroupSend {
+        /// Group name.
+        name: String,
+        /// The message (sent as UTF-8 bytes).
+        message: String,
+        /// How long to wait for room in a full member queue.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Also send a UDP datagram to HOST:PORT (other machines; lossy).
+        #[arg(long, value_name = "ADDR")]
+        udp: Option<String>,
+        /// Print {"delivered":..,"failed":[..],"stale_removed":..}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SlotReadArgs {
+    /// Mailslot (or group) name.
+    pub name: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Give up (exit non-zero) when no message comes for this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Largest message in bytes (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_message_size: usize,
+    /// Most messages queued unread.
+    #[arg(long)]
+    pub queue_bound: Option<usize>,
+    /// Also receive UDP datagrams at HOST:PORT (prints `udp ADDR` on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub udp: Option<String>,
+    /// Print {"data":..,"size":..} per message.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MsgCommand {
+    /// Register a receiver; print `id data` per message; reply with the data length.
+    Listen {
+        /// Receiver name.
+        name: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Print {"id":..,"data":..,"sender_pid":..,"posted":..} per message.
+        #[arg(long)]
+        json: bool,
+        /// Print nothing per message (for measurements).
+        #[arg(long, hide = true)]
+        quiet: bool,
+    },
+    /// Send a message, wait for the handler, print its result.
+    Send {
+        /// Receiver name.
+        name: String,
+        /// Message id (decimal or 0x hex).
+        #[arg(value_parser = parse_id)]
+        id: u32,
+        /// The data (sent as UTF-8 bytes).
+        data: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print {"result":..,"reply":..,"rtt_us":..}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Post a message: return once it is queued.
+    Post {
+        /// Receiver name.
+        name: String,
+        /// Message id (decimal or 0x hex).
+        #[arg(value_parser = parse_id)]
+        id: u32,
+        /// The data (sent as UTF-8 bytes).
+        data: String,
+    },
+    /// Print the id registered for TEXT in this namespace.
+    Register {
+        /// The message text.
+        text: String,
+        /// Print {"text":..,"id":..}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to every receiver; print `name result` (or error) each.
+    Broadcast {
+        /// Message id (decimal or 0x hex).
+        #[arg(value_parser = parse_id)]
+        id: u32,
+        /// The data (sent as UTF-8 bytes).
+        data: String,
+        /// Per-receiver timeout.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print a JSON array of {"name":..,"result":..} / {"name":..,"error":..}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure send round trips against a raw Unix-socket ping-pong.
+    #[command(hide = true)]
+    Bench {
+        /// Receiver name.
+        name: String,
+        /// Path of a raw echo socket (`ipckit internal raw-echo PATH`).
+        raw: PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        rounds: usize,
+    },
+}
+
+/// Parse a message id: decimal or `0x` hexadecimal.
+fn parse_id(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a message id (decimal or 0x hex, up to 32 bits)"))
 }

@@ -37,6 +37,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod mailslot;
+pub mod message;
 pub mod name;
 pub mod pipe;
 mod sys;

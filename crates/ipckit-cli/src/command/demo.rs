@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use super::{msg, slot};
+
 /// A child process killed and reaped when dropped, so no step leaks one.
 struct Reaped(Child);
 
@@ -58,6 +60,8 @@ pub fn run() -> Result<(), ipckit::Error> {
 
 fn steps(ns: &Path) -> Result<(), ipckit::Error> {
     step_pipe(ns)?;
+    slot::demo_step(ns)?;
+    msg::demo_step(ns)?;
     println!("\ndemo finished: every step ran between separate processes.");
     Ok(())
 }

@@ -4,7 +4,9 @@ mod bench;
 mod demo;
 mod internal;
 mod ls;
+mod msg;
 mod pipe;
+mod slot;
 
 use crate::cli::{Cli, Command};
 
@@ -12,6 +14,8 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
     match cli.command {
         Command::Pipe(c) => pipe::run(c),
+        Command::Slot(c) => slot::run(c),
+        Command::Msg(c) => msg::run(c),
         Command::Ls { json } => ls::run(json),
         Command::Demo => demo::run(),
         Command::Bench {

@@ -17,12 +17,20 @@
 //!   readability with a timeout, peer credentials (pid, uid, gid).
 //! - **pipes** ([`pipe`]): an anonymous pipe with both ends close-on-exec,
 //!   and placing one fd at a chosen number in a child about to be started.
+//! - **registries** ([`lock_exclusive`]): a blocking exclusive advisory lock
+//!   (released by the kernel when the holder dies), used to serialise
+//!   read-modify-write of small shared files such as the message-id registry.
+//! - **datagrams** ([`udp`]): a UDP socket bound close-on-exec (joining a
+//!   multicast group when the address is one), sending with broadcast
+//!   allowed and multicast kept to the local link, and receiving with a
+//!   timeout.
 //!
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 
 pub(crate) mod net;
 pub(crate) mod pipe;
+pub(crate) mod udp;
 
 use std::fs::File;
 use std::io;
@@ -44,6 +52,16 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Take an exclusive lock on `file`, waiting as long as another holder has it.
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    loop {
+        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
     }
 }
 

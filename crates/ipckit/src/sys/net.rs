@@ -293,3 +293,23 @@ mod outq {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 }
+
+/// Like [`recv_exact`], but give up with `TimedOut` if nothing is readable
+/// before `deadline` (`None`: wait forever). The deadline applies to the
+/// first byte; the rest of a frame a peer has started is awaited.
+pub(crate) fn recv_exact_by(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if wait_readable(&[fd], Some(left))?.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer before the deadline",
+            ));
+        }
+    }
+    recv_exact(fd, buf)
+}

@@ -1,0 +1,151 @@
+//! `ipckit slot read|send|group-read|group-send`: mailslots.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ipckit::mailslot::{self, Mailslot, MailslotOptions, WriterOptions};
+
+use super::msg::{demo_child, wait_live, Reaped};
+use crate::cli::{SlotCommand, SlotReadArgs};
+use crate::util::{percentile, us};
+
+pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
+    match cmd {
+        SlotCommand::Read(args) => read(&args, false),
+        SlotCommand::GroupRead(args) => read(&args, true),
+        SlotCommand::Send {
+            name,
+            message,
+            timeout,
+            udp,
+        } => match udp {
+            Some(addr) => mailslot::send_datagram(&addr, &name, message.as_bytes()),
+            None => WriterOptions::new()
+                .timeout(timeout)
+                .open(&name)?
+                .send(message.as_bytes()),
+        },
+        SlotCommand::GroupSend {
+            name,
+            message,
+            timeout,
+            udp,
+            json,
+        } => {
+            if let Some(addr) = &udp {
+                mailslot::send_datagram(addr, &name, message.as_bytes())?;
+            }
+            let d = WriterOptions::new()
+                .timeout(timeout)
+                .send_to_group(&name, message.as_bytes())?;
+            if json {
+                let failed: Vec<String> = d.failed.iter().map(|e| e.to_string()).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "delivered": d.delivered,
+                        "failed": failed,
+                        "stale_removed": d.stale_removed,
+                        "udp": udp.is_some(),
+                    })
+                );
+            } else {
+                println!("delivered to {} member(s)", d.delivered);
+            }
+            match d.failed.into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
+    let mut opts = MailslotOptions::new();
+    opts.max_message_size(args.max_message_size)
+        .read_timeout(args.timeout);
+    if let Some(n) = args.queue_bound {
+        opts.queue_bound(n);
+    }
+    if let Some(a) = &args.udp {
+        opts.udp(a.clone());
+    }
+    let slot: Mailslot = if group {
+        opts.join_group(&args.name)?
+    } else {
+        opts.create(&args.name)?
+    };
+    if let Some(a) = slot.udp_addr() {
+        eprintln!("udp {a}");
+    }
+    let mut seen = 0usize;
+    while args.count.is_none_or(|k| seen < k) {
+        let msg = slot.recv()?;
+        seen += 1;
+        let text = String::from_utf8_lossy(&msg);
+        if args.json {
+            println!("{}", serde_json::json!({ "data": text, "size": msg.len() }));
+        } else {
+            println!("{}", text.replace('\n', "\\n"));
+        }
+    }
+    Ok(())
+}
+
+/// The demo's mailslot step: a reader process, writer processes, and this
+/// process writing 1 000 acknowledged messages.
+pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
+    println!("\n[mailslot] one reader process, three writer processes, then 1000 timed writes");
+    const TIMED: usize = 1000;
+    let total = 3 + TIMED;
+    let count = total.to_string();
+    let mut reader = demo_child(
+        ns,
+        &[
+            "slot",
+            "read",
+            "demo/slot",
+            "--count",
+            &count,
+            "--timeout",
+            "20s",
+        ],
+    )?;
+    reader.stdout(Stdio::piped());
+    let mut reader = Reaped::spawn(reader)?;
+    let nsp = ipckit::Namespace::at(ns)?;
+    wait_live(&nsp, "demo/slot")?;
+    for i in 1..=3 {
+        let text = format!("hello from writer process {i}");
+        super::msg::run_child(demo_child(ns, &["slot", "send", "demo/slot", &text])?)?;
+    }
+    let mut w = WriterOptions::new().namespace(&nsp).open("demo/slot")?;
+    let mut lat = Vec::with_capacity(TIMED);
+    for i in 0..TIMED {
+        let t = Instant::now();
+        w.send(format!("timed {i}").as_bytes())?;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    let out = reader.stdout().expect("piped above");
+    let mut lines = Vec::new();
+    for line in BufReader::new(out).lines().take(total) {
+        lines.push(line.unwrap_or_default());
+    }
+    for l in lines.iter().take(3) {
+        println!("  reader printed: {l}");
+    }
+    let in_order = lines[3..]
+        .iter()
+        .enumerate()
+        .all(|(i, l)| *l == format!("timed {i}"));
+    lat.sort_unstable();
+    println!(
+        "  {} messages read, timed ones whole and in order: {in_order}; acknowledged write p50 {} p99 {}",
+        lines.len(),
+        us(percentile(&lat, 50.0)),
+        us(percentile(&lat, 99.0))
+    );
+    reader.wait(Duration::from_secs(20))
+}

@@ -1,0 +1,1112 @@
+//! Mailslots (`CreateMailslot`): one reader, any number of writers,
+//! one-way datagrams kept in order until read.
+//!
+//! The creator of a mailslot is its only reader. Any process of the same
+//! user that knows the name can write to it. Each message arrives whole, in
+//! the order each writer sent it. Locally nothing is dropped silently: the
+//! reader acknowledges every write, so [`MailslotWriter::send`] returns only
+//! once the message is queued, or with an error ([`ErrorKind::Full`] when
+//! the queue stayed full until the writer's timeout, [`ErrorKind::TooLarge`]
+//! above the mailslot's `max_message_size`) — never both, never neither.
+//!
+//! Process A (the reader):
+//!
+//! ```no_run
+//! use ipckit::mailslot::MailslotOptions;
+//! let slot = MailslotOptions::new().max_message_size(4096).create("jobs")?;
+//! loop {
+//!     let msg = slot.recv()?;
+//!     println!("{}", String::from_utf8_lossy(&msg));
+//! }
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! Process B (a writer):
+//!
+//! ```no_run
+//! ipckit::mailslot::MailslotWriter::open("jobs")?.send(b"rebuild index")?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! **Broadcast.** Several processes may each join a *group* of the same name
+//! ([`MailslotOptions::join_group`]); [`send_to_group`] writes the message to
+//! every live member on this machine (the Win32 `\\*\mailslot\name` write).
+//! **Across machines** a reader may also listen on UDP
+//! ([`MailslotOptions::udp`]) and writers send datagrams with
+//! [`send_datagram`]: that transport is lossy, as it was in Win32, and
+//! limited to [`UDP_MAX_MESSAGE`] (424) bytes.
+//!
+//! Transport: a Unix stream socket per mailslot in the namespace; the wire
+//! format is in `docs/PROTOCOL.md`, "Mailslots".
+
+mod wire;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::name::{validate_name, Claim, EndpointState, Namespace};
+use crate::sys;
+
+/// Default queue bound: 4096 messages.
+pub const DEFAULT_QUEUE_BOUND: usize = 4096;
+/// The largest message a mailslot with `max_message_size` 0 ("unlimited")
+/// accepts: 1 GiB.
+pub const UNLIMITED_CAP: usize = 1 << 30;
+/// Largest payload of a UDP (cross-machine) mailslot message, as in Win32.
+pub const UDP_MAX_MESSAGE: usize = 424;
+/// How long a writer waits for queue space by default: 5 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Extra time a writer waits for the acknowledgement beyond its own timeout
+/// (the reader decides within the writer's timeout; this covers scheduling).
+const ACK_GRACE: Duration = Duration::from_secs(10);
+
+/// Endpoint kind of a mailslot in the namespace.
+const KIND: &str = "mailslot";
+/// Endpoint kind of a group member.
+const MEMBER_KIND: &str = "mailslot-member";
+/// Suffix of the directory holding a group's members.
+const GROUP_SUFFIX: &str = ".group";
+
+/// Settings for creating a mailslot (`CreateMailslot`).
+///
+/// ```
+/// use std::time::Duration;
+/// use ipckit::mailslot::MailslotOptions;
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let slot = MailslotOptions::new()
+///     .max_message_size(512)
+///     .read_timeout(Some(Duration::from_millis(10)))
+///     .queue_bound(64)
+///     .namespace(&ns)
+///     .create("inbox")
+///     .unwrap();
+/// assert_eq!(slot.recv().unwrap_err().kind(), ipckit::ErrorKind::Timeout);
+/// ```
+#[doc(alias = "CreateMailslot")]
+#[derive(Debug, Clone)]
+pub struct MailslotOptions {
+    max_message_size: usize,
+    read_timeout: Option<Duration>,
+    queue_bound: usize,
+    udp: Option<String>,
+    namespace: Option<Namespace>,
+}
+
+impl Default for MailslotOptions {
+    fn default() -> Self {
+        MailslotOptions {
+            max_message_size: 0,
+            read_timeout: None,
+            queue_bound: DEFAULT_QUEUE_BOUND,
+            udp: None,
+            namespace: None,
+        }
+    }
+}
+
+impl MailslotOptions {
+    /// Defaults: unlimited message size (up to [`UNLIMITED_CAP`]), reads
+    /// wait forever, [`DEFAULT_QUEUE_BOUND`] messages, no UDP, the
+    /// namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::MailslotOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Largest message in bytes (`nMaxMessageSize`); 0 means unlimited
+    /// (capped at [`UNLIMITED_CAP`]). Larger writes fail with
+    /// [`ErrorKind::TooLarge`]. Default 0.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::MailslotOptions::new().max_message_size(424);
+    /// ```
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// How long [`Mailslot::recv`] waits (`lReadTimeout`); `None` waits
+    /// forever (`MAILSLOT_WAIT_FOREVER`), zero returns at once. Default
+    /// `None`.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::MailslotOptions::new().read_timeout(Some(std::time::Duration::ZERO));
+    /// ```
+    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Most messages queued unread; a writer finding the queue full waits
+    /// up to its timeout, then gets [`ErrorKind::Full`]. Default
+    /// [`DEFAULT_QUEUE_BOUND`].
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::MailslotOptions::new().queue_bound(16);
+    /// ```
+    pub fn queue_bound(&mut self, messages: usize) -> &mut Self {
+        self.queue_bound = messages;
+        self
+    }
+
+    /// Also receive UDP datagrams at `addr` (`HOST:PORT`; port 0 picks one,
+    /// see [`Mailslot::udp_addr`]; an IPv4 multicast address joins that
+    /// group). Datagrams for another mailslot name, over
+    /// [`UDP_MAX_MESSAGE`] bytes, or arriving while the queue is full are
+    /// dropped and counted ([`Mailslot::udp_dropped`]): UDP is lossy. There
+    /// is no authentication on UDP: bind to loopback unless the network is
+    /// trusted.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::MailslotOptions::new().udp("127.0.0.1:0");
+    /// ```
+    pub fn udp(&mut self, addr: impl Into<String>) -> &mut Self {
+        self.udp = Some(addr.into());
+        self
+    }
+
+    /// Create the mailslot in `ns` instead of the namespace from the
+    /// environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::mailslot::MailslotOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    fn ns(&self) -> Result<Namespace> {
+        match &self.namespace {
+            Some(ns) => Ok(ns.clone()),
+            None => Namespace::from_env(),
+        }
+    }
+
+    /// Create the mailslot `name`; this process is its reader. A live
+    /// mailslot of that name gives [`ErrorKind::AlreadyExists`]; a stale
+    /// one is replaced.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let a = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("m").unwrap();
+    /// let b = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("m");
+    /// assert_eq!(b.unwrap_err().kind(), ipckit::ErrorKind::AlreadyExists);
+    /// # drop(a);
+    /// ```
+    pub fn create(&self, name: &str) -> Result<Mailslot> {
+        let ns = self.ns()?;
+        self.create_in(&ns, name, KIND)
+    }
+
+    /// Join the broadcast group `group`: create a mailslot that receives
+    /// every [`send_to_group`] to that group name, beside the other members
+    /// (each in its own process, or several in one). The member leaves the
+    /// group when dropped; a member whose process died is skipped and
+    /// cleaned up by the next group send.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let a = ipckit::mailslot::MailslotOptions::new().namespace(&ns).join_group("news").unwrap();
+    /// let b = ipckit::mailslot::MailslotOptions::new().namespace(&ns).join_group("news").unwrap();
+    /// let sent = ipckit::mailslot::WriterOptions::new().namespace(&ns).send_to_group("news", b"hi").unwrap();
+    /// assert_eq!(sent.delivered, 2);
+    /// assert_eq!(a.recv().unwrap(), b"hi");
+    /// assert_eq!(b.recv().unwrap(), b"hi");
+    /// ```
+    pub fn join_group(&self, group: &str) -> Result<Mailslot> {
+        validate_name(group)?;
+        let ns = self.ns()?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let member = format!("{group}{GROUP_SUFFIX}/{}-{n}", std::process::id());
+            match self.create_in(&ns, &member, MEMBER_KIND) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn create_in(&self, ns: &Namespace, name: &str, kind: &str) -> Result<Mailslot> {
+        if self.max_message_size > UNLIMITED_CAP {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "max_message_size {} is above the cap of {UNLIMITED_CAP} bytes; use 0 for the cap or a smaller size",
+                    self.max_message_size
+                ),
+            )
+            .with_name(name));
+        }
+        if self.queue_bound == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a queue bound of 0 would refuse every message; use at least 1",
+            )
+            .with_name(name));
+        }
+        let claim = ns.claim(name, kind)?;
+        let path = ns.socket_path(name);
+        let listener =
+            sys::net::unix_listen(&path).ctx(name, "cannot listen on the mailslot's socket")?;
+        let udp = match &self.udp {
+            Some(a) => {
+                let addr = sys::udp::resolve(a).ctx(name, "cannot resolve the UDP address")?;
+                Some(sys::udp::bind(addr).ctx(name, "cannot bind the UDP socket")?)
+            }
+            None => None,
+        };
+        let udp_addr = match &udp {
+            Some(s) => Some(s.local_addr().ctx(name, "cannot read the UDP address")?),
+            None => None,
+        };
+        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
+        let limit = if self.max_message_size == 0 {
+            UNLIMITED_CAP
+        } else {
+            self.max_message_size
+        };
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            queue: Mutex::new(VecDeque::new()),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            bound: self.queue_bound,
+            limit,
+            advertised: self.max_message_size as u32,
+            stop: AtomicBool::new(false),
+            wake: wake_r,
+            udp_dropped: AtomicU64::new(0),
+        });
+        let mut threads = Vec::new();
+        {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ipckit-slot-{name}"))
+                    .spawn(move || accept_loop(shared, listener))
+                    .ctx(name, "cannot start the mailslot's accept thread")?,
+            );
+        }
+        if let Some(sock) = udp {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ipckit-slot-udp-{name}"))
+                    .spawn(move || udp_loop(shared, sock))
+                    .ctx(name, "cannot start the mailslot's UDP thread")?,
+            );
+        }
+        Ok(Mailslot {
+            shared,
+            threads,
+            wake: wake_w,
+            socket_path: path,
+            read_timeout: self.read_timeout,
+            udp_addr,
+            _claim: claim,
+        })
+    }
+}
+
+struct Shared {
+    name: String,
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    bound: usize,
+    limit: usize,
+    advertised: u32,
+    stop: AtomicBool,
+    /// Read end of the wake-up pipe: readable once the mailslot closes.
+    wake: OwnedFd,
+    udp_dropped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// What [`Mailslot::pending`] reports (`GetMailslotInfo`).
+///
+/// ```
+/// let info = ipckit::mailslot::MailslotInfo { count: 0, next_size: None };
+/// assert!(info.next_size.is_none());
+/// ```
+#[doc(alias = "GetMailslotInfo")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailslotInfo {
+    /// Messages waiting to be read (`lpMessageCount`).
+    pub count: usize,
+    /// Size of the next message, `None` if there is none
+    /// (`lpNextSize`, `MAILSLOT_NO_MESSAGE`).
+    pub next_size: Option<usize>,
+}
+
+/// A mailslot's reading end, held by its creator. Dropping it removes the
+/// name; writers still connected get [`ErrorKind::PeerGone`].
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let slot = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("m").unwrap();
+/// let mut w = ipckit::mailslot::WriterOptions::new().namespace(&ns).open("m").unwrap();
+/// w.send(b"one").unwrap();
+/// w.send(b"two").unwrap();
+/// assert_eq!(slot.pending().count, 2);
+/// assert_eq!(slot.pending().next_size, Some(3));
+/// assert_eq!(slot.recv().unwrap(), b"one");
+/// assert_eq!(slot.recv().unwrap(), b"two");
+/// ```
+pub struct Mailslot {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    wake: OwnedFd,
+    socket_path: std::path::PathBuf,
+    read_timeout: Option<Duration>,
+    udp_addr: Option<SocketAddr>,
+    _claim: Claim,
+}
+
+impl std::fmt::Debug for Mailslot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailslot")
+            .field("name", &self.shared.name)
+            .field("socket", &self.socket_path)
+            .field("udp", &self.udp_addr)
+            .finish()
+    }
+}
+
+impl Mailslot {
+    /// Create a mailslot with default options (see [`MailslotOptions`]).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+    /// let slot = ipckit::mailslot::Mailslot::create("box").unwrap();
+    /// assert_eq!(slot.name(), "box");
+    /// ```
+    #[doc(alias = "CreateMailslot")]
+    pub fn create(name: &str) -> Result<Mailslot> {
+        MailslotOptions::new().create(name)
+    }
+
+    /// The mailslot's endpoint name (for a group member,
+    /// `GROUP.group/PID-N`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The UDP address actually bound, if the mailslot listens on UDP.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).udp("127.0.0.1:0").create("n").unwrap();
+    /// assert_ne!(s.udp_addr().unwrap().port(), 0);
+    /// ```
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// UDP datagrams dropped so far (malformed, for another name, too large,
+    /// or arriving while the queue was full).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.udp_dropped(), 0);
+    /// ```
+    pub fn udp_dropped(&self) -> u64 {
+        self.shared.udp_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Read the next message, waiting up to the read timeout set at creation
+    /// (`ReadFile`); [`ErrorKind::Timeout`] if none came.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// ipckit::mailslot::WriterOptions::new().namespace(&ns).open("n").unwrap().send(b"").unwrap();
+    /// assert_eq!(s.recv().unwrap(), b""); // empty messages are messages too
+    /// ```
+    #[doc(alias = "ReadFile")]
+    pub fn recv(&self) -> Result<Vec<u8>> {
+        self.next(self.read_timeout)
+    }
+
+    /// Read the next message, waiting at most `timeout` whatever the read
+    /// timeout set at creation.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// let e = s.recv_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.next(Some(timeout))
+    }
+
+    fn next(&self, timeout: Option<Duration>) -> Result<Vec<u8>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.shared.lock();
+        loop {
+            if let Some(m) = q.pop_front() {
+                drop(q);
+                self.shared.not_full.notify_all();
+                return Ok(m);
+            }
+            q = match deadline {
+                None => self
+                    .shared
+                    .not_empty
+                    .wait(q)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "no message arrived within {:?}; wait longer or check the writers",
+                                timeout.unwrap_or_default()
+                            ),
+                        )
+                        .with_name(self.name()));
+                    }
+                    self.shared
+                        .not_empty
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// How many messages wait, and the size of the next one
+    /// (`GetMailslotInfo`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.pending(), ipckit::mailslot::MailslotInfo { count: 0, next_size: None });
+    /// ```
+    #[doc(alias = "GetMailslotInfo")]
+    pub fn pending(&self) -> MailslotInfo {
+        let q = self.shared.lock();
+        MailslotInfo {
+            count: q.len(),
+            next_size: q.front().map(Vec::len),
+        }
+    }
+}
+
+impl Drop for Mailslot {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
+        self.shared.not_full.notify_all();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: OwnedFd) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let fds = [shared.wake.as_fd(), listener.as_fd()];
+        let ready = match sys::net::wait_readable(&fds, None) {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        if shared.stopping() || ready.contains(&0) {
+            break;
+        }
+        let Ok(fd) = sys::net::accept(listener.as_fd()) else {
+            continue;
+        };
+        if sys::net::send_all(fd.as_fd(), &wire::hello(shared.advertised)).is_err() {
+            continue;
+        }
+        let s = shared.clone();
+        if let Ok(h) = std::thread::Builder::new()
+            .name("ipckit-slot-conn".into())
+            .spawn(move || serve_writer(&s, fd))
+        {
+            conns.push(h);
+        }
+        conns.retain(|h| !h.is_finished());
+    }
+    for h in conns {
+        let _ = h.join();
+    }
+}
+
+/// Serve one writer: read a message, queue it (waiting for space up to the
+/// writer's timeout), acknowledge, repeat.
+fn serve_writer(shared: &Shared, fd: OwnedFd) {
+    let fd = fd.as_fd();
+    loop {
+        match sys::net::wait_readable(&[shared.wake.as_fd(), fd], None) {
+            Ok(r) if !r.contains(&0) => {}
+            _ => return,
+        }
+        let mut h = [0u8; wire::WRITE_LEN];
+        match sys::net::recv_exact(fd, &mut h) {
+            Ok(true) => {}
+            _ => return,
+        }
+        let Some((len, timeout_ms)) = wire::parse_write(&h) else {
+            return; // malformed: drop the writer
+        };
+        let len = len as usize;
+        if len > shared.limit {
+            if discard(fd, len).is_err() {
+                return;
+            }
+            if sys::net::send_all(fd, &wire::ack(wire::ACK_TOO_LARGE, shared.advertised)).is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut body = vec![0u8; len];
+        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut body), Ok(true)) {
+            return; // torn: the writer died mid-message; nothing queued
+        }
+        let status = enqueue(shared, body, timeout_ms);
+        if sys::net::send_all(fd, &wire::ack(status, 0)).is_err() {
+            return;
+        }
+        if status == wire::ACK_CLOSING {
+            return;
+        }
+    }
+}
+
+fn discard(fd: BorrowedFd<'_>, mut left: usize) -> std::io::Result<()> {
+    let mut buf = vec![0u8; left.min(64 * 1024)];
+    while left > 0 {
+        let n = left.min(buf.len());
+        if !sys::net::recv_exact(fd, &mut buf[..n])? {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
+    let deadline = (timeout_ms != wire::FOREVER)
+        .then(|| Instant::now() + Duration::from_millis(timeout_ms.into()));
+    let mut q = shared.lock();
+    while q.len() >= shared.bound {
+        if shared.stopping() {
+            return wire::ACK_CLOSING;
+        }
+        // Wake up now and then to notice the mailslot closing.
+        let mut wait = Duration::from_millis(200);
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return wire::ACK_FULL;
+            }
+            wait = wait.min(left);
+        }
+        q = shared
+            .not_full
+            .wait_timeout(q, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    if shared.stopping() {
+        return wire::ACK_CLOSING;
+    }
+    q.push_back(body);
+    drop(q);
+    shared.not_empty.notify_one();
+    wire::ACK_QUEUED
+}
+
+fn udp_loop(shared: Arc<Shared>, sock: UdpSocket) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !shared.stopping() {
+        let n = match sys::udp::recv_timeout(&sock, &mut buf, Duration::from_millis(100)) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        let ok = match wire::parse_datagram(&buf[..n]) {
+            Some((name, payload))
+                if name == shared.name && payload.len() <= UDP_MAX_MESSAGE.min(shared.limit) =>
+            {
+                let mut q = shared.lock();
+                if q.len() < shared.bound {
+                    q.push_back(payload.to_vec());
+                    drop(q);
+                    shared.not_empty.notify_one();
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            shared.udp_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Settings for writing to mailslots: namespace and how long a write waits
+/// for queue space.
+///
+/// ```
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let e = ipckit::mailslot::WriterOptions::new()
+///     .namespace(&ns)
+///     .timeout(Duration::from_millis(100))
+///     .open("absent")
+///     .unwrap_err();
+/// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    timeout: Option<Duration>,
+    namespace: Option<Namespace>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            namespace: None,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// Defaults: writes wait up to [`DEFAULT_WRITE_TIMEOUT`] for queue
+    /// space; the namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::WriterOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a write waits for room in a full queue before failing with
+    /// [`ErrorKind::Full`]; zero fails at once.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::WriterOptions::new().timeout(std::time::Duration::ZERO);
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Wait for room as long as it takes (the reader closing still ends the
+    /// wait).
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::WriterOptions::new().wait_forever();
+    /// ```
+    pub fn wait_forever(&mut self) -> &mut Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Look names up in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::mailslot::WriterOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    fn ns(&self) -> Result<Namespace> {
+        match &self.namespace {
+            Some(ns) => Ok(ns.clone()),
+            None => Namespace::from_env(),
+        }
+    }
+
+    /// Open the mailslot `name` for writing (`CreateFile` on
+    /// `\\.\mailslot\name`). [`ErrorKind::NotFound`] if no reader has
+    /// created it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let slot = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("m").unwrap();
+    /// let w = ipckit::mailslot::WriterOptions::new().namespace(&ns).open("m").unwrap();
+    /// assert_eq!(w.name(), "m");
+    /// # drop(slot);
+    /// ```
+    pub fn open(&self, name: &str) -> Result<MailslotWriter> {
+        validate_name(name)?;
+        let ns = self.ns()?;
+        self.open_in(&ns, name)
+    }
+
+    fn open_in(&self, ns: &Namespace, name: &str) -> Result<MailslotWriter> {
+        let fd = sys::net::unix_connect(&ns.socket_path(name)).map_err(|e| {
+            use std::io::ErrorKind as K;
+            match e.kind() {
+                K::NotFound | K::ConnectionRefused => Error::new(
+                    ErrorKind::NotFound,
+                    "no mailslot has this name; start its reader or check the namespace",
+                )
+                .with_name(name),
+                _ => Error::os(e, "cannot connect to the mailslot").with_name(name),
+            }
+        })?;
+        let mut h = [0u8; wire::HELLO_LEN];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match sys::net::recv_exact_by(fd.as_fd(), &mut h, Some(deadline)) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::new(
+                    ErrorKind::PeerGone,
+                    "the mailslot closed the connection at once; its reader is shutting down",
+                )
+                .with_name(name))
+            }
+            Err(e) => return Err(Error::os(e, "no hello from the mailslot").with_name(name)),
+        }
+        let max = wire::parse_hello(&h, name)?;
+        Ok(MailslotWriter {
+            name: name.to_string(),
+            fd,
+            max_message: if max == 0 {
+                UNLIMITED_CAP
+            } else {
+                max as usize
+            },
+            timeout: self.timeout,
+            broken: false,
+        })
+    }
+
+    /// Write `msg` to every live member of the broadcast group `group` on
+    /// this machine. Members whose process died are skipped and their
+    /// records removed. Each member's outcome is reported: a full member
+    /// queue is an error for that member, not a silent drop.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let sent = ipckit::mailslot::WriterOptions::new().namespace(&ns).send_to_group("none", b"x").unwrap();
+    /// assert_eq!(sent.delivered, 0);
+    /// ```
+    pub fn send_to_group(&self, group: &str, msg: &[u8]) -> Result<GroupDelivery> {
+        validate_name(group)?;
+        let ns = self.ns()?;
+        let prefix = format!("{group}{GROUP_SUFFIX}/");
+        let mut out = GroupDelivery::default();
+        for ep in ns.list()? {
+            if !ep.name.starts_with(&prefix) || ep.name[prefix.len()..].contains('/') {
+                continue;
+            }
+            if ep.state == EndpointState::Stale {
+                let _ = ns.remove_stale(&ep.name);
+                out.stale_removed += 1;
+                continue;
+            }
+            if ep.kind != MEMBER_KIND {
+                continue;
+            }
+            match self.open_in(&ns, &ep.name).and_then(|mut w| w.send(msg)) {
+                Ok(()) => out.delivered += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => out.stale_removed += 1,
+                Err(e) => out.failed.push(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The outcome of [`send_to_group`].
+///
+/// ```
+/// let d = ipckit::mailslot::GroupDelivery::default();
+/// assert_eq!(d.delivered, 0);
+/// assert!(d.failed.is_empty());
+/// ```
+#[derive(Debug, Default)]
+pub struct GroupDelivery {
+    /// Members that queued the message.
+    pub delivered: usize,
+    /// Members that refused it (full, too large, gone mid-write), one error
+    /// each, naming the member.
+    pub failed: Vec<Error>,
+    /// Dead members skipped (and cleaned up).
+    pub stale_removed: usize,
+}
+
+/// A writer to one mailslot (`CreateFile` + `WriteFile`).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let slot = ipckit::mailslot::MailslotOptions::new()
+///     .namespace(&ns).max_message_size(4).create("m").unwrap();
+/// let mut w = ipckit::mailslot::WriterOptions::new().namespace(&ns).open("m").unwrap();
+/// assert_eq!(w.send(b"too long").unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
+/// w.send(b"ok").unwrap();
+/// assert_eq!(slot.recv().unwrap(), b"ok");
+/// ```
+#[derive(Debug)]
+pub struct MailslotWriter {
+    name: String,
+    fd: OwnedFd,
+    max_message: usize,
+    timeout: Option<Duration>,
+    broken: bool,
+}
+
+impl MailslotWriter {
+    /// Open `name` in the namespace from the environment, with the default
+    /// write timeout (see [`WriterOptions`]).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+    /// let slot = ipckit::mailslot::Mailslot::create("box").unwrap();
+    /// ipckit::mailslot::MailslotWriter::open("box").unwrap().send(b"hi").unwrap();
+    /// assert_eq!(slot.recv().unwrap(), b"hi");
+    /// ```
+    pub fn open(name: &str) -> Result<MailslotWriter> {
+        WriterOptions::new().open(name)
+    }
+
+    /// The mailslot's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("m").unwrap();
+    /// let w = ipckit::mailslot::WriterOptions::new().namespace(&ns).open("m").unwrap();
+    /// assert_eq!(w.name(), "m");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The largest message the mailslot accepts.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).max_message_size(9).create("m").unwrap();
+    /// let w = ipckit::mailslot::WriterOptions::new().namespace(&ns).open("m").unwrap();
+    /// assert_eq!(w.max_message_size(), 9);
+    /// ```
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    /// Write one message (`WriteFile`), waiting for queue space up to the
+    /// writer's timeout. Returns once the reader has queued the message
+    /// whole. Errors: [`ErrorKind::TooLarge`] (nothing sent),
+    /// [`ErrorKind::Full`] (the queue stayed full; the message was not
+    /// queued), [`ErrorKind::PeerGone`] (the reader went away).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let slot = ipckit::mailslot::MailslotOptions::new().namespace(&ns).queue_bound(1).create("m").unwrap();
+    /// let mut w = ipckit::mailslot::WriterOptions::new()
+    ///     .namespace(&ns).timeout(Duration::from_millis(20)).open("m").unwrap();
+    /// w.send(b"1").unwrap();
+    /// assert_eq!(w.send(b"2").unwrap_err().kind(), ipckit::ErrorKind::Full);
+    /// assert_eq!(slot.recv().unwrap(), b"1");
+    /// w.send(b"3").unwrap();
+    /// assert_eq!(slot.recv().unwrap(), b"3");
+    /// ```
+    #[doc(alias = "WriteFile")]
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if self.broken {
+            return Err(Error::new(
+                ErrorKind::PeerGone,
+                "an earlier write on this writer failed midway; open the mailslot again",
+            )
+            .with_name(&self.name));
+        }
+        if msg.len() > self.max_message {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "message of {} bytes exceeds the mailslot's max_message_size of {} bytes; split it",
+                    msg.len(),
+                    self.max_message
+                ),
+            )
+            .with_name(&self.name)
+            .with_needed(msg.len()));
+        }
+        let timeout_ms = match self.timeout {
+            None => wire::FOREVER,
+            Some(t) => u32::try_from(t.as_millis()).unwrap_or(wire::FOREVER - 1),
+        };
+        let r = self.exchange(msg, timeout_ms);
+        if r.is_err() {
+            self.broken = true;
+        }
+        let status = r?;
+        match status {
+            wire::ACK_QUEUED => Ok(()),
+            wire::ACK_FULL => Err(Error::new(
+                ErrorKind::Full,
+                format!(
+                    "the mailslot's queue stayed full for {:?}; the message was not queued, retry later or raise the reader's queue bound",
+                    self.timeout.unwrap_or_default()
+                ),
+            )
+            .with_name(&self.name)),
+            wire::ACK_TOO_LARGE => Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("message of {} bytes exceeds the mailslot's max_message_size", msg.len()),
+            )
+            .with_name(&self.name)
+            .with_needed(msg.len())),
+            wire::ACK_CLOSING => {
+                self.broken = true;
+                Err(Error::new(
+                    ErrorKind::PeerGone,
+                    "the mailslot's reader closed it before the message could be queued",
+                )
+                .with_name(&self.name))
+            }
+            other => {
+                self.broken = true;
+                Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("unknown acknowledgement status {other} from the mailslot"),
+                )
+                .with_name(&self.name))
+            }
+        }
+    }
+
+    fn exchange(&mut self, msg: &[u8], timeout_ms: u32) -> Result<u8> {
+        let fd = self.fd.as_fd();
+        let gone = |name: &str| {
+            Error::new(
+                ErrorKind::PeerGone,
+                "the mailslot's reader went away; the message was not queued",
+            )
+            .with_name(name)
+        };
+        let mut frame = Vec::with_capacity(wire::WRITE_LEN + msg.len());
+        frame.extend_from_slice(&wire::write_header(msg.len() as u32, timeout_ms));
+        frame.extend_from_slice(msg);
+        sys::net::send_all(fd, &frame).map_err(|_| gone(&self.name))?;
+        let deadline = self.timeout.map(|t| Instant::now() + t + ACK_GRACE);
+        let mut ack = [0u8; wire::ACK_LEN];
+        match sys::net::recv_exact_by(fd, &mut ack, deadline) {
+            Ok(true) => Ok(ack[0]),
+            Ok(false) => Err(gone(&self.name)),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::new(
+                ErrorKind::Timeout,
+                "the mailslot's reader did not acknowledge the write in time (is it stopped?); whether the message was queued is unknown",
+            )
+            .with_name(&self.name)),
+            Err(_) => Err(gone(&self.name)),
+        }
+    }
+}
+
+/// Write `msg` to every live member of the broadcast group `group` on this
+/// machine (namespace from the environment, default timeout); see
+/// [`WriterOptions::send_to_group`].
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// let m = ipckit::mailslot::MailslotOptions::new().join_group("all").unwrap();
+/// assert_eq!(ipckit::mailslot::send_to_group("all", b"hey").unwrap().delivered, 1);
+/// assert_eq!(m.recv().unwrap(), b"hey");
+/// ```
+pub fn send_to_group(group: &str, msg: &[u8]) -> Result<GroupDelivery> {
+    WriterOptions::new().send_to_group(group, msg)
+}
+
+/// Send `msg` to the mailslot `name` as one UDP datagram to `target`
+/// (`HOST:PORT`: a host, a broadcast address or an IPv4 multicast group) —
+/// the cross-machine mailslot write. Lossy: no acknowledgement, no
+/// retransmission. At most [`UDP_MAX_MESSAGE`] bytes, else
+/// [`ErrorKind::TooLarge`].
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let slot = ipckit::mailslot::MailslotOptions::new()
+///     .namespace(&ns).udp("127.0.0.1:0").create("far").unwrap();
+/// let to = slot.udp_addr().unwrap().to_string();
+/// ipckit::mailslot::send_datagram(&to, "far", b"ping").unwrap();
+/// // Lossy in general; on loopback it arrives.
+/// assert_eq!(slot.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), b"ping");
+/// ```
+pub fn send_datagram(target: &str, name: &str, msg: &[u8]) -> Result<()> {
+    validate_name(name)?;
+    if msg.len() > UDP_MAX_MESSAGE {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "message of {} bytes exceeds the UDP mailslot limit of {UDP_MAX_MESSAGE} bytes; send it locally or split it",
+                msg.len()
+            ),
+        )
+        .with_name(name)
+        .with_needed(msg.len()));
+    }
+    let addr = sys::udp::resolve(target).ctx(name, "cannot resolve the UDP target")?;
+    sys::udp::send_to(addr, &wire::datagram(name, msg)).ctx(name, "cannot send the datagram")
+}

@@ -1,0 +1,1239 @@
+//! Window-style messages: `SendMessage`, `PostMessage`, `WM_COPYDATA`,
+//! `RegisterWindowMessage`, `HWND_BROADCAST`, `FindWindow`.
+//!
+//! A process *registers* a receiver under a name ([`Receiver::register`]);
+//! its handler is called, one message at a time, with the message id, a
+//! copy of the sender's bytes and the sender's pid, and returns an `i64`
+//! result plus optional reply bytes ([`Reply`]). Posted messages are handled
+//! in the order they were queued; a sent message is handled as soon as the
+//! handler is free, ahead of posted messages still queued (as in Win32,
+//! where sent messages bypass the posted queue).
+//! [`send`] blocks until the handler returned and gives back its reply;
+//! [`post`] returns once the message is queued. [`register_message`] turns a
+//! text into an id that every process of the namespace agrees on, and
+//! [`broadcast`] delivers a message to every receiver.
+//!
+//! Process A (the receiver, the "window"):
+//!
+//! ```no_run
+//! use ipckit::message::{Receiver, Reply};
+//! let _rx = Receiver::register("viewer", |m| {
+//!     println!("message {:#x} from pid {}: {}", m.id, m.sender_pid,
+//!              String::from_utf8_lossy(m.data));
+//!     Reply::new(m.data.len() as i64)
+//! })?;
+//! std::thread::park(); // the handler runs on a background thread
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! Process B (a sender):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let copydata = ipckit::message::WM_COPYDATA;
+//! let reply = ipckit::message::send("viewer", copydata, br#"{"mrn":456}"#, Duration::from_secs(5))?;
+//! assert_eq!(reply.result, 11);
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! Transport: a Unix stream socket per receiver in the namespace; the wire
+//! format is in `docs/PROTOCOL.md`, "Window messages".
+
+use std::fs::OpenOptions;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::name::{validate_name, Claim, EndpointState, Namespace};
+use crate::sys;
+
+/// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
+pub const WM_COPYDATA: u32 = 0x004A;
+/// `WM_USER`: ids from here to `0x7FFF` are for a receiver's private use.
+pub const WM_USER: u32 = 0x0400;
+/// Lowest id [`register_message`] hands out.
+pub const REGISTERED_MIN: u32 = 0xC000;
+/// Highest id [`register_message`] hands out.
+pub const REGISTERED_MAX: u32 = 0xFFFF;
+/// Longest text [`register_message`] accepts, in bytes.
+pub const MAX_MESSAGE_TEXT: usize = 255;
+/// Default limit on the bytes of one message: 16 MiB.
+pub const DEFAULT_MAX_DATA: usize = 16 << 20;
+/// Most posted messages waiting in a receiver's queue (as Win32's 10 000);
+/// a post beyond gets [`ErrorKind::Full`].
+pub const POST_QUEUE_LIMIT: usize = 10_000;
+
+/// Endpoint kind of a receiver in the namespace.
+const KIND: &str = "window";
+
+/// Registry of message texts, and its lock, in the namespace directory.
+const REGISTRY: &str = ".messages";
+const REGISTRY_LOCK: &str = ".messages.lock";
+
+mod wire {
+    //! See `docs/PROTOCOL.md`, "Window messages".
+    pub(super) const MAGIC: &[u8; 8] = b"IPCKWMSG";
+    pub(super) const VERSION: u8 = 1;
+    pub(super) const LEN: usize = 16;
+
+    pub(super) const REQ_SEND: u8 = 1;
+    pub(super) const REQ_POST: u8 = 2;
+
+    pub(super) const RESP_REPLY: u8 = 1;
+    pub(super) const RESP_QUEUED: u8 = 2;
+    pub(super) const RESP_ERROR: u8 = 3;
+
+    pub(super) const ERR_FULL: u8 = 1;
+    pub(super) const ERR_TOO_LARGE: u8 = 2;
+    pub(super) const ERR_CLOSING: u8 = 3;
+
+    pub(super) fn hello(max_data: u32) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[..8].copy_from_slice(MAGIC);
+        b[8] = VERSION;
+        b[12..16].copy_from_slice(&max_data.to_le_bytes());
+        b
+    }
+
+    pub(super) fn parse_hello(b: &[u8; LEN]) -> Option<u32> {
+        (&b[..8] == MAGIC && b[8] == VERSION)
+            .then(|| u32::from_le_bytes([b[12], b[13], b[14], b[15]]))
+    }
+
+    pub(super) fn request(kind: u8, id: u32, len: u32) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0] = kind;
+        b[4..8].copy_from_slice(&id.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    /// `(kind, id, len)`, or `None` if malformed.
+    pub(super) fn parse_request(b: &[u8; LEN]) -> Option<(u8, u32, u32)> {
+        if !matches!(b[0], REQ_SEND | REQ_POST) || b[1..4] != [0; 3] || b[12..16] != [0; 4] {
+            return None;
+        }
+        Some((
+            b[0],
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        ))
+    }
+
+    pub(super) fn response(kind: u8, code: u8, len: u32, result: i64) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0] = kind;
+        b[1] = code;
+        b[4..8].copy_from_slice(&len.to_le_bytes());
+        b[8..16].copy_from_slice(&result.to_le_bytes());
+        b
+    }
+
+    /// `(kind, code, len, result)`, or `None` if malformed.
+    pub(super) fn parse_response(b: &[u8; LEN]) -> Option<(u8, u8, u32, i64)> {
+        if !matches!(b[0], RESP_REPLY | RESP_QUEUED | RESP_ERROR) || b[2..4] != [0; 2] {
+            return None;
+        }
+        let mut r = [0u8; 8];
+        r.copy_from_slice(&b[8..16]);
+        Some((
+            b[0],
+            b[1],
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            i64::from_le_bytes(r),
+        ))
+    }
+}
+
+/// One message as the handler sees it.
+///
+/// ```
+/// let m = ipckit::message::Message { id: 0x4A, data: b"{}", sender_pid: 1, posted: false };
+/// assert_eq!(m.data, b"{}");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The message id (`uMsg`): [`WM_COPYDATA`], a `WM_USER`-based private
+    /// id, or one from [`register_message`].
+    pub id: u32,
+    /// The sender's bytes (the `COPYDATASTRUCT` payload).
+    pub data: &'a [u8],
+    /// The sender's process id (from the socket's peer credentials).
+    pub sender_pid: u32,
+    /// Whether it was posted (its reply is discarded) rather than sent.
+    pub posted: bool,
+}
+
+/// What a handler returns: the `LRESULT` and optional reply bytes.
+///
+/// ```
+/// let r = ipckit::message::Reply::new(1).with_data(b"ok".to_vec());
+/// assert_eq!((r.result, r.data.as_slice()), (1, b"ok".as_slice()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// The result (`LRESULT`).
+    pub result: i64,
+    /// Bytes handed back to the sender (empty by default).
+    pub data: Vec<u8>,
+}
+
+impl Reply {
+    /// A reply with `result` and no bytes.
+    ///
+    /// ```
+    /// assert!(ipckit::message::Reply::new(0).data.is_empty());
+    /// ```
+    pub fn new(result: i64) -> Reply {
+        Reply {
+            result,
+            data: Vec::new(),
+        }
+    }
+
+    /// Attach reply bytes.
+    ///
+    /// ```
+    /// let r = ipckit::message::Reply::new(0).with_data(vec![1, 2]);
+    /// assert_eq!(r.data, [1, 2]);
+    /// ```
+    pub fn with_data(mut self, data: Vec<u8>) -> Reply {
+        self.data = data;
+        self
+    }
+}
+
+type Handler = Box<dyn FnMut(&Message<'_>) -> Reply + Send + 'static>;
+
+struct Job {
+    id: u32,
+    data: Vec<u8>,
+    pid: u32,
+}
+
+/// Settings for registering a receiver.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let rx = ipckit::message::ReceiverOptions::new()
+///     .namespace(&ns)
+///     .max_data(1024)
+///     .register("w", |m| ipckit::message::Reply::new(m.id.into()))
+///     .unwrap();
+/// assert_eq!(rx.name(), "w");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    max_data: usize,
+    namespace: Option<Namespace>,
+}
+
+impl Default for ReceiverOptions {
+    fn default() -> Self {
+        ReceiverOptions {
+            max_data: DEFAULT_MAX_DATA,
+            namespace: None,
+        }
+    }
+}
+
+impl ReceiverOptions {
+    /// Defaults: [`DEFAULT_MAX_DATA`], the namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::message::ReceiverOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Largest message data accepted, in bytes (1 to 1 GiB); larger sends and
+    /// posts fail with [`ErrorKind::TooLarge`]. Default [`DEFAULT_MAX_DATA`].
+    ///
+    /// ```
+    /// let _ = ipckit::message::ReceiverOptions::new().max_data(4096);
+    /// ```
+    pub fn max_data(&mut self, bytes: usize) -> &mut Self {
+        self.max_data = bytes;
+        self
+    }
+
+    /// Register in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::message::ReceiverOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Register `handler` under `name`. The handler runs on background
+    /// threads, one message at a time (it is behind a mutex); posted
+    /// messages in queue order, sent ones as soon as it is free. A live receiver of
+    /// that name gives [`ErrorKind::AlreadyExists`]; a stale one is
+    /// replaced.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::message::{Messenger, ReceiverOptions, Reply};
+    /// let _rx = ReceiverOptions::new().namespace(&ns)
+    ///     .register("w", |m| Reply::new(2 * m.data.len() as i64)).unwrap();
+    /// let r = Messenger::new().namespace(&ns)
+    ///     .send("w", 1, b"abc", std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(r.result, 6);
+    /// ```
+    pub fn register<F>(&self, name: &str, handler: F) -> Result<Receiver>
+    where
+        F: FnMut(&Message<'_>) -> Reply + Send + 'static,
+    {
+        if self.max_data == 0 || self.max_data > 1 << 30 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "max_data {} is out of range; use 1 to {} bytes",
+                    self.max_data,
+                    1 << 30
+                ),
+            )
+            .with_name(name));
+        }
+        let ns = match &self.namespace {
+            Some(ns) => ns.clone(),
+            None => Namespace::from_env()?,
+        };
+        let claim = ns.claim(name, KIND)?;
+        let path = ns.socket_path(name);
+        let listener =
+            sys::net::unix_listen(&path).ctx(name, "cannot listen on the receiver's socket")?;
+        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(POST_QUEUE_LIMIT);
+        let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Box::new(handler)));
+        let dispatcher = {
+            let handler = handler.clone();
+            std::thread::Builder::new()
+                .name(format!("ipckit-window-{name}"))
+                .spawn(move || {
+                    for job in rx {
+                        let mut h = handler.lock().unwrap_or_else(|p| p.into_inner());
+                        h(&Message {
+                            id: job.id,
+                            data: &job.data,
+                            sender_pid: job.pid,
+                            posted: true,
+                        });
+                    }
+                })
+                .ctx(name, "cannot start the receiver's handler thread")?
+        };
+        let shared = Arc::new(Shared {
+            max_data: self.max_data,
+            stop: AtomicBool::new(false),
+            wake: wake_r,
+            queue: Mutex::new(Some(tx)),
+            handler,
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("ipckit-window-accept-{name}"))
+                .spawn(move || accept_loop(shared, listener))
+                .ctx(name, "cannot start the receiver's accept thread")?
+        };
+        Ok(Receiver {
+            name: name.to_string(),
+            shared,
+            acceptor: Some(acceptor),
+            dispatcher: Some(dispatcher),
+            wake: wake_w,
+            socket_path: path,
+            _claim: claim,
+        })
+    }
+}
+
+struct Shared {
+    max_data: usize,
+    stop: AtomicBool,
+    wake: OwnedFd,
+    /// The queue into the handler thread; `None` once the receiver closes.
+    queue: Mutex<Option<SyncSender<Job>>>,
+    /// The handler; sent messages run it on their connection's thread,
+    /// posted ones on the queue's thread, one at a time either way.
+    handler: Arc<Mutex<Handler>>,
+}
+
+impl Shared {
+    fn queue(&self) -> Option<SyncSender<Job>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A registered receiver (a "window"). Dropping it unregisters the name,
+/// waits for the message being handled, and discards posted messages not
+/// yet handled; senders waiting get [`ErrorKind::PeerGone`].
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let m = ipckit::message::Messenger::new().namespace(&ns).clone();
+/// let rx = ipckit::message::ReceiverOptions::new().namespace(&ns)
+///     .register("w", |_| ipckit::message::Reply::new(0)).unwrap();
+/// assert!(m.find("w").unwrap());
+/// drop(rx);
+/// assert!(!m.find("w").unwrap());
+/// ```
+#[doc(alias = "RegisterClass")]
+#[doc(alias = "CreateWindow")]
+pub struct Receiver {
+    name: String,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+    wake: OwnedFd,
+    socket_path: std::path::PathBuf,
+    _claim: Claim,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.name)
+            .field("socket", &self.socket_path)
+            .finish()
+    }
+}
+
+impl Receiver {
+    /// Register `handler` under `name` in the namespace from the
+    /// environment (see [`ReceiverOptions::register`]).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+    /// let rx = ipckit::message::Receiver::register("w", |m| {
+    ///     ipckit::message::Reply::new(m.data.len() as i64)
+    /// }).unwrap();
+    /// assert_eq!(rx.name(), "w");
+    /// ```
+    pub fn register<F>(name: &str, handler: F) -> Result<Receiver>
+    where
+        F: FnMut(&Message<'_>) -> Reply + Send + 'static,
+    {
+        ReceiverOptions::new().register(name, handler)
+    }
+
+    /// The name the receiver is registered under.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let rx = ipckit::message::ReceiverOptions::new().namespace(&ns)
+    ///     .register("w", |_| ipckit::message::Reply::new(0)).unwrap();
+    /// assert_eq!(rx.name(), "w");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
+        let _ = std::fs::remove_file(&self.socket_path);
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = self.dispatcher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: OwnedFd) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let fds = [shared.wake.as_fd(), listener.as_fd()];
+        match sys::net::wait_readable(&fds, None) {
+            Ok(r) if !r.contains(&0) && !shared.stop.load(Ordering::Acquire) => {}
+            _ => break,
+        }
+        let Ok(fd) = sys::net::accept(listener.as_fd()) else {
+            continue;
+        };
+        let pid = sys::net::peer_cred(fd.as_fd())
+            .map(|(p, _, _)| p)
+            .unwrap_or(0);
+        if sys::net::send_all(fd.as_fd(), &wire::hello(shared.max_data as u32)).is_err() {
+            continue;
+        }
+        let s = shared.clone();
+        if let Ok(h) = std::thread::Builder::new()
+            .name("ipckit-window-conn".into())
+            .spawn(move || serve_sender(&s, fd, pid))
+        {
+            conns.push(h);
+        }
+        conns.retain(|h| !h.is_finished());
+    }
+    for h in conns {
+        let _ = h.join();
+    }
+}
+
+fn respond_error(fd: BorrowedFd<'_>, code: u8, text: &str) -> bool {
+    let mut b = wire::response(wire::RESP_ERROR, code, text.len() as u32, 0).to_vec();
+    b.extend_from_slice(text.as_bytes());
+    sys::net::send_all(fd, &b).is_ok()
+}
+
+fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
+    let fd = fd.as_fd();
+    loop {
+        match sys::net::wait_readable(&[shared.wake.as_fd(), fd], None) {
+            Ok(r) if !r.contains(&0) => {}
+            _ => return,
+        }
+        let mut h = [0u8; wire::LEN];
+        if !matches!(sys::net::recv_exact(fd, &mut h), Ok(true)) {
+            return;
+        }
+        let Some((kind, id, len)) = wire::parse_request(&h) else {
+            return;
+        };
+        let len = len as usize;
+        if len > shared.max_data {
+            let mut left = len;
+            let mut buf = vec![0u8; len.min(64 * 1024)];
+            while left > 0 {
+                let n = left.min(buf.len());
+                if !matches!(sys::net::recv_exact(fd, &mut buf[..n]), Ok(true)) {
+                    return;
+                }
+                left -= n;
+            }
+            if !respond_error(
+                fd,
+                wire::ERR_TOO_LARGE,
+                "message data over the receiver's limit",
+            ) {
+                return;
+            }
+            continue;
+        }
+        let mut data = vec![0u8; len];
+        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut data), Ok(true)) {
+            return;
+        }
+        let Some(queue) = shared.queue() else {
+            let _ = respond_error(fd, wire::ERR_CLOSING, "the receiver is closing");
+            return;
+        };
+        if kind == wire::REQ_POST {
+            let job = Job { id, data, pid };
+            let ok = match queue.try_send(job) {
+                Ok(()) => {
+                    sys::net::send_all(fd, &wire::response(wire::RESP_QUEUED, 0, 0, 0)).is_ok()
+                }
+                Err(TrySendError::Full(_)) => {
+                    respond_error(fd, wire::ERR_FULL, "the receiver's post queue is full")
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    respond_error(fd, wire::ERR_CLOSING, "the receiver is closing")
+                }
+            };
+            if !ok {
+                return;
+            }
+            continue;
+        }
+        drop(queue);
+        let reply = {
+            let mut h = shared.handler.lock().unwrap_or_else(|p| p.into_inner());
+            h(&Message {
+                id,
+                data: &data,
+                sender_pid: pid,
+                posted: false,
+            })
+        };
+        let mut b =
+            wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result).to_vec();
+        b.extend_from_slice(&reply.data);
+        if sys::net::send_all(fd, &b).is_err() {
+            return;
+        }
+    }
+}
+
+/// A connection to one receiver (the `HWND` a sender holds), reused across
+/// sends and posts; reconnects by itself after a failed call.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// use std::time::Duration;
+/// use ipckit::message::{Messenger, ReceiverOptions, Reply};
+/// let _rx = ReceiverOptions::new().namespace(&ns)
+///     .register("w", |m| Reply::new(m.id.into()).with_data(m.data.to_vec())).unwrap();
+/// let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();
+/// let r = w.send(7, b"hi", Duration::from_secs(5)).unwrap();
+/// assert_eq!((r.result, r.data.as_slice()), (7, b"hi".as_slice()));
+/// w.post(8, b"later").unwrap();
+/// ```
+#[doc(alias = "HWND")]
+#[derive(Debug)]
+pub struct Window {
+    name: String,
+    ns: Namespace,
+    conn: Option<(OwnedFd, usize)>,
+}
+
+impl Window {
+    /// The receiver's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _rx = ipckit::message::ReceiverOptions::new().namespace(&ns)
+    /// #     .register("w", |_| ipckit::message::Reply::new(0)).unwrap();
+    /// let w = ipckit::message::Messenger::new().namespace(&ns).connect("w").unwrap();
+    /// assert_eq!(w.name(), "w");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ensure(&mut self, deadline: Option<Instant>) -> Result<(BorrowedFd<'_>, usize)> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.ns, &self.name, deadline)?);
+        }
+        let (fd, max) = self.conn.as_ref().expect("connected above");
+        Ok((fd.as_fd(), *max))
+    }
+
+    /// Send a message and wait until the receiver's handler returned
+    /// (`SendMessageTimeout`). Errors: [`ErrorKind::Timeout`] (the handler
+    /// did not finish in time; it may still run), [`ErrorKind::PeerGone`]
+    /// (the receiver died or closed first), [`ErrorKind::NotFound`] (no
+    /// such receiver), [`ErrorKind::TooLarge`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use std::time::Duration;
+    /// let _rx = ipckit::message::ReceiverOptions::new().namespace(&ns).register("slow", |_| {
+    ///     std::thread::sleep(Duration::from_millis(200));
+    ///     ipckit::message::Reply::new(0)
+    /// }).unwrap();
+    /// let mut w = ipckit::message::Messenger::new().namespace(&ns).connect("slow").unwrap();
+    /// let e = w.send(1, b"", Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    #[doc(alias = "SendMessage")]
+    #[doc(alias = "SendMessageTimeout")]
+    pub fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
+        let deadline = Instant::now() + timeout;
+        let r = self.call(wire::REQ_SEND, id, data, Some(deadline));
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    /// Queue a message and return once the receiver queued it
+    /// (`PostMessage`); its handler runs later, after the messages queued
+    /// before. [`ErrorKind::Full`] if the receiver has
+    /// [`POST_QUEUE_LIMIT`] messages waiting.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let _r = ipckit::message::ReceiverOptions::new().namespace(&ns).register("w", move |m| {
+    ///     tx.send(m.id).unwrap();
+    ///     ipckit::message::Reply::new(0)
+    /// }).unwrap();
+    /// let mut w = ipckit::message::Messenger::new().namespace(&ns).connect("w").unwrap();
+    /// for id in 1..=3 { w.post(id, b"").unwrap(); }
+    /// let got: Vec<u32> = rx.iter().take(3).collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// ```
+    #[doc(alias = "PostMessage")]
+    pub fn post(&mut self, id: u32, data: &[u8]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let r = self.call(wire::REQ_POST, id, data, Some(deadline));
+        if r.is_err() {
+            self.conn = None;
+        }
+        r.map(|_| ())
+    }
+
+    fn call(&mut self, kind: u8, id: u32, data: &[u8], deadline: Option<Instant>) -> Result<Reply> {
+        let name = self.name.clone();
+        let (fd, max) = self.ensure(deadline)?;
+        if data.len() > max {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "message data of {} bytes exceeds the receiver's limit of {max} bytes",
+                    data.len()
+                ),
+            )
+            .with_name(name)
+            .with_needed(data.len()));
+        }
+        let gone = |what: &str| {
+            Error::new(
+                ErrorKind::PeerGone,
+                format!("the receiver went away {what}; it died or unregistered"),
+            )
+            .with_name(&name)
+        };
+        let mut frame = wire::request(kind, id, data.len() as u32).to_vec();
+        frame.extend_from_slice(data);
+        sys::net::send_all(fd, &frame).map_err(|_| gone("before the message was delivered"))?;
+        let mut h = [0u8; wire::LEN];
+        match sys::net::recv_exact_by(fd, &mut h, deadline) {
+            Ok(true) => {}
+            Ok(false) => return Err(gone("before handling the message")),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the receiver did not handle the message in time; it may still do so, so do not assume it was dropped",
+                )
+                .with_name(&name))
+            }
+            Err(_) => return Err(gone("before handling the message")),
+        }
+        let Some((rkind, code, len, result)) = wire::parse_response(&h) else {
+            return Err(
+                Error::new(ErrorKind::Decode, "malformed response from the receiver")
+                    .with_name(&name),
+            );
+        };
+        if len as usize > (1 << 30) {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                "the receiver announced an absurd reply size",
+            )
+            .with_name(&name));
+        }
+        let mut body = vec![0u8; len as usize];
+        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut body), Ok(true)) {
+            return Err(gone("in the middle of its reply"));
+        }
+        match rkind {
+            wire::RESP_REPLY | wire::RESP_QUEUED => Ok(Reply { result, data: body }),
+            _ => {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let kind = match code {
+                    wire::ERR_FULL => ErrorKind::Full,
+                    wire::ERR_TOO_LARGE => ErrorKind::TooLarge,
+                    wire::ERR_CLOSING => ErrorKind::PeerGone,
+                    _ => ErrorKind::Remote,
+                };
+                Err(
+                    Error::new(kind, format!("the receiver refused the message: {text}"))
+                        .with_name(&name),
+                )
+            }
+        }
+    }
+}
+
+fn connect(ns: &Namespace, name: &str, deadline: Option<Instant>) -> Result<(OwnedFd, usize)> {
+    validate_name(name)?;
+    let fd = sys::net::unix_connect(&ns.socket_path(name)).map_err(|e| {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::NotFound | K::ConnectionRefused => Error::new(
+                ErrorKind::NotFound,
+                "no receiver is registered under this name; start it or check the namespace",
+            )
+            .with_name(name),
+            _ => Error::os(e, "cannot connect to the receiver").with_name(name),
+        }
+    })?;
+    let mut h = [0u8; wire::LEN];
+    match sys::net::recv_exact_by(fd.as_fd(), &mut h, deadline) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::new(
+                ErrorKind::PeerGone,
+                "the receiver closed the connection at once; it is unregistering",
+            )
+            .with_name(name))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "the receiver did not greet in time; is its process stopped?",
+            )
+            .with_name(name))
+        }
+        Err(e) => return Err(Error::os(e, "no hello from the receiver").with_name(name)),
+    }
+    let max = wire::parse_hello(&h).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Decode,
+            "the endpoint is not an ipckit message receiver (bad hello)",
+        )
+        .with_name(name)
+    })?;
+    Ok((fd, max as usize))
+}
+
+/// One receiver's answer to a [`broadcast`].
+///
+/// ```
+/// let b = ipckit::message::BroadcastReply { name: "w".into(), reply: Ok(ipckit::message::Reply::new(1)) };
+/// assert_eq!(b.reply.unwrap().result, 1);
+/// ```
+#[derive(Debug)]
+pub struct BroadcastReply {
+    /// The receiver's name.
+    pub name: String,
+    /// Its handler's reply, or why there is none.
+    pub reply: Result<Reply>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistryEntry {
+    id: u32,
+    text: String,
+}
+
+/// Sender-side calls in one namespace: connect, send, post, broadcast,
+/// find, register message ids. The free functions ([`send`], [`post`], …)
+/// are shortcuts using the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let m = ipckit::message::Messenger::new().namespace(&ns).clone();
+/// assert!(!m.find("nobody").unwrap());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Messenger {
+    namespace: Option<Namespace>,
+}
+
+impl Messenger {
+    /// A messenger for the namespace from the environment.
+    ///
+    /// ```
+    /// let _ = ipckit::message::Messenger::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Work in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::message::Messenger::new().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    fn ns(&self) -> Result<Namespace> {
+        match &self.namespace {
+            Some(ns) => Ok(ns.clone()),
+            None => Namespace::from_env(),
+        }
+    }
+
+    /// Connect to the receiver `name`, for several calls (`FindWindow`
+    /// returning the `HWND`). [`ErrorKind::NotFound`] if none is registered.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let e = ipckit::message::Messenger::new().namespace(&ns).connect("none").unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    pub fn connect(&self, name: &str) -> Result<Window> {
+        let ns = self.ns()?;
+        let conn = connect(&ns, name, Some(Instant::now() + Duration::from_secs(10)))?;
+        Ok(Window {
+            name: name.to_string(),
+            ns,
+            conn: Some(conn),
+        })
+    }
+
+    /// Whether a live receiver is registered under `name` (`FindWindow`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(!ipckit::message::Messenger::new().namespace(&ns).find("none").unwrap());
+    /// ```
+    #[doc(alias = "FindWindow")]
+    pub fn find(&self, name: &str) -> Result<bool> {
+        let ns = self.ns()?;
+        Ok(ns
+            .info(name)?
+            .is_some_and(|i| i.state == EndpointState::Live && i.kind == KIND))
+    }
+
+    /// Send one message to `name` and wait for its handler's reply (see
+    /// [`Window::send`]); `timeout` covers connecting too.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let e = ipckit::message::Messenger::new().namespace(&ns)
+    ///     .send("none", 1, b"", std::time::Duration::from_secs(1)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    #[doc(alias = "SendMessageTimeout")]
+    pub fn send(&self, name: &str, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
+        let ns = self.ns()?;
+        let deadline = Instant::now() + timeout;
+        let conn = connect(&ns, name, Some(deadline))?;
+        let mut w = Window {
+            name: name.to_string(),
+            ns,
+            conn: Some(conn),
+        };
+        w.call(wire::REQ_SEND, id, data, Some(deadline))
+    }
+
+    /// Post one message to `name` (see [`Window::post`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let e = ipckit::message::Messenger::new().namespace(&ns).post("none", 1, b"").unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    #[doc(alias = "PostMessage")]
+    pub fn post(&self, name: &str, id: u32, data: &[u8]) -> Result<()> {
+        let mut w = self.connect(name)?;
+        w.post(id, data)
+    }
+
+    /// Send a message to every live receiver of the namespace at once
+    /// (`HWND_BROADCAST` with `SendMessageTimeout`), each with `timeout`,
+    /// and collect every reply or error, sorted by receiver name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::message::{Messenger, ReceiverOptions, Reply};
+    /// let _a = ReceiverOptions::new().namespace(&ns).register("a", |_| Reply::new(1)).unwrap();
+    /// let _b = ReceiverOptions::new().namespace(&ns).register("b", |_| Reply::new(2)).unwrap();
+    /// let all = Messenger::new().namespace(&ns).broadcast(9, b"", std::time::Duration::from_secs(5)).unwrap();
+    /// let results: Vec<i64> = all.into_iter().map(|b| b.reply.unwrap().result).collect();
+    /// assert_eq!(results, [1, 2]);
+    /// ```
+    #[doc(alias = "HWND_BROADCAST")]
+    #[doc(alias = "BroadcastSystemMessage")]
+    pub fn broadcast(
+        &self,
+        id: u32,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<BroadcastReply>> {
+        let ns = self.ns()?;
+        let names: Vec<String> = ns
+            .list()?
+            .into_iter()
+            .filter(|e| e.kind == KIND && e.state == EndpointState::Live)
+            .map(|e| e.name)
+            .collect();
+        let data = Arc::new(data.to_vec());
+        let handles: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let me = Messenger {
+                    namespace: Some(ns.clone()),
+                };
+                let data = data.clone();
+                let n = name.clone();
+                (
+                    name,
+                    std::thread::spawn(move || me.send(&n, id, &data, timeout)),
+                )
+            })
+            .collect();
+        Ok(handles
+            .into_iter()
+            .map(|(name, h)| {
+                let reply = h.join().unwrap_or_else(|_| {
+                    Err(Error::new(ErrorKind::Io, "the broadcast thread panicked").with_name(&name))
+                });
+                BroadcastReply { name, reply }
+            })
+            .collect())
+    }
+
+    /// The id registered for `text` in this namespace, registering it if it
+    /// is new (`RegisterWindowMessage`). Every process of the namespace gets
+    /// the same id for the same text (compared ignoring ASCII case, as
+    /// Win32 does), in [`REGISTERED_MIN`]`..=`[`REGISTERED_MAX`], stable
+    /// until the namespace directory is cleared. Text: 1 to
+    /// [`MAX_MESSAGE_TEXT`] bytes. [`ErrorKind::Full`] once all 16 384 ids
+    /// are taken.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let m = ipckit::message::Messenger::new().namespace(&ns).clone();
+    /// let a = m.register_message("MyApp.Refresh").unwrap();
+    /// assert_eq!(a, 0xC000);
+    /// assert_eq!(m.register_message("myapp.refresh").unwrap(), a);
+    /// assert_ne!(m.register_message("MyApp.Quit").unwrap(), a);
+    /// assert_eq!(m.message_name(a).unwrap().as_deref(), Some("MyApp.Refresh"));
+    /// ```
+    #[doc(alias = "RegisterWindowMessage")]
+    pub fn register_message(&self, text: &str) -> Result<u32> {
+        if text.is_empty() || text.len() > MAX_MESSAGE_TEXT {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a message text must be 1 to {MAX_MESSAGE_TEXT} bytes, this one is {}",
+                    text.len()
+                ),
+            )
+            .with_name(text));
+        }
+        let ns = self.ns()?;
+        let _lock = lock_registry(&ns)?;
+        let path = ns.dir().join(REGISTRY);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .ctx(text, "cannot open the message registry")?;
+        let entries = read_registry(&mut file, text)?;
+        if let Some(e) = entries.iter().find(|e| e.text.eq_ignore_ascii_case(text)) {
+            return Ok(e.id);
+        }
+        let id = REGISTERED_MIN + entries.len() as u32;
+        if id > REGISTERED_MAX {
+            return Err(Error::new(
+                ErrorKind::Full,
+                "all 16384 registered message ids of this namespace are taken; clear the namespace",
+            )
+            .with_name(text));
+        }
+        let mut line = serde_json::to_string(&RegistryEntry {
+            id,
+            text: text.to_string(),
+        })
+        .expect("registry entry serialises");
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .ctx(text, "cannot write the message registry")?;
+        Ok(id)
+    }
+
+    /// The text registered for `id`, if any (`GetClipboardFormatName`'s
+    /// counterpart for messages).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert_eq!(ipckit::message::Messenger::new().namespace(&ns).message_name(0xC000).unwrap(), None);
+    /// ```
+    pub fn message_name(&self, id: u32) -> Result<Option<String>> {
+        let ns = self.ns()?;
+        let _lock = lock_registry(&ns)?;
+        let path = ns.dir().join(REGISTRY);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::os(e, "cannot open the message registry")),
+        };
+        Ok(read_registry(&mut file, "registry")?
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| e.text))
+    }
+}
+
+fn lock_registry(ns: &Namespace) -> Result<std::fs::File> {
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(ns.dir().join(REGISTRY_LOCK))
+        .ctx(REGISTRY_LOCK, "cannot open the message registry lock")?;
+    sys::lock_exclusive(&lock).ctx(REGISTRY_LOCK, "cannot lock the message registry")?;
+    Ok(lock)
+}
+
+/// Read every entry; a torn last line (a writer died mid-append) is ignored,
+/// and ids are re-checked to be dense from [`REGISTERED_MIN`].
+fn read_registry(file: &mut std::fs::File, name: &str) -> Result<Vec<RegistryEntry>> {
+    let mut text = String::new();
+    file.rewind()
+        .ctx(name, "cannot read the message registry")?;
+    file.read_to_string(&mut text)
+        .ctx(name, "cannot read the message registry")?;
+    let mut out: Vec<RegistryEntry> = Vec::new();
+    for line in text.lines() {
+        match serde_json::from_str::<RegistryEntry>(line) {
+            Ok(e) if e.id == REGISTERED_MIN + out.len() as u32 => out.push(e),
+            _ => return Err(Error::new(
+                ErrorKind::Decode,
+                "the message registry (.messages in the namespace) is corrupt; clear the namespace",
+            )
+            .with_name(name)),
+        }
+    }
+    Ok(out)
+}
+
+/// [`Messenger::send`] in the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// let _rx = ipckit::message::Receiver::register("w", |m| ipckit::message::Reply::new(m.id.into())).unwrap();
+/// let r = ipckit::message::send("w", 5, b"", std::time::Duration::from_secs(5)).unwrap();
+/// assert_eq!(r.result, 5);
+/// ```
+#[doc(alias = "SendMessage")]
+pub fn send(name: &str, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
+    Messenger::new().send(name, id, data, timeout)
+}
+
+/// [`Messenger::post`] in the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// let _rx = ipckit::message::Receiver::register("w", |_| ipckit::message::Reply::new(0)).unwrap();
+/// ipckit::message::post("w", 5, b"queued").unwrap();
+/// ```
+#[doc(alias = "PostMessage")]
+pub fn post(name: &str, id: u32, data: &[u8]) -> Result<()> {
+    Messenger::new().post(name, id, data)
+}
+
+/// [`Messenger::broadcast`] in the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// assert!(ipckit::message::broadcast(1, b"", std::time::Duration::from_secs(1)).unwrap().is_empty());
+/// ```
+#[doc(alias = "HWND_BROADCAST")]
+pub fn broadcast(id: u32, data: &[u8], timeout: Duration) -> Result<Vec<BroadcastReply>> {
+    Messenger::new().broadcast(id, data, timeout)
+}
+
+/// [`Messenger::find`] in the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// assert!(!ipckit::message::find("nobody").unwrap());
+/// ```
+#[doc(alias = "FindWindow")]
+pub fn find(name: &str) -> Result<bool> {
+    Messenger::new().find(name)
+}
+
+/// [`Messenger::register_message`] in the namespace from the environment.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
+/// let id = ipckit::message::register_message("Demo.Ping").unwrap();
+/// assert!((0xC000..=0xFFFF).contains(&id));
+/// ```
+#[doc(alias = "RegisterWindowMessage")]
+pub fn register_message(text: &str) -> Result<u32> {
+    Messenger::new().register_message(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        assert_eq!(wire::parse_hello(&wire::hello(7)), Some(7));
+        assert_eq!(wire::parse_hello(&[0u8; 16]), None);
+        assert_eq!(
+            wire::parse_request(&wire::request(wire::REQ_POST, 9, 3)),
+            Some((wire::REQ_POST, 9, 3))
+        );
+        assert_eq!(wire::parse_request(&wire::request(7, 9, 3)), None);
+        assert_eq!(
+            wire::parse_response(&wire::response(wire::RESP_REPLY, 0, 2, -5)),
+            Some((wire::RESP_REPLY, 0, 2, -5))
+        );
+        assert_eq!(wire::parse_response(&[9u8; 16]), None);
+    }
+
+    #[test]
+    fn bad_texts_and_corrupt_registry_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let m = Messenger::new().namespace(&ns).clone();
+        assert_eq!(
+            m.register_message("").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        let long = "x".repeat(MAX_MESSAGE_TEXT + 1);
+        assert_eq!(
+            m.register_message(&long).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        std::fs::write(ns.dir().join(REGISTRY), "garbage\n").unwrap();
+        assert_eq!(
+            m.register_message("a").unwrap_err().kind(),
+            ErrorKind::Decode
+        );
+    }
+
+    #[test]
+    fn oversized_data_is_refused_and_the_connection_survives() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let _rx = ReceiverOptions::new()
+            .namespace(&ns)
+            .max_data(4)
+            .register("w", |m| Reply::new(m.data.len() as i64))
+            .unwrap();
+        let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();
+        let e = w.send(1, b"12345", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            w.send(1, b"1234", Duration::from_secs(5)).unwrap().result,
+            4
+        );
+    }
+}
