@@ -1451,6 +1451,16 @@ impl NamedPipe {
             let unread = sys::net::unread_outgoing(self.fd.as_fd())
                 .map_err(|e| self.io_err(e, "cannot query the pipe"))?;
             if unread == 0 {
+                // A peer that closes with our bytes unread in its queue also
+                // empties the queue; the kernel then leaves ECONNRESET on ours.
+                if sys::net::take_error(self.fd.as_fd()) {
+                    let e = Error::new(
+                        ErrorKind::PeerGone,
+                        "the peer closed the pipe without reading everything written; reconnect and send again",
+                    )
+                    .with_name(&self.name);
+                    return Err(self.fail(e));
+                }
                 return Ok(());
             }
             // The peer's end closing shows as readable end-of-stream or an
@@ -1649,5 +1659,23 @@ mod tests {
         });
         Write::flush(&mut c).unwrap();
         assert_eq!(&reader.join().unwrap(), b"abc");
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    #[test]
+    fn flush_reports_peer_gone_when_peer_closed_without_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let conn = s.accept().unwrap();
+        c.send(b"never read").unwrap();
+        drop(conn); // the server side goes away without reading
+        let e = c.flush().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PeerGone, "{e}");
     }
 }
