@@ -154,3 +154,41 @@ impl CommandExt for Command {
         self
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use std::os::fd::AsRawFd as _;
+
+    #[test]
+    fn negative_child_fd_is_a_spawn_error_not_a_panic_in_the_child() {
+        let (_r, w) = pipe().unwrap();
+        let mut cmd = Command::new("true");
+        cmd.pass_fd(w, -1);
+        let e = cmd.status().unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::BADF.raw_os_error())
+        );
+    }
+
+    #[test]
+    #[ignore = "known defect, not fixed: an earlier pass_fd target that equals a later source fd number overwrites it in the child"]
+    fn two_passed_fds_do_not_clobber_each_other() {
+        let (mut r1, w1) = pipe().unwrap();
+        let (mut r2, w2) = pipe().unwrap();
+        // Place w1 exactly where w2 lives in the parent (so where the child
+        // finds w2's source), and w2 somewhere else.
+        let clash = w2.as_fd().as_raw_fd();
+        let other = clash + 10;
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("echo one >&{clash}; echo two >&{other}")]);
+        cmd.pass_fd(w1, clash).pass_fd(w2, other);
+        assert!(cmd.status().unwrap().success());
+        drop(cmd);
+        let (mut a, mut b) = (String::new(), String::new());
+        r1.read_to_string(&mut a).unwrap();
+        r2.read_to_string(&mut b).unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("one\n", "two\n"));
+    }
+}

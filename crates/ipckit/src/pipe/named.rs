@@ -1082,7 +1082,8 @@ impl NamedPipe {
 
     /// Make at least `n` bytes (`n <= READ_BUF`) available in the read
     /// buffer. `Ok(false)`: the stream ended cleanly with nothing buffered.
-    fn fill(&mut self, n: usize) -> io::Result<bool> {
+    /// Past `deadline`: `TimedOut`, with what arrived kept buffered.
+    fn fill(&mut self, n: usize, deadline: Option<Instant>) -> io::Result<bool> {
         if self.rlen - self.rpos >= n {
             return Ok(true);
         }
@@ -1095,6 +1096,12 @@ impl NamedPipe {
             self.rpos = 0;
         }
         while self.rlen < n {
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if sys::net::wait_readable(&[self.fd.as_fd()], Some(left))?.is_empty() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
             let mut fds = Vec::new();
             let got = sys::net::recv_some_with_fds(
                 self.fd.as_fd(),
@@ -1129,21 +1136,17 @@ impl NamedPipe {
 
     /// Read the next data frame. `Ok(None)`: clean end of stream.
     fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
-        if let Some(d) = deadline.filter(|_| self.rlen == self.rpos) {
-            let left = d.saturating_duration_since(Instant::now());
-            let ready = sys::net::wait_readable(&[self.fd.as_fd()], Some(left))
-                .map_err(|e| self.io_err(e, "cannot wait on the pipe"))?;
-            if ready.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "no message arrived before the deadline; the connection stays usable",
-                )
-                .with_name(&self.name));
-            }
-        }
-        match self.fill(HEADER_LEN) {
+        let timed_out = |name: &str| {
+            Error::new(
+                ErrorKind::Timeout,
+                "no message arrived before the deadline; the connection stays usable",
+            )
+            .with_name(name)
+        };
+        match self.fill(HEADER_LEN, deadline) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out(&self.name)),
             Err(e) => {
                 let e = self.io_err(e, "cannot read from the pipe");
                 return Err(self.fail(e));
@@ -1151,6 +1154,24 @@ impl NamedPipe {
         }
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + HEADER_LEN]);
+        // With a deadline, wait for a whole frame that fits the buffer
+        // before consuming its header, so a timeout leaves it in step.
+        // (A larger frame's body is read without a deadline.)
+        if deadline.is_some() {
+            let whole = HEADER_LEN + u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            if whole <= READ_BUF {
+                match self.fill(whole, deadline) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        return Err(timed_out(&self.name))
+                    }
+                    Err(e) => {
+                        let e = self.io_err(e, "cannot read from the pipe");
+                        return Err(self.fail(e));
+                    }
+                }
+            }
+        }
         self.rpos += HEADER_LEN;
         let len = match frame::parse_header(&h, &self.name) {
             Ok((frame::KIND_FD, _)) => {
@@ -1451,6 +1472,16 @@ impl NamedPipe {
             let unread = sys::net::unread_outgoing(self.fd.as_fd())
                 .map_err(|e| self.io_err(e, "cannot query the pipe"))?;
             if unread == 0 {
+                // A peer that closes with our bytes unread in its queue also
+                // empties the queue; the kernel then leaves ECONNRESET on ours.
+                if sys::net::take_error(self.fd.as_fd()) {
+                    let e = Error::new(
+                        ErrorKind::PeerGone,
+                        "the peer closed the pipe without reading everything written; reconnect and send again",
+                    )
+                    .with_name(&self.name);
+                    return Err(self.fail(e));
+                }
                 return Ok(());
             }
             // The peer's end closing shows as readable end-of-stream or an
@@ -1649,5 +1680,65 @@ mod tests {
         });
         Write::flush(&mut c).unwrap();
         assert_eq!(&reader.join().unwrap(), b"abc");
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    #[test]
+    fn flush_reports_peer_gone_when_peer_closed_without_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let conn = s.accept().unwrap();
+        c.send(b"never read").unwrap();
+        drop(conn); // the server side goes away without reading
+        let e = c.flush().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PeerGone, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod review_timeout_tests {
+    use super::*;
+
+    /// Run `f` on a thread; fail (instead of hanging) if it takes over 10 s.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("recv_timeout did not return: it hung past its deadline")
+    }
+
+    #[test]
+    fn recv_timeout_honours_the_deadline_after_a_partial_frame() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        let h = frame::header(frame::KIND_DATA, 3);
+        // Half a header, then (later) the rest with a partial body.
+        sys::net::send_all(c.fd.as_fd(), &h[..4]).unwrap();
+        let (mut conn, r) = bounded(move || {
+            let r = conn.recv_timeout(Duration::from_millis(50));
+            (conn, r)
+        });
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
+        sys::net::send_all(c.fd.as_fd(), &h[4..]).unwrap();
+        sys::net::send_all(c.fd.as_fd(), b"a").unwrap();
+        let (mut conn, r) = bounded(move || {
+            let r = conn.recv_timeout(Duration::from_millis(50));
+            (conn, r)
+        });
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
+        // The connection stayed in step: the rest completes the message.
+        sys::net::send_all(c.fd.as_fd(), b"bc").unwrap();
+        assert_eq!(conn.recv().unwrap(), b"abc");
     }
 }

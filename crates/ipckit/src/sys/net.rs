@@ -268,6 +268,13 @@ pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Whether the socket has a pending error, as the kernel sets when the peer
+/// closed its end with our data still unread in it (`ECONNRESET`). Takes
+/// the error (`SO_ERROR`).
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> bool {
+    !matches!(rustix::net::sockopt::socket_error(fd), Ok(Ok(())))
+}
+
 /// Bytes written on `fd` that the peer has not consumed yet (`SIOCOUTQ`):
 /// for a Unix socket, bytes the peer process has not read; for TCP, bytes
 /// the peer host has not acknowledged.

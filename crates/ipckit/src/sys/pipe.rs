@@ -40,11 +40,18 @@ pub(crate) fn place_in_child(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
     // async-signal-safe work is allowed. It only issues the raw `dup2` /
     // `fcntl` system calls (rustix makes them directly, without allocating or
     // taking locks). `src` stays open until then because the closure owns
-    // `fd`. The `OwnedFd` built from `target` is wrapped in `ManuallyDrop`, so
+    // `fd`. `target` is checked non-negative first (`from_raw_fd` would
+    // panic on -1, in a forked child). The `OwnedFd` built from `target` is wrapped in `ManuallyDrop`, so
     // it is never closed by us: it only names the slot `dup2` writes into.
     unsafe {
         cmd.pre_exec(move || {
             let src = fd.as_raw_fd();
+            if target < 0 {
+                // Not a valid fd number: fail the spawn (no allocation here).
+                return Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::BADF.raw_os_error(),
+                ));
+            }
             if src == target {
                 rustix::io::fcntl_setfd(&fd, FdFlags::empty())?;
             } else {
