@@ -7,7 +7,7 @@
 
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
@@ -35,34 +35,41 @@ pub(crate) fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> io::
 /// without close-on-exec there. `fd` stays open (close-on-exec) in the parent
 /// until `cmd` is dropped.
 pub(crate) fn place_in_child(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
-    let src = fd.as_raw_fd();
+    // Move the source above every allowed target first, so that no earlier
+    // placement (a `dup2` onto its target) can overwrite a later source.
+    let moved = rustix::io::fcntl_dupfd_cloexec(&fd, PASS_FD_LIMIT);
+    drop(fd);
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe work is allowed. It only issues the raw `dup2` /
     // `fcntl` system calls (rustix makes them directly, without allocating or
-    // taking locks). `src` stays open until then because the closure owns
-    // `fd`. `target` is checked non-negative first (`from_raw_fd` would
-    // panic on -1, in a forked child). The `OwnedFd` built from `target` is wrapped in `ManuallyDrop`, so
-    // it is never closed by us: it only names the slot `dup2` writes into.
+    // taking locks) or returns a prepared error. The source stays open until
+    // then because the closure owns it. `target` is checked to be in
+    // `0..PASS_FD_LIMIT` first (`from_raw_fd` would panic on -1, in a forked
+    // child), and every source is at or above `PASS_FD_LIMIT`, so sources and
+    // targets never collide. The `OwnedFd` built from `target` is wrapped in
+    // `ManuallyDrop`, so it is never closed by us: it only names the slot
+    // `dup2` writes into.
     unsafe {
         cmd.pre_exec(move || {
-            let src = fd.as_raw_fd();
-            if target < 0 {
-                // Not a valid fd number: fail the spawn (no allocation here).
+            let fd = match &moved {
+                Ok(fd) => fd,
+                Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+            };
+            if !(0..PASS_FD_LIMIT).contains(&target) {
+                // Not an allowed fd number: fail the spawn (no allocation here).
                 return Err(io::Error::from_raw_os_error(
                     rustix::io::Errno::BADF.raw_os_error(),
                 ));
             }
-            if src == target {
-                rustix::io::fcntl_setfd(&fd, FdFlags::empty())?;
-            } else {
-                let mut slot = ManuallyDrop::new(OwnedFd::from_raw_fd(target));
-                rustix::io::dup2(&fd, &mut slot)?;
-            }
+            let mut slot = ManuallyDrop::new(OwnedFd::from_raw_fd(target));
+            rustix::io::dup2(fd, &mut slot)?;
             Ok(())
         });
     }
-    let _ = src;
 }
+
+/// Child fd numbers must be below this; sources are moved to or above it.
+pub(crate) const PASS_FD_LIMIT: RawFd = 256;
 
 /// Take ownership of an fd number this process inherited, after checking
 /// that it is open.
