@@ -39,6 +39,7 @@
 pub mod error;
 pub mod name;
 pub mod pipe;
+pub mod service;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};

@@ -187,6 +187,12 @@ pub(crate) fn shutdown(fd: impl AsFd) {
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
 }
 
+/// Shut the receiving direction down: a thread blocked reading this socket
+/// sees end-of-stream; writing still works.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Read);
+}
+
 /// Whether the peer has closed its end (end-of-stream or error pending),
 /// without consuming anything.
 pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
