@@ -215,7 +215,10 @@ fn bench(rounds: usize) -> Result<(), ipckit::Error> {
 
     let payload = vec![7u8; 63]; // postcard: 1 length byte + 63 = a 64-byte body
     let body_len = postcard::to_stdvec(&payload).expect("encodes").len();
-    let local = Client::connect("bench", Duration::from_secs(10))?;
+    let local = Client::options()
+        .namespace(&ns)
+        .timeout(Duration::from_secs(10))
+        .connect("bench")?;
     let tcp = Client::connect(&format!("tcp://{svc_tcp}"), Duration::from_secs(10))?;
     let call = |c: &Client| -> Result<(), ipckit::Error> {
         let r: Vec<u8> = c.call("echo", &payload)?;
