@@ -222,7 +222,10 @@ fn the_seed_scenario_compare_returns_the_modified_struct() {
     let o = srv.ipckit(&["call", "svc", "add", r#"{"a":1,"b":2}"#]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "3");
     let o = srv.ipckit(&["call", "svc", "echo", r#"{"x":[1,"two"]}"#]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), r#"{"x":[1,"two"]}"#);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        r#"{"x":[1,"two"]}"#
+    );
     let o = srv.ipckit(&["call", "svc", "ipckit.describe", "{}"]);
     assert!(o.status.success(), "{o:?}");
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -291,9 +294,7 @@ fn three_hundred_connections_are_served_at_once() {
             let cs = clients.clone();
             std::thread::spawn(move || {
                 for (i, c) in cs.iter().enumerate().skip(t).step_by(4) {
-                    let r: i64 = c
-                        .call("add", &AddArgs { a: i as i64, b: 1 })
-                        .unwrap();
+                    let r: i64 = c.call("add", &AddArgs { a: i as i64, b: 1 }).unwrap();
                     assert_eq!(r, i as i64 + 1);
                 }
             })
@@ -333,12 +334,12 @@ fn server_killed_mid_call_releases_every_caller_with_peer_gone() {
     for i in 0..10 {
         let tx = tx.clone();
         // Eight callers share one connection, two have their own.
-        let c = if i < 8 {
-            Some(shared.clone())
+        let c = if i < 8 { Some(shared.clone()) } else { None };
+        let own = if c.is_none() {
+            Some(srv.client())
         } else {
             None
         };
-        let own = if c.is_none() { Some(srv.client()) } else { None };
         std::thread::spawn(move || {
             let c: &Client = match (&c, &own) {
                 (Some(c), _) => c,
@@ -368,7 +369,9 @@ fn server_killed_mid_call_releases_every_caller_with_peer_gone() {
         assert_eq!(e.kind(), ErrorKind::PeerGone, "{e}");
     }
     // Later calls fail at once too.
-    let e = shared.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap_err();
+    let e = shared
+        .call::<_, i64>("add", &AddArgs { a: 1, b: 1 })
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PeerGone);
 }
 
@@ -377,11 +380,7 @@ fn call_timeout_gives_timeout_and_the_connection_stays_usable() {
     let srv = DemoServer::start(false);
     let c = srv.client();
     let e = c
-        .call_timeout::<_, Slept>(
-            "sleep",
-            &SleepArgs { ms: 400 },
-            Duration::from_millis(50),
-        )
+        .call_timeout::<_, Slept>("sleep", &SleepArgs { ms: 400 }, Duration::from_millis(50))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     let r: i64 = c.call("add", &AddArgs { a: 40, b: 2 }).unwrap();
@@ -391,7 +390,14 @@ fn call_timeout_gives_timeout_and_the_connection_stays_usable() {
     let r: Slept = c.call("sleep", &SleepArgs { ms: 700 }).unwrap();
     assert_eq!(r, Slept { slept_ms: 700 });
     // The CLI's --timeout does the same.
-    let o = srv.ipckit(&["call", "svc", "sleep", r#"{"ms":3000}"#, "--timeout", "100ms"]);
+    let o = srv.ipckit(&[
+        "call",
+        "svc",
+        "sleep",
+        r#"{"ms":3000}"#,
+        "--timeout",
+        "100ms",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no reply to 'sleep'"));
 }
@@ -434,7 +440,9 @@ fn handler_error_and_panic_are_remote_errors_and_the_server_goes_on() {
 fn unknown_method_is_a_remote_error_naming_it() {
     let srv = DemoServer::start(false);
     let c = srv.client();
-    let e = c.call::<_, i64>("multiply", &AddArgs { a: 1, b: 2 }).unwrap_err();
+    let e = c
+        .call::<_, i64>("multiply", &AddArgs { a: 1, b: 2 })
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Remote);
     assert_eq!(e.remote_code(), Some(ipckit::service::CODE_UNKNOWN_METHOD));
     assert!(e.to_string().contains("unknown method 'multiply'"), "{e}");
@@ -448,7 +456,9 @@ fn wrong_types_give_decode_or_bad_request_errors_naming_method_and_type() {
     let srv = DemoServer::start(false);
     let c = srv.client();
     // The reply (an i64) is not a String: Decode on the client.
-    let e = c.call::<_, String>("add", &AddArgs { a: 1, b: 2 }).unwrap_err();
+    let e = c
+        .call::<_, String>("add", &AddArgs { a: 1, b: 2 })
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decode);
     let s = e.to_string();
     assert!(s.contains("'add'") && s.contains("String"), "{s}");
@@ -463,7 +473,10 @@ fn wrong_types_give_decode_or_bad_request_errors_naming_method_and_type() {
 fn absent_service_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let ns = Namespace::at(dir.path()).unwrap();
-    let e = Client::options().namespace(&ns).connect("none").unwrap_err();
+    let e = Client::options()
+        .namespace(&ns)
+        .connect("none")
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     let e = Client::options()
         .namespace(&ns)
@@ -477,7 +490,10 @@ fn absent_service_is_not_found() {
 fn malformed_and_truncated_frames_disconnect_only_that_client() {
     let srv = DemoServer::start(false);
     let good = srv.client();
-    assert_eq!(good.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap(), 2);
+    assert_eq!(
+        good.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap(),
+        2
+    );
 
     // Garbage header: unknown kind.
     let mut bad = raw_connect(&srv);
@@ -485,7 +501,9 @@ fn malformed_and_truncated_frames_disconnect_only_that_client() {
     bad.write_all(b"echo").unwrap();
     assert!(closed_by_server(&mut bad, Duration::from_secs(20)));
     assert!(
-        wait_until(Duration::from_secs(10), || srv.log().contains("malformed frame")),
+        wait_until(Duration::from_secs(10), || srv
+            .log()
+            .contains("malformed frame")),
         "{}",
         srv.log()
     );
@@ -506,23 +524,35 @@ fn malformed_and_truncated_frames_disconnect_only_that_client() {
     trunc.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(closed_by_server(&mut trunc, Duration::from_secs(20)));
     assert!(
-        wait_until(Duration::from_secs(10), || srv.log().contains("truncated frame")),
+        wait_until(Duration::from_secs(10), || srv
+            .log()
+            .contains("truncated frame")),
         "{}",
         srv.log()
     );
-    assert!(srv.log().contains("disconnected client pid"), "{}", srv.log());
+    assert!(
+        srv.log().contains("disconnected client pid"),
+        "{}",
+        srv.log()
+    );
 
     // The well-behaved client, connected all along, is still served, and so
     // is a new one.
-    assert_eq!(good.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(), 4);
     assert_eq!(
-        srv.client().call::<_, i64>("add", &AddArgs { a: 3, b: 3 }).unwrap(),
+        good.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(),
+        4
+    );
+    assert_eq!(
+        srv.client()
+            .call::<_, i64>("add", &AddArgs { a: 3, b: 3 })
+            .unwrap(),
         6
     );
     // A raw but well-formed JSON call works on the same socket format.
     let mut raw = raw_connect(&srv);
     let body = br#"{"a":5,"b":6}"#;
-    raw.write_all(&header(1, 1, 3, 99, body.len() as u64)).unwrap();
+    raw.write_all(&header(1, 1, 3, 99, body.len() as u64))
+        .unwrap();
     raw.write_all(b"add").unwrap();
     raw.write_all(body).unwrap();
     let mut h = [0u8; 24];
@@ -552,7 +582,9 @@ fn a_frame_announcing_four_gib_is_refused_without_reading_it() {
         srv.log()
     );
     assert_eq!(
-        srv.client().call::<_, i64>("add", &AddArgs { a: 1, b: 2 }).unwrap(),
+        srv.client()
+            .call::<_, i64>("add", &AddArgs { a: 1, b: 2 })
+            .unwrap(),
         3
     );
 }
@@ -602,10 +634,7 @@ fn async_calls_inside_a_tokio_runtime_do_not_block_it() {
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(t.await.unwrap().unwrap(), i as i64 + 1000);
         }
-        let e = c
-            .call_async::<_, i64>("nope", &())
-            .await
-            .unwrap_err();
+        let e = c.call_async::<_, i64>("nope", &()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Remote);
     });
 }
@@ -625,7 +654,9 @@ fn tcp_transport_has_the_same_api() {
         )
         .unwrap();
     assert_eq!((out.red, out.blue), (2.0, 1.0));
-    let e = c.call::<_, i64>("add", &AddArgs { a: i64::MAX, b: 1 }).unwrap_err();
+    let e = c
+        .call::<_, i64>("add", &AddArgs { a: i64::MAX, b: 1 })
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Remote);
     let d: Describe = c.describe().unwrap();
     assert_eq!(d.name, "svc");
@@ -697,8 +728,5 @@ fn the_demo_includes_the_compute_server_step() {
         .unwrap();
     assert!(o.status.success(), "{o:?}");
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("server returned red=2.00, blue=1.00"),
-        "{out}"
-    );
+    assert!(out.contains("server returned red=2.00, blue=1.00"), "{out}");
 }

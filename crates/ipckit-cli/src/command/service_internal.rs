@@ -39,7 +39,13 @@ fn fail(msg: String) -> ipckit::Error {
 
 /// `calls` calls of `add` with arguments unique to (client, call), spread
 /// over `threads` threads sharing one connection; every answer checked.
-fn load(name: &str, client: u64, calls: u64, threads: u64, json: bool) -> Result<(), ipckit::Error> {
+fn load(
+    name: &str,
+    client: u64,
+    calls: u64,
+    threads: u64,
+    json: bool,
+) -> Result<(), ipckit::Error> {
     let mut opts = Client::options();
     opts.timeout(Duration::from_secs(20));
     if json {
@@ -72,7 +78,10 @@ fn load(name: &str, client: u64, calls: u64, threads: u64, json: bool) -> Result
         .collect();
     let mut seen = vec![false; calls as usize];
     for h in handles {
-        for i in h.join().map_err(|_| fail("a load thread panicked".into()))?? {
+        for i in h
+            .join()
+            .map_err(|_| fail("a load thread panicked".into()))??
+        {
             if std::mem::replace(&mut seen[i as usize], true) {
                 return Err(fail(format!("client {client}: call {i} answered twice")));
             }
@@ -81,7 +90,9 @@ fn load(name: &str, client: u64, calls: u64, threads: u64, json: bool) -> Result
     let ok = seen.iter().filter(|s| **s).count();
     println!("{}", serde_json::json!({ "client": client, "ok": ok }));
     if ok as u64 != calls {
-        return Err(fail(format!("client {client}: {ok} of {calls} calls answered")));
+        return Err(fail(format!(
+            "client {client}: {ok} of {calls} calls answered"
+        )));
     }
     Ok(())
 }
@@ -174,10 +185,15 @@ fn tcp_line(out: ChildStdout) -> Result<String, ipckit::Error> {
             return Ok(a.to_string());
         }
     }
-    Err(fail("a child exited without printing its TCP address".into()))
+    Err(fail(
+        "a child exited without printing its TCP address".into(),
+    ))
 }
 
-fn measure(rounds: usize, mut f: impl FnMut() -> Result<(), ipckit::Error>) -> Result<Vec<u64>, ipckit::Error> {
+fn measure(
+    rounds: usize,
+    mut f: impl FnMut() -> Result<(), ipckit::Error>,
+) -> Result<Vec<u64>, ipckit::Error> {
     for _ in 0..rounds / 10 {
         f()?;
     }

@@ -287,7 +287,9 @@ fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<usize> {
     if ready.is_empty() {
         return Err(Error::new(
             ErrorKind::Timeout,
-            format!("the server sent no hello within {wait:?}; is it an ipckit service, and alive?"),
+            format!(
+                "the server sent no hello within {wait:?}; is it an ipckit service, and alive?"
+            ),
         )
         .with_name(name));
     }
@@ -376,12 +378,7 @@ impl std::fmt::Debug for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         sys::net::shutdown(&self.inner.fd);
-        if let Some(h) = self
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(h) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
     }
@@ -490,7 +487,13 @@ impl Client {
         })
     }
 
-    fn wait(&self, method: &str, enc: Encoding, body: &[u8], timeout: Option<Duration>) -> Result<Reply> {
+    fn wait(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Reply> {
         let (tx, rx) = mpsc::sync_channel(1);
         let reg = self.send(method, enc, body, Waiter::Blocking(tx))?;
         let got = match timeout {

@@ -26,7 +26,8 @@ use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::name::{Claim, Namespace};
 use crate::sys;
 
-type RawHandler = dyn Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, RemoteError> + Send + Sync;
+type RawHandler =
+    dyn Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, RemoteError> + Send + Sync;
 type LogHook = dyn Fn(&str) + Send + Sync;
 
 /// How long dropping a server waits for calls in flight.
@@ -529,10 +530,7 @@ impl Server {
     pub fn wait(&self) {
         let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
         while !c.stopped {
-            c = self
-                .stopped_cv
-                .wait(c)
-                .unwrap_or_else(|p| p.into_inner());
+            c = self.stopped_cv.wait(c).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -692,8 +690,21 @@ fn describe_peer(fd: BorrowedFd<'_>, is_tcp: bool) -> String {
 fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64) {
     let hello = wire::hello(shared.max_frame);
     let mut reader = FrameReader::new(shared.max_frame, &[KIND_CALL]);
-    let ok = sys::net::send_all(conn.fd.as_fd(), &hello).is_ok();
-    while ok {
+    if sys::net::send_all(conn.fd.as_fd(), &hello).is_ok() {
+        read_calls(&shared, &conn, &mut reader);
+    }
+    // On shutdown the server closes connections itself once the calls in
+    // flight have answered; otherwise the client is gone or misbehaved.
+    if !shared.stopping.load(Ordering::Acquire) {
+        sys::net::shutdown(&conn.fd);
+        shared.conns().remove(&id);
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Read calls until the connection ends or breaks the protocol.
+fn read_calls(shared: &Arc<Shared>, conn: &Arc<Conn>, reader: &mut FrameReader) {
+    loop {
         match reader.next(conn.fd.as_fd()) {
             Ok(Some(frame)) => {
                 shared.calls.fetch_add(1, Ordering::Relaxed);
@@ -708,30 +719,23 @@ fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64) {
                     }
                 }));
             }
-            Ok(None) => break,
+            Ok(None) => return,
             Err(WireError::Io(e))
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
                 ) =>
             {
-                break
+                return
             }
             Err(e) => {
                 if !shared.stopping.load(Ordering::Acquire) {
                     (shared.log)(&format!("disconnected client {}: {e}", conn.peer));
                 }
-                break;
+                return;
             }
         }
     }
-    // On shutdown the server closes connections itself once the calls in
-    // flight have answered; otherwise the client is gone or misbehaved.
-    if !shared.stopping.load(Ordering::Acquire) {
-        sys::net::shutdown(&conn.fd);
-        shared.conns().remove(&id);
-    }
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Run one call and write its reply or error frame.
@@ -743,8 +747,8 @@ fn run_call(shared: &Shared, conn: &Conn, frame: wire::Frame) {
             .map_err(|e| RemoteError::new(CODE_INTERNAL, format!("cannot encode: {e}")))
     } else {
         match shared.methods.get(method) {
-            Some(f) => catch_unwind(AssertUnwindSafe(|| f(enc, &frame.body))).unwrap_or_else(
-                |panic| {
+            Some(f) => {
+                catch_unwind(AssertUnwindSafe(|| f(enc, &frame.body))).unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -754,8 +758,8 @@ fn run_call(shared: &Shared, conn: &Conn, frame: wire::Frame) {
                         CODE_INTERNAL,
                         format!("the handler of '{method}' panicked: {what}"),
                     ))
-                },
-            ),
+                })
+            }
             None => Err(shared.unknown_method(method)),
         }
     };

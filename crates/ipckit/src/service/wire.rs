@@ -341,15 +341,18 @@ mod tests {
     #[test]
     fn bad_headers_are_malformed() {
         let cases = [
-            header_bytes(9, 0, 3, 1, 0),                 // unknown kind
-            header_bytes(KIND_REPLY, 0, 0, 1, 0),        // not allowed from a client
-            header_bytes(KIND_CALL, 7, 3, 1, 0),         // unknown encoding
-            header_bytes(KIND_CALL, 0, 0, 1, 0),         // empty method
-            header_bytes(KIND_CALL, 0, 300, 1, 0),       // method too long
+            header_bytes(9, 0, 3, 1, 0),           // unknown kind
+            header_bytes(KIND_REPLY, 0, 0, 1, 0),  // not allowed from a client
+            header_bytes(KIND_CALL, 7, 3, 1, 0),   // unknown encoding
+            header_bytes(KIND_CALL, 0, 0, 1, 0),   // empty method
+            header_bytes(KIND_CALL, 0, 300, 1, 0), // method too long
         ];
         for h in cases {
             assert!(
-                matches!(parse_header(&h, &[KIND_CALL], 100), Err(WireError::Malformed(_))),
+                matches!(
+                    parse_header(&h, &[KIND_CALL], 100),
+                    Err(WireError::Malformed(_))
+                ),
                 "{h:?}"
             );
         }
