@@ -36,6 +36,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Services (RPC): run a compute server.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Call a method of a service and print its JSON result.
+    Call(CallArgs),
     /// A tour: real processes talking through each mechanism, with latencies.
     Demo,
     /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy).
@@ -53,6 +58,70 @@ pub enum Command {
     /// Helpers the demo starts as child processes.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
+    /// Helpers for the service tests, demo and measurements.
+    #[command(subcommand, hide = true)]
+    ServiceInternal(ServiceInternalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Serve the demo service until killed: echo, add, compare, sleep, panic.
+    Demo {
+        /// Service name.
+        name: String,
+        /// Also listen on TCP at HOST:PORT (port 0 picks one; printed as tcp://...).
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// Service name, or tcp://HOST:PORT.
+    pub name: String,
+    /// Method name (ipckit.describe lists them).
+    pub method: String,
+    /// The argument, as JSON.
+    #[arg(value_name = "JSON", default_value = "null")]
+    pub arg: String,
+    /// How long to wait for the server to appear, and then for the reply.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print {"result": ..., "rtt_us": ...} instead of the bare result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceInternalCommand {
+    /// Make CALLS `add` calls with distinct arguments from THREADS threads
+    /// over one connection, checking every answer.
+    Load {
+        name: String,
+        #[arg(long)]
+        client: u64,
+        #[arg(long, default_value_t = 1000)]
+        calls: u64,
+        #[arg(long, default_value_t = 4)]
+        threads: u64,
+        /// Send JSON bodies instead of postcard.
+        #[arg(long)]
+        json_bodies: bool,
+    },
+    /// The client side of the demo's service step.
+    DemoClient {
+        name: String,
+        #[arg(long, default_value_t = 2000)]
+        rounds: usize,
+    },
+    /// Echo bytes on a raw Unix socket and a raw TCP socket (a baseline);
+    /// prints tcp://ADDR.
+    RawPong { unix: PathBuf },
+    /// Measure p50 round trips: service call vs raw ping-pong, local and TCP.
+    Bench {
+        #[arg(long, default_value_t = 20000)]
+        rounds: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -41,6 +41,7 @@ pub mod mailslot;
 pub mod message;
 pub mod name;
 pub mod pipe;
+pub mod service;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,11 +1,14 @@
 //! One file per subcommand; `run` dispatches.
 
 mod bench;
+mod call;
 mod demo;
 mod internal;
 mod ls;
 mod msg;
 mod pipe;
+pub mod service;
+mod service_internal;
 mod slot;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +20,8 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
         Command::Slot(c) => slot::run(c),
         Command::Msg(c) => msg::run(c),
         Command::Ls { json } => ls::run(json),
+        Command::Service(c) => service::run(c),
+        Command::Call(a) => call::run(a),
         Command::Demo => demo::run(),
         Command::Bench {
             quick,
@@ -24,5 +29,6 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
             filter,
         } => bench::run(quick, json, filter),
         Command::Internal(c) => internal::run(c),
+        Command::ServiceInternal(c) => service_internal::run(c),
     }
 }

@@ -14,7 +14,9 @@
 //! - **sockets** ([`net`]): stream sockets (local and TCP) created
 //!   close-on-exec, whole-buffer send that never raises `SIGPIPE`, exact
 //!   receive that tells a clean end-of-stream from a torn one, waiting for
-//!   readability with a timeout, peer credentials (pid, uid, gid).
+//!   readability with a timeout, peer credentials (pid, uid, gid), shutting
+//!   down only the receiving direction so a blocked reader wakes with
+//!   end-of-stream while replies can still be written (service shutdown).
 //! - **pipes** ([`pipe`]): an anonymous pipe with both ends close-on-exec,
 //!   and placing one fd at a chosen number in a child about to be started.
 //! - **registries** ([`lock_exclusive`]): a blocking exclusive advisory lock

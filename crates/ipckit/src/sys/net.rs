@@ -124,8 +124,19 @@ pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool>
     Ok(true)
 }
 
-/// Receive what is available (at least one byte, blocking; 0 means the
-/// stream ended), also collecting file descriptors passed with
+/// Receive what is available (at least one byte, blocking); 0 means the
+/// stream ended.
+pub(crate) fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::empty()) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Like [`recv_some`], also collecting file descriptors passed with
 /// `SCM_RIGHTS` (received close-on-exec) into `fds`. Fails with
 /// `InvalidData` if the kernel had to drop descriptors for lack of room.
 pub(crate) fn recv_some_with_fds(
@@ -240,6 +251,12 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
 /// Shut both directions down; the peer sees end-of-stream.
 pub(crate) fn shutdown(fd: impl AsFd) {
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
+/// Shut the receiving direction down: a thread blocked reading this socket
+/// sees end-of-stream; writing still works.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Read);
 }
 
 /// Whether the peer has closed its end (end-of-stream or error pending),

@@ -1,0 +1,142 @@
+//! `ipckit service demo`: the demo compute service, and the demo's
+//! compute-server step.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ipckit::service::{Encoding, RemoteError, Server};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ServiceCommand;
+
+/// The seed's `MyInfo`: two floats the compute server modifies.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct MyInfo {
+    pub red: f64,
+    pub blue: f64,
+}
+
+/// `add`'s argument.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddArgs {
+    pub a: i64,
+    pub b: i64,
+}
+
+/// `sleep`'s argument.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct SleepArgs {
+    pub ms: u64,
+}
+
+/// `sleep`'s result.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slept {
+    pub slept_ms: u64,
+}
+
+/// `panic`'s argument.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct PanicArgs {
+    pub message: Option<String>,
+}
+
+/// The seed's computation: the server overwrites the struct the client
+/// sent with `red = 2.0, blue = 1.0` and hands it back.
+pub fn compare(mut m: MyInfo) -> MyInfo {
+    m.blue = 1.0;
+    m.red = 2.0;
+    m
+}
+
+pub fn run(cmd: ServiceCommand) -> Result<(), ipckit::Error> {
+    match cmd {
+        ServiceCommand::Demo { name, tcp } => serve_demo(&name, tcp),
+    }
+}
+
+fn serve_demo(name: &str, tcp: Option<String>) -> Result<(), ipckit::Error> {
+    let mut b = Server::builder(name)
+        .raw_handler("echo", |_enc: Encoding, body: &[u8]| {
+            Ok::<_, RemoteError>(body.to_vec())
+        })
+        .handler("add", |p: AddArgs| {
+            p.a.checked_add(p.b)
+                .ok_or_else(|| format!("{} + {} overflows a 64-bit integer", p.a, p.b))
+        })
+        .handler("compare", |m: MyInfo| {
+            // The seed's server shows what it got; a closed stdout is no error.
+            let _ = writeln!(
+                std::io::stdout(),
+                "client: red={:.2}, blue={:.2}",
+                m.red,
+                m.blue
+            );
+            Ok::<_, RemoteError>(compare(m))
+        })
+        .handler("sleep", |p: SleepArgs| {
+            std::thread::sleep(Duration::from_millis(p.ms));
+            Ok::<_, RemoteError>(Slept { slept_ms: p.ms })
+        })
+        .handler("panic", |p: PanicArgs| -> Result<(), RemoteError> {
+            panic!("{}", p.message.unwrap_or_else(|| "asked to panic".into()))
+        });
+    if let Some(a) = tcp {
+        b = b.tcp(a);
+    }
+    let server = b.bind()?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "serving service '{name}'");
+    if let Some(a) = server.tcp_addr() {
+        let _ = writeln!(out, "tcp://{a}");
+    }
+    let _ = out.flush();
+    drop(out);
+    server.wait();
+    Ok(())
+}
+
+/// A child process killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn io(e: std::io::Error, what: &str) -> ipckit::Error {
+    ipckit::Error::new(ipckit::ErrorKind::Io, format!("demo: {what}: {e}")).with_source(e)
+}
+
+/// The demo's compute-server step: a server process and a client process.
+pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
+    println!(
+        "\n[service] compute server process <-> client process (the seed's compare: MyInfo {{red, blue}} in, modified MyInfo out)"
+    );
+    let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
+    let server = Command::new(&exe)
+        .args(["service", "demo", "demo/compute"])
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| io(e, "cannot start the server"))?;
+    let _server = Reaped(server);
+    let st = Command::new(&exe)
+        .args(["service-internal", "demo-client", "demo/compute"])
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| io(e, "cannot run the client"))?;
+    if !st.success() {
+        return Err(ipckit::Error::new(
+            ipckit::ErrorKind::Io,
+            format!("demo: the service client failed ({st})"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,730 @@
+//! The service client: one connection, one reader thread that hands each
+//! reply to the caller waiting for its call id.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::{self, FrameReader, HELLO_LEN, KIND_CALL, KIND_ERROR, KIND_REPLY};
+use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX};
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::Namespace;
+use crate::sys;
+
+/// How long a client waits for the server's hello after connecting, at least.
+const HELLO_WAIT: Duration = Duration::from_secs(5);
+
+/// What the reader thread hands a waiting caller.
+struct Reply {
+    kind: u8,
+    encoding: Encoding,
+    body: Vec<u8>,
+}
+
+type Outcome = Result<Reply>;
+
+enum Waiter {
+    Blocking(SyncSender<Outcome>),
+    #[cfg(feature = "tokio")]
+    Async(tokio::sync::oneshot::Sender<Outcome>),
+}
+
+impl Waiter {
+    fn complete(self, o: Outcome) {
+        match self {
+            Waiter::Blocking(tx) => {
+                let _ = tx.try_send(o);
+            }
+            #[cfg(feature = "tokio")]
+            Waiter::Async(tx) => {
+                let _ = tx.send(o);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, Waiter>,
+    /// Set once the connection is gone: why.
+    gone: Option<String>,
+}
+
+struct Inner {
+    name: String,
+    fd: OwnedFd,
+    write: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    server_max: usize,
+    encoding: Encoding,
+}
+
+impl Inner {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peer_gone(&self, why: &str) -> Error {
+        Error::new(
+            ErrorKind::PeerGone,
+            format!("{why}; the call's outcome is unknown, connect again"),
+        )
+        .with_name(&self.name)
+    }
+}
+
+/// Removes a call's waiter when the caller stops waiting (reply, timeout,
+/// or a dropped future), so a late reply is discarded.
+struct Registered {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.inner.pending().waiters.remove(&self.id);
+    }
+}
+
+/// Settings for connecting to a service.
+///
+/// ```
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let e = ipckit::service::Client::options()
+///     .namespace(&ns)
+///     .timeout(Duration::ZERO)
+///     .connect("absent")
+///     .unwrap_err();
+/// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    timeout: Duration,
+    namespace: Option<Namespace>,
+    max_frame: usize,
+    encoding: Encoding,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::ZERO,
+            namespace: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            encoding: Encoding::Postcard,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Defaults: no waiting for the server, the namespace from the
+    /// environment, 64 MiB replies, postcard bodies.
+    ///
+    /// ```
+    /// let _ = ipckit::service::ClientOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for the server to appear (`WaitNamedPipe`'s
+    /// timeout). Zero (the default): fail at once with
+    /// [`ErrorKind::NotFound`].
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Look the name up in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::service::Client::options().namespace(&ns);
+    /// ```
+    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Largest reply body accepted (default 64 MiB). A larger one breaks
+    /// the connection: every call waiting on it gets [`ErrorKind::PeerGone`].
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().max_frame(1 << 20);
+    /// ```
+    pub fn max_frame(&mut self, bytes: usize) -> &mut Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Encoding of typed calls' bodies (default postcard; JSON lets a Rust
+    /// client exercise what other languages send).
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().encoding(ipckit::service::Encoding::Json);
+    /// ```
+    pub fn encoding(&mut self, encoding: Encoding) -> &mut Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Connect to the service `name`, or to `tcp://HOST:PORT`, waiting up
+    /// to the timeout for it to appear. Errors: [`ErrorKind::NotFound`]
+    /// (no such service, no waiting), [`ErrorKind::Timeout`] (waited in
+    /// vain), [`ErrorKind::Decode`] (not an ipckit service).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _s = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// assert_eq!(c.name(), "s");
+    /// ```
+    pub fn connect(&self, name: &str) -> Result<Client> {
+        let deadline = Instant::now() + self.timeout;
+        let tcp = name.strip_prefix(TCP_PREFIX);
+        let path = match tcp {
+            Some(_) => None,
+            None => {
+                crate::name::validate_name(name)?;
+                let ns = match &self.namespace {
+                    Some(ns) => ns.clone(),
+                    None => Namespace::from_env()?,
+                };
+                Some(ns.socket_path(name))
+            }
+        };
+        let mut backoff = Duration::from_micros(500);
+        let fd = loop {
+            let attempt = match (tcp, &path) {
+                (Some(addr), _) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    sys::net::tcp_connect(addr, left.max(Duration::from_millis(200)))
+                }
+                (_, Some(p)) => sys::net::unix_connect(p),
+                (None, None) => unreachable!("either TCP or a path"),
+            };
+            let e = match attempt {
+                Ok(fd) => break fd,
+                Err(e) => e,
+            };
+            use std::io::ErrorKind as K;
+            let absent = matches!(e.kind(), K::NotFound | K::ConnectionRefused);
+            let now = Instant::now();
+            if !absent {
+                return Err(Error::os(e, "cannot connect to the service").with_name(name));
+            }
+            if now >= deadline {
+                if self.timeout.is_zero() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        "no service has this name (nothing listens there); start the server or check the namespace",
+                    )
+                    .with_name(name)
+                    .with_source(e));
+                }
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no service appeared within {:?}; start the server or wait longer",
+                        self.timeout
+                    ),
+                )
+                .with_name(name)
+                .with_source(e));
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        };
+        let server_max = read_hello(name, &fd, deadline)?;
+        let inner = Arc::new(Inner {
+            name: name.to_string(),
+            fd,
+            write: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            server_max,
+            encoding: self.encoding,
+        });
+        let reader = {
+            let inner = inner.clone();
+            let frames = FrameReader::new(self.max_frame, &[KIND_REPLY, KIND_ERROR]);
+            std::thread::Builder::new()
+                .name("ipckit-svc-client".into())
+                .stack_size(256 * 1024)
+                .spawn(move || read_loop(inner, frames))
+                .map_err(|e| Error::os(e, "cannot start the client's reader thread"))?
+        };
+        Ok(Client {
+            inner,
+            reader: Mutex::new(Some(reader)),
+        })
+    }
+}
+
+fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<usize> {
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(HELLO_WAIT);
+    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(wait))
+        .map_err(|e| Error::os(e, "cannot wait for the server's hello").with_name(name))?;
+    if ready.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the server sent no hello within {wait:?}; is it an ipckit service, and alive?"
+            ),
+        )
+        .with_name(name));
+    }
+    let mut b = [0u8; HELLO_LEN];
+    match sys::net::recv_exact(fd.as_fd(), &mut b) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::new(
+                ErrorKind::PeerGone,
+                "the server closed the connection during the handshake; it may be shutting down",
+            )
+            .with_name(name))
+        }
+        Err(e) => return Err(Error::os(e, "handshake failed").with_name(name)),
+    }
+    wire::parse_hello(&b).map_err(|why| Error::new(ErrorKind::Decode, why).with_name(name))
+}
+
+fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
+    let why = loop {
+        match frames.next(inner.fd.as_fd()) {
+            Ok(Some(f)) => {
+                let waiter = inner.pending().waiters.remove(&f.call_id);
+                // No waiter: the caller timed out or gave up; drop the reply.
+                if let Some(w) = waiter {
+                    w.complete(Ok(Reply {
+                        kind: f.kind,
+                        encoding: f.encoding,
+                        body: f.body,
+                    }));
+                }
+            }
+            Ok(None) => {
+                break "the server closed the connection (it exited, was killed, or shut down)"
+                    .to_string()
+            }
+            Err(e) => break format!("the connection to the server broke ({e})"),
+        }
+    };
+    sys::net::shutdown(&inner.fd);
+    let waiters: Vec<Waiter> = {
+        let mut p = inner.pending();
+        p.gone = Some(why.clone());
+        p.waiters.drain().map(|(_, w)| w).collect()
+    };
+    for w in waiters {
+        w.complete(Err(inner.peer_gone(&why)));
+    }
+}
+
+/// A connection to a service; [`Send`] + [`Sync`], so many threads may call
+/// through one client at once (each call carries its own id).
+///
+/// ```
+/// # use std::time::Duration;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// use ipckit::service::{Client, Server};
+/// // process A
+/// let _server = Server::builder("calc").namespace(&ns)
+///     .handler("square", |x: u64| Ok::<_, String>(x * x))
+///     .bind().unwrap();
+/// // process B
+/// let client = Client::options().namespace(&ns).timeout(Duration::from_secs(5)).connect("calc").unwrap();
+/// let client = std::sync::Arc::new(client);
+/// let handles: Vec<_> = (0..4u64).map(|i| {
+///     let c = client.clone();
+///     std::thread::spawn(move || c.call::<_, u64>("square", &i).unwrap())
+/// }).collect();
+/// let got: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+/// assert_eq!(got, [0, 1, 4, 9]);
+/// ```
+pub struct Client {
+    inner: Arc<Inner>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        sys::net::shutdown(&self.inner.fd);
+        if let Some(h) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Client {
+    /// Connect to `name` (or `tcp://HOST:PORT`), waiting up to `timeout`
+    /// for the server to appear; the namespace comes from the environment.
+    /// See [`ClientOptions`] for more.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = ipckit::service::Client::connect("calc", Duration::from_secs(5))?;
+    /// let sum: i64 = client.call("add", &(1i64, 2i64))?;
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    #[doc(alias = "RpcBindingFromStringBinding")]
+    pub fn connect(name: &str, timeout: Duration) -> Result<Client> {
+        ClientOptions::new().timeout(timeout).connect(name)
+    }
+
+    /// Settings for connecting (see [`ClientOptions`]).
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().timeout(std::time::Duration::from_secs(1));
+    /// ```
+    pub fn options() -> ClientOptions {
+        ClientOptions::new()
+    }
+
+    /// The name connected to (as given, `tcp://…` included).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// assert_eq!(c.name(), "s");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Register a waiter and send one call frame.
+    fn send(&self, method: &str, enc: Encoding, body: &[u8], waiter: Waiter) -> Result<Registered> {
+        let inner = &self.inner;
+        if method.is_empty() || method.len() > wire::MAX_METHOD {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "method name '{method}' must be 1 to {} bytes",
+                    wire::MAX_METHOD
+                ),
+            )
+            .with_name(&inner.name));
+        }
+        if body.len() > inner.server_max {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the request to '{method}' is {} bytes, over the server's limit of {} bytes; send less or raise max_frame on the server",
+                    body.len(),
+                    inner.server_max
+                ),
+            )
+            .with_name(&inner.name)
+            .with_needed(body.len()));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut p = inner.pending();
+            if let Some(why) = &p.gone {
+                return Err(inner.peer_gone(why));
+            }
+            p.waiters.insert(id, waiter);
+        }
+        let reg = Registered {
+            inner: inner.clone(),
+            id,
+        };
+        let mut out = inner.write.lock().unwrap_or_else(|p| p.into_inner());
+        out.clear();
+        wire::encode_frame(&mut out, KIND_CALL, enc, id, method, body);
+        let sent = sys::net::send_all(inner.fd.as_fd(), &out);
+        if out.capacity() > 1 << 20 {
+            *out = Vec::new();
+        }
+        drop(out);
+        match sent {
+            Ok(()) => Ok(reg),
+            Err(e) => Err(inner.peer_gone(&format!("cannot send the call to '{method}' ({e})"))),
+        }
+    }
+
+    fn encode<Req: Serialize + ?Sized>(&self, method: &str, req: &Req) -> Result<Vec<u8>> {
+        self.inner.encoding.encode(req).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the request to '{method}' cannot be encoded as {} ({}): {e}",
+                    type_name::<Req>(),
+                    self.inner.encoding.as_str()
+                ),
+            )
+            .with_name(&self.inner.name)
+        })
+    }
+
+    fn wait(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Reply> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let reg = self.send(method, enc, body, Waiter::Blocking(tx))?;
+        let got = match timeout {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(t) => rx.recv_timeout(t),
+        };
+        drop(reg);
+        match got {
+            Ok(outcome) => outcome,
+            Err(RecvTimeoutError::Timeout) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no reply to '{method}' within {:?}; the call may still run on the server, and the connection stays usable",
+                    timeout.unwrap_or_default()
+                ),
+            )
+            .with_name(&self.inner.name)),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(self.inner.peer_gone("the connection's reader stopped"))
+            }
+        }
+    }
+
+    /// Call `method` with `req` and wait for its result (the seed's
+    /// `SendMessage`, then reading the result back).
+    ///
+    /// Errors: [`ErrorKind::Remote`] (the handler failed; see
+    /// [`Error::remote_code`]), [`ErrorKind::PeerGone`] (the server died or
+    /// closed the connection before answering), [`ErrorKind::Decode`] (the
+    /// result is not a `Resp`), [`ErrorKind::TooLarge`] (request over the
+    /// server's limit; nothing was sent).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns)
+    /// #     .handler("len", |s: String| Ok::<_, String>(s.len())).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// assert_eq!(c.call::<_, usize>("len", "four").unwrap(), 4);
+    /// let e = c.call::<_, usize>("nope", "x").unwrap_err();
+    /// assert!(e.to_string().contains("unknown method 'nope'"));
+    /// ```
+    pub fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp> {
+        let body = self.encode(method, req)?;
+        let reply = self.wait(method, self.inner.encoding, &body, None)?;
+        self.finish(method, reply)
+    }
+
+    /// Like [`call`](Self::call), giving up with [`ErrorKind::Timeout`]
+    /// after `timeout`. The connection stays usable; a reply that arrives
+    /// later is discarded.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns)
+    /// #     .handler("nap", |ms: u64| { std::thread::sleep(Duration::from_millis(ms)); Ok::<_, String>(ms) })
+    /// #     .bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let e = c.call_timeout::<_, u64>("nap", &500, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// assert_eq!(c.call::<_, u64>("nap", &0).unwrap(), 0);
+    /// ```
+    pub fn call_timeout<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let body = self.encode(method, req)?;
+        let reply = self.wait(method, self.inner.encoding, &body, Some(timeout))?;
+        self.finish(method, reply)
+    }
+
+    /// Call with a JSON argument and get the JSON result, as the CLI and
+    /// other languages do (the body travels as JSON). `timeout: None`
+    /// waits for ever.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns)
+    /// #     .handler("add", |p: std::collections::HashMap<String, i64>| Ok::<_, String>(p.values().sum::<i64>()))
+    /// #     .bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let v = c.call_json("add", serde_json::json!({"a": 1, "b": 2}), None).unwrap();
+    /// assert_eq!(v, serde_json::json!(3));
+    /// ```
+    pub fn call_json(
+        &self,
+        method: &str,
+        req: serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(&req).expect("a JSON value serialises");
+        let reply = self.wait(method, Encoding::Json, &body, timeout)?;
+        self.finish(method, reply)
+    }
+
+    /// The server's methods and counters (the built-in `ipckit.describe`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// assert_eq!(c.describe().unwrap().name, "s");
+    /// ```
+    pub fn describe(&self) -> Result<Describe> {
+        self.call(DESCRIBE, &())
+    }
+
+    fn finish<Resp: DeserializeOwned>(&self, method: &str, reply: Reply) -> Result<Resp> {
+        finish(&self.inner.name, method, reply)
+    }
+}
+
+fn finish<Resp: DeserializeOwned>(name: &str, method: &str, reply: Reply) -> Result<Resp> {
+    if reply.kind == KIND_ERROR {
+        let e: RemoteError = serde_json::from_slice(&reply.body).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("the error reply to '{method}' is not {{\"code\",\"message\"}} JSON: {e}"),
+            )
+            .with_name(name)
+        })?;
+        return Err(Error::remote(
+            e.code,
+            format!(
+                "'{method}' failed on the server (code {}): {}",
+                e.code, e.message
+            ),
+        )
+        .with_name(name));
+    }
+    reply.encoding.decode(&reply.body).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format!(
+                "the reply to '{method}' did not decode as {} ({}): {e}; do client and server agree on the types?",
+                type_name::<Resp>(),
+                reply.encoding.as_str()
+            ),
+        )
+        .with_name(name)
+    })
+}
+
+#[cfg(feature = "tokio")]
+impl Client {
+    /// Call `method` without blocking: the call is sent now, and the
+    /// returned future resolves with its result (the reader thread wakes
+    /// it). The future is `Send + 'static`, so it can be spawned; dropping
+    /// it abandons the call (a late reply is discarded). Errors as for
+    /// [`call`](Self::call).
+    ///
+    /// Needs the `tokio` feature; any executor can await the future.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns)
+    /// #     .handler("twice", |x: i32| Ok::<_, String>(2 * x)).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let (a, b) = (c.call_async::<_, i32>("twice", &1), c.call_async::<_, i32>("twice", &2));
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(rt.block_on(async { (a.await.unwrap(), b.await.unwrap()) }), (2, 4));
+    /// ```
+    pub fn call_async<Req: Serialize + ?Sized, Resp: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> impl std::future::Future<Output = Result<Resp>> + Send + 'static {
+        let sent = self
+            .encode(method, req)
+            .and_then(|body| self.send_async(method, self.inner.encoding, &body));
+        let (name, method) = (self.inner.name.clone(), method.to_string());
+        async move {
+            let reply = sent?.await?;
+            finish(&name, &method, reply)
+        }
+    }
+
+    /// [`call_json`](Self::call_json) as a future (see
+    /// [`call_async`](Self::call_async)).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns)
+    /// #     .handler("neg", |x: i64| Ok::<_, String>(-x)).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let f = c.call_json_async("neg", serde_json::json!(5));
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(rt.block_on(f).unwrap(), serde_json::json!(-5));
+    /// ```
+    pub fn call_json_async(
+        &self,
+        method: &str,
+        req: serde_json::Value,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value>> + Send + 'static {
+        let body = serde_json::to_vec(&req).expect("a JSON value serialises");
+        let sent = self.send_async(method, Encoding::Json, &body);
+        let (name, method) = (self.inner.name.clone(), method.to_string());
+        async move {
+            let reply = sent?.await?;
+            finish(&name, &method, reply)
+        }
+    }
+
+    fn send_async(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+    ) -> Result<impl std::future::Future<Output = Result<Reply>> + Send + 'static> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reg = self.send(method, enc, body, Waiter::Async(tx))?;
+        Ok(async move {
+            let got = rx.await;
+            let inner = reg.inner.clone();
+            drop(reg);
+            match got {
+                Ok(outcome) => outcome,
+                Err(_) => Err(inner.peer_gone("the connection's reader stopped")),
+            }
+        })
+    }
+}

@@ -1,0 +1,798 @@
+//! The service server: accept loop, one reader thread per connection,
+//! handlers on an elastic worker pool, replies under a per-connection write
+//! lock.
+
+use std::any::type_name;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::pool::Pool;
+use super::wire::{self, FrameReader, WireError, KIND_CALL, KIND_ERROR, KIND_REPLY};
+use super::{
+    Describe, Encoding, MethodInfo, RemoteError, CODE_BAD_REQUEST, CODE_INTERNAL,
+    CODE_UNKNOWN_METHOD, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX,
+};
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::name::{Claim, Namespace};
+use crate::sys;
+
+type RawHandler =
+    dyn Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, RemoteError> + Send + Sync;
+type LogHook = dyn Fn(&str) + Send + Sync;
+
+/// How long dropping a server waits for calls in flight.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Stack of a connection's reader thread (it only parses frames).
+const READER_STACK: usize = 256 * 1024;
+/// Most handler threads running at once; further calls queue.
+const DEFAULT_MAX_WORKERS: usize = 512;
+
+struct Method {
+    info: MethodInfo,
+    f: Arc<RawHandler>,
+}
+
+/// Settings and methods of a service, before it is bound to its name.
+///
+/// ```
+/// use ipckit::service::{RemoteError, Server};
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let server = Server::builder("calc")
+///     .namespace(&ns)
+///     .max_frame(1 << 20)
+///     .handler("square", |x: f64| Ok::<_, RemoteError>(x * x))
+///     .bind()
+///     .unwrap();
+/// assert_eq!(server.name(), "calc");
+/// ```
+pub struct ServerBuilder {
+    name: String,
+    methods: BTreeMap<String, Method>,
+    tcp: Option<String>,
+    namespace: Option<Namespace>,
+    max_frame: usize,
+    max_workers: usize,
+    log: Option<Arc<LogHook>>,
+    problem: Option<Error>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("name", &self.name)
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .field("tcp", &self.tcp)
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    fn new(name: &str) -> Self {
+        ServerBuilder {
+            name: name.to_string(),
+            methods: BTreeMap::new(),
+            tcp: None,
+            namespace: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_workers: DEFAULT_MAX_WORKERS,
+            log: None,
+            problem: None,
+        }
+    }
+
+    fn add(&mut self, method: &str, info: MethodInfo, f: Arc<RawHandler>) {
+        let why = if method.is_empty() || method.len() > wire::MAX_METHOD {
+            Some(format!(
+                "method name '{method}' must be 1 to {} bytes",
+                wire::MAX_METHOD
+            ))
+        } else if method.starts_with("ipckit.") {
+            Some(format!(
+                "method name '{method}' is reserved: names starting with 'ipckit.' are built in"
+            ))
+        } else if self.methods.contains_key(method) {
+            Some(format!("method '{method}' is registered twice"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.problem.get_or_insert_with(|| {
+                Error::new(ErrorKind::InvalidInput, format!("{why}; rename it"))
+                    .with_name(&self.name)
+            });
+            return;
+        }
+        self.methods.insert(method.to_string(), Method { info, f });
+    }
+
+    /// Offer `method`: requests decode as `Req`, the handler's `Ok` is sent
+    /// back as the result and its `Err` as a remote error (code and
+    /// message, see [`RemoteError`]). A handler that panics fails only that
+    /// call (code [`CODE_INTERNAL`](super::CODE_INTERNAL)). Handlers run on
+    /// worker threads, several at once.
+    ///
+    /// Method names are 1–255 bytes; `ipckit.` is reserved. A bad or
+    /// duplicate name makes [`bind`](Self::bind) fail.
+    ///
+    /// ```
+    /// use ipckit::service::{RemoteError, Server};
+    /// let b = Server::builder("calc")
+    ///     .handler::<(i64, i64), i64, RemoteError>("div", |(a, b)| {
+    ///         a.checked_div(b).ok_or(RemoteError::new(2, "division by zero"))
+    ///     });
+    /// ```
+    pub fn handler<Req, Resp, E>(
+        mut self,
+        method: &str,
+        f: impl Fn(Req) -> std::result::Result<Resp, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + 'static,
+        Resp: Serialize + 'static,
+        E: Into<RemoteError>,
+    {
+        let m = method.to_string();
+        let raw = move |enc: Encoding, body: &[u8]| {
+            let req: Req = enc.decode(body).map_err(|e| {
+                RemoteError::new(
+                    CODE_BAD_REQUEST,
+                    format!(
+                        "the request to '{m}' did not decode as {} ({}): {e}",
+                        type_name::<Req>(),
+                        enc.as_str()
+                    ),
+                )
+            })?;
+            let resp = f(req).map_err(Into::into)?;
+            enc.encode(&resp).map_err(|e| {
+                RemoteError::new(
+                    CODE_INTERNAL,
+                    format!(
+                        "the result of '{m}' could not be encoded as {}: {e}",
+                        enc.as_str()
+                    ),
+                )
+            })
+        };
+        let info = MethodInfo {
+            name: method.to_string(),
+            request: type_name::<Req>().to_string(),
+            response: type_name::<Resp>().to_string(),
+        };
+        self.add(method, info, Arc::new(raw));
+        self
+    }
+
+    /// Offer `method` on raw bodies: the handler gets the call's encoding
+    /// and body bytes and returns the result's bytes, which must be in the
+    /// same encoding. `ipckit.describe` lists its types as `bytes`.
+    ///
+    /// ```
+    /// use ipckit::service::{RemoteError, Server};
+    /// // An echo that works for every encoding: the body is returned as is.
+    /// let b = Server::builder("e").raw_handler("echo", |_enc, body| Ok::<_, RemoteError>(body.to_vec()));
+    /// ```
+    pub fn raw_handler<E: Into<RemoteError>>(
+        mut self,
+        method: &str,
+        f: impl Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, E> + Send + Sync + 'static,
+    ) -> Self {
+        let info = MethodInfo {
+            name: method.to_string(),
+            request: "bytes".into(),
+            response: "bytes".into(),
+        };
+        self.add(
+            method,
+            info,
+            Arc::new(move |enc: Encoding, body: &[u8]| f(enc, body).map_err(Into::into)),
+        );
+        self
+    }
+
+    /// Also listen on TCP at `addr` (`HOST:PORT`, port 0 picks one; see
+    /// [`Server::tcp_addr`]). Clients connect with `tcp://HOST:PORT`. TCP
+    /// has no authentication: bind to loopback unless the network is
+    /// trusted. Default: local only.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").tcp("127.0.0.1:0");
+    /// ```
+    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
+        self.tcp = Some(addr.into().trim_start_matches(TCP_PREFIX).to_string());
+        self
+    }
+
+    /// Bind in `ns` instead of the namespace from the environment.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::service::Server::builder("s").namespace(&ns);
+    /// ```
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Largest request body accepted, in bytes (default 64 MiB, at most
+    /// 4 GiB − 1). A client announcing a larger one is disconnected before
+    /// its body is read or any memory is set aside for it.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").max_frame(1 << 20);
+    /// ```
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Most handlers running at once (default 512); further calls wait in
+    /// a queue.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").max_workers(8);
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = n;
+        self
+    }
+
+    /// Where the server reports clients it disconnects for breaking the
+    /// protocol (malformed or truncated frames, oversized bodies). Default:
+    /// a line on stderr.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").log(|line| eprintln!("[svc] {line}"));
+    /// ```
+    pub fn log(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.log = Some(Arc::new(hook));
+        self
+    }
+
+    /// Claim the name, listen, and start serving in the background. A live
+    /// server holding the name gives [`ErrorKind::AlreadyExists`]; a stale
+    /// one is replaced.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let a = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// let b = ipckit::service::Server::builder("s").namespace(&ns).bind();
+    /// assert_eq!(b.unwrap_err().kind(), ipckit::ErrorKind::AlreadyExists);
+    /// # drop(a);
+    /// ```
+    pub fn bind(self) -> Result<Server> {
+        let name = self.name;
+        if let Some(e) = self.problem {
+            return Err(e);
+        }
+        if self.max_frame == 0 || self.max_frame > u32::MAX as usize {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "max_frame {} is out of range; use 1 to {} bytes",
+                    self.max_frame,
+                    u32::MAX
+                ),
+            )
+            .with_name(name));
+        }
+        let ns = match self.namespace {
+            Some(ns) => ns,
+            None => Namespace::from_env()?,
+        };
+        let claim = ns.claim(&name, "service")?;
+        let path = ns.socket_path(&name);
+        let unix =
+            sys::net::unix_listen(&path).ctx(&name, "cannot listen on the service's socket")?;
+        let (tcp, tcp_addr) = match &self.tcp {
+            Some(a) => {
+                let (fd, addr) = sys::net::tcp_listen(a).ctx(&name, "cannot listen on TCP")?;
+                (Some(fd), Some(addr))
+            }
+            None => (None, None),
+        };
+        let (wake_r, wake_w) = sys::pipe::pipe().ctx(&name, "cannot create the wake-up pipe")?;
+        let log: Arc<LogHook> = match self.log {
+            Some(l) => l,
+            None => {
+                let n = name.clone();
+                Arc::new(move |line: &str| eprintln!("ipckit service '{n}': {line}"))
+            }
+        };
+        let mut infos: Vec<MethodInfo> = self.methods.values().map(|m| m.info.clone()).collect();
+        infos.push(MethodInfo {
+            name: DESCRIBE.into(),
+            request: "any (ignored)".into(),
+            response: type_name::<Describe>().into(),
+        });
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let shared = Arc::new(Shared {
+            pool: Pool::new(self.max_workers, name.clone()),
+            name: name.clone(),
+            methods: self.methods.into_iter().map(|(k, m)| (k, m.f)).collect(),
+            infos,
+            max_frame: self.max_frame,
+            log,
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+            connections: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("ipckit-svc-accept-{name}"))
+                .spawn(move || accept_loop(shared, unix, tcp, wake_r))
+                .ctx(&name, "cannot start the accept thread")?
+        };
+        Ok(Server {
+            shared,
+            control: Mutex::new(Control {
+                acceptor: Some(acceptor),
+                claim: Some(claim),
+                stopped: false,
+            }),
+            stopped_cv: Condvar::new(),
+            wake: wake_w,
+            tcp_addr,
+            socket_path: path,
+        })
+    }
+}
+
+struct Shared {
+    name: String,
+    methods: HashMap<String, Arc<RawHandler>>,
+    infos: Vec<MethodInfo>,
+    max_frame: usize,
+    log: Arc<LogHook>,
+    pool: Arc<Pool>,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    in_flight: Mutex<u64>,
+    idle: Condvar,
+    connections: AtomicU64,
+    conns: Mutex<HashMap<u64, ConnEntry>>,
+    stopping: AtomicBool,
+}
+
+struct ConnEntry {
+    conn: Arc<Conn>,
+    reader: JoinHandle<()>,
+}
+
+/// One client connection: the socket and the lock replies are written under.
+struct Conn {
+    fd: OwnedFd,
+    write: Mutex<Vec<u8>>,
+    peer: String,
+}
+
+impl Shared {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnEntry>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn describe(&self) -> Describe {
+        Describe {
+            name: self.name.clone(),
+            pid: std::process::id(),
+            methods: self.infos.clone(),
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: *self.in_flight(),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+
+    fn unknown_method(&self, method: &str) -> RemoteError {
+        let names: Vec<&str> = self.infos.iter().map(|m| m.name.as_str()).collect();
+        RemoteError::new(
+            CODE_UNKNOWN_METHOD,
+            format!(
+                "unknown method '{method}'; this service offers: {}",
+                names.join(", ")
+            ),
+        )
+    }
+}
+
+struct Control {
+    acceptor: Option<JoinHandle<()>>,
+    claim: Option<Claim>,
+    stopped: bool,
+}
+
+/// A running service: serves in the background from
+/// [`ServerBuilder::bind`] until [`shutdown`](Self::shutdown) or drop.
+///
+/// Shutting down is graceful: the name is released and no new call is
+/// read, calls in flight run to the end and their replies are sent, then
+/// every connection is closed.
+///
+/// The whole server side of a compute service:
+///
+/// ```no_run
+/// use ipckit::service::{RemoteError, Server};
+///
+/// let server = Server::builder("calc")
+///     .tcp("127.0.0.1:7100")
+///     .handler("add", |(a, b): (i64, i64)| {
+///         a.checked_add(b).ok_or(RemoteError::new(1, "overflow"))
+///     })
+///     .handler("mean", |v: Vec<f64>| {
+///         if v.is_empty() {
+///             return Err("mean of nothing".to_string());
+///         }
+///         Ok(v.iter().sum::<f64>() / v.len() as f64)
+///     })
+///     .bind()?;
+/// server.wait(); // until another thread calls server.shutdown()
+/// # Ok::<(), ipckit::Error>(())
+/// ```
+pub struct Server {
+    shared: Arc<Shared>,
+    control: Mutex<Control>,
+    stopped_cv: Condvar,
+    wake: OwnedFd,
+    tcp_addr: Option<SocketAddr>,
+    socket_path: PathBuf,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.shared.name)
+            .field("socket", &self.socket_path)
+            .field("tcp", &self.tcp_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Start describing a service called `name` (see [`ServerBuilder`]).
+    ///
+    /// ```
+    /// let b = ipckit::service::Server::builder("calc");
+    /// ```
+    #[doc(alias = "RpcServerListen")]
+    pub fn builder(name: &str) -> ServerBuilder {
+        ServerBuilder::new(name)
+    }
+
+    /// The service's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
+    /// assert_eq!(s.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The TCP address actually bound, if the server listens on TCP.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::service::Server::builder("t").namespace(&ns).tcp("127.0.0.1:0").bind().unwrap();
+    /// assert_ne!(s.tcp_addr().unwrap().port(), 0);
+    /// ```
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Methods and counters, as `ipckit.describe` reports them.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
+    /// assert_eq!(s.describe().calls, 0);
+    /// ```
+    pub fn describe(&self) -> Describe {
+        self.shared.describe()
+    }
+
+    /// Block until the server has been shut down (from another thread).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = std::sync::Arc::new(ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap());
+    /// let s2 = s.clone();
+    /// std::thread::spawn(move || s2.shutdown());
+    /// s.wait();
+    /// ```
+    pub fn wait(&self) {
+        let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        while !c.stopped {
+            c = self.stopped_cv.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stop gracefully, waiting up to 30 s for calls in flight (see
+    /// [`shutdown_timeout`](Self::shutdown_timeout)).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
+    /// s.shutdown();
+    /// assert!(ns.info("n").unwrap().is_none());
+    /// ```
+    pub fn shutdown(&self) -> bool {
+        self.shutdown_timeout(DEFAULT_GRACE)
+    }
+
+    /// Stop: release the name and stop accepting, stop reading new calls,
+    /// let calls in flight finish and send their replies (waiting at most
+    /// `grace`), then close every connection. Returns whether every call
+    /// in flight finished. Calling it again does nothing.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
+    /// assert!(s.shutdown_timeout(std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn shutdown_timeout(&self, grace: Duration) -> bool {
+        let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if c.stopped {
+            return true;
+        }
+        let sh = &self.shared;
+        sh.stopping.store(true, Ordering::Release);
+        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
+        if let Some(h) = c.acceptor.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        c.claim.take();
+        // No new connection can appear now. Stop reading calls: each
+        // reader sees end-of-stream and exits; replies can still be sent.
+        let entries: Vec<ConnEntry> = sh.conns().drain().map(|(_, e)| e).collect();
+        for e in &entries {
+            sys::net::shutdown_read(e.conn.fd.as_fd());
+        }
+        let mut conns = Vec::with_capacity(entries.len());
+        for e in entries {
+            let _ = e.reader.join();
+            conns.push(e.conn);
+        }
+        let deadline = Instant::now() + grace;
+        let mut n = sh.in_flight();
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = sh
+                .idle
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let finished = *n == 0;
+        drop(n);
+        for conn in &conns {
+            sys::net::shutdown(&conn.fd);
+        }
+        sh.pool.stop();
+        c.stopped = true;
+        self.stopped_cv.notify_all();
+        finished
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, unix: OwnedFd, tcp: Option<OwnedFd>, wake: OwnedFd) {
+    let mut next_id = 0u64;
+    loop {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), unix.as_fd()];
+        if let Some(t) = &tcp {
+            fds.push(t.as_fd());
+        }
+        let ready = match sys::net::wait_readable(&fds, None) {
+            Ok(r) => r,
+            Err(e) => {
+                (shared.log)(&format!("accept loop stopped: {e}"));
+                return;
+            }
+        };
+        if shared.stopping.load(Ordering::Acquire) || ready.contains(&0) {
+            return;
+        }
+        for i in ready {
+            let is_tcp = i == 2;
+            let Ok(fd) = sys::net::accept(fds[i]) else {
+                continue;
+            };
+            if is_tcp {
+                sys::net::set_nodelay(fd.as_fd());
+            }
+            let peer = describe_peer(fd.as_fd(), is_tcp);
+            let conn = Arc::new(Conn {
+                fd,
+                write: Mutex::new(Vec::new()),
+                peer,
+            });
+            next_id += 1;
+            let id = next_id;
+            let mut conns = shared.conns();
+            let spawned = {
+                let (shared, conn) = (shared.clone(), conn.clone());
+                std::thread::Builder::new()
+                    .name(format!("ipckit-svc-conn-{id}"))
+                    .stack_size(READER_STACK)
+                    .spawn(move || serve_conn(shared, conn, id))
+            };
+            match spawned {
+                Ok(reader) => {
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
+                    conns.insert(id, ConnEntry { conn, reader });
+                }
+                Err(e) => {
+                    drop(conns);
+                    (shared.log)(&format!(
+                        "refused client {}: cannot start its thread: {e}",
+                        conn.peer
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn describe_peer(fd: BorrowedFd<'_>, is_tcp: bool) -> String {
+    if is_tcp {
+        match sys::net::tcp_peer_addr(fd) {
+            Some(a) => format!("tcp {a}"),
+            None => "tcp (address unknown)".into(),
+        }
+    } else {
+        match sys::net::peer_cred(fd) {
+            Ok((pid, uid, _)) => format!("pid {pid} (uid {uid})"),
+            Err(_) => "local (credentials unknown)".into(),
+        }
+    }
+}
+
+/// Read calls from one connection and hand each to the pool.
+fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64) {
+    let hello = wire::hello(shared.max_frame);
+    let mut reader = FrameReader::new(shared.max_frame, &[KIND_CALL]);
+    if sys::net::send_all(conn.fd.as_fd(), &hello).is_ok() {
+        read_calls(&shared, &conn, &mut reader);
+    }
+    // On shutdown the server closes connections itself once the calls in
+    // flight have answered; otherwise the client is gone or misbehaved.
+    if !shared.stopping.load(Ordering::Acquire) {
+        sys::net::shutdown(&conn.fd);
+        shared.conns().remove(&id);
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Read calls until the connection ends or breaks the protocol.
+fn read_calls(shared: &Arc<Shared>, conn: &Arc<Conn>, reader: &mut FrameReader) {
+    loop {
+        match reader.next(conn.fd.as_fd()) {
+            Ok(Some(frame)) => {
+                shared.calls.fetch_add(1, Ordering::Relaxed);
+                *shared.in_flight() += 1;
+                let (s, c) = (shared.clone(), conn.clone());
+                shared.pool.submit(Box::new(move || {
+                    run_call(&s, &c, frame);
+                    let mut n = s.in_flight();
+                    *n -= 1;
+                    if *n == 0 {
+                        s.idle.notify_all();
+                    }
+                }));
+            }
+            Ok(None) => return,
+            Err(WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return
+            }
+            Err(e) => {
+                if !shared.stopping.load(Ordering::Acquire) {
+                    (shared.log)(&format!("disconnected client {}: {e}", conn.peer));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Run one call and write its reply or error frame.
+fn run_call(shared: &Shared, conn: &Conn, frame: wire::Frame) {
+    let method = frame.method.as_str();
+    let enc = frame.encoding;
+    let result = if method == DESCRIBE {
+        enc.encode(&shared.describe())
+            .map_err(|e| RemoteError::new(CODE_INTERNAL, format!("cannot encode: {e}")))
+    } else {
+        match shared.methods.get(method) {
+            Some(f) => {
+                catch_unwind(AssertUnwindSafe(|| f(enc, &frame.body))).unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".into());
+                    Err(RemoteError::new(
+                        CODE_INTERNAL,
+                        format!("the handler of '{method}' panicked: {what}"),
+                    ))
+                })
+            }
+            None => Err(shared.unknown_method(method)),
+        }
+    };
+    let result = match result {
+        Ok(body) if body.len() > u32::MAX as usize => Err(RemoteError::new(
+            CODE_INTERNAL,
+            format!(
+                "the result of '{method}' is {} bytes, more than a frame carries",
+                body.len()
+            ),
+        )),
+        r => r,
+    };
+    let mut out = conn.write.lock().unwrap_or_else(|p| p.into_inner());
+    out.clear();
+    match &result {
+        Ok(body) => wire::encode_frame(&mut out, KIND_REPLY, enc, frame.call_id, "", body),
+        Err(err) => {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            let body = serde_json::to_vec(err).expect("a RemoteError serialises");
+            wire::encode_frame(
+                &mut out,
+                KIND_ERROR,
+                Encoding::Json,
+                frame.call_id,
+                "",
+                &body,
+            );
+        }
+    }
+    // A client that went away just loses its reply.
+    let _ = sys::net::send_all(conn.fd.as_fd(), &out);
+    if out.capacity() > 1 << 20 {
+        *out = Vec::new();
+    }
+}

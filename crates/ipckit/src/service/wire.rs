@@ -1,0 +1,377 @@
+//! The service wire format (see `docs/PROTOCOL.md`, "Services").
+//!
+//! On connect the server writes a 16-byte hello. After it, both directions
+//! carry frames: a 24-byte header, then the method name (calls only), then
+//! the body. Every length is checked against its limit *before* anything is
+//! allocated for it.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use super::Encoding;
+use crate::sys;
+
+/// Magic bytes opening the server hello.
+pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSERV";
+/// Protocol version this build speaks.
+pub(crate) const VERSION: u8 = 1;
+/// Size of the server hello.
+pub(crate) const HELLO_LEN: usize = 16;
+/// Size of a frame header.
+pub(crate) const HEADER_LEN: usize = 24;
+/// Longest method name, in bytes.
+pub(crate) const MAX_METHOD: usize = 255;
+
+/// Client to server: invoke a method.
+pub(crate) const KIND_CALL: u8 = 1;
+/// Server to client: the call succeeded; the body is the result.
+pub(crate) const KIND_REPLY: u8 = 2;
+/// Server to client: the call failed; the body is JSON `{"code","message"}`.
+pub(crate) const KIND_ERROR: u8 = 3;
+
+/// Encode the server hello announcing `max_frame`.
+pub(crate) fn hello(max_frame: usize) -> [u8; HELLO_LEN] {
+    let mut b = [0u8; HELLO_LEN];
+    b[..8].copy_from_slice(HELLO_MAGIC);
+    b[8] = VERSION;
+    // b[9] status 0 = ok; b[10..12] reserved zero.
+    let max = u32::try_from(max_frame).unwrap_or(u32::MAX);
+    b[12..16].copy_from_slice(&max.to_le_bytes());
+    b
+}
+
+/// Check a server hello; returns the server's `max_frame` or why it is not
+/// acceptable.
+pub(crate) fn parse_hello(b: &[u8; HELLO_LEN]) -> Result<usize, String> {
+    if &b[..8] != HELLO_MAGIC {
+        return Err(
+            "the endpoint did not answer with an ipckit service hello; is it an ipckit service?"
+                .into(),
+        );
+    }
+    if b[8] != VERSION {
+        return Err(format!(
+            "the server speaks service protocol version {}, this client version {VERSION}; upgrade the older side",
+            b[8]
+        ));
+    }
+    if b[9] != 0 {
+        return Err(format!(
+            "the server refused the connection (hello status {}); it may be shutting down",
+            b[9]
+        ));
+    }
+    Ok(u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize)
+}
+
+/// One decoded frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub kind: u8,
+    pub encoding: Encoding,
+    pub call_id: u64,
+    pub method: String,
+    pub body: Vec<u8>,
+}
+
+/// Append a whole frame (header, method, body) to `out`.
+pub(crate) fn encode_frame(
+    out: &mut Vec<u8>,
+    kind: u8,
+    encoding: Encoding,
+    call_id: u64,
+    method: &str,
+    body: &[u8],
+) {
+    debug_assert!(method.len() <= MAX_METHOD);
+    out.reserve(HEADER_LEN + method.len() + body.len());
+    out.push(kind);
+    out.push(encoding.code());
+    out.extend_from_slice(&(method.len() as u16).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&call_id.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A decoded, checked header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kind: u8,
+    pub encoding: Encoding,
+    pub method_len: usize,
+    pub call_id: u64,
+    pub body_len: u64,
+}
+
+/// Why a frame could not be read. Every variant but `Io` means the peer
+/// broke the protocol; all of them end the connection.
+#[derive(Debug)]
+pub(crate) enum WireError {
+    /// The stream ended inside a frame.
+    Truncated(String),
+    /// A header field is invalid.
+    Malformed(String),
+    /// The body is longer than the receiver's limit; it was not read.
+    TooLarge { len: u64, limit: usize },
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Truncated(s) => write!(f, "truncated frame: {s}"),
+            WireError::Malformed(s) => write!(f, "malformed frame: {s}"),
+            WireError::TooLarge { len, limit } => write!(
+                f,
+                "frame announces a body of {len} bytes, over the limit of {limit} bytes (max_frame); the body was not read"
+            ),
+            WireError::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// Decode and check a header: kinds in `allowed`, a known encoding, zero
+/// reserved bytes, a method name only on calls and at most
+/// [`MAX_METHOD`] bytes, a body of at most `limit` bytes.
+pub(crate) fn parse_header(
+    h: &[u8; HEADER_LEN],
+    allowed: &[u8],
+    limit: usize,
+) -> Result<Header, WireError> {
+    let kind = h[0];
+    if !allowed.contains(&kind) {
+        return Err(WireError::Malformed(format!(
+            "frame kind {kind} is not expected here (expected one of {allowed:?})"
+        )));
+    }
+    let encoding = Encoding::from_code(h[1])
+        .ok_or_else(|| WireError::Malformed(format!("unknown body encoding {}", h[1])))?;
+    let method_len = u16::from_le_bytes([h[2], h[3]]) as usize;
+    if h[4..8] != [0, 0, 0, 0] {
+        return Err(WireError::Malformed(format!(
+            "reserved header bytes are {:02x?}, not zero",
+            &h[4..8]
+        )));
+    }
+    if kind == KIND_CALL && (method_len == 0 || method_len > MAX_METHOD) {
+        return Err(WireError::Malformed(format!(
+            "method name of {method_len} bytes; a call names a method of 1 to {MAX_METHOD} bytes"
+        )));
+    }
+    if kind != KIND_CALL && method_len != 0 {
+        return Err(WireError::Malformed(
+            "a reply or error frame carries a method name".into(),
+        ));
+    }
+    let call_id = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    let body_len = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
+    if body_len > limit as u64 {
+        return Err(WireError::TooLarge {
+            len: body_len,
+            limit,
+        });
+    }
+    Ok(Header {
+        kind,
+        encoding,
+        method_len,
+        call_id,
+        body_len,
+    })
+}
+
+/// Size of the read buffer: one receive usually brings several small frames.
+const READ_BUF: usize = 64 * 1024;
+
+/// Reads frames from a socket through a buffer.
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    limit: usize,
+    allowed: &'static [u8],
+}
+
+impl FrameReader {
+    /// A reader accepting frames of the kinds in `allowed` with bodies of at
+    /// most `limit` bytes.
+    pub(crate) fn new(limit: usize, allowed: &'static [u8]) -> Self {
+        FrameReader {
+            buf: vec![0u8; READ_BUF],
+            pos: 0,
+            len: 0,
+            limit,
+            allowed,
+        }
+    }
+
+    /// Make `n <= READ_BUF` bytes available. `Ok(false)`: clean end of
+    /// stream with nothing buffered.
+    fn fill(&mut self, fd: BorrowedFd<'_>, n: usize, what: &str) -> Result<bool, WireError> {
+        if self.len - self.pos >= n {
+            return Ok(true);
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+        while self.len < n {
+            let got = sys::net::recv_some(fd, &mut self.buf[self.len..]).map_err(WireError::Io)?;
+            if got == 0 {
+                if self.len == 0 {
+                    return Ok(false);
+                }
+                return Err(WireError::Truncated(format!(
+                    "the connection ended {} bytes into {what} of {n} bytes",
+                    self.len
+                )));
+            }
+            self.len += got;
+        }
+        Ok(true)
+    }
+
+    /// Read exactly `out.len()` bytes: from the buffer, then the socket.
+    fn read_exact(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        out: &mut [u8],
+        what: &str,
+    ) -> Result<(), WireError> {
+        let from_buf = out.len().min(self.len - self.pos);
+        out[..from_buf].copy_from_slice(&self.buf[self.pos..self.pos + from_buf]);
+        self.pos += from_buf;
+        if from_buf < out.len() {
+            match sys::net::recv_exact(fd, &mut out[from_buf..]) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(WireError::Truncated(format!(
+                        "the connection ended {from_buf} bytes into {what} of {} bytes",
+                        out.len()
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(WireError::Truncated(format!(
+                        "the connection ended inside {what} of {} bytes",
+                        out.len()
+                    )))
+                }
+                Err(e) => return Err(WireError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of stream (between frames).
+    pub(crate) fn next(&mut self, fd: BorrowedFd<'_>) -> Result<Option<Frame>, WireError> {
+        if !self.fill(fd, HEADER_LEN, "a header")? {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.pos..self.pos + HEADER_LEN]);
+        self.pos += HEADER_LEN;
+        // Checked before any allocation: a hostile length never reaches
+        // `vec!` below.
+        let hdr = parse_header(&h, self.allowed, self.limit)?;
+        let mut method = vec![0u8; hdr.method_len];
+        self.read_exact(fd, &mut method, "a method name")?;
+        let method = String::from_utf8(method)
+            .map_err(|_| WireError::Malformed("the method name is not UTF-8".into()))?;
+        let mut body = vec![0u8; hdr.body_len as usize];
+        self.read_exact(fd, &mut body, "a body")?;
+        Ok(Some(Frame {
+            kind: hdr.kind,
+            encoding: hdr.encoding,
+            call_id: hdr.call_id,
+            method,
+            body,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(kind: u8, enc: u8, mlen: u16, id: u64, blen: u64) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = kind;
+        h[1] = enc;
+        h[2..4].copy_from_slice(&mlen.to_le_bytes());
+        h[8..16].copy_from_slice(&id.to_le_bytes());
+        h[16..24].copy_from_slice(&blen.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn frames_round_trip_through_the_header_parser() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, KIND_CALL, Encoding::Json, 42, "add", b"{}");
+        assert_eq!(out.len(), HEADER_LEN + 3 + 2);
+        let h: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().unwrap();
+        let hdr = parse_header(&h, &[KIND_CALL], 100).unwrap();
+        assert_eq!(
+            hdr,
+            Header {
+                kind: KIND_CALL,
+                encoding: Encoding::Json,
+                method_len: 3,
+                call_id: 42,
+                body_len: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_four_gib_body_is_refused_by_the_header_check() {
+        let h = header_bytes(KIND_CALL, 0, 4, 1, 4 << 30);
+        match parse_header(&h, &[KIND_CALL], 64 << 20) {
+            Err(WireError::TooLarge { len, limit }) => {
+                assert_eq!(len, 4 << 30);
+                assert_eq!(limit, 64 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_malformed() {
+        let cases = [
+            header_bytes(9, 0, 3, 1, 0),           // unknown kind
+            header_bytes(KIND_REPLY, 0, 0, 1, 0),  // not allowed from a client
+            header_bytes(KIND_CALL, 7, 3, 1, 0),   // unknown encoding
+            header_bytes(KIND_CALL, 0, 0, 1, 0),   // empty method
+            header_bytes(KIND_CALL, 0, 300, 1, 0), // method too long
+        ];
+        for h in cases {
+            assert!(
+                matches!(
+                    parse_header(&h, &[KIND_CALL], 100),
+                    Err(WireError::Malformed(_))
+                ),
+                "{h:?}"
+            );
+        }
+        let mut h = header_bytes(KIND_CALL, 0, 3, 1, 0);
+        h[5] = 1;
+        assert!(matches!(
+            parse_header(&h, &[KIND_CALL], 100),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn hello_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_hello(&hello(1234)).unwrap(), 1234);
+        let mut bad = hello(1);
+        bad[0] = b'X';
+        assert!(parse_hello(&bad).is_err());
+        let mut v2 = hello(1);
+        v2[8] = 2;
+        assert!(parse_hello(&v2).unwrap_err().contains("version 2"));
+    }
+}
