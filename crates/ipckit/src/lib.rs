@@ -37,8 +37,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod map;
 pub mod name;
 pub mod pipe;
+pub mod shm;
+pub mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};

@@ -17,12 +17,24 @@
 //!   readability with a timeout, peer credentials (pid, uid, gid).
 //! - **pipes** ([`pipe`]): an anonymous pipe with both ends close-on-exec,
 //!   and placing one fd at a chosen number in a child about to be started.
+//! - **shared memory** ([`shm`]): an unnamed memory object that gets its
+//!   name atomically once initialised (exactly one racing creator wins),
+//!   open/unlink by name (the `shm_open` namespace), anonymous objects
+//!   (`memfd`), file-backed objects, shared read-write mappings, free-space
+//!   query, and shared/exclusive `flock`s telling whether anyone has an
+//!   object open.
+//! - **futexes** ([`futex`]): wait on a 32-bit word in shared memory with a
+//!   timeout and wake any number of waiters in any process; the calling
+//!   thread's id and whether a thread id still names a live, non-zombie
+//!   thread (lock-owner death detection).
 //!
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 
+pub(crate) mod futex;
 pub(crate) mod net;
 pub(crate) mod pipe;
+pub(crate) mod shm;
 
 use std::fs::File;
 use std::io;
