@@ -927,3 +927,16 @@ impl Semaphore {
         }
     }
 }
+
+/// Benchmark support: a bare shared futex wait (the raw baseline the
+/// measurements compare with). Not part of the API.
+#[doc(hidden)]
+pub fn __futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<()> {
+    futex::wait(word, expected, timeout).map_err(|e| Error::os(e, "futex wait failed"))
+}
+
+/// Benchmark support: a bare shared futex wake. Not part of the API.
+#[doc(hidden)]
+pub fn __futex_wake(word: &AtomicU32, n: u32) {
+    futex::wake(word, n);
+}

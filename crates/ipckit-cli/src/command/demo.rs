@@ -58,6 +58,7 @@ pub fn run() -> Result<(), ipckit::Error> {
 
 fn steps(ns: &Path) -> Result<(), ipckit::Error> {
     step_pipe(ns)?;
+    super::map::demo_step(ns)?;
     println!("\ndemo finished: every step ran between separate processes.");
     Ok(())
 }

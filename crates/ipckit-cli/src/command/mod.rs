@@ -3,7 +3,9 @@
 mod demo;
 mod internal;
 mod ls;
+mod map;
 mod pipe;
+mod shm_internal;
 
 use crate::cli::{Cli, Command};
 
@@ -14,5 +16,7 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
         Command::Ls { json } => ls::run(json),
         Command::Demo => demo::run(),
         Command::Internal(c) => internal::run(c),
+        Command::Map(c) => map::run(c),
+        Command::ShmInternal(c) => shm_internal::run(c),
     }
 }
