@@ -657,6 +657,20 @@ impl Mapping {
         })
     }
 
+    /// Map the object a parent handed to this process at fd number `fd`
+    /// (see [`crate::pipe::CommandExt::pass_fd`]). Fails if `fd` is not open
+    /// or was already taken; only call it for an fd number given to you for
+    /// this purpose.
+    ///
+    /// ```
+    /// let e = ipckit::shm::Mapping::from_inherited_fd(9999).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
+    /// ```
+    pub fn from_inherited_fd(fd: std::os::fd::RawFd) -> Result<Mapping> {
+        let owned = sys::pipe::take_inherited(fd).ctx(&format!("fd {fd}"), "cannot take the inherited shared memory")?;
+        Self::from_fd(owned)
+    }
+
     /// Map the file at `path`, creating it with `size` zero bytes if it is
     /// absent or empty; an existing non-empty file is mapped at its own size.
     ///
