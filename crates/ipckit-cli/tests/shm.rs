@@ -124,12 +124,24 @@ fn child_role() {
     match r.as_str() {
         "race" => {
             wait_for_file(&ns.dir().join("go"));
-            let m = MappingOptions::new().namespace(&ns).open_or_create("race", 4096).unwrap();
-            say(if m.existed() { "RESULT existed" } else { "RESULT created" });
+            let m = MappingOptions::new()
+                .namespace(&ns)
+                .open_or_create("race", 4096)
+                .unwrap();
+            say(if m.existed() {
+                "RESULT existed"
+            } else {
+                "RESULT created"
+            });
             assert_eq!(m.len(), 4096);
         }
         "inc" => {
-            let map = Arc::new(MappingOptions::new().namespace(&ns).open("counter").unwrap());
+            let map = Arc::new(
+                MappingOptions::new()
+                    .namespace(&ns)
+                    .open("counter")
+                    .unwrap(),
+            );
             let m = Mutex::at(map.clone(), 0).unwrap();
             let c = map.atomic_u64(8).unwrap();
             for _ in 0..10_000 {
@@ -154,10 +166,16 @@ fn child_role() {
             let m = SharedMapOptions::new().namespace(&ns).open("torn").unwrap();
             let s = m.snapshot().unwrap();
             let uniform = s.content.iter().all(|b| *b == s.content[0]);
-            say(&format!("SNAP {} {} {uniform}", s.version, s.content[0] as char));
+            say(&format!(
+                "SNAP {} {} {uniform}",
+                s.version, s.content[0] as char
+            ));
         }
         "watcher" => {
-            let mut m = SharedMapOptions::new().namespace(&ns).open("burst").unwrap();
+            let mut m = SharedMapOptions::new()
+                .namespace(&ns)
+                .open("burst")
+                .unwrap();
             let base = m.version().unwrap();
             say("READY");
             let (mut delivered, mut skipped, mut last) = (0u64, 0u64, Vec::new());
@@ -167,13 +185,25 @@ fn child_role() {
                 skipped += c.skipped;
                 last = c.content;
             }
-            say(&format!("DONE {delivered} {skipped} {}", String::from_utf8_lossy(&last)));
+            say(&format!(
+                "DONE {delivered} {skipped} {}",
+                String::from_utf8_lossy(&last)
+            ));
         }
         "sync_waiter" => {
             let ev = EventOptions::new().namespace(&ns).open("gate").unwrap();
-            let sem = SemaphoreOptions::new().namespace(&ns).open("slots").unwrap();
-            let e1 = ev.wait_timeout(Duration::from_millis(30)).unwrap_err().kind();
-            let e2 = sem.acquire_timeout(Duration::from_millis(30)).unwrap_err().kind();
+            let sem = SemaphoreOptions::new()
+                .namespace(&ns)
+                .open("slots")
+                .unwrap();
+            let e1 = ev
+                .wait_timeout(Duration::from_millis(30))
+                .unwrap_err()
+                .kind();
+            let e2 = sem
+                .acquire_timeout(Duration::from_millis(30))
+                .unwrap_err()
+                .kind();
             say(&format!("WAITING {e1:?} {e2:?}"));
             ev.wait_timeout(Duration::from_secs(20)).unwrap();
             say("GATE");
@@ -201,14 +231,29 @@ fn bad_sizes_and_names_are_clear_errors() {
     assert!(e.to_string().contains("size 0"), "{e}");
     let e = o.create("huge", 1 << 50).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooLarge);
-    assert!(e.to_string().contains("more than the memory available"), "{e}");
-    assert_eq!(Mapping::anonymous(0).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(Mapping::anonymous(1 << 50).unwrap_err().kind(), ErrorKind::TooLarge);
-    assert_eq!(o.create("../x", 10).unwrap_err().kind(), ErrorKind::InvalidName);
+    assert!(
+        e.to_string().contains("more than the memory available"),
+        "{e}"
+    );
+    assert_eq!(
+        Mapping::anonymous(0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        Mapping::anonymous(1 << 50).unwrap_err().kind(),
+        ErrorKind::TooLarge
+    );
+    assert_eq!(
+        o.create("../x", 10).unwrap_err().kind(),
+        ErrorKind::InvalidName
+    );
     assert_eq!(o.open("absent").unwrap_err().kind(), ErrorKind::NotFound);
     // A mutex is not a shared map.
     let _m = MutexOptions::new().namespace(&ns).create("kind").unwrap();
-    let e = SharedMapOptions::new().namespace(&ns).open("kind").unwrap_err();
+    let e = SharedMapOptions::new()
+        .namespace(&ns)
+        .open("kind")
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     o.remove("kind").unwrap();
 }
@@ -236,12 +281,18 @@ fn holder_killed_while_holding_mutex_is_reported_abandoned() {
     assert_eq!(holder.line("locked"), "locked clean");
     let m = MutexOptions::new().namespace(&ns).open("held").unwrap();
     // Alive and holding: we time out.
-    let e = m.lock_timeout(Duration::from_millis(100)).map(|_| ()).unwrap_err();
+    let e = m
+        .lock_timeout(Duration::from_millis(100))
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout);
     // SIGKILL, not yet reaped (a zombie counts as dead).
     holder.child.kill().unwrap();
     let lock = m.lock_timeout(DEADLINE).unwrap();
-    assert!(matches!(lock, Lock::Abandoned(_)), "expected an abandoned report");
+    assert!(
+        matches!(lock, Lock::Abandoned(_)),
+        "expected an abandoned report"
+    );
     drop(lock);
     assert!(!m.lock_timeout(DEADLINE).unwrap().is_abandoned());
 }
@@ -249,7 +300,10 @@ fn holder_killed_while_holding_mutex_is_reported_abandoned() {
 #[test]
 fn four_processes_times_10000_increments_under_the_mutex_are_exact() {
     let (_d, ns, _c) = setup(vec!["counter"]);
-    let map = MappingOptions::new().namespace(&ns).create("counter", 64).unwrap();
+    let map = MappingOptions::new()
+        .namespace(&ns)
+        .create("counter", 64)
+        .unwrap();
     let mut kids: Vec<Kid> = (0..4).map(|_| spawn(role(ns.dir(), "inc"))).collect();
     for k in &mut kids {
         k.wait_success();
@@ -261,7 +315,11 @@ fn four_processes_times_10000_increments_under_the_mutex_are_exact() {
 fn writer_killed_mid_write_never_exposes_a_torn_content() {
     let (_d, ns, _c) = setup(vec!["torn"]);
     let size = 1 << 20;
-    let mut m = SharedMapOptions::new().namespace(&ns).max_size(size).create("torn").unwrap();
+    let mut m = SharedMapOptions::new()
+        .namespace(&ns)
+        .max_size(size)
+        .create("torn")
+        .unwrap();
     m.write(&vec![b'A'; size]).unwrap();
     let mut writer = spawn(role(ns.dir(), "stall_writer"));
     writer.line("MID");
@@ -284,7 +342,10 @@ fn writer_killed_mid_write_never_exposes_a_torn_content() {
 #[test]
 fn watcher_in_another_process_gets_the_final_content_of_a_burst_of_1000_writes() {
     let (_d, ns, _c) = setup(vec!["burst"]);
-    let mut m = SharedMapOptions::new().namespace(&ns).create("burst").unwrap();
+    let mut m = SharedMapOptions::new()
+        .namespace(&ns)
+        .create("burst")
+        .unwrap();
     let mut w = spawn(role(ns.dir(), "watcher"));
     w.line("READY");
     for i in 0..1000 {
@@ -304,7 +365,9 @@ fn watcher_in_another_process_gets_the_final_content_of_a_burst_of_1000_writes()
 fn oversized_write_is_too_large_and_leaves_the_content() {
     let (_d, ns, _c) = setup(vec!["small"]);
     let run = |args: &[&str]| ipckit_bin(ns.dir()).args(args).output().unwrap();
-    assert!(run(&["map", "set", "small", "abc", "--max-size", "4"]).status.success());
+    assert!(run(&["map", "set", "small", "abc", "--max-size", "4"])
+        .status
+        .success());
     let out = run(&["map", "set", "small", "abcdef"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -315,7 +378,10 @@ fn oversized_write_is_too_large_and_leaves_the_content() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["size"], 3);
     // And the library reports the kind.
-    let mut m = SharedMapOptions::new().namespace(&ns).open("small").unwrap();
+    let mut m = SharedMapOptions::new()
+        .namespace(&ns)
+        .open("small")
+        .unwrap();
     assert_eq!(m.write(b"12345").unwrap_err().kind(), ErrorKind::TooLarge);
     assert_eq!(m.snapshot().unwrap().content, b"abc");
 }
@@ -323,9 +389,20 @@ fn oversized_write_is_too_large_and_leaves_the_content() {
 #[test]
 fn event_and_semaphore_time_out_then_release_waiters_in_other_processes() {
     let (_d, ns, _c) = setup(vec!["gate", "slots"]);
-    let gate = EventOptions::new().namespace(&ns).manual_reset(true).create("gate").unwrap();
-    let slots = SemaphoreOptions::new().namespace(&ns).initial(0).max(3).create("slots").unwrap();
-    let mut kids: Vec<Kid> = (0..3).map(|_| spawn(role(ns.dir(), "sync_waiter"))).collect();
+    let gate = EventOptions::new()
+        .namespace(&ns)
+        .manual_reset(true)
+        .create("gate")
+        .unwrap();
+    let slots = SemaphoreOptions::new()
+        .namespace(&ns)
+        .initial(0)
+        .max(3)
+        .create("slots")
+        .unwrap();
+    let mut kids: Vec<Kid> = (0..3)
+        .map(|_| spawn(role(ns.dir(), "sync_waiter")))
+        .collect();
     for k in &mut kids {
         assert_eq!(k.line("WAITING"), "WAITING Timeout Timeout");
     }
@@ -358,7 +435,12 @@ fn anonymous_mapping_is_inherited_by_a_child() {
 
 #[test]
 fn python_shared_memory_reads_a_named_mapping_by_its_documented_name() {
-    if Command::new("python3").arg("-c").arg("pass").status().is_err() {
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .is_err()
+    {
         eprintln!("skipped: python3 is not installed");
         return;
     }
@@ -380,8 +462,15 @@ except TypeError:
 sys.stdout.write(bytes(shm.buf[64:64 + 15]).decode())
 shm.close()
 "#;
-    let out = Command::new("python3").args(["-c", script, &os]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-c", script, &os])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from rust");
     // Python did not unlink it.
     o.open("py/data").unwrap();

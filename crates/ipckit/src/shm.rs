@@ -667,7 +667,10 @@ impl Mapping {
     /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
     /// ```
     pub fn from_inherited_fd(fd: std::os::fd::RawFd) -> Result<Mapping> {
-        let owned = sys::pipe::take_inherited(fd).ctx(&format!("fd {fd}"), "cannot take the inherited shared memory")?;
+        let owned = sys::pipe::take_inherited(fd).ctx(
+            &format!("fd {fd}"),
+            "cannot take the inherited shared memory",
+        )?;
         Self::from_fd(owned)
     }
 

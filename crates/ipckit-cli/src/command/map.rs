@@ -12,8 +12,14 @@ use crate::cli::MapCommand;
 
 pub fn run(cmd: MapCommand) -> Result<(), Error> {
     match cmd {
-        MapCommand::Set { name, text, max_size } => {
-            let mut m = SharedMapOptions::new().max_size(max_size).open_or_create(&name)?;
+        MapCommand::Set {
+            name,
+            text,
+            max_size,
+        } => {
+            let mut m = SharedMapOptions::new()
+                .max_size(max_size)
+                .open_or_create(&name)?;
             m.write_text(&text)?;
             Ok(())
         }
@@ -35,12 +41,22 @@ pub fn run(cmd: MapCommand) -> Result<(), Error> {
             }
             Ok(())
         }
-        MapCommand::Watch { name, count, timeout, json } => watch(&name, count, timeout, json),
+        MapCommand::Watch {
+            name,
+            count,
+            timeout,
+            json,
+        } => watch(&name, count, timeout, json),
         MapCommand::Rm { name } => ipckit::shm::MappingOptions::new().remove(&name),
     }
 }
 
-fn watch(name: &str, count: Option<u64>, timeout: Option<Duration>, json: bool) -> Result<(), Error> {
+fn watch(
+    name: &str,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+    json: bool,
+) -> Result<(), Error> {
     let mut m = SharedMapOptions::new().open(name)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut seen = 0;
@@ -49,14 +65,19 @@ fn watch(name: &str, count: Option<u64>, timeout: Option<Duration>, json: bool) 
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let c = m.wait_change(left).map_err(|e| {
             if e.kind() == ErrorKind::Timeout {
-                Error::new(ErrorKind::Timeout, format!("saw {seen} change(s) before the timeout")).with_name(name)
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("saw {seen} change(s) before the timeout"),
+                )
+                .with_name(name)
             } else {
                 e
             }
         })?;
         let text = String::from_utf8_lossy(&c.content);
         let line = if json {
-            serde_json::json!({"content": text, "version": c.version, "skipped": c.skipped}).to_string()
+            serde_json::json!({"content": text, "version": c.version, "skipped": c.skipped})
+                .to_string()
         } else {
             text.replace('\\', "\\\\").replace('\n', "\\n")
         };
@@ -83,7 +104,9 @@ fn io(e: std::io::Error, what: &str) -> Error {
 fn ipckit(ns: &Path, args: &[&str]) -> Result<Command, Error> {
     let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
     let mut c = Command::new(exe);
-    c.args(args).env(ipckit::name::NAMESPACE_ENV, ns).stdin(Stdio::null());
+    c.args(args)
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stdin(Stdio::null());
     Ok(c)
 }
 
@@ -94,11 +117,17 @@ fn wait_ok(child: &mut Reaped, what: &str) -> Result<(), Error> {
             return if st.success() {
                 Ok(())
             } else {
-                Err(Error::new(ErrorKind::Io, format!("demo: {what} failed ({st})")))
+                Err(Error::new(
+                    ErrorKind::Io,
+                    format!("demo: {what} failed ({st})"),
+                ))
             };
         }
         if Instant::now() > deadline {
-            return Err(Error::new(ErrorKind::Timeout, format!("demo: {what} did not finish within 30 s")));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("demo: {what} did not finish within 30 s"),
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -108,7 +137,11 @@ fn wait_ok(child: &mut Reaped, what: &str) -> Result<(), Error> {
 pub fn demo_step(ns: &Path) -> Result<(), Error> {
     println!("\n[2] shared map: writer process -> watcher process (seqlock double buffer, futex broadcast)");
     let name = "demo/board";
-    let mut set = Reaped(ipckit(ns, &["map", "set", name, "hello"])?.spawn().map_err(|e| io(e, "cannot start a child"))?);
+    let mut set = Reaped(
+        ipckit(ns, &["map", "set", name, "hello"])?
+            .spawn()
+            .map_err(|e| io(e, "cannot start a child"))?,
+    );
     wait_ok(&mut set, "map set")?;
     let mut watcher = Reaped(
         ipckit(ns, &["shm-internal", "demo-watch", name, "5"])?

@@ -27,7 +27,10 @@ pub fn run(cmd: ShmInternalCommand) -> Result<(), Error> {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 fn ready_event(name: &str) -> EventOptions {
@@ -37,10 +40,15 @@ fn ready_event(name: &str) -> EventOptions {
 
 fn demo_write(name: &str, count: u64) -> Result<(), Error> {
     let mut m = SharedMapOptions::new().open(name)?;
-    ready_event(name).open_or_create(&format!("{name}.ready"))?.wait_timeout(WAIT)?;
+    ready_event(name)
+        .open_or_create(&format!("{name}.ready"))?
+        .wait_timeout(WAIT)?;
     for i in 1..=count {
         let v = m.write_text(&format!("tick {i} @{}", now_ns()))?;
-        println!("  writer  pid {:>7}: wrote 'tick {i}' (version {v})", std::process::id());
+        println!(
+            "  writer  pid {:>7}: wrote 'tick {i}' (version {v})",
+            std::process::id()
+        );
         std::thread::sleep(Duration::from_millis(30));
     }
     Ok(())
@@ -48,14 +56,25 @@ fn demo_write(name: &str, count: u64) -> Result<(), Error> {
 
 fn demo_watch(name: &str, count: u64) -> Result<(), Error> {
     let mut m = SharedMapOptions::new().open(name)?;
-    println!("  watcher pid {:>7}: opened '{name}', content '{}' (existed: {})", std::process::id(), m.text(), m.existed());
-    ready_event(name).open_or_create(&format!("{name}.ready"))?.set();
+    println!(
+        "  watcher pid {:>7}: opened '{name}', content '{}' (existed: {})",
+        std::process::id(),
+        m.text(),
+        m.existed()
+    );
+    ready_event(name)
+        .open_or_create(&format!("{name}.ready"))?
+        .set();
     let mut lat = Vec::new();
     for _ in 0..count {
         let c = m.wait_change(Some(WAIT))?;
         let now = now_ns();
         let text = String::from_utf8_lossy(&c.content).into_owned();
-        let sent: u128 = text.rsplit('@').next().and_then(|t| t.parse().ok()).unwrap_or(now);
+        let sent: u128 = text
+            .rsplit('@')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
         let l = now.saturating_sub(sent) as u64;
         lat.push(l);
         let shown = text.split(" @").next().unwrap_or("");
@@ -68,14 +87,24 @@ fn demo_watch(name: &str, count: u64) -> Result<(), Error> {
         );
     }
     lat.sort_unstable();
-    println!("  write->watch wake-up across processes: median {}", us(percentile(&lat, 50.0)));
+    println!(
+        "  write->watch wake-up across processes: median {}",
+        us(percentile(&lat, 50.0))
+    );
     Ok(())
 }
 
 fn hold_mutex(name: &str) -> Result<(), Error> {
     let m = MutexOptions::new().open_or_create(name)?;
     let lock = m.lock()?;
-    println!("locked {}", if lock.is_abandoned() { "abandoned" } else { "clean" });
+    println!(
+        "locked {}",
+        if lock.is_abandoned() {
+            "abandoned"
+        } else {
+            "clean"
+        }
+    );
     let _ = std::io::stdout().flush();
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -84,7 +113,10 @@ fn hold_mutex(name: &str) -> Result<(), Error> {
 
 /// Lock word baseline: CAS 0 -> 1 to lock, swap to 0 (+ wake if 2) to unlock.
 fn raw_lock(w: &AtomicU32) {
-    while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while w
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         std::hint::spin_loop();
     }
 }
@@ -127,12 +159,15 @@ fn bench(rounds: u64) -> Result<(), Error> {
         let mut ping = mo.open_or_create(&format!("{prefix}/ping"))?;
         let mut pong = mo.open_or_create(&format!("{prefix}/pong"))?;
         let rawmap = shm.open_or_create(&format!("{prefix}/raw"), 16)?;
-        let exe = std::env::current_exe().map_err(|e| Error::new(ErrorKind::Io, format!("no exe: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("no exe: {e}")))?;
         let mut child = std::process::Command::new(exe)
             .args(["shm-internal", "bench-echo", prefix, &rounds.to_string()])
             .env(ipckit::name::NAMESPACE_ENV, ns.dir())
             .spawn()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the echo process: {e}")))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::Io, format!("cannot start the echo process: {e}"))
+            })?;
         let r = (|| {
             pong.wait_change(Some(WAIT))?; // the peer is ready
             let mut map_rtt = Vec::new();
