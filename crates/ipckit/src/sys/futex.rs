@@ -42,13 +42,11 @@ pub(crate) fn thread_alive(tid: u32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
         // The state follows the last ')' (the command name may hold one).
-        Ok(s) => match s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].trim_start().chars().next())
-        {
-            Some('Z') | Some('X') | Some('x') => false,
-            _ => true,
-        },
+        Ok(s) => !matches!(
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next()),
+            Some('Z' | 'X' | 'x')
+        ),
         Err(_) => false,
     }
 }
