@@ -30,8 +30,14 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
 }
 
 /// The calling thread's kernel id (what goes into a mutex's owner field).
+/// Cached per thread (a `gettid` syscall would cost more than the whole
+/// uncontended lock); a process forked without exec must not lock ipckit
+/// mutexes from the forking thread's copy.
 pub(crate) fn tid() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
+    thread_local! {
+        static TID: u32 = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    }
+    TID.with(|t| *t)
 }
 
 /// Whether the thread `tid` still runs. A thread that exited, or whose
