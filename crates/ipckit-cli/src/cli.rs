@@ -30,6 +30,9 @@ pub enum Command {
     /// Window-style messages: listen, send, post, register ids, broadcast.
     #[command(subcommand)]
     Msg(MsgCommand),
+    /// Shared maps (named text/bytes with change notification).
+    #[command(subcommand)]
+    Map(MapCommand),
     /// List the endpoints in the namespace.
     Ls {
         /// Print JSON instead of a table.
@@ -61,6 +64,9 @@ pub enum Command {
     /// Helpers for the service tests, demo and measurements.
     #[command(subcommand, hide = true)]
     ServiceInternal(ServiceInternalCommand),
+    /// Shared-memory helpers for the demo, tests and measurements.
+    #[command(subcommand, hide = true)]
+    ShmInternal(ShmInternalCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +128,64 @@ pub enum ServiceInternalCommand {
         #[arg(long, default_value_t = 20000)]
         rounds: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MapCommand {
+    /// Write TEXT into the shared map NAME (created if absent).
+    Set {
+        /// Map name.
+        name: String,
+        /// The new content.
+        text: String,
+        /// Largest content, used when creating the map.
+        #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+        max_size: usize,
+    },
+    /// Print the content of the shared map NAME.
+    Get {
+        /// Map name.
+        name: String,
+        /// Print {"name", "content", "version", "size"} instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print each new content of NAME on its own line as it changes.
+    Watch {
+        /// Map name.
+        name: String,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Give up (non-zero status) if the changes do not come within this time.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Print one JSON object per change (content, version, skipped).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the shared map NAME.
+    Rm {
+        /// Map name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShmInternalCommand {
+    /// Demo: wait for the watcher, then write COUNT timestamped contents.
+    DemoWrite { name: String, count: u64 },
+    /// Demo: open NAME, signal readiness, print COUNT changes with wake-up latency.
+    DemoWatch { name: String, count: u64 },
+    /// Hold the named mutex NAME, print "locked", then sleep until killed.
+    HoldMutex { name: String },
+    /// Measurements: lock cost and write->watch latency beside raw futexes.
+    Bench {
+        #[arg(long, default_value_t = 2000)]
+        rounds: u64,
+    },
+    /// Measurement peer: echo map pings and raw futex pings (PREFIX/...).
+    BenchEcho { prefix: String, rounds: u64 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -38,10 +38,13 @@
 
 pub mod error;
 pub mod mailslot;
+pub mod map;
 pub mod message;
 pub mod name;
 pub mod pipe;
 pub mod service;
+pub mod shm;
+pub mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};

@@ -63,6 +63,7 @@ fn steps(ns: &Path) -> Result<(), ipckit::Error> {
     slot::demo_step(ns)?;
     msg::demo_step(ns)?;
     super::service::demo_step(ns)?;
+    super::map::demo_step(ns)?;
     println!("\ndemo finished: every step ran between separate processes.");
     Ok(())
 }

@@ -5,10 +5,12 @@ mod call;
 mod demo;
 mod internal;
 mod ls;
+mod map;
 mod msg;
 mod pipe;
 pub mod service;
 mod service_internal;
+mod shm_internal;
 mod slot;
 
 use crate::cli::{Cli, Command};
@@ -30,5 +32,7 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
         } => bench::run(quick, json, filter),
         Command::Internal(c) => internal::run(c),
         Command::ServiceInternal(c) => service_internal::run(c),
+        Command::Map(c) => map::run(c),
+        Command::ShmInternal(c) => shm_internal::run(c),
     }
 }

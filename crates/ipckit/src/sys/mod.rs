@@ -26,12 +26,24 @@
 //!   multicast group when the address is one), sending with broadcast
 //!   allowed and multicast kept to the local link, and receiving with a
 //!   timeout.
+//! - **shared memory** ([`shm`]): an unnamed memory object that gets its
+//!   name atomically once initialised (exactly one racing creator wins),
+//!   open/unlink by name (the `shm_open` namespace), anonymous objects
+//!   (`memfd`), file-backed objects, shared read-write mappings, free-space
+//!   query, and shared/exclusive `flock`s telling whether anyone has an
+//!   object open.
+//! - **futexes** ([`futex`]): wait on a 32-bit word in shared memory with a
+//!   timeout and wake any number of waiters in any process; the calling
+//!   thread's id and whether a thread id still names a live, non-zombie
+//!   thread (lock-owner death detection).
 //!
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 
+pub(crate) mod futex;
 pub(crate) mod net;
 pub(crate) mod pipe;
+pub(crate) mod shm;
 pub(crate) mod udp;
 
 use std::fs::File;

@@ -1,0 +1,928 @@
+//! Named, anonymous and file-backed shared memory (Win32 `CreateFileMapping`
+//! / `MapViewOfFile`).
+//!
+//! A [`Mapping`] is a region of memory that several processes see at once.
+//! Three kinds:
+//!
+//! - **named**, memory-backed: [`Mapping::create`], [`Mapping::open`],
+//!   [`Mapping::open_or_create`] (which reports whether it
+//!   [existed](Mapping::existed)). The opener maps the size the creator
+//!   chose, not one of its own.
+//! - **anonymous** ([`Mapping::anonymous`], a `memfd`): no name; hand it to
+//!   a child by inheritance ([`Mapping::as_fd`], `try_clone_fd` +
+//!   [`crate::pipe::CommandExt::pass_fd`]) or over a connection, and rebuild
+//!   it there with [`Mapping::from_fd`].
+//! - **file-backed** ([`Mapping::from_file`]): the contents live in a file.
+//!
+//! Mutual exclusion is the caller's job, as in Win32; [`crate::sync`] has
+//! the tools, and [`crate::map::SharedMap`] is a ready-made shared value.
+//!
+//! ```
+//! use ipckit::shm::MappingOptions;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ns = ipckit::Namespace::at(dir.path()).unwrap();
+//! let opts = MappingOptions::new().namespace(&ns);
+//!
+//! // process A
+//! let a = opts.create("frame", 4096).unwrap();
+//! a.write_at(0, b"hello").unwrap();
+//!
+//! // process B: sees A's size and bytes
+//! let b = opts.open("frame").unwrap();
+//! assert_eq!(b.len(), 4096);
+//! let mut buf = [0u8; 5];
+//! b.read_at(0, &mut buf).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! opts.remove("frame").unwrap();
+//! ```
+//!
+//! # The `/dev/shm` name
+//!
+//! A named mapping `NAME` in the namespace directory `DIR` is the POSIX
+//! shared-memory object
+//!
+//! ```text
+//! ipckit.<H>.<NAME with every '/' replaced by ':'>
+//! ```
+//!
+//! where `<H>` is the FNV-1a 64-bit hash of the bytes of the canonical
+//! namespace path `DIR`, as 16 lowercase hex digits. On Linux it is the file
+//! `/dev/shm/ipckit.<H>.<...>`; `shm_open("/ipckit.<H>.<...>")` opens it,
+//! as does Python's `multiprocessing.shared_memory.SharedMemory(name=
+//! "ipckit.<H>.<...>")`. [`MappingOptions::os_name`] computes it. The object
+//! starts with a 64-byte header (see `docs/PROTOCOL.md`); the user's bytes
+//! follow at offset 64.
+//!
+//! # Lifetime and stale mappings
+//!
+//! A named mapping persists until [`MappingOptions::remove`] (like a POSIX
+//! shm object and unlike Win32, where it vanishes with its last handle:
+//! this is what lets `ipckit map set` and `ipckit map get` run as separate
+//! commands). While a handle is open its process holds a shared `flock` on
+//! the object, which the kernel drops when the process dies, however it
+//! dies. So:
+//!
+//! - a creator that dies *while creating* leaves nothing: the object is
+//!   built unnamed (`O_TMPFILE` in `/dev/shm`) and only gets its name, by an
+//!   atomic `link`, once its header is complete. Exactly one of several
+//!   racing creators wins the name.
+//! - a mapping nobody has open any more is *orphaned*: [`Mapping::open`]
+//!   and [`Mapping::open_or_create`] still open it (its content is kept),
+//!   but an exclusive [`Mapping::create`] of the name replaces it, as a
+//!   stale endpoint is replaced, and reports
+//!   [`replaced_stale`](Mapping::replaced_stale). A mapping some live
+//!   process has open is never replaced: `create` fails with
+//!   [`ErrorKind::AlreadyExists`].
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
+
+use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::name::{fnv1a64, now_ms, validate_name, Namespace};
+use crate::sys;
+
+/// Size of the header at the start of every named mapping.
+pub const HEADER_LEN: usize = 64;
+
+/// Largest mapping accepted (1 TiB); beyond that is certainly a mistake.
+const MAX_SIZE: u64 = 1 << 40;
+
+const MAGIC: [u8; 8] = *b"IPCKSHM1";
+
+/// What a named mapping holds; stored in its header so that opening a
+/// mutex as a shared map (say) is a clear error rather than corruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Raw = 1,
+    Mutex = 2,
+    Event = 3,
+    Semaphore = 4,
+    Map = 5,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Raw,
+            2 => Kind::Mutex,
+            3 => Kind::Event,
+            4 => Kind::Semaphore,
+            5 => Kind::Map,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Raw => "mapping",
+            Kind::Mutex => "mutex",
+            Kind::Event => "event",
+            Kind::Semaphore => "semaphore",
+            Kind::Map => "shared map",
+        }
+    }
+}
+
+/// The header of a named mapping, as laid out at offset 0 (native byte
+/// order, little-endian on every supported target):
+///
+/// | offset | type | field |
+/// |---|---|---|
+/// | 0 | `[u8; 8]` | magic `IPCKSHM1` |
+/// | 8 | u32 | kind (1 mapping, 2 mutex, 3 event, 4 semaphore, 5 shared map) |
+/// | 12 | u32 | header length (64) |
+/// | 16 | u64 | data length (the size the creator asked for) |
+/// | 24 | u32 | creator pid |
+/// | 28 | u32 | reserved (0) |
+/// | 32 | u64 | creation time, ms since the Unix epoch |
+/// | 40..64 | | reserved (0) |
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    kind: Kind,
+    data_len: u64,
+    creator_pid: u32,
+    created_ms: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&(self.kind as u32).to_ne_bytes());
+        h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_ne_bytes());
+        h[16..24].copy_from_slice(&self.data_len.to_ne_bytes());
+        h[24..28].copy_from_slice(&self.creator_pid.to_ne_bytes());
+        h[32..40].copy_from_slice(&self.created_ms.to_ne_bytes());
+        h
+    }
+
+    /// Decode and check a header read from shared memory (untrusted): the
+    /// data it announces must fit in the `object_len` bytes really there.
+    fn decode(h: &[u8; HEADER_LEN], object_len: u64) -> std::result::Result<Header, String> {
+        let u32_at = |o: usize| u32::from_ne_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_ne_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+        if h[0..8] != MAGIC {
+            return Err("it is not an ipckit mapping (bad magic)".into());
+        }
+        if u32_at(12) as usize != HEADER_LEN {
+            return Err(format!("unsupported header length {}", u32_at(12)));
+        }
+        let kind =
+            Kind::from_u32(u32_at(8)).ok_or_else(|| format!("unknown kind {}", u32_at(8)))?;
+        let data_len = u64_at(16);
+        if data_len == 0 || data_len > object_len.saturating_sub(HEADER_LEN as u64) {
+            return Err(format!(
+                "header announces {data_len} bytes but the object holds {object_len}"
+            ));
+        }
+        Ok(Header {
+            kind,
+            data_len,
+            creator_pid: u32_at(24),
+            created_ms: u64_at(32),
+        })
+    }
+}
+
+/// Where and how to create or open named mappings (default: the namespace
+/// from [`Namespace::from_env`]).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+/// let (m, existed) = (opts.open_or_create("x", 100).unwrap(), false);
+/// assert_eq!(m.existed(), existed);
+/// opts.remove("x").unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MappingOptions {
+    ns: Option<Namespace>,
+}
+
+impl MappingOptions {
+    /// Options with the default namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::shm::MappingOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use namespace `ns` instead of the default.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.ns = Some(ns.clone());
+        self
+    }
+
+    fn ns(&self) -> Result<Namespace> {
+        match &self.ns {
+            Some(ns) => Ok(ns.clone()),
+            None => Namespace::from_env(),
+        }
+    }
+
+    /// The POSIX shared-memory name (without the leading `/`) of the
+    /// mapping `name`; see the [module docs](self) for the rule.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let os = ipckit::shm::MappingOptions::new().namespace(&ns).os_name("a/b").unwrap();
+    /// assert!(os.starts_with("ipckit.") && os.ends_with(".a:b"));
+    /// ```
+    pub fn os_name(&self, name: &str) -> Result<String> {
+        validate_name(name)?;
+        let ns = self.ns()?;
+        let h = fnv1a64(ns.dir().as_os_str().as_encoded_bytes());
+        Ok(format!("ipckit.{h:016x}.{}", name.replace('/', ":")))
+    }
+
+    /// Create the mapping `name` with `size` usable bytes (zeroed). Fails
+    /// with [`ErrorKind::AlreadyExists`] if a mapping of that name is open
+    /// in a live process; replaces an orphaned one.
+    #[doc(alias = "CreateFileMapping")]
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// let m = opts.create("c", 10).unwrap();
+    /// assert_eq!(opts.create("c", 10).unwrap_err().kind(), ipckit::ErrorKind::AlreadyExists);
+    /// assert_eq!(opts.create("d", 0).unwrap_err().kind(), ipckit::ErrorKind::InvalidInput);
+    /// drop(m);
+    /// opts.remove("c").unwrap();
+    /// ```
+    pub fn create(&self, name: &str, size: u64) -> Result<Mapping> {
+        self.create_kind(name, size, Kind::Raw, |_| Ok(()), true)
+    }
+
+    /// Open the existing mapping `name`, at the size its creator chose.
+    #[doc(alias = "OpenFileMapping")]
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// assert_eq!(opts.open("none").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    pub fn open(&self, name: &str) -> Result<Mapping> {
+        self.open_kind(name, Kind::Raw)
+    }
+
+    /// Open `name`, creating it with `size` bytes if absent;
+    /// [`Mapping::existed`] tells which happened (Win32
+    /// `ERROR_ALREADY_EXISTS`). An existing mapping keeps its own size.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// let a = opts.open_or_create("m", 100).unwrap();
+    /// let b = opts.open_or_create("m", 5).unwrap();
+    /// assert!(!a.existed() && b.existed());
+    /// assert_eq!(b.len(), 100);
+    /// opts.remove("m").unwrap();
+    /// ```
+    pub fn open_or_create(&self, name: &str, size: u64) -> Result<Mapping> {
+        self.open_or_create_kind(name, size, Kind::Raw, |_| Ok(()))
+    }
+
+    /// Remove the name `name` (`shm_unlink`). Processes that have it open
+    /// keep using the memory; later opens fail with
+    /// [`ErrorKind::NotFound`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// assert_eq!(opts.remove("none").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let os = self.os_name(name)?;
+        sys::shm::unlink(&os).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no shared memory named '{name}' (/dev/shm/{os}); check the name and the namespace"),
+                )
+                .with_name(name)
+            } else {
+                Error::os(e, "cannot remove the shared memory").with_name(name)
+            }
+        })
+    }
+
+    pub(crate) fn open_or_create_kind(
+        &self,
+        name: &str,
+        size: u64,
+        kind: Kind,
+        init: impl Fn(&Mapping) -> Result<()>,
+    ) -> Result<Mapping> {
+        // Open first (the common case); create if absent; if a racing
+        // creator won the name in between, open theirs.
+        for _ in 0..100 {
+            match self.open_kind(name, kind) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                other => return other,
+            }
+            match self.create_kind(name, size, kind, &init, false) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                other => return other,
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Busy,
+            "the name keeps appearing and disappearing; another process is creating and removing it in a loop",
+        )
+        .with_name(name))
+    }
+
+    /// Build the object unnamed, initialise it, then publish it by `link`.
+    pub(crate) fn create_kind(
+        &self,
+        name: &str,
+        size: u64,
+        kind: Kind,
+        init: impl FnOnce(&Mapping) -> Result<()>,
+        exclusive: bool,
+    ) -> Result<Mapping> {
+        let os = self.os_name(name)?;
+        let total = check_size(name, size, HEADER_LEN as u64, Path::new(sys::shm::SHM_DIR))?;
+        let fd =
+            sys::shm::create_unnamed(total).ctx(name, "cannot create shared memory in /dev/shm")?;
+        let map = sys::shm::Map::new(fd.as_fd(), total as usize)
+            .ctx(name, "cannot map the shared memory")?;
+        let mut m = Mapping {
+            map,
+            fd,
+            data_off: HEADER_LEN,
+            data_len: size as usize,
+            name: Some(name.to_string()),
+            os_name: Some(os.clone()),
+            existed: false,
+            replaced_stale: false,
+            creator_pid: std::process::id(),
+        };
+        let header = Header {
+            kind,
+            data_len: size,
+            creator_pid: std::process::id(),
+            created_ms: now_ms(),
+        };
+        m.write_raw(0, &header.encode());
+        init(&m)?;
+        // Held for as long as this handle lives: "someone has it open".
+        sys::shm::try_lock_shared(m.fd.as_fd()).ctx(name, "cannot lock the shared memory")?;
+        loop {
+            match sys::shm::link(m.fd.as_fd(), &os) {
+                Ok(()) => return Ok(m),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(
+                        Error::os(e, "cannot name the shared memory (is /proc mounted?)")
+                            .with_name(name),
+                    )
+                }
+            }
+            if !exclusive {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "shared memory of this name exists",
+                )
+                .with_name(name));
+            }
+            // Replace it only if nobody has it open (an orphan).
+            let old = match sys::shm::open(&os) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(
+                        Error::os(e, "cannot inspect the existing shared memory").with_name(name)
+                    )
+                }
+            };
+            let orphan = sys::shm::try_lock_exclusive(old.as_fd())
+                .ctx(name, "cannot lock the shared memory")?
+                && sys::shm::is_named(old.as_fd(), &os)
+                    .ctx(name, "cannot inspect the shared memory")?;
+            if !orphan {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("shared memory /dev/shm/{os} is open in a live process; use open, or pick another name"),
+                )
+                .with_name(name));
+            }
+            let _ = sys::shm::unlink(&os);
+            m.replaced_stale = true;
+        }
+    }
+
+    pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
+        let os = self.os_name(name)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let fd = sys::shm::open(&os).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("no {} named '{name}' (/dev/shm/{os}); create it first or check the namespace", kind.as_str()),
+                    )
+                    .with_name(name)
+                } else {
+                    Error::os(e, "cannot open the shared memory").with_name(name)
+                }
+            })?;
+            // A replacer holds it exclusively for an instant; and the name
+            // may have moved to a new object meanwhile: then start again.
+            if !sys::shm::try_lock_shared(fd.as_fd()).ctx(name, "cannot lock the shared memory")?
+                || !sys::shm::is_named(fd.as_fd(), &os)
+                    .ctx(name, "cannot inspect the shared memory")?
+            {
+                if Instant::now() > deadline {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "the shared memory is being replaced and did not settle within 5 s; retry",
+                    )
+                    .with_name(name));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let object_len =
+                sys::shm::size_of(fd.as_fd()).ctx(name, "cannot read the shared memory's size")?;
+            if object_len < HEADER_LEN as u64 {
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("/dev/shm/{os} is too short to be an ipckit mapping; remove it"),
+                )
+                .with_name(name));
+            }
+            let map = sys::shm::Map::new(fd.as_fd(), object_len as usize)
+                .ctx(name, "cannot map the shared memory")?;
+            let mut m = Mapping {
+                map,
+                fd,
+                data_off: 0,
+                data_len: object_len as usize,
+                name: Some(name.to_string()),
+                os_name: Some(os.clone()),
+                existed: true,
+                replaced_stale: false,
+                creator_pid: 0,
+            };
+            let mut raw = [0u8; HEADER_LEN];
+            m.read_at(0, &mut raw)?;
+            let h = Header::decode(&raw, object_len).map_err(|why| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("/dev/shm/{os}: {why}; remove it and create it again"),
+                )
+                .with_name(name)
+            })?;
+            if h.kind != kind {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "'{name}' is a {}, not a {}; open it as what it is or pick another name",
+                        h.kind.as_str(),
+                        kind.as_str()
+                    ),
+                )
+                .with_name(name));
+            }
+            m.data_off = HEADER_LEN;
+            m.data_len = h.data_len as usize;
+            m.creator_pid = h.creator_pid;
+            let _ = h.created_ms;
+            return Ok(m);
+        }
+    }
+}
+
+/// Refuse a zero size and one the memory cannot hold.
+fn check_size(name: &str, size: u64, extra: u64, fs: &Path) -> Result<u64> {
+    if size == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a mapping of size 0 is not allowed; give a size of at least 1 byte",
+        )
+        .with_name(name));
+    }
+    let total = size
+        .checked_add(extra)
+        .filter(|t| *t <= MAX_SIZE && usize::try_from(*t).is_ok());
+    let free = sys::shm::free_bytes(fs).unwrap_or(u64::MAX);
+    match total {
+        Some(t) if t <= free => Ok(t),
+        _ => Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("a mapping of {size} bytes is more than the memory available ({free} bytes free in {}); ask for less", fs.display()),
+        )
+        .with_name(name)
+        .with_needed(size.min(usize::MAX as u64) as usize)),
+    }
+}
+
+/// A view of shared memory (Win32 `MapViewOfFile`); unmapped on drop.
+///
+/// All accessors are bounds-checked against [`len`](Mapping::len); bytes are
+/// copied in and out, since other processes may change them at any time.
+#[doc(alias = "MapViewOfFile")]
+#[derive(Debug)]
+pub struct Mapping {
+    map: sys::shm::Map,
+    fd: OwnedFd,
+    data_off: usize,
+    data_len: usize,
+    name: Option<String>,
+    os_name: Option<String>,
+    existed: bool,
+    replaced_stale: bool,
+    creator_pid: u32,
+}
+
+impl Mapping {
+    /// Create the named mapping `name` in the default namespace; see
+    /// [`MappingOptions::create`].
+    ///
+    /// ```no_run
+    /// let m = ipckit::shm::Mapping::create("frame", 4096)?;
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    #[doc(alias = "CreateFileMapping")]
+    pub fn create(name: &str, size: u64) -> Result<Mapping> {
+        MappingOptions::new().create(name, size)
+    }
+
+    /// Open the named mapping `name` in the default namespace; see
+    /// [`MappingOptions::open`].
+    ///
+    /// ```no_run
+    /// let m = ipckit::shm::Mapping::open("frame")?;
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    #[doc(alias = "OpenFileMapping")]
+    pub fn open(name: &str) -> Result<Mapping> {
+        MappingOptions::new().open(name)
+    }
+
+    /// Open or create `name` in the default namespace; see
+    /// [`MappingOptions::open_or_create`].
+    ///
+    /// ```no_run
+    /// let m = ipckit::shm::Mapping::open_or_create("frame", 4096)?;
+    /// println!("existed already: {}", m.existed());
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    pub fn open_or_create(name: &str, size: u64) -> Result<Mapping> {
+        MappingOptions::new().open_or_create(name, size)
+    }
+
+    /// Remove the name `name` from the default namespace; see
+    /// [`MappingOptions::remove`].
+    ///
+    /// ```no_run
+    /// ipckit::shm::Mapping::remove("frame")?;
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    pub fn remove(name: &str) -> Result<()> {
+        MappingOptions::new().remove(name)
+    }
+
+    /// An anonymous mapping of `size` zeroed bytes (`memfd_create`), for a
+    /// child to inherit or to send over a connection.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(64).unwrap();
+    /// m.write_at(0, b"x").unwrap();
+    /// let fd = m.try_clone_fd().unwrap(); // e.g. for CommandExt::pass_fd
+    /// let n = ipckit::shm::Mapping::from_fd(fd).unwrap();
+    /// let mut b = [0u8; 1];
+    /// n.read_at(0, &mut b).unwrap();
+    /// assert_eq!(&b, b"x");
+    /// ```
+    pub fn anonymous(size: u64) -> Result<Mapping> {
+        let total = check_size("(anonymous)", size, 0, Path::new(sys::shm::SHM_DIR))?;
+        let fd =
+            sys::shm::memfd(total).ctx("(anonymous)", "cannot create anonymous shared memory")?;
+        Self::from_fd(fd)
+    }
+
+    /// Map the whole of `fd` (an inherited or received `memfd`, a file):
+    /// the size is the object's size.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(10).unwrap();
+    /// let n = ipckit::shm::Mapping::from_fd(m.try_clone_fd().unwrap()).unwrap();
+    /// assert_eq!(n.len(), 10);
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Result<Mapping> {
+        let shown = "(fd)";
+        let len = sys::shm::size_of(fd.as_fd())
+            .ctx(shown, "cannot read the size of the shared memory")?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the object has size {len}; it must be non-empty and addressable"),
+                )
+                .with_name(shown)
+            })?;
+        let map = sys::shm::Map::new(fd.as_fd(), len).ctx(shown, "cannot map the shared memory")?;
+        Ok(Mapping {
+            map,
+            fd,
+            data_off: 0,
+            data_len: len,
+            name: None,
+            os_name: None,
+            existed: true,
+            replaced_stale: false,
+            creator_pid: 0,
+        })
+    }
+
+    /// Map the object a parent handed to this process at fd number `fd`
+    /// (see [`crate::pipe::CommandExt::pass_fd`]). Fails if `fd` is not open
+    /// or was already taken; only call it for an fd number given to you for
+    /// this purpose.
+    ///
+    /// ```
+    /// let e = ipckit::shm::Mapping::from_inherited_fd(9999).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
+    /// ```
+    pub fn from_inherited_fd(fd: std::os::fd::RawFd) -> Result<Mapping> {
+        let owned = sys::pipe::take_inherited(fd).ctx(
+            &format!("fd {fd}"),
+            "cannot take the inherited shared memory",
+        )?;
+        Self::from_fd(owned)
+    }
+
+    /// Map the file at `path`, creating it with `size` zero bytes if it is
+    /// absent or empty; an existing non-empty file is mapped at its own size.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let p = dir.path().join("data.bin");
+    /// let m = ipckit::shm::Mapping::from_file(&p, 100).unwrap();
+    /// m.write_at(0, b"saved").unwrap();
+    /// drop(m);
+    /// assert_eq!(&std::fs::read(&p).unwrap()[..5], b"saved");
+    /// assert_eq!(ipckit::shm::Mapping::from_file(&p, 1).unwrap().len(), 100);
+    /// ```
+    pub fn from_file(path: impl AsRef<Path>, size: u64) -> Result<Mapping> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if existing == 0 {
+            check_size(&shown, size, 0, dir)?;
+        }
+        let (fd, _) = sys::shm::open_file(path, size).ctx(&shown, "cannot open the file to map")?;
+        let mut m = Self::from_fd(fd)
+            .map_err(|e| Error::new(e.kind(), e.message().to_string()).with_name(shown.clone()))?;
+        m.name = Some(shown);
+        m.existed = existing > 0;
+        Ok(m)
+    }
+
+    /// Usable size in bytes (the creator's size for a named mapping).
+    ///
+    /// ```
+    /// assert_eq!(ipckit::shm::Mapping::anonymous(7).unwrap().len(), 7);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.data_len
+    }
+
+    /// Always false: mappings are never empty.
+    ///
+    /// ```
+    /// assert!(!ipckit::shm::Mapping::anonymous(7).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.data_len == 0
+    }
+
+    /// Whether the object existed before this handle (`open`,
+    /// `open_or_create` that found it, `from_fd`).
+    ///
+    /// ```
+    /// assert!(!ipckit::shm::Mapping::anonymous(1).unwrap().existed() || true);
+    /// ```
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    /// Whether `create` replaced an orphaned mapping of the same name.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// drop(opts.create("o", 8).unwrap()); // nobody has it open now
+    /// assert!(opts.create("o", 8).unwrap().replaced_stale());
+    /// opts.remove("o").unwrap();
+    /// ```
+    pub fn replaced_stale(&self) -> bool {
+        self.replaced_stale
+    }
+
+    /// The ipckit name (the path for a file-backed mapping), if any.
+    ///
+    /// ```
+    /// assert_eq!(ipckit::shm::Mapping::anonymous(1).unwrap().name(), None);
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The POSIX shm name without the leading `/`, for named mappings.
+    ///
+    /// ```
+    /// assert_eq!(ipckit::shm::Mapping::anonymous(1).unwrap().os_name(), None);
+    /// ```
+    pub fn os_name(&self) -> Option<&str> {
+        self.os_name.as_deref()
+    }
+
+    /// The pid of the process that created a named mapping (0 otherwise).
+    ///
+    /// ```
+    /// assert_eq!(ipckit::shm::Mapping::anonymous(1).unwrap().creator_pid(), 0);
+    /// ```
+    pub fn creator_pid(&self) -> u32 {
+        self.creator_pid
+    }
+
+    /// The file descriptor of the shared-memory object.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
+    /// assert!(m.as_fd().as_raw_fd() >= 0);
+    /// ```
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A new close-on-exec descriptor for the same object (`dup`), e.g. to
+    /// give to [`crate::pipe::CommandExt::pass_fd`].
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
+    /// let _fd = m.try_clone_fd().unwrap();
+    /// ```
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        self.fd.try_clone().ctx(
+            self.name.as_deref().unwrap_or("(anonymous)"),
+            "cannot duplicate the descriptor",
+        )
+    }
+
+    /// Start of the usable bytes, for callers that need raw access. Other
+    /// processes may write these bytes at any time: synchronise.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
+    /// assert!(!m.as_ptr().is_null());
+    /// ```
+    pub fn as_ptr(&self) -> *mut u8 {
+        // Always in bounds: data_off + data_len <= map.len() (checked when
+        // the mapping was built).
+        self.map.ptr().wrapping_add(self.data_off)
+    }
+
+    /// Check that `[offset, offset + len)` lies inside the usable bytes.
+    /// Every access to the mapped memory passes through here.
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.data_len && self.data_off + end <= self.map.len() => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "bytes {offset}..{} are outside the mapping of {} bytes",
+                    offset.saturating_add(len),
+                    self.data_len
+                ),
+            )
+            .with_name(self.name.clone().unwrap_or_else(|| "(anonymous)".into()))),
+        }
+    }
+
+    /// Copy bytes out of the mapping, starting at `offset`.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(4).unwrap();
+    /// let mut b = [1u8; 4];
+    /// m.read_at(0, &mut b).unwrap();
+    /// assert_eq!(b, [0; 4]);
+    /// assert!(m.read_at(2, &mut b).is_err());
+    /// ```
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: the range is inside the mapping (checked above) and `buf`
+        // is a distinct local buffer. Other processes may write the bytes
+        // meanwhile; they are plain `u8`s, and callers that need a
+        // consistent copy validate it (seqlock in `map.rs`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+
+    /// Copy `bytes` into the mapping at `offset`.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(4).unwrap();
+    /// m.write_at(1, b"ab").unwrap();
+    /// assert!(m.write_at(3, b"ab").is_err());
+    /// ```
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.check(offset, bytes.len())?;
+        // SAFETY: in bounds (checked above); the mapping is writable
+        // (PROT_WRITE) and `bytes` cannot overlap it... unless the caller
+        // passes a slice of the mapping itself, which `read_at`'s copies
+        // never are; `copy` (memmove) would still be sound, so use it.
+        unsafe {
+            std::ptr::copy(bytes.as_ptr(), self.as_ptr().add(offset), bytes.len());
+        }
+        Ok(())
+    }
+
+    /// Write the header region of a mapping under construction.
+    fn write_raw(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset + bytes.len() <= self.map.len(),
+            "header write out of bounds"
+        );
+        // SAFETY: in bounds (asserted); nobody else can see the object yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.ptr().add(offset), bytes.len());
+        }
+    }
+
+    /// The 4-byte-aligned word at `offset`, as an atomic (for futexes and
+    /// lock words).
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let m = ipckit::shm::Mapping::anonymous(8).unwrap();
+    /// m.atomic_u32(4).unwrap().store(7, Ordering::SeqCst);
+    /// assert!(m.atomic_u32(2).is_err()); // misaligned
+    /// assert!(m.atomic_u32(8).is_err()); // out of bounds
+    /// ```
+    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
+        self.check(offset, 4)?;
+        let p = self.as_ptr().wrapping_add(offset);
+        if (p as usize) % 4 != 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("offset {offset} is not 4-byte aligned"),
+            ));
+        }
+        // SAFETY: in bounds and aligned (checked above); the memory lives as
+        // long as `self` (the returned borrow is tied to it); AtomicU32 has
+        // the layout of u32 and every bit pattern is valid.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast::<u32>()) })
+    }
+
+    /// The 8-byte-aligned word at `offset`, as an atomic.
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(16).unwrap();
+    /// assert!(m.atomic_u64(8).is_ok());
+    /// assert!(m.atomic_u64(4).is_err());
+    /// ```
+    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+        self.check(offset, 8)?;
+        let p = self.as_ptr().wrapping_add(offset);
+        if (p as usize) % 8 != 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("offset {offset} is not 8-byte aligned"),
+            ));
+        }
+        // SAFETY: as in `atomic_u32`, with 8-byte alignment checked.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast::<u64>()) })
+    }
+}

@@ -1,0 +1,942 @@
+//! Sync objects in shared memory: [`Mutex`], [`Event`] and [`Semaphore`]
+//! (Win32 `CreateMutex`, `CreateEvent`, `CreateSemaphore`).
+//!
+//! Each is a few 32-bit words in a [`Mapping`]: either a named mapping of
+//! its own (`MutexOptions::new().create("name")`) or a place you choose in
+//! a mapping you already share ([`Mutex::at`]). Waiting spins briefly (an
+//! adaptive budget per handle, grown when spinning pays off, shrunk when it
+//! does not), then sleeps on a futex; every wait can be bounded and then
+//! returns [`ErrorKind::Timeout`].
+//!
+//! # Owner death
+//!
+//! A mutex's lock word holds the kernel thread id of its owner (the Linux
+//! robust-futex word format: bits 0–29 owner tid, bit 31 "waiters").
+//! ipckit does not use the kernel's robust-futex list (glibc owns the one
+//! list a thread may register); instead a waiter that has slept 50 ms
+//! without the word changing checks whether the owner thread still exists
+//! (`kill(tid, 0)` and `/proc/<tid>/stat`, a zombie counting as dead). If
+//! not, the waiter takes the lock and gets [`Lock::Abandoned`] (Win32
+//! `WAIT_ABANDONED`, POSIX `EOWNERDEAD`): the data the lock protected may be
+//! half-updated and the caller must look. The mutex is then usable as
+//! normal. Limits: all users must share a pid namespace, and a recycled tid
+//! delays detection until that new thread exits.
+//!
+//! ```
+//! use ipckit::sync::{Lock, MutexOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ns = ipckit::Namespace::at(dir.path()).unwrap();
+//! let opts = MutexOptions::new().namespace(&ns);
+//!
+//! // process A and process B
+//! let a = opts.open_or_create("jobs").unwrap();
+//! let b = opts.open_or_create("jobs").unwrap();
+//! match a.lock().unwrap() {
+//!     Lock::Acquired(_guard) => { /* critical section */ }
+//!     Lock::Abandoned(_guard) => { /* previous owner died inside: repair */ }
+//! }
+//! let _g = b.lock().unwrap();
+//! ipckit::shm::MappingOptions::new().namespace(&ns).remove("jobs").unwrap();
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::Namespace;
+use crate::shm::{Kind, Mapping, MappingOptions};
+use crate::sys::futex;
+
+const TID_MASK: u32 = 0x3fff_ffff;
+const WAITERS: u32 = 1 << 31;
+/// How long a waiter sleeps before checking whether the owner died.
+const OWNER_CHECK: Duration = Duration::from_millis(50);
+const SPIN_MIN: u32 = 16;
+const SPIN_MAX: u32 = 2000;
+
+/// `min(remaining, cap)`, or `Err(Timeout)` when the deadline passed.
+fn slice(deadline: Option<Instant>, cap: Option<Duration>, name: &str) -> Result<Option<Duration>> {
+    let remaining = match deadline {
+        None => return Ok(cap),
+        Some(d) => d.saturating_duration_since(Instant::now()),
+    };
+    if remaining.is_zero() {
+        return Err(
+            Error::new(ErrorKind::Timeout, "timed out waiting; retry or give up").with_name(name),
+        );
+    }
+    Ok(Some(cap.map_or(remaining, |c| c.min(remaining))))
+}
+
+fn label(map: &Mapping) -> String {
+    map.name().unwrap_or("(unnamed)").to_string()
+}
+
+// ---------------------------------------------------------------- Mutex
+
+/// Options for named mutexes (default namespace unless
+/// [`namespace`](MutexOptions::namespace) is given).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let m = ipckit::sync::MutexOptions::new().namespace(&ns).create("m").unwrap();
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MutexOptions {
+    shm: MappingOptions,
+}
+
+impl MutexOptions {
+    /// Default options.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::MutexOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use namespace `ns`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::sync::MutexOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.shm = self.shm.namespace(ns);
+        self
+    }
+
+    /// Create the named mutex `name`, unlocked; [`ErrorKind::AlreadyExists`]
+    /// if a live process has it open.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let o = ipckit::sync::MutexOptions::new().namespace(&ns);
+    /// let _m = o.create("m").unwrap();
+    /// assert_eq!(o.create("m").unwrap_err().kind(), ipckit::ErrorKind::AlreadyExists);
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
+    /// ```
+    #[doc(alias = "CreateMutex")]
+    pub fn create(&self, name: &str) -> Result<Mutex> {
+        let m = self
+            .shm
+            .create_kind(name, 8, Kind::Mutex, |_| Ok(()), true)?;
+        Mutex::at(Arc::new(m), 0)
+    }
+
+    /// Open the existing named mutex `name`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let o = ipckit::sync::MutexOptions::new().namespace(&ns);
+    /// assert_eq!(o.open("m").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    #[doc(alias = "OpenMutex")]
+    pub fn open(&self, name: &str) -> Result<Mutex> {
+        Mutex::at(Arc::new(self.shm.open_kind(name, Kind::Mutex)?), 0)
+    }
+
+    /// Open `name`, creating it if absent; [`Mutex::existed`] says which.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let o = ipckit::sync::MutexOptions::new().namespace(&ns);
+    /// assert!(!o.open_or_create("m").unwrap().existed());
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
+    /// ```
+    pub fn open_or_create(&self, name: &str) -> Result<Mutex> {
+        let m = self
+            .shm
+            .open_or_create_kind(name, 8, Kind::Mutex, |_| Ok(()))?;
+        Mutex::at(Arc::new(m), 0)
+    }
+}
+
+/// A mutex shared between processes, that reports an owner's death.
+///
+/// See the [module docs](self) for how owner death is detected.
+#[derive(Debug)]
+pub struct Mutex {
+    map: Arc<Mapping>,
+    offset: usize,
+    spin: AtomicU32,
+}
+
+/// The outcome of a successful lock: you hold the mutex either way, but an
+/// [`Abandoned`](Lock::Abandoned) lock was taken over from an owner that
+/// died holding it, so the data it protects may be inconsistent.
+#[doc(alias = "WAIT_ABANDONED")]
+#[must_use = "an abandoned lock means the protected data may be half-updated; look at it"]
+#[derive(Debug)]
+pub enum Lock<'a> {
+    /// Taken normally (Win32 `WAIT_OBJECT_0`).
+    Acquired(MutexGuard<'a>),
+    /// Taken over from a dead owner (Win32 `WAIT_ABANDONED`).
+    Abandoned(MutexGuard<'a>),
+}
+
+impl<'a> Lock<'a> {
+    /// Whether the previous owner died holding the lock.
+    ///
+    /// ```
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// assert!(!m.lock().unwrap().is_abandoned());
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        matches!(self, Lock::Abandoned(_))
+    }
+
+    /// The guard, whichever way the lock was taken.
+    ///
+    /// ```
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let g = m.lock().unwrap().into_guard();
+    /// drop(g);
+    /// ```
+    pub fn into_guard(self) -> MutexGuard<'a> {
+        match self {
+            Lock::Acquired(g) | Lock::Abandoned(g) => g,
+        }
+    }
+}
+
+/// Holds a [`Mutex`] locked; unlocks when dropped. Not `Send`: the owner
+/// recorded in the lock word is the locking thread.
+#[derive(Debug)]
+pub struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+impl Mutex {
+    /// A mutex in the 4 bytes at `offset` (4-byte aligned) of `map`. Zeroed
+    /// memory is an unlocked mutex, so a fresh mapping needs no set-up.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let map = Arc::new(ipckit::shm::Mapping::anonymous(64).unwrap());
+    /// let m = ipckit::sync::Mutex::at(map.clone(), 8).unwrap();
+    /// let _g = m.lock().unwrap();
+    /// assert!(ipckit::sync::Mutex::at(map, 3).is_err());
+    /// ```
+    pub fn at(map: Arc<Mapping>, offset: usize) -> Result<Mutex> {
+        map.atomic_u32(offset)?;
+        Ok(Mutex {
+            map,
+            offset,
+            spin: AtomicU32::new(100),
+        })
+    }
+
+    /// Whether a named mutex existed before this handle opened it.
+    ///
+    /// ```
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// assert!(m.existed());
+    /// ```
+    pub fn existed(&self) -> bool {
+        self.map.existed()
+    }
+
+    /// The mapping holding the lock word.
+    ///
+    /// ```
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// assert_eq!(m.mapping().len(), 4);
+    /// ```
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        self.map
+            .atomic_u32(self.offset)
+            .expect("offset checked in Mutex::at")
+    }
+
+    /// Lock, waiting as long as it takes (but never for a dead owner).
+    ///
+    /// ```
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let lock = m.lock().unwrap();
+    /// assert!(!lock.is_abandoned());
+    /// ```
+    #[doc(alias = "WaitForSingleObject")]
+    pub fn lock(&self) -> Result<Lock<'_>> {
+        self.lock_until(None)
+    }
+
+    /// Lock, giving up with [`ErrorKind::Timeout`] after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap());
+    /// let m = ipckit::sync::Mutex::at(map.clone(), 0).unwrap();
+    /// let _held = m.lock().unwrap();
+    /// let other = std::thread::spawn(move || {
+    ///     let m2 = ipckit::sync::Mutex::at(map, 0).unwrap();
+    ///     m2.lock_timeout(Duration::from_millis(20)).map(|_| ()).unwrap_err().kind()
+    /// });
+    /// assert_eq!(other.join().unwrap(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Lock<'_>> {
+        self.lock_until(Some(Instant::now() + timeout))
+    }
+
+    fn guard(&self, abandoned: bool) -> Lock<'_> {
+        let g = MutexGuard {
+            mutex: self,
+            _not_send: PhantomData,
+        };
+        if abandoned {
+            Lock::Abandoned(g)
+        } else {
+            Lock::Acquired(g)
+        }
+    }
+
+    fn lock_until(&self, deadline: Option<Instant>) -> Result<Lock<'_>> {
+        let w = self.word();
+        let me = futex::tid();
+        if w.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(self.guard(false));
+        }
+        // Adaptive spin: the budget doubles when spinning won, halves when not.
+        let budget = self.spin.load(Ordering::Relaxed).clamp(SPIN_MIN, SPIN_MAX);
+        for _ in 0..budget {
+            std::hint::spin_loop();
+            if w.load(Ordering::Relaxed) == 0
+                && w.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.spin
+                    .store((budget * 2).min(SPIN_MAX), Ordering::Relaxed);
+                return Ok(self.guard(false));
+            }
+        }
+        self.spin
+            .store((budget / 2).max(SPIN_MIN), Ordering::Relaxed);
+        let name = label(&self.map);
+        let mut suspect = false;
+        loop {
+            let v = w.load(Ordering::Relaxed);
+            let owner = v & TID_MASK;
+            if owner == 0 {
+                // Free. Others may be asleep, so keep the waiters bit.
+                if w.compare_exchange(v, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(self.guard(false));
+                }
+                continue;
+            }
+            if owner == me {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "this thread already holds the mutex (ipckit mutexes are not recursive); drop the guard first",
+                )
+                .with_name(name));
+            }
+            if suspect && !futex::thread_alive(owner) {
+                if w.compare_exchange(v, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(self.guard(true));
+                }
+                continue;
+            }
+            if v & WAITERS == 0
+                && w.compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let wait = slice(deadline, Some(OWNER_CHECK), &name)?;
+            futex::wait(w, v | WAITERS, wait)
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
+            // Unchanged after a full slice: the owner may be dead; check.
+            suspect = w.load(Ordering::Relaxed) == v | WAITERS;
+        }
+    }
+
+    fn unlock(&self) {
+        let w = self.word();
+        if w.swap(0, Ordering::Release) & WAITERS != 0 {
+            futex::wake(w, 1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Event
+
+/// Options for named events: reset mode and initial state apply when
+/// creating.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let e = ipckit::sync::EventOptions::new().namespace(&ns).manual_reset(true).create("ready").unwrap();
+/// e.set();
+/// e.wait().unwrap();
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("ready").unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EventOptions {
+    shm: MappingOptions,
+    manual: bool,
+    initially_set: bool,
+}
+
+impl EventOptions {
+    /// Auto-reset, initially not set, default namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::EventOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use namespace `ns`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::sync::EventOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.shm = self.shm.namespace(ns);
+        self
+    }
+
+    /// Manual reset (stays set and releases every waiter until
+    /// [`Event::reset`]) instead of auto reset (releases one waiter and
+    /// resets itself). Default: auto (`bManualReset = FALSE`).
+    ///
+    /// ```
+    /// let _ = ipckit::sync::EventOptions::new().manual_reset(true);
+    /// ```
+    pub fn manual_reset(mut self, manual: bool) -> Self {
+        self.manual = manual;
+        self
+    }
+
+    /// Start set (`bInitialState`). Default: not set.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::EventOptions::new().initially_set(true);
+    /// ```
+    pub fn initially_set(mut self, set: bool) -> Self {
+        self.initially_set = set;
+        self
+    }
+
+    fn init(&self) -> impl Fn(&Mapping) -> Result<()> + '_ {
+        move |m| Event::init(m, 0, self.manual, self.initially_set)
+    }
+
+    /// Create the named event `name`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _e = ipckit::sync::EventOptions::new().namespace(&ns).create("e").unwrap();
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("e").unwrap();
+    /// ```
+    #[doc(alias = "CreateEvent")]
+    pub fn create(&self, name: &str) -> Result<Event> {
+        let m = self
+            .shm
+            .create_kind(name, 8, Kind::Event, self.init(), true)?;
+        Event::at(Arc::new(m), 0)
+    }
+
+    /// Open the existing named event `name` (its reset mode is the creator's).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ipckit::sync::EventOptions::new().namespace(&ns).open("e").is_err());
+    /// ```
+    #[doc(alias = "OpenEvent")]
+    pub fn open(&self, name: &str) -> Result<Event> {
+        Event::at(Arc::new(self.shm.open_kind(name, Kind::Event)?), 0)
+    }
+
+    /// Open `name`, creating it with these options if absent.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _e = ipckit::sync::EventOptions::new().namespace(&ns).open_or_create("e").unwrap();
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("e").unwrap();
+    /// ```
+    pub fn open_or_create(&self, name: &str) -> Result<Event> {
+        let m = self
+            .shm
+            .open_or_create_kind(name, 8, Kind::Event, self.init())?;
+        Event::at(Arc::new(m), 0)
+    }
+}
+
+/// An event shared between processes: waiters sleep until it is set.
+///
+/// Layout: word 0 = state (0 not set, 1 set), word 1 = flags (bit 0 manual reset).
+#[derive(Debug)]
+pub struct Event {
+    map: Arc<Mapping>,
+    offset: usize,
+}
+
+impl Event {
+    /// Initialise an event in the 8 bytes at `offset` (4-byte aligned) of
+    /// `map`, before other processes use it.
+    ///
+    /// ```
+    /// let map = ipckit::shm::Mapping::anonymous(8).unwrap();
+    /// ipckit::sync::Event::init(&map, 0, true, false).unwrap();
+    /// ```
+    pub fn init(
+        map: &Mapping,
+        offset: usize,
+        manual_reset: bool,
+        initially_set: bool,
+    ) -> Result<()> {
+        map.atomic_u32(offset + 4)?
+            .store(u32::from(manual_reset), Ordering::Relaxed);
+        map.atomic_u32(offset)?
+            .store(u32::from(initially_set), Ordering::Release);
+        Ok(())
+    }
+
+    /// The event initialised (by [`Event::init`]) at `offset` of `map`.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Event::init(&map, 0, false, true).unwrap();
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap();
+    /// assert!(e.is_set());
+    /// ```
+    pub fn at(map: Arc<Mapping>, offset: usize) -> Result<Event> {
+        map.atomic_u32(offset)?;
+        map.atomic_u32(offset + 4)?;
+        Ok(Event { map, offset })
+    }
+
+    fn state(&self) -> &AtomicU32 {
+        self.map
+            .atomic_u32(self.offset)
+            .expect("checked in Event::at")
+    }
+
+    /// Whether this is a manual-reset event.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Event::init(&map, 0, true, false).unwrap();
+    /// assert!(ipckit::sync::Event::at(map, 0).unwrap().is_manual_reset());
+    /// ```
+    pub fn is_manual_reset(&self) -> bool {
+        let flags = self
+            .map
+            .atomic_u32(self.offset + 4)
+            .expect("checked in Event::at");
+        flags.load(Ordering::Relaxed) & 1 != 0
+    }
+
+    /// Whether the event is set now.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap();
+    /// assert!(!e.is_set());
+    /// ```
+    pub fn is_set(&self) -> bool {
+        self.state().load(Ordering::Acquire) != 0
+    }
+
+    /// Set the event: a manual-reset event wakes every waiter (in every
+    /// process) and stays set; an auto-reset one lets exactly one waiter
+    /// through (now or the next to come) and resets itself.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap();
+    /// e.set();
+    /// e.wait().unwrap();
+    /// assert!(!e.is_set()); // auto reset
+    /// ```
+    #[doc(alias = "SetEvent")]
+    pub fn set(&self) {
+        self.state().store(1, Ordering::Release);
+        futex::wake(
+            self.state(),
+            if self.is_manual_reset() {
+                i32::MAX as u32
+            } else {
+                1
+            },
+        );
+    }
+
+    /// Reset the event to not set.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Event::init(&map, 0, true, true).unwrap();
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap();
+    /// e.reset();
+    /// assert!(!e.is_set());
+    /// ```
+    #[doc(alias = "ResetEvent")]
+    pub fn reset(&self) {
+        self.state().store(0, Ordering::Release);
+    }
+
+    /// Wait until the event is set.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Event::init(&map, 0, false, true).unwrap();
+    /// ipckit::sync::Event::at(map, 0).unwrap().wait().unwrap();
+    /// ```
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None)
+    }
+
+    /// Wait at most `timeout`, then fail with [`ErrorKind::Timeout`].
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap();
+    /// let err = e.wait_timeout(std::time::Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
+        let s = self.state();
+        let manual = self.is_manual_reset();
+        let name = label(&self.map);
+        loop {
+            let got = if manual {
+                s.load(Ordering::Acquire) != 0
+            } else {
+                s.compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            };
+            if got {
+                return Ok(());
+            }
+            let wait = slice(deadline, None, &name)?;
+            futex::wait(s, 0, wait)
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
+        }
+    }
+}
+
+// ------------------------------------------------------------ Semaphore
+
+/// Options for named semaphores: initial count and maximum apply when
+/// creating.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let s = ipckit::sync::SemaphoreOptions::new().namespace(&ns).initial(1).max(4).create("slots").unwrap();
+/// s.acquire().unwrap();
+/// s.release(1).unwrap();
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("slots").unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SemaphoreOptions {
+    shm: MappingOptions,
+    initial: u32,
+    max: u32,
+}
+
+impl Default for SemaphoreOptions {
+    fn default() -> Self {
+        SemaphoreOptions {
+            shm: MappingOptions::new(),
+            initial: 0,
+            max: u32::MAX,
+        }
+    }
+}
+
+impl SemaphoreOptions {
+    /// Initial count 0, maximum `u32::MAX`, default namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::SemaphoreOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use namespace `ns`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _ = ipckit::sync::SemaphoreOptions::new().namespace(&ns);
+    /// ```
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.shm = self.shm.namespace(ns);
+        self
+    }
+
+    /// Initial count (`lInitialCount`; default 0).
+    ///
+    /// ```
+    /// let _ = ipckit::sync::SemaphoreOptions::new().initial(3);
+    /// ```
+    pub fn initial(mut self, n: u32) -> Self {
+        self.initial = n;
+        self
+    }
+
+    /// Maximum count (`lMaximumCount`; default `u32::MAX`).
+    ///
+    /// ```
+    /// let _ = ipckit::sync::SemaphoreOptions::new().max(3);
+    /// ```
+    pub fn max(mut self, n: u32) -> Self {
+        self.max = n;
+        self
+    }
+
+    fn init(&self) -> impl Fn(&Mapping) -> Result<()> + '_ {
+        move |m| Semaphore::init(m, 0, self.initial, self.max)
+    }
+
+    /// Create the named semaphore `name`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let o = ipckit::sync::SemaphoreOptions::new().namespace(&ns).initial(5).max(2);
+    /// assert_eq!(o.create("s").unwrap_err().kind(), ipckit::ErrorKind::InvalidInput);
+    /// ```
+    #[doc(alias = "CreateSemaphore")]
+    pub fn create(&self, name: &str) -> Result<Semaphore> {
+        self.check(name)?;
+        let m = self
+            .shm
+            .create_kind(name, 8, Kind::Semaphore, self.init(), true)?;
+        Semaphore::at(Arc::new(m), 0)
+    }
+
+    /// Open the existing named semaphore `name`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ipckit::sync::SemaphoreOptions::new().namespace(&ns).open("s").is_err());
+    /// ```
+    #[doc(alias = "OpenSemaphore")]
+    pub fn open(&self, name: &str) -> Result<Semaphore> {
+        Semaphore::at(Arc::new(self.shm.open_kind(name, Kind::Semaphore)?), 0)
+    }
+
+    /// Open `name`, creating it with these options if absent.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let _s = ipckit::sync::SemaphoreOptions::new().namespace(&ns).open_or_create("s").unwrap();
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("s").unwrap();
+    /// ```
+    pub fn open_or_create(&self, name: &str) -> Result<Semaphore> {
+        self.check(name)?;
+        let m = self
+            .shm
+            .open_or_create_kind(name, 8, Kind::Semaphore, self.init())?;
+        Semaphore::at(Arc::new(m), 0)
+    }
+
+    fn check(&self, name: &str) -> Result<()> {
+        if self.max == 0 || self.initial > self.max {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("initial count {} and maximum {} are invalid; need 0 <= initial <= max and max >= 1", self.initial, self.max),
+            )
+            .with_name(name));
+        }
+        Ok(())
+    }
+}
+
+/// A counting semaphore shared between processes.
+///
+/// Layout: word 0 = count, word 1 = maximum.
+#[derive(Debug)]
+pub struct Semaphore {
+    map: Arc<Mapping>,
+    offset: usize,
+}
+
+impl Semaphore {
+    /// Initialise a semaphore in the 8 bytes at `offset` (4-byte aligned) of `map`.
+    ///
+    /// ```
+    /// let map = ipckit::shm::Mapping::anonymous(8).unwrap();
+    /// ipckit::sync::Semaphore::init(&map, 0, 1, 1).unwrap();
+    /// ```
+    pub fn init(map: &Mapping, offset: usize, initial: u32, max: u32) -> Result<()> {
+        map.atomic_u32(offset + 4)?.store(max, Ordering::Relaxed);
+        map.atomic_u32(offset)?
+            .store(initial.min(max), Ordering::Release);
+        Ok(())
+    }
+
+    /// The semaphore initialised (by [`Semaphore::init`]) at `offset` of `map`.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Semaphore::init(&map, 0, 2, 5).unwrap();
+    /// let s = ipckit::sync::Semaphore::at(map, 0).unwrap();
+    /// assert_eq!((s.count(), s.max()), (2, 5));
+    /// ```
+    pub fn at(map: Arc<Mapping>, offset: usize) -> Result<Semaphore> {
+        map.atomic_u32(offset)?;
+        map.atomic_u32(offset + 4)?;
+        Ok(Semaphore { map, offset })
+    }
+
+    fn count_word(&self) -> &AtomicU32 {
+        self.map
+            .atomic_u32(self.offset)
+            .expect("checked in Semaphore::at")
+    }
+
+    /// The current count.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// assert_eq!(ipckit::sync::Semaphore::at(map, 0).unwrap().count(), 0);
+    /// ```
+    pub fn count(&self) -> u32 {
+        self.count_word().load(Ordering::Acquire)
+    }
+
+    /// The maximum count.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Semaphore::init(&map, 0, 0, 9).unwrap();
+    /// assert_eq!(ipckit::sync::Semaphore::at(map, 0).unwrap().max(), 9);
+    /// ```
+    pub fn max(&self) -> u32 {
+        self.map
+            .atomic_u32(self.offset + 4)
+            .expect("checked in Semaphore::at")
+            .load(Ordering::Relaxed)
+    }
+
+    /// Add `n` to the count and wake up to `n` waiters; returns the previous
+    /// count. Exceeding the maximum is [`ErrorKind::Full`] and changes
+    /// nothing (Win32 `ERROR_TOO_MANY_POSTS`).
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Semaphore::init(&map, 0, 0, 1).unwrap();
+    /// let s = ipckit::sync::Semaphore::at(map, 0).unwrap();
+    /// assert_eq!(s.release(1).unwrap(), 0);
+    /// assert_eq!(s.release(1).unwrap_err().kind(), ipckit::ErrorKind::Full);
+    /// ```
+    #[doc(alias = "ReleaseSemaphore")]
+    pub fn release(&self, n: u32) -> Result<u32> {
+        let w = self.count_word();
+        let max = self.max();
+        let mut c = w.load(Ordering::Relaxed);
+        loop {
+            let next = c.checked_add(n).filter(|x| *x <= max).ok_or_else(|| {
+                Error::new(ErrorKind::Full, format!("releasing {n} would take the count {c} past the maximum {max}; release less"))
+                    .with_name(label(&self.map))
+            })?;
+            match w.compare_exchange_weak(c, next, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        futex::wake(w, n);
+        Ok(c)
+    }
+
+    /// Take one unit, waiting as long as it takes.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Semaphore::init(&map, 0, 1, 1).unwrap();
+    /// ipckit::sync::Semaphore::at(map, 0).unwrap().acquire().unwrap();
+    /// ```
+    pub fn acquire(&self) -> Result<()> {
+        self.acquire_until(None)
+    }
+
+    /// Take one unit, giving up with [`ErrorKind::Timeout`] after `timeout`.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let s = ipckit::sync::Semaphore::at(map, 0).unwrap();
+    /// let e = s.acquire_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+        self.acquire_until(Some(Instant::now() + timeout))
+    }
+
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<()> {
+        let w = self.count_word();
+        let name = label(&self.map);
+        loop {
+            let c = w.load(Ordering::Relaxed);
+            if c > 0 {
+                if w.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            let wait = slice(deadline, None, &name)?;
+            futex::wait(w, 0, wait)
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
+        }
+    }
+}
+
+/// Benchmark support: a bare shared futex wait (the raw baseline the
+/// measurements compare with). Not part of the API.
+#[doc(hidden)]
+pub fn __futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<()> {
+    futex::wait(word, expected, timeout).map_err(|e| Error::os(e, "futex wait failed"))
+}
+
+/// Benchmark support: a bare shared futex wake. Not part of the API.
+#[doc(hidden)]
+pub fn __futex_wake(word: &AtomicU32, n: u32) {
+    futex::wake(word, n);
+}
