@@ -218,6 +218,19 @@ fn child_role() {
             assert_eq!(&b, b"secret");
             m.write_at(100, b"child was here").unwrap();
         }
+        "memfd-over-pipe" => {
+            let mut pipe = ipckit::pipe::ClientOptions::new()
+                .namespace(&ns)
+                .timeout(DEADLINE)
+                .connect("fdpass")
+                .unwrap();
+            let m = Mapping::from_fd(pipe.recv_fd().unwrap()).unwrap();
+            let mut b = [0u8; 6];
+            m.read_at(0, &mut b).unwrap();
+            assert_eq!(&b, b"secret");
+            m.write_at(100, b"got it by pipe").unwrap();
+            pipe.send(b"done").unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -431,6 +444,26 @@ fn anonymous_mapping_is_inherited_by_a_child() {
     let mut b = [0u8; 14];
     m.read_at(100, &mut b).unwrap();
     assert_eq!(&b, b"child was here");
+}
+
+#[test]
+fn anonymous_mapping_is_passed_to_another_process_over_a_named_pipe() {
+    let (_d, ns, _c) = setup(vec![]);
+    let m = Mapping::anonymous(4096).unwrap();
+    m.write_at(0, b"secret").unwrap();
+    let server = ipckit::pipe::ServerOptions::new()
+        .namespace(&ns)
+        .create("fdpass")
+        .unwrap();
+    let mut kid = spawn(role(ns.dir(), "memfd-over-pipe"));
+    let mut conn = server.accept_timeout(DEADLINE).unwrap();
+    assert_eq!(conn.peer().pid, Some(kid.child.id()));
+    conn.send_fd(m.as_fd()).unwrap();
+    assert_eq!(conn.recv_timeout(DEADLINE).unwrap(), b"done");
+    kid.wait_success();
+    let mut b = [0u8; 14];
+    m.read_at(100, &mut b).unwrap();
+    assert_eq!(&b, b"got it by pipe");
 }
 
 #[test]
