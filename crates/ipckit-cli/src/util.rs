@@ -1,6 +1,17 @@
 //! Small helpers shared by the commands.
 
+use std::process::Child;
 use std::time::Duration;
+
+/// A child process killed and reaped when dropped, so no command leaks one.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Parse `5s`, `250ms`, `1m` (humantime syntax); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::util::Reaped;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -35,15 +37,6 @@ pub struct Row {
 struct Settings {
     warmup: usize,
     samples: usize,
-}
-
-/// A child killed and reaped on drop.
-struct Peer(Child);
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn io(e: std::io::Error, what: &str) -> Error {
@@ -112,7 +105,7 @@ fn floor_pipe(s: &Settings) -> Result<Row, Error> {
     cmd.args(["internal", "bench-peer", "pipe-echo", "3,4"])
         .pass_fd(to_child_r, 3)
         .pass_fd(from_child_w, 4);
-    let _peer = Peer(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
     drop(cmd);
     let mut buf = [0u8; 64];
     measure("floor/pipe", 64, None, s, || {
@@ -125,7 +118,7 @@ fn floor_unix(s: &Settings, dir: &Path) -> Result<Row, Error> {
     let path = dir.join("floor-unix.sock");
     let mut cmd = me()?;
     cmd.args(["internal", "raw-echo"]).arg(&path);
-    let _peer = Peer(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
     let mut sock = wait_for(&path)?;
     let mut buf = [0u8; 64];
     measure("floor/unix-stream", 64, None, s, || {
@@ -138,7 +131,7 @@ fn floor_tcp(s: &Settings) -> Result<Row, Error> {
     let mut cmd = me()?;
     cmd.args(["internal", "bench-peer", "tcp-echo", "127.0.0.1:0"])
         .stdout(Stdio::piped());
-    let mut child = Peer(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let mut child = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
     let mut line = String::new();
     let out = child.0.stdout.take().expect("piped");
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
@@ -171,7 +164,7 @@ fn pipe_unix(s: &Settings, ns: &Path) -> Result<Row, Error> {
     cmd.args(["pipe", "serve", "bench/echo", "--echo"])
         .env(ipckit::name::NAMESPACE_ENV, ns)
         .stderr(Stdio::null());
-    let _peer = Peer(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
     let nsp = ipckit::Namespace::at(ns)?;
     let mut pipe = ipckit::pipe::ClientOptions::new()
         .namespace(&nsp)

@@ -3,20 +3,11 @@
 //! through hidden `internal` subcommands or the public ones) in a private
 //! temporary namespace and prints what they exchanged and how fast.
 
+use crate::util::Reaped;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use super::{msg, slot};
-
-/// A child process killed and reaped when dropped, so no step leaks one.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn io(e: std::io::Error, what: &str) -> ipckit::Error {
     ipckit::Error::new(ipckit::ErrorKind::Io, format!("demo: {what}: {e}")).with_source(e)

@@ -1,8 +1,9 @@
 //! `ipckit map set|get|watch|rm`, and the demo's shared-map step.
 
+use crate::util::Reaped;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipckit::map::SharedMapOptions;
@@ -86,15 +87,6 @@ fn watch(
         seen += 1;
     }
     Ok(())
-}
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn io(e: std::io::Error, what: &str) -> Error {

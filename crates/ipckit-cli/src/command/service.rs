@@ -1,9 +1,10 @@
 //! `ipckit service demo`: the demo compute service, and the demo's
 //! compute-server step.
 
+use crate::util::Reaped;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ipckit::service::{Encoding, RemoteError, Server};
@@ -96,16 +97,6 @@ fn serve_demo(name: &str, tcp: Option<String>) -> Result<(), ipckit::Error> {
     drop(out);
     server.wait();
     Ok(())
-}
-
-/// A child process killed and reaped when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn io(e: std::io::Error, what: &str) -> ipckit::Error {
