@@ -42,10 +42,13 @@ pub mod map;
 pub mod message;
 pub mod name;
 pub mod pipe;
+mod ring;
 pub mod service;
 pub mod shm;
 pub mod sync;
 mod sys;
+pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};
 pub use name::Namespace;
+pub use transport::{Transport, WaitStrategy};

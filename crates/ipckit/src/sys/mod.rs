@@ -31,7 +31,9 @@
 //!   open/unlink by name (the `shm_open` namespace), anonymous objects
 //!   (`memfd`), file-backed objects, shared read-write mappings, free-space
 //!   query, and shared/exclusive `flock`s telling whether anyone has an
-//!   object open.
+//!   object open; an anonymous object whose size is sealed, and a check
+//!   that a received object is sealed (mapping an object a peer can shrink
+//!   would let it crash us with `SIGBUS`).
 //! - **futexes** ([`futex`]): wait on a 32-bit word in shared memory with a
 //!   timeout and wake any number of waiters in any process; the calling
 //!   thread's id and whether a thread id still names a live, non-zombie

@@ -79,6 +79,29 @@ pub(crate) fn memfd(len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// An anonymous shared-memory object of `len` bytes whose size can never
+/// change again (`memfd_create` with sealing, then `F_SEAL_SHRINK |
+/// F_SEAL_GROW | F_SEAL_SEAL`): a peer it is passed to cannot shrink it under
+/// our mapping (which would turn our next access into `SIGBUS`).
+pub(crate) fn memfd_sealed(len: u64) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        "ipckit-ring",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, len)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+    Ok(fd)
+}
+
+/// Whether `fd`'s size is sealed (it can neither shrink nor grow), so that
+/// mapping it is safe from a peer truncating it.
+pub(crate) fn size_sealed(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::fs::SealFlags;
+    let seals = rustix::fs::fcntl_get_seals(fd)?;
+    Ok(seals.contains(SealFlags::SHRINK | SealFlags::GROW))
+}
+
 /// Open (creating if absent, mode 0600) a regular file for mapping; if it
 /// is empty, size it to `len`. Returns the fd and the file's size.
 pub(crate) fn open_file(path: &Path, len: u64) -> io::Result<(OwnedFd, u64)> {

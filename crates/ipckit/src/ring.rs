@@ -1,0 +1,1036 @@
+//! The shared-memory transport: two single-producer / single-consumer byte
+//! rings (one per direction) and two loan segments in one sealed `memfd`.
+//!
+//! The peer that maps the same object is **untrusted**: it can write any
+//! bytes anywhere in it at any time. So every index, length and offset read
+//! from the shared pages is checked here, next to the layout, before it is
+//! used; each side keeps its own copy of the index it owns (the consumer's
+//! `head`, the producer's `tail`) and never reads it back. A check that
+//! fails gives [`RingError::Corrupt`] and the caller closes the connection.
+//! The object's size is sealed by its creator and the seal is verified by
+//! the side that receives it, so the peer cannot shrink it under a mapping.
+//!
+//! Layout (see `docs/PROTOCOL.md`, "Shared-memory transport"), all integers
+//! little-endian, the object's size exactly
+//! `4096 + 2 * ring_cap + 2 * loan_cap`:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `IPCKRING` |
+//! | 8 | 4 | version (1) |
+//! | 16 | 8 | `ring_cap`: bytes per ring, a power of two, 4 KiB–64 MiB |
+//! | 24 | 8 | `loan_cap`: bytes per loan segment, a multiple of 4096 |
+//! | 256 | 256 | control block of ring 0 (connecting side → accepting side) |
+//! | 512 | 256 | control block of ring 1 (accepting side → connecting side) |
+//! | 4096 | `ring_cap` | ring 0 bytes, then ring 1 bytes |
+//! | … | `loan_cap` | loan segment 0 (written by the connecting side), then 1 |
+//!
+//! A control block: `tail` u64 at 0 and `closed` u32 at 8 (producer's
+//! line), `head` u64 at 64 (consumer's line), `data_seq` u32 at 128 and
+//! `data_sleep` u32 at 132 (consumer parks on `data_seq`), `space_seq` u32
+//! at 192 and `space_sleep` u32 at 196 (producer parks on `space_seq`).
+//! `tail`/`head` count bytes ever written / consumed; the ring position is
+//! the count modulo `ring_cap`.
+//!
+//! A ring holds records, each 16-byte aligned: a 16-byte header (`len` u32,
+//! `flags` u8, `tag` u8, 2 reserved, `total` u64) and `len` payload bytes,
+//! padded to 16. Flags: 1 first fragment, 2 last fragment, 4 padding (skip
+//! to the ring's start). A message is one or more fragments carrying the
+//! same `tag` and `total` (its length), whose lengths add up to `total`.
+#![allow(unsafe_code)]
+// Users (pipes, services) arrive in the following commits.
+#![allow(dead_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+use crate::transport::WaitStrategy;
+
+const MAGIC: &[u8; 8] = b"IPCKRING";
+const VERSION: u32 = 1;
+/// Bytes before the first ring.
+const HEADER: usize = 4096;
+const CTL_OFFSET: usize = 256;
+const CTL_SIZE: usize = 256;
+/// Smallest and largest ring accepted from a peer.
+pub(crate) const MIN_RING: usize = 4096;
+pub(crate) const MAX_RING: usize = 64 << 20;
+/// Largest loan segment accepted from a peer.
+pub(crate) const MAX_LOAN: usize = 1 << 30;
+/// Record header size (and alignment).
+const REC: usize = 16;
+const F_FIRST: u8 = 1;
+const F_LAST: u8 = 2;
+const F_PAD: u8 = 4;
+/// How long a parked waiter sleeps before it checks that its peer lives.
+const PARK_SLICE: Duration = Duration::from_millis(50);
+/// How often a spinning waiter checks that its peer lives.
+const SPIN_CHECK: Duration = Duration::from_millis(1);
+
+/// Why a ring operation failed.
+#[derive(Debug)]
+pub(crate) enum RingError {
+    /// The deadline passed first; nothing was consumed.
+    Timeout,
+    /// The peer died or its socket closed.
+    PeerGone,
+    /// [`Chan::interrupt`] was called (local shutdown).
+    Interrupted,
+    /// The shared pages hold something impossible: the peer is broken or
+    /// hostile. The connection must be closed.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for RingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RingError::Timeout => f.write_str("timed out"),
+            RingError::PeerGone => f.write_str("the peer is gone"),
+            RingError::Interrupted => f.write_str("interrupted by shutdown"),
+            RingError::Corrupt(why) => write!(f, "corrupt shared memory: {why}"),
+        }
+    }
+}
+
+/// One ring's control block, as it lies in shared memory.
+#[repr(C, align(64))]
+struct Ctl {
+    tail: AtomicU64,
+    closed: AtomicU32,
+    _p0: [u8; 52],
+    head: AtomicU64,
+    _p1: [u8; 56],
+    data_seq: AtomicU32,
+    data_sleep: AtomicU32,
+    _p2: [u8; 56],
+    space_seq: AtomicU32,
+    space_sleep: AtomicU32,
+    _p3: [u8; 56],
+}
+
+const _: () = assert!(std::mem::size_of::<Ctl>() == CTL_SIZE);
+
+/// A mapped channel object. Shared by the [`Tx`] and [`Rx`] halves.
+pub(crate) struct Chan {
+    map: sys::shm::Map,
+    ring_cap: usize,
+    loan_cap: usize,
+    /// The socket whose end-of-stream means the peer is gone.
+    watch: Option<OwnedFd>,
+    dead: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Chan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chan")
+            .field("ring_cap", &self.ring_cap)
+            .field("loan_cap", &self.loan_cap)
+            .finish()
+    }
+}
+
+/// Total object size for these capacities, or `None` if it overflows.
+fn object_size(ring_cap: usize, loan_cap: usize) -> Option<usize> {
+    ring_cap
+        .checked_mul(2)?
+        .checked_add(loan_cap.checked_mul(2)?)?
+        .checked_add(HEADER)
+}
+
+impl Chan {
+    /// Create a channel object: `ring_cap` bytes per ring (rounded up to a
+    /// power of two, at least 4 KiB) and `loan_cap` bytes per loan segment
+    /// (rounded up to pages). Returns the mapped channel and the sealed fd
+    /// to send to the peer. Untouched pages cost no memory.
+    pub(crate) fn create(ring_cap: usize, loan_cap: usize) -> std::io::Result<(Chan, OwnedFd)> {
+        let ring_cap = ring_cap.clamp(MIN_RING, MAX_RING).next_power_of_two();
+        let loan_cap = loan_cap.min(MAX_LOAN).next_multiple_of(4096);
+        let size = object_size(ring_cap, loan_cap).expect("bounded sizes");
+        let fd = sys::shm::memfd_sealed(size as u64)?;
+        let map = sys::shm::Map::new(fd.as_fd(), size)?;
+        // SAFETY: the mapping is `size` ≥ 4096 bytes and nobody else has it
+        // yet; the header fields lie in its first 32 bytes.
+        unsafe {
+            let p = map.ptr();
+            std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), p, 8);
+            p.add(8).cast::<u32>().write_unaligned(VERSION.to_le());
+            p.add(16)
+                .cast::<u64>()
+                .write_unaligned((ring_cap as u64).to_le());
+            p.add(24)
+                .cast::<u64>()
+                .write_unaligned((loan_cap as u64).to_le());
+        }
+        let chan = Chan {
+            map,
+            ring_cap,
+            loan_cap,
+            watch: None,
+            dead: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        };
+        Ok((chan, fd))
+    }
+
+    /// Map a channel object received from a peer, checking everything: the
+    /// seal, the magic, the version, both capacities against the limits
+    /// (`max_loan` at most) and the object's size against them.
+    pub(crate) fn open(fd: BorrowedFd<'_>, max_loan: usize) -> Result<Chan, String> {
+        match sys::shm::size_sealed(fd) {
+            Ok(true) => {}
+            Ok(false) => return Err("the shared-memory object's size is not sealed".into()),
+            Err(e) => return Err(format!("cannot read the object's seals: {e}")),
+        }
+        let size = sys::shm::size_of(fd).map_err(|e| format!("cannot stat the object: {e}"))?;
+        if size < HEADER as u64 || size > (MAX_RING * 2 + MAX_LOAN * 2 + HEADER) as u64 {
+            return Err(format!("the object's size {size} is out of range"));
+        }
+        let map = sys::shm::Map::new(fd, size as usize)
+            .map_err(|e| format!("cannot map the object: {e}"))?;
+        let mut head = [0u8; 32];
+        // SAFETY: the mapping is at least HEADER (4096) bytes; we copy the
+        // first 32 as plain bytes (any value is acceptable, checked below).
+        unsafe { std::ptr::copy_nonoverlapping(map.ptr(), head.as_mut_ptr(), 32) };
+        if &head[..8] != MAGIC {
+            return Err("the object does not start with the ring magic".into());
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(format!(
+                "the peer speaks ring version {version}, this side {VERSION}"
+            ));
+        }
+        let ring_cap = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
+        let loan_cap = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
+        if !ring_cap.is_power_of_two() || ring_cap < MIN_RING as u64 || ring_cap > MAX_RING as u64 {
+            return Err(format!(
+                "ring capacity {ring_cap} is not a power of two in 4 KiB–64 MiB"
+            ));
+        }
+        if loan_cap % 4096 != 0 || loan_cap > max_loan.min(MAX_LOAN) as u64 {
+            return Err(format!(
+                "loan segment of {loan_cap} bytes is over the limit of {max_loan} or not whole pages"
+            ));
+        }
+        let (ring_cap, loan_cap) = (ring_cap as usize, loan_cap as usize);
+        if object_size(ring_cap, loan_cap) != Some(size as usize) {
+            return Err(format!(
+                "the object is {size} bytes, not what its header describes"
+            ));
+        }
+        Ok(Chan {
+            map,
+            ring_cap,
+            loan_cap,
+            watch: None,
+            dead: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Watch `socket`: once it reports end-of-stream, waits end with
+    /// [`RingError::PeerGone`].
+    pub(crate) fn watch(mut self, socket: OwnedFd) -> Chan {
+        self.watch = Some(socket);
+        self
+    }
+
+    /// The watched socket, if any.
+    pub(crate) fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.watch.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Bytes per ring.
+    pub(crate) fn ring_cap(&self) -> usize {
+        self.ring_cap
+    }
+
+    /// Bytes per loan segment.
+    pub(crate) fn loan_cap(&self) -> usize {
+        self.loan_cap
+    }
+
+    /// Largest payload of one record (bigger messages are fragmented).
+    fn max_record(&self) -> usize {
+        self.ring_cap / 4 - REC
+    }
+
+    fn ctl(&self, dir: usize) -> &Ctl {
+        debug_assert!(dir < 2);
+        // SAFETY: CTL_OFFSET + 2 * CTL_SIZE ≤ HEADER ≤ the mapping's length;
+        // the offset is 64-byte aligned inside a page-aligned mapping; `Ctl`
+        // is only atomics (any bit pattern is valid, and concurrent access
+        // from the peer is what atomics are for); the mapping lives as long
+        // as `self`.
+        unsafe {
+            &*self
+                .map
+                .ptr()
+                .add(CTL_OFFSET + dir * CTL_SIZE)
+                .cast::<Ctl>()
+        }
+    }
+
+    fn ring_ptr(&self, dir: usize) -> *mut u8 {
+        // SAFETY: HEADER + 2 * ring_cap ≤ the mapping's length (checked in
+        // `open`, by construction in `create`).
+        unsafe { self.map.ptr().add(HEADER + dir * self.ring_cap) }
+    }
+
+    /// Start of loan segment `dir` (0: written by the connecting side).
+    pub(crate) fn loan_ptr(&self, dir: usize) -> *mut u8 {
+        debug_assert!(dir < 2);
+        // SAFETY: HEADER + 2 * ring_cap + 2 * loan_cap is the mapping's
+        // length, so segment `dir` lies inside it.
+        unsafe {
+            self.map
+                .ptr()
+                .add(HEADER + 2 * self.ring_cap + dir * self.loan_cap)
+        }
+    }
+
+    /// Copy `len` bytes at `offset` of loan segment `dir` into `out`
+    /// (replacing its contents), after checking the range.
+    pub(crate) fn loan_copy(
+        &self,
+        dir: usize,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RingError> {
+        let (off, len) = self.check_loan(offset, len)?;
+        out.clear();
+        out.reserve(len);
+        // SAFETY: the range was checked to lie inside segment `dir`; the
+        // bytes are copied as plain bytes (the peer may change them while we
+        // copy; any value is a valid u8) into `out`'s spare capacity.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.loan_ptr(dir).add(off), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        Ok(())
+    }
+
+    /// Check a loan range `offset..offset+len` read from the peer.
+    pub(crate) fn check_loan(&self, offset: u64, len: u64) -> Result<(usize, usize), RingError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.loan_cap as u64 => Ok((offset as usize, len as usize)),
+            _ => Err(RingError::Corrupt(format!(
+                "loan range {offset}+{len} is outside the {}-byte segment",
+                self.loan_cap
+            ))),
+        }
+    }
+
+    /// Mark the peer dead (e.g. a thread reading its socket saw the end)
+    /// and wake every waiter of this side.
+    pub(crate) fn set_dead(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Make every wait on this channel end with [`RingError::Interrupted`].
+    pub(crate) fn interrupt(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for dir in 0..2 {
+            let c = self.ctl(dir);
+            c.data_seq.fetch_add(1, Ordering::SeqCst);
+            sys::futex::wake(&c.data_seq, u32::MAX);
+            c.space_seq.fetch_add(1, Ordering::SeqCst);
+            sys::futex::wake(&c.space_seq, u32::MAX);
+        }
+    }
+
+    /// Whether the peer is still there (its socket open, not marked dead).
+    fn check_alive(&self) -> Result<(), RingError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(RingError::Interrupted);
+        }
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(RingError::PeerGone);
+        }
+        if let Some(s) = &self.watch {
+            if sys::net::peer_closed(s.as_fd()) {
+                self.dead.store(true, Ordering::Relaxed);
+                return Err(RingError::PeerGone);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until `ready()` says yes: spin per `strategy`, then park on
+    /// `seq` with `sleep` raised. `ready` returns `Err` to stop waiting.
+    fn wait(
+        &self,
+        seq: &AtomicU32,
+        sleep: &AtomicU32,
+        spin: &mut Spin,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Result<bool, RingError>,
+    ) -> Result<(), RingError> {
+        if ready()? {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let budget = spin.budget();
+        let mut last_check = start;
+        let mut n: u32 = 0;
+        // Spin phase.
+        loop {
+            std::hint::spin_loop();
+            if ready()? {
+                spin.record(start.elapsed());
+                return Ok(());
+            }
+            n = n.wrapping_add(1);
+            if n % 64 != 0 {
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RingError::Timeout);
+            }
+            if now.duration_since(last_check) >= SPIN_CHECK {
+                last_check = now;
+                self.check_alive()?;
+            }
+            if budget.is_some_and(|b| now.duration_since(start) >= b) {
+                break;
+            }
+        }
+        // Park phase.
+        loop {
+            let s = seq.load(Ordering::Acquire);
+            sleep.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if ready()? {
+                sleep.store(0, Ordering::Relaxed);
+                spin.record(start.elapsed());
+                return Ok(());
+            }
+            let mut slice = PARK_SLICE;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    sleep.store(0, Ordering::Relaxed);
+                    return Err(RingError::Timeout);
+                }
+                slice = slice.min(left);
+            }
+            let _ = sys::futex::wait(seq, s, Some(slice));
+            sleep.store(0, Ordering::Relaxed);
+            if ready()? {
+                spin.record(start.elapsed());
+                return Ok(());
+            }
+            self.check_alive()?;
+        }
+    }
+}
+
+/// Notify a parked peer: called after publishing, cheap when nobody sleeps.
+fn notify(seq: &AtomicU32, sleep: &AtomicU32) {
+    fence(Ordering::SeqCst);
+    if sleep.load(Ordering::Relaxed) != 0 {
+        seq.fetch_add(1, Ordering::Release);
+        sys::futex::wake(seq, 1);
+    }
+}
+
+/// The adaptive spin budget of one waiter.
+#[derive(Debug, Clone)]
+pub(crate) struct Spin {
+    max: Option<Duration>,
+    current: Option<Duration>,
+}
+
+impl Spin {
+    pub(crate) fn new(strategy: WaitStrategy) -> Spin {
+        let max = match strategy {
+            WaitStrategy::Spin => None,
+            WaitStrategy::SpinThenPark(d) => Some(d),
+            WaitStrategy::Park => Some(Duration::ZERO),
+        };
+        Spin { max, current: max }
+    }
+
+    fn budget(&self) -> Option<Duration> {
+        self.current
+    }
+
+    /// A wait that lasted `took` ended: keep spinning long if it was
+    /// short, else shrink the budget (the peer is idle).
+    fn record(&mut self, took: Duration) {
+        if let (Some(max), Some(cur)) = (self.max, self.current) {
+            self.current = Some(if took <= max * 2 {
+                max
+            } else {
+                (cur / 2).max(max / 16)
+            });
+        }
+    }
+}
+
+/// Sending half of one ring.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    chan: Arc<Chan>,
+    dir: usize,
+    tail: u64,
+    /// Last `head` read from the peer (it may only grow).
+    head: u64,
+    spin: Spin,
+}
+
+/// Receiving half of one ring.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    chan: Arc<Chan>,
+    dir: usize,
+    head: u64,
+    /// Fragments of a message received so far: (tag, total, bytes).
+    partial: Option<(u8, u64, Vec<u8>)>,
+    spin: Spin,
+    eof: bool,
+}
+
+/// The two halves for one side: `connector` is the side that created the
+/// object and connected (it sends on ring 0).
+pub(crate) fn split(chan: Arc<Chan>, connector: bool, strategy: WaitStrategy) -> (Tx, Rx) {
+    let (out, inn) = if connector { (0, 1) } else { (1, 0) };
+    (
+        Tx {
+            chan: chan.clone(),
+            dir: out,
+            tail: 0,
+            head: 0,
+            spin: Spin::new(strategy),
+        },
+        Rx {
+            chan,
+            dir: inn,
+            head: 0,
+            partial: None,
+            spin: Spin::new(strategy),
+            eof: false,
+        },
+    )
+}
+
+impl Tx {
+    /// The channel this half belongs to.
+    pub(crate) fn chan(&self) -> &Arc<Chan> {
+        &self.chan
+    }
+
+    /// Read and check the consumer's head; returns free bytes.
+    fn free(&mut self) -> Result<usize, RingError> {
+        let cap = self.chan.ring_cap as u64;
+        let head = self.chan.ctl(self.dir).head.load(Ordering::Acquire);
+        if head < self.head || head > self.tail || self.tail - head > cap || head % REC as u64 != 0
+        {
+            return Err(RingError::Corrupt(format!(
+                "the peer's read index {head} is impossible (written {}, ring {cap} bytes)",
+                self.tail
+            )));
+        }
+        self.head = head;
+        Ok((cap - (self.tail - head)) as usize)
+    }
+
+    /// Wait until `need` bytes are free.
+    fn reserve(&mut self, need: usize) -> Result<(), RingError> {
+        if self.free()? >= need {
+            return Ok(());
+        }
+        let chan = self.chan.clone();
+        let ctl = chan.ctl(self.dir);
+        let mut spin = self.spin.clone();
+        let r = chan.wait(&ctl.space_seq, &ctl.space_sleep, &mut spin, None, || {
+            Ok(self.free()? >= need)
+        });
+        self.spin = spin;
+        r
+    }
+
+    /// Write one record at the tail (space already reserved) and publish.
+    fn put(&mut self, flags: u8, tag: u8, total: u64, parts: &[&[u8]], len: usize) {
+        let cap = self.chan.ring_cap;
+        let base = self.chan.ring_ptr(self.dir);
+        let off = (self.tail as usize) & (cap - 1);
+        let mut hdr = [0u8; REC];
+        hdr[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        hdr[4] = flags;
+        hdr[5] = tag;
+        hdr[8..16].copy_from_slice(&total.to_le_bytes());
+        // SAFETY: `off` is 16-aligned and the caller reserved
+        // REC + round16(len) ≤ cap - off bytes from it, all inside ring
+        // `dir`; the consumer does not read them before `tail` is published.
+        unsafe {
+            std::ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(off), REC);
+            let mut at = off + REC;
+            for p in parts {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), base.add(at), p.len());
+                at += p.len();
+            }
+        }
+        self.tail += (REC + len.next_multiple_of(REC)) as u64;
+        let ctl = self.chan.ctl(self.dir);
+        ctl.tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Make room for a record of `size` bytes that must not wrap: pad to
+    /// the ring's end first if needed. Returns once `size` contiguous
+    /// bytes are free at the tail.
+    fn reserve_contiguous(&mut self, size: usize) -> Result<(), RingError> {
+        let cap = self.chan.ring_cap;
+        let off = (self.tail as usize) & (cap - 1);
+        let to_end = cap - off;
+        if to_end < size {
+            self.reserve(to_end)?;
+            self.put(F_PAD, 0, 0, &[], to_end - REC);
+        }
+        self.reserve(size)
+    }
+
+    /// Send one message made of `parts` (concatenated), fragmenting it if
+    /// it is bigger than a record. Blocks while the ring is full; fails
+    /// only if the peer dies, misbehaves, or the channel is interrupted.
+    pub(crate) fn send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), RingError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let max = self.chan.max_record();
+        let ctl_ptr = self.chan.clone();
+        let ctl = ctl_ptr.ctl(self.dir);
+        if ctl.closed.load(Ordering::Relaxed) != 0 {
+            // We closed it ourselves; nothing can be sent any more.
+            return Err(RingError::PeerGone);
+        }
+        if total <= max {
+            self.reserve_contiguous(REC + total.next_multiple_of(REC))?;
+            self.put(F_FIRST | F_LAST, tag, total as u64, parts, total);
+            notify(&ctl.data_seq, &ctl.data_sleep);
+            return Ok(());
+        }
+        // Fragment: walk the parts in chunks of at most `max` bytes.
+        let mut sent = 0usize;
+        let (mut pi, mut po) = (0usize, 0usize);
+        while sent < total {
+            let n = (total - sent).min(max);
+            self.reserve_contiguous(REC + n.next_multiple_of(REC))?;
+            let mut chunk: Vec<&[u8]> = Vec::new();
+            let mut need = n;
+            while need > 0 {
+                let p = parts[pi];
+                let take = (p.len() - po).min(need);
+                chunk.push(&p[po..po + take]);
+                po += take;
+                need -= take;
+                if po == p.len() {
+                    pi += 1;
+                    po = 0;
+                }
+            }
+            let mut flags = 0;
+            if sent == 0 {
+                flags |= F_FIRST;
+            }
+            if sent + n == total {
+                flags |= F_LAST;
+            }
+            self.put(flags, tag, total as u64, &chunk, n);
+            notify(&ctl.data_seq, &ctl.data_sleep);
+            sent += n;
+        }
+        Ok(())
+    }
+
+    /// Tell the peer nothing more will come (it sees end-of-stream after
+    /// the messages already sent).
+    pub(crate) fn close(&self) {
+        let ctl = self.chan.ctl(self.dir);
+        ctl.closed.store(1, Ordering::Release);
+        ctl.data_seq.fetch_add(1, Ordering::SeqCst);
+        sys::futex::wake(&ctl.data_seq, u32::MAX);
+    }
+
+    /// Whether the peer has consumed everything sent so far.
+    pub(crate) fn drained(&mut self) -> Result<bool, RingError> {
+        let cap = self.chan.ring_cap;
+        Ok(self.free()? == cap)
+    }
+
+    /// Wait until the peer has consumed everything sent so far.
+    pub(crate) fn wait_drained(&mut self, deadline: Option<Instant>) -> Result<(), RingError> {
+        let chan = self.chan.clone();
+        let ctl = chan.ctl(self.dir);
+        let mut spin = self.spin.clone();
+        let r = chan.wait(
+            &ctl.space_seq,
+            &ctl.space_sleep,
+            &mut spin,
+            deadline,
+            || self.drained(),
+        );
+        self.spin = spin;
+        r
+    }
+}
+
+/// A message taken out of a ring.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Got {
+    pub tag: u8,
+}
+
+impl Rx {
+    /// The channel this half belongs to.
+    pub(crate) fn chan(&self) -> &Arc<Chan> {
+        &self.chan
+    }
+
+    /// Read and check the producer's tail: bytes available.
+    fn avail(&self) -> Result<u64, RingError> {
+        let cap = self.chan.ring_cap as u64;
+        let tail = self.chan.ctl(self.dir).tail.load(Ordering::Acquire);
+        let n = tail.wrapping_sub(self.head);
+        if n > cap || n % REC as u64 != 0 {
+            return Err(RingError::Corrupt(format!(
+                "the peer's write index {tail} is impossible (read {}, ring {cap} bytes)",
+                self.head
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Whether a record (or end-of-stream) is ready without waiting.
+    fn ready(&self) -> Result<bool, RingError> {
+        if self.avail()? > 0 {
+            return Ok(true);
+        }
+        Ok(self.chan.ctl(self.dir).closed.load(Ordering::Acquire) != 0)
+    }
+
+    /// Wait until a record or the end is there.
+    fn wait_ready(&mut self, deadline: Option<Instant>) -> Result<(), RingError> {
+        let chan = self.chan.clone();
+        let ctl = chan.ctl(self.dir);
+        let mut spin = self.spin.clone();
+        let r = chan.wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, deadline, || {
+            self.ready()
+        });
+        self.spin = spin;
+        r
+    }
+
+    /// The next record's checked header: (flags, tag, len, total, size).
+    fn header(&self, avail: u64) -> Result<(u8, u8, usize, u64, usize), RingError> {
+        let cap = self.chan.ring_cap;
+        let off = (self.head as usize) & (cap - 1);
+        let mut h = [0u8; REC];
+        // SAFETY: `off` is 16-aligned (head only grows by multiples of 16)
+        // and < cap, so the 16 bytes lie inside ring `dir`; copied as plain
+        // bytes and checked below.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.chan.ring_ptr(self.dir).add(off),
+                h.as_mut_ptr(),
+                REC,
+            )
+        };
+        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+        let (flags, tag) = (h[4], h[5]);
+        let total = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        let size = REC + len.next_multiple_of(REC);
+        let bad = |why: &str| {
+            Err(RingError::Corrupt(format!(
+                "record at {} ({why}: len {len}, flags {flags:#x}, total {total})",
+                self.head
+            )))
+        };
+        if flags & !(F_FIRST | F_LAST | F_PAD) != 0 {
+            return bad("unknown flags");
+        }
+        if size > cap - off || size as u64 > avail {
+            return bad("longer than what was written");
+        }
+        if flags & F_PAD != 0 {
+            if flags != F_PAD || size != cap - off {
+                return bad("bad padding");
+            }
+        } else if len > self.chan.max_record() {
+            return bad("fragment over the record limit");
+        }
+        Ok((flags, tag, len, total, size))
+    }
+
+    fn advance(&mut self, size: usize) {
+        self.head += size as u64;
+        let ctl = self.chan.ctl(self.dir);
+        ctl.head.store(self.head, Ordering::Release);
+        notify(&ctl.space_seq, &ctl.space_sleep);
+    }
+
+    /// Peek the next message without taking it: its tag and total length
+    /// (`None` at end-of-stream). Waits until `deadline`.
+    pub(crate) fn peek(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(u8, u64)>, RingError> {
+        if let Some((tag, total, _)) = &self.partial {
+            return Ok(Some((*tag, *total)));
+        }
+        loop {
+            if self.eof {
+                return Ok(None);
+            }
+            self.wait_ready(deadline)?;
+            let avail = self.avail()?;
+            if avail == 0 {
+                self.eof = true;
+                return Ok(None);
+            }
+            let (flags, tag, _, total, size) = self.header(avail)?;
+            if flags & F_PAD != 0 {
+                self.advance(size);
+                continue;
+            }
+            if flags & F_FIRST == 0 {
+                return Err(RingError::Corrupt(format!(
+                    "record at {} continues a message that never started",
+                    self.head
+                )));
+            }
+            return Ok(Some((tag, total)));
+        }
+    }
+
+    /// Take the next whole message into `out` (replacing its contents).
+    /// `limit` bounds its total length: a longer one is corrupt. Returns
+    /// `None` at end-of-stream. On timeout, fragments already taken are
+    /// kept for the next call.
+    pub(crate) fn recv(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Got>, RingError> {
+        loop {
+            if self.partial.is_none() && self.eof {
+                return Ok(None);
+            }
+            self.wait_ready(deadline)?;
+            let avail = self.avail()?;
+            if avail == 0 {
+                if self.partial.is_some() {
+                    return Err(RingError::Corrupt(
+                        "the peer closed the ring in the middle of a message".into(),
+                    ));
+                }
+                self.eof = true;
+                return Ok(None);
+            }
+            let (flags, tag, len, total, size) = self.header(avail)?;
+            if flags & F_PAD != 0 {
+                self.advance(size);
+                continue;
+            }
+            if total > limit as u64 {
+                return Err(RingError::Corrupt(format!(
+                    "a message of {total} bytes is over the limit of {limit}"
+                )));
+            }
+            let first = flags & F_FIRST != 0;
+            let last = flags & F_LAST != 0;
+            let mut buf = match self.partial.take() {
+                None if first => {
+                    let mut v = std::mem::take(out);
+                    v.clear();
+                    v.reserve(total as usize);
+                    v
+                }
+                Some((t, tot, v)) if !first && t == tag && tot == total => v,
+                _ => {
+                    return Err(RingError::Corrupt(format!(
+                        "record at {} does not continue the message in progress",
+                        self.head
+                    )))
+                }
+            };
+            if buf.len() as u64 + len as u64 > total || (last && buf.len() + len != total as usize)
+            {
+                return Err(RingError::Corrupt(format!(
+                    "fragments of a {total}-byte message do not add up"
+                )));
+            }
+            let off = (self.head as usize) & (self.chan.ring_cap - 1);
+            let at = buf.len();
+            buf.reserve(len);
+            // SAFETY: `header` checked that REC + len lies inside ring `dir`
+            // from `off`; `buf` has `len` spare bytes reserved; bytes are
+            // copied as plain bytes (any value is valid).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.chan.ring_ptr(self.dir).add(off + REC),
+                    buf.as_mut_ptr().add(at),
+                    len,
+                );
+                buf.set_len(at + len);
+            }
+            self.advance(size);
+            if last {
+                *out = buf;
+                return Ok(Some(Got { tag }));
+            }
+            self.partial = Some((tag, total, buf));
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(ring: usize) -> ((Tx, Rx), (Tx, Rx)) {
+        let (a, fd) = Chan::create(ring, 8192).unwrap();
+        let b = Chan::open(fd.as_fd(), 1 << 20).unwrap();
+        (
+            split(Arc::new(a), true, WaitStrategy::default()),
+            split(Arc::new(b), false, WaitStrategy::default()),
+        )
+    }
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(10))
+    }
+
+    #[test]
+    fn small_and_fragmented_messages_arrive_whole_and_in_order() {
+        let ((mut tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let t = std::thread::spawn(move || {
+            for i in 0..2000u32 {
+                let len = (i as usize * 37) % 5000;
+                let body: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+                tx.send((i % 7) as u8, &[&i.to_le_bytes(), &body]).unwrap();
+            }
+        });
+        let mut out = Vec::new();
+        for i in 0..2000u32 {
+            let got = rx.recv(&mut out, 1 << 20, soon()).unwrap().unwrap();
+            assert_eq!(got.tag, (i % 7) as u8);
+            assert_eq!(&out[..4], &i.to_le_bytes());
+            let len = (i as usize * 37) % 5000;
+            assert_eq!(out.len(), 4 + len);
+            assert!(out[4..]
+                .iter()
+                .enumerate()
+                .all(|(j, b)| *b == (i as usize + j) as u8));
+        }
+        t.join().unwrap();
+        // The sender's drop closes the ring: end-of-stream.
+        assert!(rx.recv(&mut out, 1 << 20, soon()).unwrap().is_none());
+    }
+
+    #[test]
+    fn recv_times_out_and_keeps_nothing_half_taken() {
+        let ((_tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let mut out = Vec::new();
+        let e = rx
+            .recv(
+                &mut out,
+                1024,
+                Some(Instant::now() + Duration::from_millis(20)),
+            )
+            .unwrap_err();
+        assert!(matches!(e, RingError::Timeout), "{e}");
+    }
+
+    #[test]
+    fn garbage_indices_and_headers_are_corrupt_not_a_crash() {
+        let ((mut tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let chan = tx.chan().clone();
+        let mut out = Vec::new();
+        // A tail far beyond the ring.
+        chan.ctl(0).tail.store(1 << 40, Ordering::SeqCst);
+        assert!(matches!(
+            rx.recv(&mut out, 1 << 20, soon()),
+            Err(RingError::Corrupt(_))
+        ));
+        // A record whose length runs past what was written.
+        chan.ctl(0).tail.store(0, Ordering::SeqCst);
+        tx.send(1, &[b"hello"]).unwrap();
+        // SAFETY: test-only write into ring 0's first record header.
+        unsafe {
+            chan.ring_ptr(0)
+                .cast::<u32>()
+                .write_unaligned(60_000u32.to_le())
+        };
+        assert!(matches!(
+            rx.recv(&mut out, 1 << 20, soon()),
+            Err(RingError::Corrupt(_))
+        ));
+        // A head that goes backwards or past the tail breaks the sender.
+        chan.ctl(0).head.store(1 << 33, Ordering::SeqCst);
+        assert!(matches!(tx.send(1, &[b"x"]), Err(RingError::Corrupt(_))));
+    }
+
+    #[test]
+    fn open_rejects_unsealed_and_mislabelled_objects() {
+        let plain = sys::shm::memfd(8192 + 4096).unwrap();
+        assert!(Chan::open(plain.as_fd(), 1 << 20)
+            .unwrap_err()
+            .contains("sealed"));
+        let (a, fd) = Chan::create(4096, 0).unwrap();
+        // SAFETY: test-only write of a wrong magic byte into the header.
+        unsafe { a.map.ptr().write(b'X') };
+        assert!(Chan::open(fd.as_fd(), 1 << 20)
+            .unwrap_err()
+            .contains("magic"));
+        let (_b, fd) = Chan::create(4096, 1 << 20).unwrap();
+        assert!(Chan::open(fd.as_fd(), 4096).unwrap_err().contains("loan"));
+    }
+
+    #[test]
+    fn a_parked_waiter_is_woken_and_spin_adapts() {
+        let ((mut tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        rx.spin = Spin::new(WaitStrategy::Park);
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            rx.recv(&mut out, 64, soon()).unwrap().unwrap();
+            out
+        });
+        // Whether or not the receiver parked yet, it must get the message.
+        tx.send(3, &[b"wake"]).unwrap();
+        assert_eq!(t.join().unwrap(), b"wake");
+        let mut s = Spin::new(WaitStrategy::SpinThenPark(Duration::from_micros(64)));
+        s.record(Duration::from_secs(1));
+        assert_eq!(s.budget(), Some(Duration::from_micros(32)));
+        s.record(Duration::from_micros(10));
+        assert_eq!(s.budget(), Some(Duration::from_micros(64)));
+    }
+
+    #[test]
+    fn interrupt_ends_a_wait() {
+        let ((_tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let chan = rx.chan().clone();
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            rx.recv(&mut out, 64, soon())
+        });
+        chan.interrupt();
+        assert!(matches!(t.join().unwrap(), Err(RingError::Interrupted)));
+    }
+}
