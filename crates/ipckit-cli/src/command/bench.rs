@@ -139,9 +139,7 @@ fn io(e: std::io::Error, what: &str) -> Error {
 fn timeout(what: &str) -> Error {
     Error::new(
         ErrorKind::Timeout,
-        format!(
-            "bench: {what} within {WAIT:?}; the peer process is stuck or gone, rerun the case"
-        ),
+        format!("bench: {what} within {WAIT:?}; the peer process is stuck or gone, rerun the case"),
     )
 }
 
@@ -280,6 +278,11 @@ fn spin_until(w: &AtomicU64, target: u64) -> Result<(), Error> {
     while w.load(Ordering::Acquire) != target {
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
+        if spins % (1 << 14) == 0 {
+            // Long past a normal round trip (~100 ns): the peer is likely
+            // descheduled, so give up the CPU rather than starve it.
+            std::thread::yield_now();
+        }
         if spins % (1 << 16) == 0 {
             let d = *deadline.get_or_insert_with(|| Instant::now() + WAIT);
             if Instant::now() > d {
@@ -543,7 +546,11 @@ fn service_case(
     let mut out = BufReader::new(peer.0.stdout.take().expect("stdout is piped"));
     read_line_starting(&mut out, "serving", "the service did not start")?;
     let target = if t.tcp {
-        read_line_starting(&mut out, "tcp://", "the service did not report its TCP port")?
+        read_line_starting(
+            &mut out,
+            "tcp://",
+            "the service did not report its TCP port",
+        )?
     } else {
         name.clone()
     };
@@ -578,7 +585,10 @@ struct Case {
     run: CaseFn,
 }
 
-fn case(name: &'static str, run: impl Fn(&Settings, &Path) -> Result<Row, Error> + 'static) -> Case {
+fn case(
+    name: &'static str,
+    run: impl Fn(&Settings, &Path) -> Result<Row, Error> + 'static,
+) -> Case {
     Case {
         name,
         run: Box::new(run),
@@ -765,6 +775,9 @@ pub fn peer(kind: &str, arg: &str) -> Result<(), Error> {
                 }
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
+                if spins % (1 << 14) == 0 {
+                    std::thread::yield_now(); // see spin_until
+                }
                 if spins % (1 << 20) == 0 && orphaned(ppid) {
                     return Ok(());
                 }
