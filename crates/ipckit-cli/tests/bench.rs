@@ -120,5 +120,10 @@ fn bench_rejects_nothing_selected_gracefully() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-case"), "{err}");
     assert!(err.contains("floor/shm-spin"), "lists the cases: {err}");
+    assert_eq!(
+        err.matches("service/unix").count(),
+        1,
+        "each name once: {err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -657,8 +657,12 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
     let all = cases();
     if let Some(t) = filter.as_deref() {
         if !all.iter().any(|c| c.name.contains(t)) {
-            let mut names: Vec<&str> = all.iter().map(|c| c.name).collect();
-            names.dedup();
+            let mut names: Vec<&str> = Vec::new();
+            for c in &all {
+                if !names.contains(&c.name) {
+                    names.push(c.name);
+                }
+            }
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
