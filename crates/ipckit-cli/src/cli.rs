@@ -238,7 +238,7 @@ pub enum ModeArg {
 pub enum InternalCommand {
     /// Echo every byte received on a raw Unix socket at PATH (a baseline).
     RawEcho { path: PathBuf },
-    /// The peer process of a bench floor (pipe-echo IN,OUT | tcp-echo ADDR).
+    /// The peer process of a bench case (pipe-echo IN,OUT | tcp-echo ADDR | shm-spin FD | futex FD | stream-sink PIPE).
     BenchPeer { kind: String, arg: String },
     /// The client side of the demo's pipe step.
     DemoPipeClient {

@@ -1,42 +1,129 @@
 //! `ipckit bench` runs its cases against real peer processes and reports
 //! them in the documented JSON shape (timings are not asserted).
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-#[test]
-fn bench_json_reports_each_selected_case() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipckit"))
-        .args(["bench", "--quick", "--json", "--filter", "unix"])
+fn bench(filter: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipckit"))
+        .args(["bench", "--quick", "--json", "--filter", filter])
         .output()
-        .expect("run ipckit bench");
+        .expect("run ipckit bench")
+}
+
+/// The rows of a successful `bench --json` run, each checked for the
+/// documented keys and sane values.
+fn rows(out: &Output) -> Vec<serde_json::Value> {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    let results = v["results"].as_array().expect("results array");
-    let cases: Vec<&str> = results
-        .iter()
-        .map(|r| r["case"].as_str().unwrap())
-        .collect();
-    assert_eq!(cases, ["floor/unix-stream", "pipe/unix"]);
-    for r in results {
-        assert_eq!(r["payload"], 64);
-        assert!(r["samples"].as_u64().unwrap() >= 1000, "{r}");
-        let (p50, p99) = (r["p50_ns"].as_u64().unwrap(), r["p99_ns"].as_u64().unwrap());
-        assert!(p50 > 0 && p50 <= p99, "{r}");
+    let results = v["results"].as_array().expect("results array").clone();
+    for r in &results {
+        for key in [
+            "case",
+            "payload",
+            "p50_ns",
+            "p99_ns",
+            "p999_ns",
+            "msgs_per_s",
+            "samples",
+        ] {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+        assert!(r["payload"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["samples"].as_u64().unwrap() >= 100, "{r}");
+        let (p50, p99, p999) = (
+            r["p50_ns"].as_u64().unwrap(),
+            r["p99_ns"].as_u64().unwrap(),
+            r["p999_ns"].as_u64().unwrap(),
+        );
+        assert!(p50 > 0 && p50 <= p99 && p99 <= p999, "{r}");
+    }
+    results
+}
+
+fn case_names(rows: &[serde_json::Value]) -> Vec<(String, u64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["case"].as_str().unwrap().to_string(),
+                r["payload"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bench_floors_are_all_measured() {
+    let rows = rows(&bench("floor/"));
+    let names: Vec<String> = case_names(&rows).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        names,
+        [
+            "floor/shm-spin",
+            "floor/futex",
+            "floor/pipe",
+            "floor/unix-stream",
+            "floor/tcp",
+            "floor/memcpy-1MiB"
+        ]
+    );
+    for r in &rows {
+        assert!(r["floor"].is_null() && r["ratio"].is_null(), "{r}");
+        assert!(r["msgs_per_s"].is_null(), "{r}");
     }
 }
 
 #[test]
+fn bench_local_cases_report_ratios_to_their_floors() {
+    let rows = rows(&bench("/unix"));
+    assert_eq!(
+        case_names(&rows),
+        [
+            ("floor/unix-stream".to_string(), 64),
+            ("pipe/unix".into(), 64),
+            ("service/unix".into(), 64),
+            ("service/unix".into(), 64 << 10),
+            ("service/unix".into(), 1 << 20),
+            ("stream/unix".into(), 64),
+        ]
+    );
+    for r in &rows[1..3] {
+        assert_eq!(r["floor"], "floor/unix-stream", "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // memcpy did not run: the big rows name it but have no ratio.
+    for r in &rows[3..5] {
+        assert_eq!(r["floor"], "floor/memcpy-1MiB", "{r}");
+        assert!(r["ratio"].is_null(), "{r}");
+    }
+    let stream = &rows[5];
+    assert!(stream["msgs_per_s"].as_f64().unwrap() > 0.0, "{stream}");
+    assert!(stream["samples"].as_u64().unwrap() >= 10_000, "{stream}");
+}
+
+#[test]
+fn bench_tcp_service_compares_with_the_tcp_floor() {
+    let rows = rows(&bench("tcp"));
+    let names: Vec<String> = case_names(&rows).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(names, ["floor/tcp", "service/tcp"]);
+    assert_eq!(rows[1]["floor"], "floor/tcp");
+    assert!(rows[1]["ratio"].as_f64().unwrap() > 0.0, "{}", rows[1]);
+}
+
+#[test]
 fn bench_rejects_nothing_selected_gracefully() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipckit"))
-        .args(["bench", "--quick", "--json", "--filter", "no-such-case"])
-        .output()
-        .expect("run ipckit bench");
+    let out = bench("no-such-case");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-case"), "{err}");
+    assert!(err.contains("floor/shm-spin"), "lists the cases: {err}");
+    assert_eq!(
+        err.matches("service/unix").count(),
+        1,
+        "each name once: {err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }

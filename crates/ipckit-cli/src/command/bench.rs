@@ -2,23 +2,47 @@
 //! in the same run, with one harness (warm-up, hdrhistogram percentiles).
 //!
 //! Every case talks to a real peer process (this binary, started through a
-//! hidden `internal bench-peer` subcommand or `pipe serve`). Figures are
-//! only meaningful as ratios to their floor: the machines are shared.
+//! hidden `internal bench-peer` subcommand, `pipe serve` or `service demo`).
+//! Figures are only meaningful as ratios to their floor: the machines are
+//! shared.
+//!
+//! Rows come in two shapes:
+//! - latency rows (`floor/*`, `pipe/*`, `service/*`): `samples` timed
+//!   round trips; p50/p99/p99.9 are of single round trips; `msgs_per_s` is
+//!   null; `ratio` = p50 / the floor's p50 (lower is better).
+//! - throughput rows (`stream/*`): one-way 64-byte messages sent in batches
+//!   of [`STREAM_BATCH`], the peer acknowledging each batch. `msgs_per_s` =
+//!   all messages / total time; `samples` = messages; p50/p99/p99.9 are
+//!   percentiles of the *mean ns per message of each batch* (not of single
+//!   messages, which are not timed one by one); `ratio` = msgs_per_s /
+//!   the floor's msgs_per_s (higher is better).
+//!
+//! Transports: each ipckit case takes a [`Transport`], so a new one (e.g.
+//! shared memory) is one constant plus one line per case in [`cases`].
 
-use std::io::{Read, Write};
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-use crate::util::Reaped;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::pipe::{CommandExt as _, PipeReader, PipeWriter};
+use ipckit::shm::Mapping;
 use ipckit::{Error, ErrorKind};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::util::Reaped;
+
+/// How long any single wait for a peer may take before the case fails.
+const WAIT: Duration = Duration::from_secs(10);
+/// Messages per acknowledged batch in the stream cases.
+const STREAM_BATCH: usize = 5_000;
+/// The environment variable a peer process reads to pick its transport.
+const TRANSPORT_ENV: &str = "IPCKIT_TRANSPORT";
 
 /// One row of the report.
 #[derive(Serialize, Debug, Clone)]
@@ -30,22 +54,121 @@ pub struct Row {
     pub p999_ns: u64,
     pub msgs_per_s: Option<f64>,
     pub samples: u64,
-    #[serde(skip)]
+    /// The floor this row is compared with (null for floors).
     pub floor: Option<&'static str>,
+    /// p50 / floor p50 for latency rows, msgs_per_s / floor msgs_per_s
+    /// for stream rows; null when the floor was not run (see `--filter`).
+    pub ratio: Option<f64>,
 }
 
+#[derive(Clone, Copy)]
 struct Settings {
     warmup: usize,
     samples: usize,
+    /// Messages per stream case (after one warm-up batch).
+    stream_msgs: usize,
+}
+
+impl Settings {
+    /// Fewer rounds for big payloads, so every case takes similar time.
+    fn for_payload(self, payload: usize) -> Settings {
+        let div = match payload {
+            p if p >= 1 << 20 => 20,
+            p if p >= 64 << 10 => 4,
+            _ => 1,
+        };
+        Settings {
+            warmup: (self.warmup / div).max(10),
+            samples: (self.samples / div).max(100),
+            ..self
+        }
+    }
+}
+
+/// How an ipckit case reaches its peer. Adding a transport (e.g. shared
+/// memory) is one more constant and one more line per case in [`cases`].
+#[derive(Clone, Copy)]
+pub struct Transport {
+    /// `IPCKIT_TRANSPORT` for the peer process; `None` passes on whatever
+    /// value this process was given (children inherit the environment).
+    env: Option<&'static str>,
+    /// Reach the service over `tcp://` instead of the local socket
+    /// (service cases only).
+    tcp: bool,
+    /// Applied to this process's pipe client / server options.
+    pipe_client: fn(&mut ipckit::pipe::ClientOptions),
+    pipe_server: fn(&mut ipckit::pipe::ServerOptions),
+    /// Applied to this process's service client options.
+    service_client: fn(&mut ipckit::service::ClientOptions),
+}
+
+/// The local transport: a Unix socket in the namespace.
+const UNIX: Transport = Transport {
+    env: None,
+    tcp: false,
+    pipe_client: |_| {},
+    pipe_server: |_| {},
+    service_client: |_| {},
+};
+
+/// Loopback TCP (services).
+const TCP: Transport = Transport { tcp: true, ..UNIX };
+
+impl Transport {
+    fn peer_env(&self, cmd: &mut Command) {
+        if let Some(v) = self.env {
+            cmd.env(TRANSPORT_ENV, v);
+        }
+    }
+
+    fn local_only(&self, case: &str) -> Result<(), Error> {
+        if self.tcp {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("bench case {case} has no TCP variant; use a local transport"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn io(e: std::io::Error, what: &str) -> Error {
     Error::new(ErrorKind::Io, format!("bench: {what}: {e}")).with_source(e)
 }
 
+fn timeout(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("bench: {what} within {WAIT:?}; the peer process is stuck or gone, rerun the case"),
+    )
+}
+
 fn me() -> Result<Command, Error> {
     let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
     Ok(Command::new(exe))
+}
+
+fn spawn(cmd: &mut Command) -> Result<Reaped, Error> {
+    Ok(Reaped(
+        cmd.spawn().map_err(|e| io(e, "cannot start the peer"))?,
+    ))
+}
+
+fn progress(case: &str, len: u64) -> ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} {bar:30} {pos}/{len}").expect("valid template"),
+    );
+    pb.set_prefix(case.to_string());
+    pb
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds are valid")
 }
 
 /// Time `samples` round trips after `warmup` unmeasured ones.
@@ -56,16 +179,12 @@ fn measure(
     s: &Settings,
     mut round_trip: impl FnMut() -> Result<(), Error>,
 ) -> Result<Row, Error> {
-    let pb = ProgressBar::new((s.warmup + s.samples) as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} {bar:30} {pos}/{len}").expect("valid template"),
-    );
-    pb.set_prefix(case.to_string());
+    let pb = progress(case, (s.warmup + s.samples) as u64);
     for _ in 0..s.warmup {
         round_trip()?;
         pb.inc(1);
     }
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
+    let mut h = histogram();
     for i in 0..s.samples {
         let t = Instant::now();
         round_trip()?;
@@ -84,17 +203,124 @@ fn measure(
         msgs_per_s: None,
         samples: h.len(),
         floor,
+        ratio: None,
     })
 }
 
 fn wait_for(path: &Path) -> Result<UnixStream, Error> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + WAIT;
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() > deadline => return Err(io(e, "peer did not come up")),
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
+    }
+}
+
+/// Read the peer's stdout until a line starting with `prefix`.
+fn read_line_starting(
+    out: &mut impl std::io::BufRead,
+    prefix: &str,
+    what: &str,
+) -> Result<String, Error> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).map_err(|e| io(e, what))?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::PeerGone,
+                format!("bench: {what}: the peer exited; run it by hand to see why"),
+            ));
+        }
+        if line.starts_with(prefix) {
+            return Ok(line.trim().to_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- floors
+
+/// Parent side of the shared-memory word floors: the word at offset 0 of
+/// a 4 KiB anonymous mapping, handed to the peer as fd 3.
+fn shm_peer(kind: &str) -> Result<(Mapping, Reaped), Error> {
+    let map = Mapping::anonymous(4096)?;
+    let mut cmd = me()?;
+    cmd.args(["internal", "bench-peer", kind, "3"])
+        .pass_fd(map.try_clone_fd()?, 3);
+    let peer = spawn(&mut cmd)?;
+    Ok((map, peer))
+}
+
+/// The value that tells a word peer to exit (odd, so checked first).
+const STOP_U64: u64 = u64::MAX;
+const STOP_U32: u32 = u32::MAX;
+
+fn floor_shm_spin(s: &Settings) -> Result<Row, Error> {
+    let (map, _peer) = shm_peer("shm-spin")?;
+    let w = map.atomic_u64(0)?;
+    let mut seq = 1u64;
+    let row = measure("floor/shm-spin", 8, None, s, || {
+        w.store(seq, Ordering::Release);
+        spin_until(w, seq + 1)?;
+        seq += 2;
+        Ok(())
+    });
+    w.store(STOP_U64, Ordering::Release);
+    row
+}
+
+/// Busy-poll `w` until it holds `target`, failing after [`WAIT`].
+fn spin_until(w: &AtomicU64, target: u64) -> Result<(), Error> {
+    let mut spins = 0u32;
+    let mut deadline = None;
+    while w.load(Ordering::Acquire) != target {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % (1 << 14) == 0 {
+            // Long past a normal round trip (~100 ns): the peer is likely
+            // descheduled, so give up the CPU rather than starve it.
+            std::thread::yield_now();
+        }
+        if spins % (1 << 16) == 0 {
+            let d = *deadline.get_or_insert_with(|| Instant::now() + WAIT);
+            if Instant::now() > d {
+                return Err(timeout("the shm-spin peer did not answer"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn floor_futex(s: &Settings) -> Result<Row, Error> {
+    let (map, _peer) = shm_peer("futex")?;
+    let w = map.atomic_u32(0)?;
+    let mut seq = 1u32;
+    let row = measure("floor/futex", 4, None, s, || {
+        w.store(seq, Ordering::Release);
+        ipckit::sync::__futex_wake(w, 1);
+        futex_until(w, seq + 1)?;
+        seq += 2;
+        Ok(())
+    });
+    w.store(STOP_U32, Ordering::Release);
+    ipckit::sync::__futex_wake(w, 1);
+    row
+}
+
+/// Sleep on `w` until it holds `target` (no spinning), failing after [`WAIT`].
+fn futex_until(w: &AtomicU32, target: u32) -> Result<(), Error> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == target {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(timeout("the futex peer did not answer"));
+        }
+        ipckit::sync::__futex_wait(w, v, Some(WAIT))?;
     }
 }
 
@@ -105,7 +331,7 @@ fn floor_pipe(s: &Settings) -> Result<Row, Error> {
     cmd.args(["internal", "bench-peer", "pipe-echo", "3,4"])
         .pass_fd(to_child_r, 3)
         .pass_fd(from_child_w, 4);
-    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let _peer = spawn(&mut cmd)?;
     drop(cmd);
     let mut buf = [0u8; 64];
     measure("floor/pipe", 64, None, s, || {
@@ -118,7 +344,7 @@ fn floor_unix(s: &Settings, dir: &Path) -> Result<Row, Error> {
     let path = dir.join("floor-unix.sock");
     let mut cmd = me()?;
     cmd.args(["internal", "raw-echo"]).arg(&path);
-    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let _peer = spawn(&mut cmd)?;
     let mut sock = wait_for(&path)?;
     let mut buf = [0u8; 64];
     measure("floor/unix-stream", 64, None, s, || {
@@ -131,10 +357,11 @@ fn floor_tcp(s: &Settings) -> Result<Row, Error> {
     let mut cmd = me()?;
     cmd.args(["internal", "bench-peer", "tcp-echo", "127.0.0.1:0"])
         .stdout(Stdio::piped());
-    let mut child = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    let mut child = spawn(&mut cmd)?;
+    let out = child.0.stdout.take().expect("stdout is piped");
     let mut line = String::new();
-    let out = child.0.stdout.take().expect("piped");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+    BufReader::new(out)
+        .read_line(&mut line)
         .map_err(|e| io(e, "peer did not report its port"))?;
     let mut sock = TcpStream::connect(line.trim()).map_err(|e| io(e, "connect"))?;
     sock.set_nodelay(true).map_err(|e| io(e, "nodelay"))?;
@@ -151,6 +378,7 @@ fn floor_memcpy(s: &Settings) -> Result<Row, Error> {
     let settings = Settings {
         warmup: s.warmup.min(200),
         samples: s.samples.min(2000),
+        ..*s
     };
     measure("floor/memcpy-1MiB", 1 << 20, None, &settings, || {
         dst.copy_from_slice(std::hint::black_box(&src));
@@ -159,35 +387,257 @@ fn floor_memcpy(s: &Settings) -> Result<Row, Error> {
     })
 }
 
-fn pipe_unix(s: &Settings, ns: &Path) -> Result<Row, Error> {
+// ---------------------------------------------------------------- pipes
+
+/// Named-pipe message round trip (64 B) to a `pipe serve --echo` peer.
+fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Result<Row, Error> {
+    t.local_only(case)?;
+    let name = format!("bench/{}", case.replace('/', "-"));
     let mut cmd = me()?;
-    cmd.args(["pipe", "serve", "bench/echo", "--echo"])
+    cmd.args(["pipe", "serve", &name, "--echo"])
         .env(ipckit::name::NAMESPACE_ENV, ns)
         .stderr(Stdio::null());
-    let _peer = Reaped(cmd.spawn().map_err(|e| io(e, "cannot start peer"))?);
+    t.peer_env(&mut cmd);
+    let _peer = spawn(&mut cmd)?;
     let nsp = ipckit::Namespace::at(ns)?;
-    let mut pipe = ipckit::pipe::ClientOptions::new()
-        .namespace(&nsp)
-        .timeout(Duration::from_secs(10))
-        .connect("bench/echo")?;
+    let mut opts = ipckit::pipe::ClientOptions::new();
+    opts.namespace(&nsp).timeout(WAIT);
+    (t.pipe_client)(&mut opts);
+    let mut pipe = opts.connect(&name)?;
     let msg = [0u8; 64];
-    measure("pipe/unix", 64, Some("floor/unix-stream"), s, || {
+    measure(case, 64, Some("floor/unix-stream"), s, || {
         let r = pipe.transact(&msg)?;
-        debug_assert_eq!(r.len(), 64);
+        if r.len() != msg.len() {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("bench: {case}: the echo has {} bytes, not 64", r.len()),
+            ));
+        }
         Ok(())
     })
 }
 
+/// One-way 64-byte messages through a named pipe (message mode) to a
+/// `bench-peer stream-sink` that counts them and acknowledges each batch
+/// of [`STREAM_BATCH`] with the count so far. This process is the server
+/// (so `Transport::pipe_server` applies here); the sink is the client.
+fn stream_case(
+    case: &'static str,
+    floor: Option<&'static str>,
+    t: Transport,
+    s: &Settings,
+    ns: &Path,
+) -> Result<Row, Error> {
+    t.local_only(case)?;
+    let name = format!("bench/{}", case.replace('/', "-"));
+    let nsp = ipckit::Namespace::at(ns)?;
+    let mut opts = ipckit::pipe::ServerOptions::new();
+    opts.namespace(&nsp);
+    (t.pipe_server)(&mut opts);
+    let server = opts.create(&name)?;
+    let mut cmd = me()?;
+    cmd.args(["internal", "bench-peer", "stream-sink", &name])
+        .env(ipckit::name::NAMESPACE_ENV, ns);
+    t.peer_env(&mut cmd);
+    let _peer = spawn(&mut cmd)?;
+    let mut pipe = server.accept_timeout(WAIT)?;
+    let msg = [0x5au8; 64];
+    let batches = s.stream_msgs.div_ceil(STREAM_BATCH).max(1);
+    let pb = progress(case, (batches + 1) as u64);
+    let mut sent = 0u64;
+    let mut batch = |pipe: &mut ipckit::pipe::NamedPipe| -> Result<(), Error> {
+        for _ in 0..STREAM_BATCH {
+            pipe.send(&msg)?;
+        }
+        pipe.send(b"?")?;
+        sent += STREAM_BATCH as u64;
+        let ack = pipe.recv_timeout(WAIT)?;
+        let got = <[u8; 8]>::try_from(ack.as_slice())
+            .ok()
+            .map(u64::from_le_bytes);
+        if got != Some(sent) {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("bench: {case}: the sink acknowledged {got:?} messages, expected {sent}"),
+            ));
+        }
+        Ok(())
+    };
+    batch(&mut pipe)?; // warm-up
+    pb.inc(1);
+    let mut h = histogram();
+    let start = Instant::now();
+    for _ in 0..batches {
+        let t = Instant::now();
+        batch(&mut pipe)?;
+        h.saturating_record(t.elapsed().as_nanos() as u64 / STREAM_BATCH as u64);
+        pb.inc(1);
+    }
+    let total = start.elapsed();
+    pb.finish_and_clear();
+    let msgs = (batches * STREAM_BATCH) as u64;
+    Ok(Row {
+        case: case.into(),
+        payload: msg.len(),
+        p50_ns: h.value_at_quantile(0.5),
+        p99_ns: h.value_at_quantile(0.99),
+        p999_ns: h.value_at_quantile(0.999),
+        msgs_per_s: Some(msgs as f64 / total.as_secs_f64()),
+        samples: msgs,
+        floor,
+        ratio: None,
+    })
+}
+
+// ---------------------------------------------------------------- services
+
+/// A byte buffer postcard carries as one length-prefixed block (serde's
+/// `bytes`), not element by element.
+struct Bytes(Vec<u8>);
+
+struct BytesRef<'a>(&'a [u8]);
+
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A call of the demo service's `echo` with `payload` bytes (copied both
+/// ways), the server in an `ipckit service demo` process.
+fn service_case(
+    case: &'static str,
+    payload: usize,
+    floor: &'static str,
+    t: Transport,
+    s: &Settings,
+    ns: &Path,
+) -> Result<Row, Error> {
+    let name = format!("bench/{}-{payload}", case.replace('/', "-"));
+    let mut cmd = me()?;
+    cmd.args(["service", "demo", &name])
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if t.tcp {
+        cmd.args(["--tcp", "127.0.0.1:0"]);
+    }
+    t.peer_env(&mut cmd);
+    let mut peer = spawn(&mut cmd)?;
+    let mut out = BufReader::new(peer.0.stdout.take().expect("stdout is piped"));
+    read_line_starting(&mut out, "serving", "the service did not start")?;
+    let target = if t.tcp {
+        read_line_starting(
+            &mut out,
+            "tcp://",
+            "the service did not report its TCP port",
+        )?
+    } else {
+        name.clone()
+    };
+    let nsp = ipckit::Namespace::at(ns)?;
+    let mut opts = ipckit::service::ClientOptions::new();
+    opts.namespace(&nsp).timeout(WAIT);
+    (t.service_client)(&mut opts);
+    let client = opts.connect(&target)?;
+    let req: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+    let s = s.for_payload(payload);
+    measure(case, payload, Some(floor), &s, || {
+        let r: Bytes = client.call("echo", &BytesRef(&req))?;
+        if r.0.len() != payload {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "bench: {case}: the echo has {} bytes, not {payload}",
+                    r.0.len()
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- cases
+
 type CaseFn = Box<dyn Fn(&Settings, &Path) -> Result<Row, Error>>;
 
-fn cases() -> Vec<(&'static str, CaseFn)> {
+struct Case {
+    name: &'static str,
+    run: CaseFn,
+}
+
+fn case(
+    name: &'static str,
+    run: impl Fn(&Settings, &Path) -> Result<Row, Error> + 'static,
+) -> Case {
+    Case {
+        name,
+        run: Box::new(run),
+    }
+}
+
+const MEMCPY: &str = "floor/memcpy-1MiB";
+
+fn cases() -> Vec<Case> {
     vec![
-        ("floor/pipe", Box::new(|s, _| floor_pipe(s))),
-        ("floor/unix-stream", Box::new(floor_unix)),
-        ("floor/tcp", Box::new(|s, _| floor_tcp(s))),
-        ("floor/memcpy-1MiB", Box::new(|s, _| floor_memcpy(s))),
-        ("pipe/unix", Box::new(pipe_unix)),
+        case("floor/shm-spin", |s, _| floor_shm_spin(s)),
+        case("floor/futex", |s, _| floor_futex(s)),
+        case("floor/pipe", |s, _| floor_pipe(s)),
+        case("floor/unix-stream", floor_unix),
+        case("floor/tcp", |s, _| floor_tcp(s)),
+        case(MEMCPY, |s, _| floor_memcpy(s)),
+        case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
+        case("service/unix", |s, ns| {
+            service_case("service/unix", 64, "floor/unix-stream", UNIX, s, ns)
+        }),
+        case("service/tcp", |s, ns| {
+            service_case("service/tcp", 64, "floor/tcp", TCP, s, ns)
+        }),
+        case("service/unix", |s, ns| {
+            service_case("service/unix", 64 << 10, MEMCPY, UNIX, s, ns)
+        }),
+        case("service/unix", |s, ns| {
+            service_case("service/unix", 1 << 20, MEMCPY, UNIX, s, ns)
+        }),
+        case("stream/unix", |s, ns| {
+            stream_case("stream/unix", None, UNIX, s, ns)
+        }),
     ]
+}
+
+/// Fill in each row's ratio to its floor (when the floor ran).
+fn add_ratios(rows: &mut [Row]) {
+    for i in 0..rows.len() {
+        let Some(f) = rows[i].floor else { continue };
+        let Some(base) = rows.iter().find(|r| r.case == f) else {
+            continue;
+        };
+        let ratio = match (rows[i].msgs_per_s, base.msgs_per_s) {
+            (Some(m), Some(b)) if b > 0.0 => m / b,
+            (None, None) => rows[i].p50_ns as f64 / base.p50_ns.max(1) as f64,
+            _ => continue,
+        };
+        rows[i].ratio = Some(ratio);
+    }
 }
 
 pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error> {
@@ -195,16 +645,24 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
         Settings {
             warmup: 500,
             samples: 5_000,
+            stream_msgs: 100_000,
         }
     } else {
         Settings {
             warmup: 5_000,
             samples: 50_000,
+            stream_msgs: 1_000_000,
         }
     };
+    let all = cases();
     if let Some(t) = filter.as_deref() {
-        if !cases().iter().any(|(name, _)| name.contains(t)) {
-            let names: Vec<&str> = cases().iter().map(|(n, _)| *n).collect();
+        if !all.iter().any(|c| c.name.contains(t)) {
+            let mut names: Vec<&str> = Vec::new();
+            for c in &all {
+                if !names.contains(&c.name) {
+                    names.push(c.name);
+                }
+            }
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
@@ -218,57 +676,70 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
     ipckit::Namespace::at(&dir)?;
     let mut rows: Vec<Row> = Vec::new();
     let result = (|| {
-        for (name, f) in cases() {
-            if filter.as_deref().is_some_and(|t| !name.contains(t)) {
+        for c in &all {
+            if filter.as_deref().is_some_and(|t| !c.name.contains(t)) {
                 continue;
             }
-            rows.push(f(&settings, &dir)?);
+            rows.push((c.run)(&settings, &dir)?);
         }
         Ok::<(), Error>(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result?;
+    add_ratios(&mut rows);
     if json {
         println!("{}", serde_json::json!({ "results": rows }));
         return Ok(());
     }
     println!(
-        "{:<22} {:>8} {:>10} {:>10} {:>10} {:>8}  vs floor",
-        "case", "payload", "p50 ns", "p99 ns", "p99.9 ns", "samples"
+        "{:<18} {:>8} {:>9} {:>9} {:>9} {:>10} {:>8}  vs floor",
+        "case", "payload", "p50 ns", "p99 ns", "p99.9 ns", "msgs/s", "samples"
     );
     for r in &rows {
-        let ratio = r
-            .floor
-            .and_then(|f| rows.iter().find(|x| x.case == f))
-            .map(|f| {
-                format!(
-                    "{:.2}x {}",
-                    r.p50_ns as f64 / f.p50_ns.max(1) as f64,
-                    f.case
-                )
-            })
-            .unwrap_or_default();
+        let vs = match (r.ratio, r.floor) {
+            (Some(x), Some(f)) if r.msgs_per_s.is_some() => format!("{x:.2}x {f} (msgs/s)"),
+            (Some(x), Some(f)) => format!("{x:.2}x {f}"),
+            (None, Some(f)) => format!("({f} not run)"),
+            _ => String::new(),
+        };
+        let rate = r.msgs_per_s.map(|m| format!("{m:.0}")).unwrap_or_default();
         println!(
-            "{:<22} {:>8} {:>10} {:>10} {:>10} {:>8}  {}",
-            r.case, r.payload, r.p50_ns, r.p99_ns, r.p999_ns, r.samples, ratio
+            "{:<18} {:>8} {:>9} {:>9} {:>9} {:>10} {:>8}  {}",
+            r.case, r.payload, r.p50_ns, r.p99_ns, r.p999_ns, rate, r.samples, vs
         );
+    }
+    if rows.iter().any(|r| r.msgs_per_s.is_some()) {
+        println!("(stream rows: p50/p99/p99.9 are of the mean ns per message of each {STREAM_BATCH}-message batch)");
     }
     Ok(())
 }
 
-/// The peer side of the floors: echo fixed 64-byte messages.
+// ---------------------------------------------------------------- peers
+
+fn parse_fd(s: &str) -> Result<i32, Error> {
+    s.parse::<i32>().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("bench peer: '{s}' is not an fd number"),
+        )
+    })
+}
+
+/// True once the process that started this one is gone (we were
+/// re-parented), so a busy-polling peer never outlives its bench.
+fn orphaned(ppid: u32) -> bool {
+    std::os::unix::process::parent_id() != ppid
+}
+
+/// The peer side of the floors and streams.
 pub fn peer(kind: &str, arg: &str) -> Result<(), Error> {
     match kind {
         "pipe-echo" => {
             let (r, w) = arg.split_once(',').ok_or_else(|| {
                 Error::new(ErrorKind::InvalidInput, "pipe-echo wants IN_FD,OUT_FD")
             })?;
-            let parse = |s: &str| {
-                s.parse::<i32>()
-                    .map_err(|_| Error::new(ErrorKind::InvalidInput, "fd must be a number"))
-            };
-            let mut input = PipeReader::from_inherited_fd(parse(r)?)?;
-            let mut output = PipeWriter::from_inherited_fd(parse(w)?)?;
+            let mut input = PipeReader::from_inherited_fd(parse_fd(r)?)?;
+            let mut output = PipeWriter::from_inherited_fd(parse_fd(w)?)?;
             let mut buf = [0u8; 64];
             while input.read_exact(&mut buf).is_ok() {
                 if output.write_all(&buf).is_err() {
@@ -291,9 +762,123 @@ pub fn peer(kind: &str, arg: &str) -> Result<(), Error> {
             }
             Ok(())
         }
+        // Answer each odd value n in the shared word with n + 1, busy-polling.
+        "shm-spin" => {
+            let ppid = std::os::unix::process::parent_id();
+            let map = Mapping::from_inherited_fd(parse_fd(arg)?)?;
+            let w = map.atomic_u64(0)?;
+            let mut spins = 0u32;
+            loop {
+                let v = w.load(Ordering::Acquire);
+                if v == STOP_U64 {
+                    return Ok(());
+                }
+                if v % 2 == 1 {
+                    w.store(v + 1, Ordering::Release);
+                    continue;
+                }
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins % (1 << 14) == 0 {
+                    std::thread::yield_now(); // see spin_until
+                }
+                if spins % (1 << 20) == 0 && orphaned(ppid) {
+                    return Ok(());
+                }
+            }
+        }
+        // The same, parking on the futex between values (no spinning).
+        "futex" => {
+            let ppid = std::os::unix::process::parent_id();
+            let map = Mapping::from_inherited_fd(parse_fd(arg)?)?;
+            let w = map.atomic_u32(0)?;
+            loop {
+                let v = w.load(Ordering::Acquire);
+                if v == STOP_U32 {
+                    return Ok(());
+                }
+                if v % 2 == 1 {
+                    w.store(v + 1, Ordering::Release);
+                    ipckit::sync::__futex_wake(w, 1);
+                    continue;
+                }
+                ipckit::sync::__futex_wait(w, v, Some(Duration::from_secs(1)))?;
+                if w.load(Ordering::Acquire) == v && orphaned(ppid) {
+                    return Ok(());
+                }
+            }
+        }
+        // Count messages on the pipe ARG; answer each "?" with the count so
+        // far (u64 little-endian). Exits when the bench closes the pipe.
+        "stream-sink" => {
+            let mut pipe = ipckit::pipe::ClientOptions::new()
+                .timeout(WAIT)
+                .connect(arg)?;
+            let mut buf = [0u8; 256];
+            let mut count = 0u64;
+            loop {
+                let n = match pipe.recv_into(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::PeerGone => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if n == 1 && buf[0] == b'?' {
+                    pipe.send(&count.to_le_bytes())?;
+                } else {
+                    count += 1;
+                }
+            }
+        }
         other => Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("unknown bench peer '{other}'"),
+            format!(
+                "unknown bench peer '{other}'; kinds are pipe-echo, tcp-echo, shm-spin, futex, stream-sink"
+            ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(case: &str, p50: u64, rate: Option<f64>, floor: Option<&'static str>) -> Row {
+        Row {
+            case: case.into(),
+            payload: 64,
+            p50_ns: p50,
+            p99_ns: p50,
+            p999_ns: p50,
+            msgs_per_s: rate,
+            samples: 1,
+            floor,
+            ratio: None,
+        }
+    }
+
+    #[test]
+    fn ratios_divide_by_the_floor_that_ran() {
+        let mut rows = vec![
+            row("floor/unix-stream", 100, None, None),
+            row("pipe/unix", 250, None, Some("floor/unix-stream")),
+            row("service/tcp", 250, None, Some("floor/tcp")),
+            row("stream/unix", 10, Some(1000.0), None),
+            row("stream/x", 1, Some(5000.0), Some("stream/unix")),
+        ];
+        add_ratios(&mut rows);
+        let got: Vec<Option<f64>> = rows.iter().map(|r| r.ratio).collect();
+        assert_eq!(got, [None, Some(2.5), None, None, Some(5.0)]);
+    }
+
+    #[test]
+    fn big_payloads_get_fewer_rounds() {
+        let s = Settings {
+            warmup: 500,
+            samples: 5000,
+            stream_msgs: 0,
+        };
+        assert_eq!(s.for_payload(64).samples, 5000);
+        assert_eq!(s.for_payload(64 << 10).samples, 1250);
+        assert_eq!(s.for_payload(1 << 20).samples, 250);
     }
 }
