@@ -938,6 +938,14 @@ struct Shm {
 /// boundaries kept for every size up to the pipe's `max_message`. Byte
 /// mode: `std::io::Read` and `Write`.
 ///
+/// A local message-mode connection carries its messages through
+/// shared-memory rings unless either side opted out (see
+/// [`transport`](Self::transport) and [`crate::transport`]); the API and
+/// its errors are the same either way, except that a message over this
+/// side's `max_message` from a hostile peer is [`ErrorKind::TooLarge`]
+/// (discarded, connection usable) on the socket but [`ErrorKind::Decode`]
+/// (connection closed) on shared memory, like any other garbage there.
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
@@ -1765,9 +1773,11 @@ impl NamedPipe {
     }
 
     /// Return once the peer has read everything written so far
-    /// (`FlushFileBuffers`). Locally this waits until the kernel holds no
-    /// unread byte of ours; over TCP, until the peer's host acknowledged
-    /// every byte. [`ErrorKind::PeerGone`] if the peer goes away first.
+    /// (`FlushFileBuffers`). On shared memory this waits until the peer
+    /// has taken every message out of the ring; on a local socket, until
+    /// the kernel holds no unread byte of ours; over TCP, until the peer's
+    /// host acknowledged every byte. [`ErrorKind::PeerGone`] if the peer
+    /// goes away first.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
