@@ -201,10 +201,55 @@ pub enum PipeCommand {
         /// How long to wait for the server or a free instance.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
-        /// Print {"reply": ..., "rtt_us": ...} instead of the bare reply.
+        /// Print {"reply": ..., "rtt_us": ..., "transport": ...} instead of the bare reply.
         #[arg(long)]
         json: bool,
+        /// `auto`: shared memory when the server offers it; `socket`: opt out.
+        #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+        transport: TransportArg,
+        /// How to wait for the reply on shared memory.
+        #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
+        wait: WaitArg,
     },
+}
+
+/// `--transport` of the pipe commands.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportArg {
+    /// Shared memory for local message-mode connections, else the socket.
+    Auto,
+    /// Always the socket.
+    Socket,
+}
+
+impl From<TransportArg> for ipckit::Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Auto => ipckit::Transport::Auto,
+            TransportArg::Socket => ipckit::Transport::Socket,
+        }
+    }
+}
+
+/// `--wait` of the pipe commands.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitArg {
+    /// Busy-wait (lowest latency, a core stays busy).
+    Spin,
+    /// Sleep in the kernel at once.
+    Park,
+    /// Spin briefly, then sleep (the default).
+    SpinThenPark,
+}
+
+impl From<WaitArg> for ipckit::WaitStrategy {
+    fn from(w: WaitArg) -> Self {
+        match w {
+            WaitArg::Spin => ipckit::WaitStrategy::Spin,
+            WaitArg::Park => ipckit::WaitStrategy::Park,
+            WaitArg::SpinThenPark => ipckit::WaitStrategy::default(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +271,12 @@ pub struct PipeServeArgs {
     /// Also listen on TCP at HOST:PORT.
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<String>,
+    /// `auto`: offer shared memory to local message-mode clients; `socket`: opt out.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    pub transport: TransportArg,
+    /// How connections wait for their client on shared memory.
+    #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
+    pub wait: WaitArg,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -68,8 +68,9 @@ fn demo_pipe_client(name: &str, raw: &std::path::Path, rounds: usize) -> Result<
         .with_source(e)
     })?;
     println!(
-        "  client pid {} sent {:?}\n  echo server replied {:?} (intact: {}), first round trip {}",
+        "  client pid {} connected over {} and sent {:?}\n  echo server replied {:?} (intact: {}), first round trip {}",
         std::process::id(),
+        super::pipe::transport_name(pipe.transport()),
         msg,
         back,
         back == msg,
@@ -109,8 +110,9 @@ fn demo_pipe_client(name: &str, raw: &std::path::Path, rounds: usize) -> Result<
     raw_ns.sort_unstable();
     let (p, r) = (percentile(&pipe_ns, 50.0), percentile(&raw_ns, 50.0));
     println!(
-        "  {rounds} round trips of {} bytes: ipckit pipe p50 {} p99 {} | raw Unix socket p50 {} p99 {} | ratio {:.2}x",
+        "  {rounds} round trips of {} bytes: ipckit pipe ({}) p50 {} p99 {} | raw Unix socket p50 {} p99 {} | ratio {:.2}x",
         bytes.len(),
+        super::pipe::transport_name(pipe.transport()),
         us(p),
         us(percentile(&pipe_ns, 99.0)),
         us(r),

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use ipckit::pipe::{NamedPipe, PipeMode, ServerOptions};
+use ipckit::pipe::{ClientOptions, NamedPipe, PipeMode, ServerOptions};
 
 use crate::cli::{ModeArg, PipeCommand, PipeServeArgs};
 
@@ -15,8 +15,14 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             message,
             timeout,
             json,
+            transport,
+            wait,
         } => {
-            let mut pipe = NamedPipe::connect(&name, timeout)?;
+            let mut pipe = ClientOptions::new()
+                .timeout(timeout)
+                .transport(transport.into())
+                .wait_strategy(wait.into())
+                .connect(&name)?;
             let t = Instant::now();
             let reply = pipe.transact(message.as_bytes())?;
             let rtt = t.elapsed();
@@ -24,7 +30,11 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "reply": text, "rtt_us": rtt.as_secs_f64() * 1e6 })
+                    serde_json::json!({
+                        "reply": text,
+                        "rtt_us": rtt.as_secs_f64() * 1e6,
+                        "transport": transport_name(pipe.transport()),
+                    })
                 );
             } else {
                 println!("{text}");
@@ -34,8 +44,18 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
     }
 }
 
+/// How the CLI names a transport (`shm` or `socket`).
+pub fn transport_name(t: ipckit::Transport) -> &'static str {
+    match t {
+        ipckit::Transport::SharedMemory => "shm",
+        _ => "socket",
+    }
+}
+
 fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     let mut opts = ServerOptions::new();
+    opts.transport(args.transport.into())
+        .wait_strategy(args.wait.into());
     opts.mode(match args.mode {
         ModeArg::Message => PipeMode::Message,
         ModeArg::Byte => PipeMode::Byte,

@@ -28,11 +28,28 @@ pub(crate) const KIND_DATA: u8 = 1;
 /// `len` is 0. Local connections only. Other kinds are reserved and refused.
 pub(crate) const KIND_FD: u8 = 2;
 
+/// The client's answer to a shared-memory offer (sent only when the hello
+/// offered it, as the client's first frame, `len` 0): with a `memfd`
+/// attached (`SCM_RIGHTS`) it accepts, without one it declines. Never valid
+/// later in the stream.
+pub(crate) const KIND_SHM: u8 = 3;
+
+/// Bit of the hello's mode byte: the server offers the shared-memory
+/// transport (Unix socket, message mode, not opted out).
+pub(crate) const HELLO_SHM_OFFER: u8 = 0x80;
+
+/// Record tags on the shared-memory rings: a message.
+pub(crate) const TAG_DATA: u8 = 1;
+/// Record tag: a file descriptor follows on the socket (a kind-2 frame).
+pub(crate) const TAG_FD: u8 = 2;
+
 /// What the server tells a client on connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hello {
     pub status: u8,
     pub mode: u8,
+    /// The server offers shared memory (bit 7 of the mode byte).
+    pub shm: bool,
     pub direction: u8,
     pub max_message: u32,
 }
@@ -43,7 +60,7 @@ impl Hello {
         b[..8].copy_from_slice(HELLO_MAGIC);
         b[8] = VERSION;
         b[9] = self.status;
-        b[10] = self.mode;
+        b[10] = self.mode | if self.shm { HELLO_SHM_OFFER } else { 0 };
         b[11] = self.direction;
         b[12..16].copy_from_slice(&self.max_message.to_le_bytes());
         b
@@ -69,7 +86,8 @@ impl Hello {
         }
         Ok(Hello {
             status: b[9],
-            mode: b[10],
+            mode: b[10] & !HELLO_SHM_OFFER,
+            shm: b[10] & HELLO_SHM_OFFER != 0,
             direction: b[11],
             max_message: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
         })
@@ -109,6 +127,7 @@ mod tests {
         let h = Hello {
             status: STATUS_BUSY,
             mode: 1,
+            shm: true,
             direction: 2,
             max_message: 64 << 20,
         };

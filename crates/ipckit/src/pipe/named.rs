@@ -14,7 +14,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::frame::{self, Hello, HEADER_LEN, HELLO_LEN};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::name::{Claim, Namespace};
+use crate::ring::{self, Chan, RingError, Rx, Tx};
 use crate::sys;
+use crate::transport::{Transport, WaitStrategy};
 
 /// Default limit on one message: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
@@ -134,6 +136,8 @@ pub struct ServerOptions {
     allowed_uids: Option<Vec<u32>>,
     tcp: Option<String>,
     namespace: Option<Namespace>,
+    transport: Transport,
+    wait: WaitStrategy,
 }
 
 impl Default for ServerOptions {
@@ -146,6 +150,8 @@ impl Default for ServerOptions {
             allowed_uids: None,
             tcp: None,
             namespace: None,
+            transport: Transport::Auto,
+            wait: WaitStrategy::default(),
         }
     }
 }
@@ -240,6 +246,31 @@ impl ServerOptions {
         self
     }
 
+    /// Whether message-mode connections from local clients may move to
+    /// shared memory ([`Transport::Auto`], the default) or stay on the
+    /// socket ([`Transport::Socket`]). Byte mode and TCP always use the
+    /// socket. See [`crate::transport`].
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().transport(ipckit::Transport::Socket);
+    /// ```
+    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How this side's connections wait for their peer on shared memory
+    /// (spin, park, or spin then park; the default). No effect on the
+    /// socket path.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ServerOptions::new().wait_strategy(ipckit::WaitStrategy::Park);
+    /// ```
+    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+        self.wait = wait;
+        self
+    }
+
     /// Create the server and start accepting clients. A live server holding
     /// the name gives [`ErrorKind::AlreadyExists`]; a stale one (its owner
     /// died) is replaced.
@@ -293,7 +324,10 @@ impl ServerOptions {
                 mode: self.mode.code(),
                 direction: self.direction.code(),
                 max_message: self.max_message as u32,
+                shm: false,
             },
+            offer_shm: self.mode == PipeMode::Message && self.transport.allows_shm(),
+            wait: self.wait,
             max_instances: self.max_instances,
             allowed_uids: self.allowed_uids.clone(),
             active: AtomicUsize::new(0),
@@ -322,6 +356,9 @@ impl ServerOptions {
 struct Shared {
     name: String,
     hello: Hello,
+    /// Offer shared memory to local clients.
+    offer_shm: bool,
+    wait: WaitStrategy,
     max_instances: Option<usize>,
     allowed_uids: Option<Vec<u32>>,
     active: AtomicUsize,
@@ -525,18 +562,33 @@ fn accept_loop(
             let Ok(fd) = sys::net::accept(fds[i]) else {
                 continue;
             };
-            if let Some(conn) = admit(&shared, fd, is_tcp) {
+            let Some((conn, offered)) = admit(&shared, fd, is_tcp) else {
+                continue;
+            };
+            if !offered {
                 if tx.send(conn).is_err() {
                     return;
                 }
+                continue;
             }
+            // The client answers the offer at once, but a slow or hostile
+            // one must not hold up the others: wait for it on its own thread.
+            let (tx, wait) = (tx.clone(), shared.wait);
+            let _ = std::thread::Builder::new()
+                .name(format!("ipckit-admit-{}", shared.name))
+                .spawn(move || {
+                    if let Some(conn) = conn.take_answer(wait) {
+                        let _ = tx.send(conn);
+                    }
+                });
         }
     }
 }
 
 /// Check a new client against the allow-list and instance limit, send it
-/// the hello, and wrap it.
-fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<NamedPipe> {
+/// the hello, and wrap it. `true` with it: shared memory was offered, the
+/// client's answer is still to be read ([`NamedPipe::take_answer`]).
+fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<(NamedPipe, bool)> {
     let peer = peer_info(fd.as_fd(), is_tcp);
     let mut hello = shared.hello;
     if let Some(allowed) = &shared.allowed_uids {
@@ -556,6 +608,7 @@ fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<NamedPipe> {
     if is_tcp {
         sys::net::set_nodelay(fd.as_fd());
     }
+    hello.shm = !is_tcp && shared.offer_shm;
     sys::net::send_all(fd.as_fd(), &hello.encode()).ok()?;
     let mut conn = NamedPipe::new(
         shared.name.clone(),
@@ -567,7 +620,7 @@ fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<NamedPipe> {
         peer,
     );
     conn._slot = Some(slot);
-    Some(conn)
+    Some((conn, hello.shm))
 }
 
 fn peer_info(fd: BorrowedFd<'_>, is_tcp: bool) -> PeerInfo {
@@ -612,6 +665,8 @@ enum Role {
 pub struct ClientOptions {
     timeout: Duration,
     namespace: Option<Namespace>,
+    transport: Transport,
+    wait: WaitStrategy,
 }
 
 impl ClientOptions {
@@ -645,6 +700,29 @@ impl ClientOptions {
     /// ```
     pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
         self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Whether this connection may move to shared memory when the server
+    /// offers it ([`Transport::Auto`], the default) or stays on the socket
+    /// ([`Transport::Socket`]). See [`NamedPipe::transport`].
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new().transport(ipckit::Transport::Socket);
+    /// ```
+    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How this connection waits for its peer on shared memory. No effect
+    /// on the socket path.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new().wait_strategy(ipckit::WaitStrategy::Spin);
+    /// ```
+    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+        self.wait = wait;
         self
     }
 
@@ -708,8 +786,9 @@ impl ClientOptions {
             let answer_within = deadline
                 .saturating_duration_since(Instant::now())
                 .max(HANDSHAKE_GRACE);
-            let result =
-                attempt.and_then(|(fd, is_tcp)| handshake(name, fd, is_tcp, answer_within));
+            let result = attempt.and_then(|(fd, is_tcp)| {
+                handshake(name, fd, is_tcp, answer_within, self.transport, self.wait)
+            });
             match result {
                 Ok(conn) => return Ok(conn),
                 Err(e)
@@ -748,7 +827,14 @@ impl ClientOptions {
 /// Least time a server gets to send its hello.
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(5);
 
-fn handshake(name: &str, fd: OwnedFd, is_tcp: bool, within: Duration) -> Result<NamedPipe> {
+fn handshake(
+    name: &str,
+    fd: OwnedFd,
+    is_tcp: bool,
+    within: Duration,
+    transport: Transport,
+    wait: WaitStrategy,
+) -> Result<NamedPipe> {
     let ready = sys::net::wait_readable(&[fd.as_fd()], Some(within))
         .ctx(name, "cannot wait for the server's hello")?;
     if ready.is_empty() {
@@ -806,7 +892,7 @@ fn handshake(name: &str, fd: OwnedFd, is_tcp: bool, within: Duration) -> Result<
         .with_name(name));
     };
     let peer = peer_info(fd.as_fd(), is_tcp);
-    Ok(NamedPipe::new(
+    let mut conn = NamedPipe::new(
         name.to_string(),
         fd,
         Role::Client,
@@ -814,7 +900,34 @@ fn handshake(name: &str, fd: OwnedFd, is_tcp: bool, within: Duration) -> Result<
         hello.direction,
         hello.max_message,
         peer,
-    ))
+    );
+    if hello.shm && !is_tcp {
+        conn.answer_offer(transport, wait)?;
+    }
+    Ok(conn)
+}
+
+/// Bytes per ring for a pipe whose messages are at most `max_message`:
+/// room for four of them, 64 KiB to 1 MiB (bigger messages are split into
+/// fragments by the ring).
+fn ring_size(max_message: usize) -> usize {
+    max_message
+        .saturating_add(64)
+        .saturating_mul(4)
+        .next_power_of_two()
+        .clamp(64 << 10, 1 << 20)
+}
+
+/// How long a receiver waits for the descriptor announced by a ring record
+/// to arrive on the socket (the sender writes it first, so it is there).
+const FD_GRACE: Duration = Duration::from_secs(5);
+
+/// The shared-memory flavor of a connection.
+struct Shm {
+    tx: Tx,
+    rx: Rx,
+    /// The channel object, kept open (it also lets tests find it).
+    _memfd: OwnedFd,
 }
 
 /// One end of a named-pipe connection: what a client gets from
@@ -824,6 +937,14 @@ fn handshake(name: &str, fd: OwnedFd, is_tcp: bool, within: Duration) -> Result<
 /// [`recv_into`](Self::recv_into) / [`transact`](Self::transact), message
 /// boundaries kept for every size up to the pipe's `max_message`. Byte
 /// mode: `std::io::Read` and `Write`.
+///
+/// A local message-mode connection carries its messages through
+/// shared-memory rings unless either side opted out (see
+/// [`transport`](Self::transport) and [`crate::transport`]); the API and
+/// its errors are the same either way, except that a message over this
+/// side's `max_message` from a hostile peer is [`ErrorKind::TooLarge`]
+/// (discarded, connection usable) on the socket but [`ErrorKind::Decode`]
+/// (connection closed) on shared memory, like any other garbage there.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -862,6 +983,8 @@ pub struct NamedPipe {
     rbuf: Vec<u8>,
     rpos: usize,
     rlen: usize,
+    /// Set once both sides moved to shared-memory rings.
+    shm: Option<Box<Shm>>,
     _slot: Option<Slot>,
 }
 
@@ -874,6 +997,7 @@ impl std::fmt::Debug for NamedPipe {
             .field("direction", &self.direction)
             .field("max_message", &self.max_message)
             .field("peer", &self.peer)
+            .field("transport", &self.transport())
             .finish()
     }
 }
@@ -920,7 +1044,162 @@ impl NamedPipe {
             rbuf: Vec::new(),
             rpos: 0,
             rlen: 0,
+            shm: None,
             _slot: None,
+        }
+    }
+
+    /// Client side: answer the server's shared-memory offer (the first
+    /// frame the client sends): accept with a fresh channel object, or
+    /// decline when opted out, in byte mode, or if the object cannot be made.
+    fn answer_offer(&mut self, transport: Transport, wait: WaitStrategy) -> Result<()> {
+        let h = frame::header(frame::KIND_SHM, 0);
+        if transport.allows_shm() && self.mode == PipeMode::Message {
+            if let Ok((chan, memfd)) = Chan::create(ring_size(self.max_message), 0) {
+                sys::net::send_with_fd(self.fd.as_fd(), &h, memfd.as_fd())
+                    .ctx(&self.name, "cannot hand the shared memory to the server")?;
+                return self
+                    .switch_to_shm(chan, memfd, true, wait)
+                    .ctx(&self.name, "cannot watch the connection");
+            }
+        }
+        sys::net::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
+    }
+
+    /// Server side, on its own thread: read the client's answer to the
+    /// shared-memory offer. A client that sends something else first (one
+    /// written before shared memory existed) or nothing within the grace
+    /// period stays on the socket; `None`: drop the connection (the client
+    /// left, or sent an object that fails the checks).
+    fn take_answer(mut self, wait: WaitStrategy) -> Option<NamedPipe> {
+        match self.fill(HEADER_LEN, Some(Instant::now() + HANDSHAKE_GRACE)) {
+            Ok(true) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(self),
+            Ok(false) | Err(_) => return None,
+        }
+        let h = &self.rbuf[self.rpos..self.rpos + HEADER_LEN];
+        if h[0] != frame::KIND_SHM {
+            return Some(self);
+        }
+        if h[1..] != [0; HEADER_LEN - 1] {
+            return None;
+        }
+        self.rpos += HEADER_LEN;
+        let Some(memfd) = self.passed.pop_front() else {
+            return Some(self); // declined
+        };
+        let chan = Chan::open(memfd.as_fd(), 0).ok()?;
+        self.switch_to_shm(chan, memfd, false, wait).ok()?;
+        Some(self)
+    }
+
+    fn switch_to_shm(
+        &mut self,
+        chan: Chan,
+        memfd: OwnedFd,
+        connector: bool,
+        wait: WaitStrategy,
+    ) -> io::Result<()> {
+        let watch = self.fd.try_clone()?;
+        let chan = Arc::new(chan.watch(watch));
+        let (tx, rx) = ring::split(chan, connector, wait);
+        self.shm = Some(Box::new(Shm {
+            tx,
+            rx,
+            _memfd: memfd,
+        }));
+        Ok(())
+    }
+
+    /// Which path this connection's messages take:
+    /// [`Transport::SharedMemory`] when both sides agreed on shared-memory
+    /// rings (local, message mode, neither opted out), else
+    /// [`Transport::Socket`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::Transport;
+    /// let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new()
+    ///     .namespace(&ns)
+    ///     .transport(Transport::Socket)
+    ///     .connect("n")
+    ///     .unwrap();
+    /// assert_eq!(c.transport(), Transport::Socket);
+    /// ```
+    pub fn transport(&self) -> Transport {
+        if self.shm.is_some() {
+            Transport::SharedMemory
+        } else {
+            Transport::Socket
+        }
+    }
+
+    /// Turn a ring failure into the pipe's error; anything but a timeout
+    /// closes the connection.
+    fn ring_err(&mut self, e: RingError) -> Error {
+        let e = match e {
+            RingError::Timeout => {
+                return Error::new(
+                    ErrorKind::Timeout,
+                    "no message arrived before the deadline; the connection stays usable",
+                )
+                .with_name(&self.name)
+            }
+            RingError::PeerGone | RingError::Interrupted => Error::new(
+                ErrorKind::PeerGone,
+                "the other end of the pipe is gone (closed or its process died)",
+            ),
+            RingError::Corrupt(why) => Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "the peer broke the shared-memory protocol ({why}); the connection was closed, reconnect"
+                ),
+            ),
+        };
+        let e = e.with_name(&self.name);
+        self.fail(e)
+    }
+
+    /// Shared memory: read the next item from the ring (a descriptor
+    /// announced there is taken from the socket).
+    fn shm_read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
+        let limit = self.max_message;
+        let shm = self.shm.as_mut().expect("shared-memory flavor");
+        let mut out = Vec::new();
+        let r = match shm.rx.recv(&mut out, limit, deadline) {
+            // The peer may have sent its last message just before leaving:
+            // take what is already there.
+            Err(RingError::PeerGone) => match shm.rx.recv(&mut out, limit, Some(Instant::now())) {
+                Err(RingError::Timeout) => Err(RingError::PeerGone),
+                other => other,
+            },
+            other => other,
+        };
+        match r {
+            Ok(None) => Ok(None),
+            Ok(Some(got)) if got.tag == frame::TAG_DATA => Ok(Some(Item::Msg(out))),
+            Ok(Some(got)) if got.tag == frame::TAG_FD && out.is_empty() => {
+                match self.read_socket_item(Some(Instant::now() + FD_GRACE)) {
+                    Ok(Some(fd @ Item::Fd(_))) => Ok(Some(fd)),
+                    Err(e) if e.kind() == ErrorKind::PeerGone => Err(e),
+                    _ => {
+                        let e = Error::new(
+                            ErrorKind::Decode,
+                            "the peer announced a file descriptor on the ring but none arrived on the socket; the connection was closed, reconnect",
+                        )
+                        .with_name(&self.name);
+                        Err(self.fail(e))
+                    }
+                }
+            }
+            Ok(Some(got)) => Err(self.ring_err(RingError::Corrupt(format!(
+                "a record with unknown tag {} and {} bytes",
+                got.tag,
+                out.len()
+            )))),
+            Err(e) => Err(self.ring_err(e)),
         }
     }
 
@@ -1064,6 +1343,17 @@ impl NamedPipe {
     }
 
     fn write_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        if let Some(shm) = self.shm.as_mut() {
+            let tag = if kind == frame::KIND_FD {
+                frame::TAG_FD
+            } else {
+                frame::TAG_DATA
+            };
+            return match shm.tx.send(tag, &[body]) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.ring_err(e)),
+            };
+        }
         let h = frame::header(kind, body.len() as u32);
         let r = if body.len() <= COALESCE_LIMIT {
             self.scratch.clear();
@@ -1134,8 +1424,16 @@ impl NamedPipe {
         Ok(())
     }
 
-    /// Read the next data frame. `Ok(None)`: clean end of stream.
+    /// Read the next item. `Ok(None)`: clean end of stream.
     fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
+        if self.shm.is_some() {
+            return self.shm_read_item(deadline);
+        }
+        self.read_socket_item(deadline)
+    }
+
+    /// Read the next frame from the socket. `Ok(None)`: clean end of stream.
+    fn read_socket_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
         let timed_out = |name: &str| {
             Error::new(
                 ErrorKind::Timeout,
@@ -1295,7 +1593,13 @@ impl NamedPipe {
         sys::net::send_with_fd(self.fd.as_fd(), &h, fd).map_err(|e| {
             let e = self.io_err(e, "cannot pass the file descriptor");
             self.fail(e)
-        })
+        })?;
+        if self.shm.is_some() {
+            // The descriptor went first, so it is there when the peer reads
+            // this record; the record keeps it in order with the messages.
+            self.write_frame(frame::KIND_FD, &[])?;
+        }
+        Ok(())
     }
 
     /// Receive a file descriptor the peer passed with
@@ -1410,22 +1714,41 @@ impl NamedPipe {
     /// assert_eq!(&big[..5], b"hello");
     /// ```
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.inbox.is_empty() && self.broken.is_none() && self.may_read().is_ok() {
+            if let Some(shm) = self.shm.as_mut() {
+                // Look at the next message's size without taking it.
+                let next = shm.rx.peek(None);
+                match next {
+                    Ok(Some((frame::TAG_DATA, total)))
+                        if total > buf.len() as u64 && total <= self.max_message as u64 =>
+                    {
+                        return Err(self.too_small(total as usize, buf.len()));
+                    }
+                    Ok(_) => {}
+                    Err(RingError::PeerGone) => {} // the read below tells
+                    Err(e) => return Err(self.ring_err(e)),
+                }
+            }
+        }
         let msg = self.next_message(None)?;
         if msg.len() > buf.len() {
             let n = msg.len();
             self.inbox.push_front(Item::Msg(msg));
-            return Err(Error::new(
-                ErrorKind::BufferTooSmall,
-                format!(
-                    "the next message is {n} bytes but the buffer holds {}; call again with a larger buffer",
-                    buf.len()
-                ),
-            )
-            .with_name(&self.name)
-            .with_needed(n));
+            return Err(self.too_small(n, buf.len()));
         }
         buf[..msg.len()].copy_from_slice(&msg);
         Ok(msg.len())
+    }
+
+    fn too_small(&self, n: usize, have: usize) -> Error {
+        Error::new(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "the next message is {n} bytes but the buffer holds {have}; call again with a larger buffer"
+            ),
+        )
+        .with_name(&self.name)
+        .with_needed(n)
     }
 
     /// Send a request and receive the reply (`TransactNamedPipe`).
@@ -1450,9 +1773,11 @@ impl NamedPipe {
     }
 
     /// Return once the peer has read everything written so far
-    /// (`FlushFileBuffers`). Locally this waits until the kernel holds no
-    /// unread byte of ours; over TCP, until the peer's host acknowledged
-    /// every byte. [`ErrorKind::PeerGone`] if the peer goes away first.
+    /// (`FlushFileBuffers`). On shared memory this waits until the peer
+    /// has taken every message out of the ring; on a local socket, until
+    /// the kernel holds no unread byte of ours; over TCP, until the peer's
+    /// host acknowledged every byte. [`ErrorKind::PeerGone`] if the peer
+    /// goes away first.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -1467,6 +1792,12 @@ impl NamedPipe {
     #[doc(alias = "FlushFileBuffers")]
     pub fn flush(&mut self) -> Result<()> {
         self.check_usable()?;
+        if let Some(shm) = self.shm.as_mut() {
+            return match shm.tx.wait_drained(None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.ring_err(e)),
+            };
+        }
         let mut pause = Duration::from_micros(20);
         loop {
             let unread = sys::net::unread_outgoing(self.fd.as_fd())
@@ -1513,6 +1844,9 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "DisconnectNamedPipe")]
     pub fn disconnect(self) {
+        if let Some(shm) = &self.shm {
+            shm.tx.close();
+        }
         sys::net::shutdown(&self.fd);
     }
 }
@@ -1593,7 +1927,11 @@ mod tests {
             .max_message(16)
             .create("p")
             .unwrap();
-        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut c = ClientOptions::new()
+            .namespace(&ns)
+            .transport(Transport::Socket)
+            .connect("p")
+            .unwrap();
         let mut conn = s.accept().unwrap();
         // Bypass the client's own check, as a hostile peer would.
         c.write_frame(frame::KIND_DATA, &[7u8; 100]).unwrap();
@@ -1608,7 +1946,11 @@ mod tests {
     fn garbage_header_breaks_only_that_connection() {
         let (_d, ns) = ns();
         let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
-        let c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let c = ClientOptions::new()
+            .namespace(&ns)
+            .transport(Transport::Socket)
+            .connect("p")
+            .unwrap();
         let mut conn = s.accept().unwrap();
         sys::net::send_all(c.fd.as_fd(), b"GARBAGE!").unwrap();
         assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::Decode);
@@ -1617,6 +1959,70 @@ mod tests {
         let mut conn2 = s.accept().unwrap();
         c2.send(b"fine").unwrap();
         assert_eq!(conn2.recv().unwrap(), b"fine");
+    }
+
+    /// Both sides on shared memory (unless the environment opts out).
+    fn shm_pair(ns: &Namespace, max: usize) -> (NamedPipe, NamedPipe, PipeServer) {
+        let s = ServerOptions::new()
+            .namespace(ns)
+            .max_message(max)
+            .transport(Transport::SharedMemory)
+            .create("p")
+            .unwrap();
+        let c = ClientOptions::new()
+            .namespace(ns)
+            .transport(Transport::SharedMemory)
+            .connect("p")
+            .unwrap();
+        let conn = s.accept().unwrap();
+        assert_eq!(c.transport(), Transport::SharedMemory);
+        assert_eq!(conn.transport(), Transport::SharedMemory);
+        (c, conn, s)
+    }
+
+    #[test]
+    fn shm_messages_fds_recv_into_and_flush() {
+        let (_d, ns) = ns();
+        let (mut c, mut conn, _s) = shm_pair(&ns, 1 << 20);
+        c.send(b"one").unwrap();
+        let (r, mut w) = crate::pipe::pipe().unwrap();
+        c.send_fd(r.as_fd()).unwrap();
+        c.send(&[5u8; 300_000]).unwrap();
+        let mut small = [0u8; 2];
+        let e = conn.recv_into(&mut small).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BufferTooSmall);
+        assert_eq!(e.needed(), Some(3));
+        assert_eq!(conn.recv_fd().unwrap_err().kind(), ErrorKind::InvalidInput);
+        let mut big = [0u8; 8];
+        assert_eq!(conn.recv_into(&mut big).unwrap(), 3);
+        assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::InvalidInput);
+        let got = conn.recv_fd().unwrap();
+        w.write_all(b"z").unwrap();
+        let mut b = [0u8; 1];
+        std::fs::File::from(got).read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"z");
+        let t = std::thread::spawn(move || {
+            let m = conn.recv().unwrap();
+            (conn, m)
+        });
+        c.flush().unwrap();
+        let (conn, m) = t.join().unwrap();
+        assert_eq!(m, vec![5u8; 300_000]);
+        conn.disconnect();
+        assert_eq!(c.recv().unwrap_err().kind(), ErrorKind::PeerGone);
+    }
+
+    #[test]
+    fn shm_oversized_from_a_hostile_peer_is_decode_and_closes() {
+        let (_d, ns) = ns();
+        let (mut c, mut conn, _s) = shm_pair(&ns, 16);
+        // Bypass the client's own check, as a hostile peer would.
+        c.write_frame(frame::KIND_DATA, &[7u8; 100]).unwrap();
+        let e = conn.recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
+        assert!(e.to_string().contains("closed"), "{e}");
+        assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::PeerGone);
+        assert_eq!(c.recv().unwrap_err().kind(), ErrorKind::PeerGone);
     }
 
     #[test]
@@ -1719,9 +2125,14 @@ mod review_timeout_tests {
     fn recv_timeout_honours_the_deadline_after_a_partial_frame() {
         let d = tempfile::tempdir().unwrap();
         let ns = Namespace::at(d.path()).unwrap();
-        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let s = ServerOptions::new()
+            .namespace(&ns)
+            .transport(Transport::Socket)
+            .create("p")
+            .unwrap();
         let c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
         let mut conn = s.accept().unwrap();
+        assert_eq!(conn.transport(), Transport::Socket);
         let h = frame::header(frame::KIND_DATA, 3);
         // Half a header, then (later) the rest with a partial body.
         sys::net::send_all(c.fd.as_fd(), &h[..4]).unwrap();
