@@ -102,12 +102,30 @@ pub struct Transport {
     service_client: fn(&mut ipckit::service::ClientOptions),
 }
 
-/// The local transport: a Unix socket in the namespace.
+/// The local socket transport: a Unix socket in the namespace, with the
+/// shared-memory path turned off on both sides.
 const UNIX: Transport = Transport {
-    env: None,
+    env: Some("socket"),
     tcp: false,
-    pipe_client: |_| {},
-    pipe_server: |_| {},
+    pipe_client: |o| {
+        o.transport(ipckit::Transport::Socket);
+    },
+    pipe_server: |o| {
+        o.transport(ipckit::Transport::Socket);
+    },
+    service_client: |_| {},
+};
+
+/// The shared-memory transport (what local connections get by default).
+const SHM: Transport = Transport {
+    env: Some("auto"),
+    tcp: false,
+    pipe_client: |o| {
+        o.transport(ipckit::Transport::SharedMemory);
+    },
+    pipe_server: |o| {
+        o.transport(ipckit::Transport::SharedMemory);
+    },
     service_client: |_| {},
 };
 
@@ -405,7 +423,12 @@ fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Resul
     (t.pipe_client)(&mut opts);
     let mut pipe = opts.connect(&name)?;
     let msg = [0u8; 64];
-    measure(case, 64, Some("floor/unix-stream"), s, || {
+    let floor = if case.ends_with("/shm") {
+        "floor/shm-spin"
+    } else {
+        "floor/unix-stream"
+    };
+    measure(case, 64, Some(floor), s, || {
         let r = pipe.transact(&msg)?;
         if r.len() != msg.len() {
             return Err(Error::new(
@@ -606,6 +629,7 @@ fn cases() -> Vec<Case> {
         case("floor/tcp", |s, _| floor_tcp(s)),
         case(MEMCPY, |s, _| floor_memcpy(s)),
         case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
+        case("pipe/shm", |s, ns| pipe_case("pipe/shm", SHM, s, ns)),
         case("service/unix", |s, ns| {
             service_case("service/unix", 64, "floor/unix-stream", UNIX, s, ns)
         }),
@@ -620,6 +644,9 @@ fn cases() -> Vec<Case> {
         }),
         case("stream/unix", |s, ns| {
             stream_case("stream/unix", None, UNIX, s, ns)
+        }),
+        case("stream/shm", |s, ns| {
+            stream_case("stream/shm", Some("stream/unix"), SHM, s, ns)
         }),
     ]
 }

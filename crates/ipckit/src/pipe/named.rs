@@ -915,7 +915,7 @@ fn ring_size(max_message: usize) -> usize {
         .saturating_add(64)
         .saturating_mul(4)
         .next_power_of_two()
-        .clamp(64 << 10, 1 << 20)
+        .clamp(64 << 10, 256 << 10)
 }
 
 /// How long a receiver waits for the descriptor announced by a ring record
@@ -1166,8 +1166,10 @@ impl NamedPipe {
     /// announced there is taken from the socket).
     fn shm_read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
         let limit = self.max_message;
+        // On shared memory `scratch` is only the spare buffer `recv_into`
+        // hands back, so a stream of small messages allocates nothing.
+        let mut out = std::mem::take(&mut self.scratch);
         let shm = self.shm.as_mut().expect("shared-memory flavor");
-        let mut out = Vec::new();
         let r = match shm.rx.recv(&mut out, limit, deadline) {
             // The peer may have sent its last message just before leaving:
             // take what is already there.
@@ -1737,7 +1739,11 @@ impl NamedPipe {
             return Err(self.too_small(n, buf.len()));
         }
         buf[..msg.len()].copy_from_slice(&msg);
-        Ok(msg.len())
+        let n = msg.len();
+        if self.shm.is_some() && msg.capacity() <= READ_BUF {
+            self.scratch = msg;
+        }
+        Ok(n)
     }
 
     fn too_small(&self, n: usize, have: usize) -> Error {

@@ -39,6 +39,9 @@
 //!   thread's id and whether a thread id still names a live, non-zombie
 //!   thread (lock-owner death detection).
 //!
+//! - **scheduling** ([`yield_now`]): let another runnable thread have the
+//!   CPU (a spinning waiter on an overcommitted machine).
+//!
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 
@@ -91,6 +94,13 @@ pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Give the CPU to another runnable thread, if any (`sched_yield`): a
+/// spinning waiter calls it so that, on an overcommitted machine, it does
+/// not keep the peer it waits for off the core.
+pub(crate) fn yield_now() {
+    rustix::thread::sched_yield();
 }
 
 /// Whether a process with this pid exists (it may be a zombie).
