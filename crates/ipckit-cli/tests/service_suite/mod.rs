@@ -780,3 +780,318 @@ fn the_demo_includes_the_compute_server_step() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("server returned red=2.00, blue=1.00"), "{out}");
 }
+
+/// The demo's `sum`: wrapping sum of every byte.
+fn byte_sum(b: &[u8]) -> u64 {
+    b.iter().fold(0u64, |a, x| a.wrapping_add(*x as u64))
+}
+
+#[test]
+fn loans_of_64k_1m_and_64m_are_read_and_answered_in_place() {
+    let srv = DemoServer::start(false);
+    let c = srv.client();
+    for len in [64 << 10, 1 << 20, 64 << 20] {
+        let mut loan = c.loan(len).unwrap();
+        assert_eq!(loan.is_shared(), !SOCKET);
+        assert_eq!(loan.len(), len);
+        for (i, b) in loan.iter_mut().enumerate() {
+            *b = (i * 31 + len) as u8;
+        }
+        let want = byte_sum(&loan);
+        let out = c.call_loan("sum", loan).unwrap();
+        assert_eq!(out.len(), 8);
+        assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), want);
+        drop(out);
+        // A reply as large as the request, written in place.
+        let mut loan = c.loan(len).unwrap();
+        for (i, b) in loan.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let out = c.call_loan("reverse", loan).unwrap();
+        assert_eq!(out.len(), len);
+        assert!(out
+            .iter()
+            .rev()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8));
+    }
+    // Over the server's limit: refused before anything is sent.
+    assert_eq!(
+        c.loan((64 << 20) + 1).unwrap_err().kind(),
+        ErrorKind::TooLarge
+    );
+    // A loan to a method that does not exist is a remote error.
+    let e = c.call_loan("nope", c.loan(10).unwrap()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Remote);
+    assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap(), 2);
+}
+
+#[test]
+fn dropped_loans_give_their_lanes_back() {
+    let srv = DemoServer::start(false);
+    let c = srv.client();
+    let before = c.describe().unwrap().lanes;
+    for _ in 0..200 {
+        let loan = c.loan(1000).unwrap();
+        drop(loan);
+    }
+    // Three held at once need three connections; given back, they are reused.
+    for _ in 0..50 {
+        let held: Vec<_> = (0..3).map(|_| c.loan(10).unwrap()).collect();
+        drop(held);
+    }
+    assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(), 4);
+    let mut loan = c.loan(4).unwrap();
+    loan.copy_from_slice(&[1, 2, 3, 4]);
+    let out = c.call_loan("sum", loan).unwrap();
+    assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), 10);
+    drop(out);
+    let after = c.describe().unwrap().lanes;
+    assert!(after <= before.max(1) + 2, "lanes leaked: {before} -> {after}");
+}
+
+#[test]
+fn a_killed_client_frees_its_connection_and_others_are_served() {
+    let srv = DemoServer::start(false);
+    let probe = srv.client();
+    let base = probe.describe().unwrap();
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["service-internal", "load", "svc", "--client", "1"])
+            .args(["--calls", "100000000", "--threads", "2"])
+            .env("IPCKIT_NAMESPACE", srv.ns.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || probe
+            .describe()
+            .is_ok_and(|d| d.connections == 2 && d.calls > base.calls + 100)),
+        "the loaded client never got going"
+    );
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
+    assert!(
+        wait_until(Duration::from_secs(20), || probe.describe().is_ok_and(|d| {
+            d.connections == 1 && d.lanes == base.lanes
+        })),
+        "the killed client's connection stayed: {:?}",
+        probe.describe()
+    );
+    assert_eq!(
+        probe.call::<_, i64>("add", &AddArgs { a: 5, b: 5 }).unwrap(),
+        10
+    );
+    assert_eq!(
+        srv.client()
+            .call::<_, i64>("add", &AddArgs { a: 6, b: 6 })
+            .unwrap(),
+        12
+    );
+}
+
+/// The server's ring objects: fd number → path under /proc.
+fn server_rings(srv: &DemoServer) -> std::collections::BTreeMap<u32, PathBuf> {
+    let dir = PathBuf::from(format!("/proc/{}/fd", srv.proc.0.id()));
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if link.to_string_lossy().starts_with("/memfd:ipckit-ring") {
+            let n: u32 = e.file_name().to_string_lossy().parse().unwrap();
+            out.insert(n, e.path());
+        }
+    }
+    out
+}
+
+/// Connect a client and map the ring object of its (only) lane through the
+/// server's /proc entry, as a hostile process would.
+fn victim(srv: &DemoServer) -> (Client, ipckit::shm::Mapping) {
+    let before = server_rings(srv);
+    let c = srv.client();
+    assert_eq!(c.transport(), Transport::SharedMemory);
+    assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap(), 2);
+    let after = server_rings(srv);
+    let new: Vec<&PathBuf> = after
+        .iter()
+        .filter(|(k, _)| !before.contains_key(k))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(new.len(), 1, "{before:?} {after:?}");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(new[0])
+        .unwrap();
+    let m = ipckit::shm::Mapping::from_fd(f.into()).unwrap();
+    (c, m)
+}
+
+// Layout (crates/ipckit/src/ring.rs): control blocks at 256 (ring 0,
+// client → server) and 512 (ring 1); tail at +0, head at +64; ring bytes
+// from 4096, ring 1 after ring 0.
+const CTL0: usize = 256;
+const CTL1: usize = 512;
+const RING0: usize = 4096;
+
+fn ring_cap(m: &ipckit::shm::Mapping) -> usize {
+    let mut b = [0u8; 8];
+    m.read_at(16, &mut b).unwrap();
+    u64::from_le_bytes(b) as usize
+}
+
+/// Write one record (16-byte header + payload) at the consumer's head of
+/// the ring whose control block is at `ctl` and publish it.
+fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8, payload: &[u8]) {
+    let cap = ring_cap(m);
+    let head = m.atomic_u64(ctl + 64).unwrap().load(std::sync::atomic::Ordering::Acquire);
+    let off = ring + (head as usize % cap);
+    let mut rec = vec![0u8; 16];
+    rec[..4].copy_from_slice(&len.to_le_bytes());
+    rec[4] = flags;
+    rec[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    rec.extend_from_slice(payload);
+    rec.resize(rec.len().next_multiple_of(16), 0);
+    m.write_at(off, &rec).unwrap();
+    m.atomic_u64(ctl)
+        .unwrap()
+        .store(head + rec.len() as u64, std::sync::atomic::Ordering::Release);
+}
+
+#[test]
+fn garbage_in_the_clients_ring_closes_that_lane_and_the_server_goes_on() {
+    if SOCKET {
+        return; // nothing shared to corrupt on the socket transport
+    }
+    let srv = DemoServer::start(false);
+    // A well-formed loan call naming a range far outside the segment.
+    let mut loan_call = Vec::new();
+    loan_call.push(5u8); // KIND_LOAN_CALL
+    loan_call.push(0);
+    loan_call.extend_from_slice(&3u16.to_le_bytes());
+    loan_call.extend_from_slice(&[0; 4]);
+    loan_call.extend_from_slice(&99u64.to_le_bytes());
+    loan_call.extend_from_slice(&16u64.to_le_bytes());
+    loan_call.extend_from_slice(b"sum");
+    loan_call.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    loan_call.extend_from_slice(&8u64.to_le_bytes());
+    let cases: Vec<(&str, Box<dyn Fn(&ipckit::shm::Mapping)>)> = vec![
+        (
+            "tail far out",
+            Box::new(|m| {
+                m.atomic_u64(CTL0)
+                    .unwrap()
+                    .store(1 << 40, std::sync::atomic::Ordering::Release)
+            }),
+        ),
+        (
+            "huge record length",
+            Box::new(|m| inject(m, CTL0, RING0, 0xffff_fff0, 3, &[0; 16])),
+        ),
+        ("bad flags", Box::new(|m| inject(m, CTL0, RING0, 8, 0x80, &[0; 8]))),
+        (
+            "loan range out of the segment",
+            Box::new(move |m| {
+                inject(m, CTL0, RING0, loan_call.len() as u32, 3, &loan_call)
+            }),
+        ),
+    ];
+    for (what, corrupt) in cases {
+        let (c, m) = victim(&srv);
+        let closed = || srv.log().matches("closed the shared-memory lane").count();
+        let seen = closed();
+        corrupt(&m);
+        // The server notices on its own (its lane thread re-checks the ring
+        // at least every 50 ms), logs it and closes that lane. (The victim
+        // must not call before: its next message would overwrite the
+        // garbage.)
+        assert!(
+            wait_until(Duration::from_secs(20), || closed() > seen),
+            "{what}: the lane was not closed; log: {}",
+            srv.log()
+        );
+        let e = c.describe().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::PeerGone | ErrorKind::Decode),
+            "{what}: {e}"
+        );
+        // The server lives and serves a fresh client correctly.
+        let fresh = srv.client();
+        assert_eq!(
+            fresh.call::<_, i64>("add", &AddArgs { a: 20, b: 22 }).unwrap(),
+            42,
+            "{what}"
+        );
+        let mut loan = fresh.loan(3).unwrap();
+        loan.copy_from_slice(&[1, 2, 3]);
+        assert_eq!(&fresh.call_loan("reverse", loan).unwrap()[..], &[3, 2, 1]);
+    }
+}
+
+#[test]
+fn garbage_in_the_servers_ring_fails_the_waiting_call_without_a_hang() {
+    if SOCKET {
+        return; // nothing shared to corrupt on the socket transport
+    }
+    let srv = DemoServer::start(false);
+    let cases: Vec<(&str, Box<dyn Fn(&ipckit::shm::Mapping)>)> = vec![
+        (
+            "tail far out",
+            Box::new(|m| {
+                m.atomic_u64(CTL1)
+                    .unwrap()
+                    .store(1 << 40, std::sync::atomic::Ordering::Release)
+            }),
+        ),
+        (
+            "bad flags",
+            Box::new(|m| {
+                let cap = ring_cap(m);
+                inject(m, CTL1, RING0 + cap, 8, 0x80, &[0; 8])
+            }),
+        ),
+        (
+            "reply frame with a wrong length",
+            Box::new(|m| {
+                let cap = ring_cap(m);
+                let mut f = vec![2u8, 0, 0, 0, 0, 0, 0, 0];
+                f.extend_from_slice(&2u64.to_le_bytes());
+                f.extend_from_slice(&(1u64 << 30).to_le_bytes());
+                inject(m, CTL1, RING0 + cap, f.len() as u32, 3, &f)
+            }),
+        ),
+    ];
+    for (what, corrupt) in cases {
+        let (c, m) = victim(&srv);
+        let c = Arc::new(c);
+        let (tx, rx) = mpsc::channel();
+        {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(c.call::<_, Slept>("sleep", &SleepArgs { ms: 3000 }));
+            });
+        }
+        let probe = srv.client();
+        assert!(wait_until(Duration::from_secs(20), || probe
+            .describe()
+            .is_ok_and(|d| d.in_flight >= 2)));
+        corrupt(&m);
+        let r = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{what}: the waiting call hung"));
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Decode | ErrorKind::PeerGone),
+            "{what}: {e}"
+        );
+        assert!(e.to_string().contains("svc"), "{what}: {e}");
+        // The client stays usable (on another lane), the server serves on.
+        assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 1, b: 2 }).unwrap(), 3);
+        assert_eq!(probe.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(), 4);
+    }
+}

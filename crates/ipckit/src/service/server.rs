@@ -924,7 +924,9 @@ fn become_lane(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, memfd: OwnedFd) {
             return;
         }
     };
-    drop(memfd);
+    // The object's fd stays open while the lane lives (one fd per lane), so
+    // the object shows in /proc/PID/fd for tools and tests.
+    let _memfd = memfd;
     // Out of the connection table: this thread no longer reads frames, and
     // shutdown must not wait for it as for a reader. If shutdown already
     // took the entry it is joining this thread: end at once.
