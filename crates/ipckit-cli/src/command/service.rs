@@ -79,7 +79,9 @@ fn serve_demo(
     let mut b = Server::builder(name)
         .transport(transport.get())
         .wait_strategy(wait.get())
-        .loan_handler("sum", |req, reply| reply.write(&byte_sum(req).to_le_bytes()))
+        .loan_handler("sum", |req, reply| {
+            reply.write(&byte_sum(req).to_le_bytes())
+        })
         .loan_handler("reverse", |req, reply| {
             let out = reply.alloc(req.len())?;
             for (o, i) in out.iter_mut().zip(req.iter().rev()) {

@@ -847,7 +847,10 @@ fn dropped_loans_give_their_lanes_back() {
     assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), 10);
     drop(out);
     let after = c.describe().unwrap().lanes;
-    assert!(after <= before.max(1) + 2, "lanes leaked: {before} -> {after}");
+    assert!(
+        after <= before.max(1) + 2,
+        "lanes leaked: {before} -> {after}"
+    );
 }
 
 #[test]
@@ -875,14 +878,16 @@ fn a_killed_client_frees_its_connection_and_others_are_served() {
     child.0.kill().unwrap();
     let _ = child.0.wait();
     assert!(
-        wait_until(Duration::from_secs(20), || probe.describe().is_ok_and(|d| {
-            d.connections == 1 && d.lanes == base.lanes
-        })),
+        wait_until(Duration::from_secs(20), || probe
+            .describe()
+            .is_ok_and(|d| { d.connections == 1 && d.lanes == base.lanes })),
         "the killed client's connection stayed: {:?}",
         probe.describe()
     );
     assert_eq!(
-        probe.call::<_, i64>("add", &AddArgs { a: 5, b: 5 }).unwrap(),
+        probe
+            .call::<_, i64>("add", &AddArgs { a: 5, b: 5 })
+            .unwrap(),
         10
     );
     assert_eq!(
@@ -932,6 +937,9 @@ fn victim(srv: &DemoServer) -> (Client, ipckit::shm::Mapping) {
     (c, m)
 }
 
+/// A way to write garbage into a ring object.
+type Corrupter = Box<dyn Fn(&ipckit::shm::Mapping)>;
+
 // Layout (crates/ipckit/src/ring.rs): control blocks at 256 (ring 0,
 // client → server) and 512 (ring 1); tail at +0, head at +64; ring bytes
 // from 4096, ring 1 after ring 0.
@@ -949,7 +957,10 @@ fn ring_cap(m: &ipckit::shm::Mapping) -> usize {
 /// the ring whose control block is at `ctl` and publish it.
 fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8, payload: &[u8]) {
     let cap = ring_cap(m);
-    let head = m.atomic_u64(ctl + 64).unwrap().load(std::sync::atomic::Ordering::Acquire);
+    let head = m
+        .atomic_u64(ctl + 64)
+        .unwrap()
+        .load(std::sync::atomic::Ordering::Acquire);
     let off = ring + (head as usize % cap);
     let mut rec = vec![0u8; 16];
     rec[..4].copy_from_slice(&len.to_le_bytes());
@@ -958,9 +969,10 @@ fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8
     rec.extend_from_slice(payload);
     rec.resize(rec.len().next_multiple_of(16), 0);
     m.write_at(off, &rec).unwrap();
-    m.atomic_u64(ctl)
-        .unwrap()
-        .store(head + rec.len() as u64, std::sync::atomic::Ordering::Release);
+    m.atomic_u64(ctl).unwrap().store(
+        head + rec.len() as u64,
+        std::sync::atomic::Ordering::Release,
+    );
 }
 
 #[test]
@@ -980,7 +992,7 @@ fn garbage_in_the_clients_ring_closes_that_lane_and_the_server_goes_on() {
     loan_call.extend_from_slice(b"sum");
     loan_call.extend_from_slice(&(1u64 << 40).to_le_bytes());
     loan_call.extend_from_slice(&8u64.to_le_bytes());
-    let cases: Vec<(&str, Box<dyn Fn(&ipckit::shm::Mapping)>)> = vec![
+    let cases: Vec<(&str, Corrupter)> = vec![
         (
             "tail far out",
             Box::new(|m| {
@@ -993,12 +1005,13 @@ fn garbage_in_the_clients_ring_closes_that_lane_and_the_server_goes_on() {
             "huge record length",
             Box::new(|m| inject(m, CTL0, RING0, 0xffff_fff0, 3, &[0; 16])),
         ),
-        ("bad flags", Box::new(|m| inject(m, CTL0, RING0, 8, 0x80, &[0; 8]))),
+        (
+            "bad flags",
+            Box::new(|m| inject(m, CTL0, RING0, 8, 0x80, &[0; 8])),
+        ),
         (
             "loan range out of the segment",
-            Box::new(move |m| {
-                inject(m, CTL0, RING0, loan_call.len() as u32, 3, &loan_call)
-            }),
+            Box::new(move |m| inject(m, CTL0, RING0, loan_call.len() as u32, 3, &loan_call)),
         ),
     ];
     for (what, corrupt) in cases {
@@ -1023,7 +1036,9 @@ fn garbage_in_the_clients_ring_closes_that_lane_and_the_server_goes_on() {
         // The server lives and serves a fresh client correctly.
         let fresh = srv.client();
         assert_eq!(
-            fresh.call::<_, i64>("add", &AddArgs { a: 20, b: 22 }).unwrap(),
+            fresh
+                .call::<_, i64>("add", &AddArgs { a: 20, b: 22 })
+                .unwrap(),
             42,
             "{what}"
         );
@@ -1039,7 +1054,7 @@ fn garbage_in_the_servers_ring_fails_the_waiting_call_without_a_hang() {
         return; // nothing shared to corrupt on the socket transport
     }
     let srv = DemoServer::start(false);
-    let cases: Vec<(&str, Box<dyn Fn(&ipckit::shm::Mapping)>)> = vec![
+    let cases: Vec<(&str, Corrupter)> = vec![
         (
             "tail far out",
             Box::new(|m| {
@@ -1092,6 +1107,11 @@ fn garbage_in_the_servers_ring_fails_the_waiting_call_without_a_hang() {
         assert!(e.to_string().contains("svc"), "{what}: {e}");
         // The client stays usable (on another lane), the server serves on.
         assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 1, b: 2 }).unwrap(), 3);
-        assert_eq!(probe.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(), 4);
+        assert_eq!(
+            probe
+                .call::<_, i64>("add", &AddArgs { a: 2, b: 2 })
+                .unwrap(),
+            4
+        );
     }
 }

@@ -650,9 +650,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<Resp> {
         let body = self.encode(method, req)?;
-        self.wait(method, self.inner.encoding, &body, Some(timeout), |k, e, b| {
-            finish(&self.inner.name, method, k, e, b)
-        })
+        self.wait(
+            method,
+            self.inner.encoding,
+            &body,
+            Some(timeout),
+            |k, e, b| finish(&self.inner.name, method, k, e, b),
+        )
     }
 
     /// Call with a JSON argument and get the JSON result, as the CLI and
@@ -821,7 +825,6 @@ impl Client {
             }
         }
     }
-
 }
 
 fn remote_error(name: &str, method: &str, body: &[u8]) -> Error {

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::wire::{
-    self, FrameRef, WireError, HEADER_LEN, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL,
-    KIND_LOAN_REPLY, KIND_REPLY,
+    self, FrameRef, WireError, HEADER_LEN, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL, KIND_LOAN_REPLY,
+    KIND_REPLY,
 };
 use super::{Encoding, RemoteError};
 use crate::error::{Error, ErrorKind, Result};
@@ -214,8 +214,9 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     if !matches!(sys::net::recv_exact(fd.as_fd(), &mut h), Ok(true)) {
         return Err(gone());
     }
-    let hdr = wire::parse_header(&h, &[KIND_LANE, KIND_ERROR], 64 * 1024)
-        .map_err(|e| Error::new(ErrorKind::Decode, format!("bad lane answer: {e}")).with_name(name))?;
+    let hdr = wire::parse_header(&h, &[KIND_LANE, KIND_ERROR], 64 * 1024).map_err(|e| {
+        Error::new(ErrorKind::Decode, format!("bad lane answer: {e}")).with_name(name)
+    })?;
     if hdr.kind == KIND_ERROR {
         let mut body = vec![0u8; hdr.body_len as usize];
         let _ = sys::net::recv_exact(fd.as_fd(), &mut body);
@@ -293,9 +294,12 @@ impl Lane {
             Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, timeout)),
             Err(e) => return Err(ring_error(name, method, e, timeout)),
         }
-        let f: FrameRef<'_> =
-            wire::parse_frame(&self.buf, &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY], usize::MAX)
-                .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
+        let f: FrameRef<'_> = wire::parse_frame(
+            &self.buf,
+            &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY],
+            usize::MAX,
+        )
+        .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
         if f.call_id != id {
             return Err(corrupt(
                 name,
@@ -346,6 +350,9 @@ pub struct Loan {
     buf: LoanBuf,
 }
 
+// A lane is held by value: loans are taken per call, boxing would cost an
+// allocation each time.
+#[allow(clippy::large_enum_variant)]
 enum LoanBuf {
     Lane {
         lane: Option<Lane>,
@@ -398,11 +405,15 @@ impl Loan {
     }
 
     /// Take the lane out (the loan is being sent).
-    pub(crate) fn into_parts(mut self) -> std::result::Result<(Lane, Arc<LanePool>, usize), Vec<u8>> {
+    pub(crate) fn into_parts(
+        mut self,
+    ) -> std::result::Result<(Lane, Arc<LanePool>, usize), Vec<u8>> {
         match &mut self.buf {
-            LoanBuf::Lane { lane, pool, len } => {
-                Ok((lane.take().expect("a loan holds its lane"), pool.clone(), *len))
-            }
+            LoanBuf::Lane { lane, pool, len } => Ok((
+                lane.take().expect("a loan holds its lane"),
+                pool.clone(),
+                *len,
+            )),
             LoanBuf::Heap(v) => Err(std::mem::take(v)),
         }
     }
@@ -475,6 +486,7 @@ pub struct LoanReply {
     buf: ReplyBuf,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum ReplyBuf {
     Lane {
         lane: Option<Lane>,
@@ -487,7 +499,9 @@ enum ReplyBuf {
 
 impl std::fmt::Debug for LoanReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoanReply").field("len", &self.len()).finish()
+        f.debug_struct("LoanReply")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -518,16 +532,26 @@ impl Drop for LoanReply {
     }
 }
 
+/// A loan call's reply, or an error frame (kind, body, encoding).
+pub(crate) type LaneOutcome = std::result::Result<LoanReply, (u8, Vec<u8>, Encoding)>;
+
 /// Send a loan on its lane and wait for the reply.
 pub(crate) fn call_on_lane(
     mut lane: Lane,
     pool: Arc<LanePool>,
     len: usize,
     method: &str,
-) -> Result<std::result::Result<LoanReply, (u8, Vec<u8>, Encoding)>> {
+) -> Result<LaneOutcome> {
     let name = pool.name().to_string();
     let range = wire::loan_range(0, len as u64);
-    let reply = lane.call(&name, KIND_LOAN_CALL, method, Encoding::Postcard, &range, None)?;
+    let reply = lane.call(
+        &name,
+        KIND_LOAN_CALL,
+        method,
+        Encoding::Postcard,
+        &range,
+        None,
+    )?;
     match reply.kind {
         KIND_LOAN_REPLY => {
             let body = reply.body.to_vec();
@@ -746,6 +770,9 @@ impl<'a> LoanWriter<'a> {
 /// The server's view of a lane's loan segments for one loan call: the
 /// request (`off..off + len` of segment 0, already checked with
 /// `Chan::check_loan`) and all of segment 1 to write the result in.
+// The mutable slice is into shared memory, not into `chan`: only the one
+// thread serving the lane calls this, once per call.
+#[allow(clippy::mut_from_ref)]
 pub(crate) fn server_segments(chan: &Chan, off: usize, len: usize) -> (&[u8], &mut [u8]) {
     assert!(off.checked_add(len).is_some_and(|e| e <= chan.loan_cap()));
     // SAFETY: `off + len` lies inside loan segment 0 (asserted), which stays

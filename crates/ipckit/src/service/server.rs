@@ -957,9 +957,7 @@ fn become_lane(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, memfd: OwnedFd) {
         }
         lanes.insert(id, chan.clone());
     }
-    let accepted = chan
-        .socket()
-        .is_some_and(|s| answer_lane(s, None));
+    let accepted = chan.socket().is_some_and(|s| answer_lane(s, None));
     if accepted {
         lane_loop(&shared, &chan, &peer);
     }
@@ -1010,7 +1008,14 @@ fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
                 "the server is shutting down and took no new call; call another server",
             ))
             .expect("a RemoteError serialises");
-            wire::encode_head(&mut head, KIND_ERROR, Encoding::Json, f.call_id, "", body.len() as u64);
+            wire::encode_head(
+                &mut head,
+                KIND_ERROR,
+                Encoding::Json,
+                f.call_id,
+                "",
+                body.len() as u64,
+            );
             if tx.send(0, &[&head, &body]).is_err() {
                 return;
             }
@@ -1037,18 +1042,39 @@ fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
         let range;
         let sent = match &result {
             Ok(Done::Heap(body)) => {
-                wire::encode_head(&mut head, KIND_REPLY, f.encoding, f.call_id, "", body.len() as u64);
+                wire::encode_head(
+                    &mut head,
+                    KIND_REPLY,
+                    f.encoding,
+                    f.call_id,
+                    "",
+                    body.len() as u64,
+                );
                 tx.send(0, &[&head, body])
             }
             Ok(Done::InPlace(n)) => {
                 range = wire::loan_range(0, *n as u64);
-                wire::encode_head(&mut head, KIND_LOAN_REPLY, Encoding::Postcard, f.call_id, "", 16);
+                wire::encode_head(
+                    &mut head,
+                    KIND_LOAN_REPLY,
+                    Encoding::Postcard,
+                    f.call_id,
+                    "",
+                    16,
+                );
                 tx.send(0, &[&head, &range])
             }
             Err(err) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 let body = serde_json::to_vec(err).expect("a RemoteError serialises");
-                wire::encode_head(&mut head, KIND_ERROR, Encoding::Json, f.call_id, "", body.len() as u64);
+                wire::encode_head(
+                    &mut head,
+                    KIND_ERROR,
+                    Encoding::Json,
+                    f.call_id,
+                    "",
+                    body.len() as u64,
+                );
                 tx.send(0, &[&head, &body])
             }
         };
