@@ -761,9 +761,16 @@ fn graceful_shutdown_finishes_calls_in_flight() {
     assert!(ns.info("g").unwrap().is_none());
     let e = Client::options().namespace(&ns).connect("g").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
-    assert!(wait_until(Duration::from_secs(10), || c
-        .call::<_, u64>("nap", &0u64)
-        .is_err_and(|e| e.kind() == ErrorKind::PeerGone)));
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = c.call::<_, u64>("nap", &0u64);
+            let done = r.as_ref().is_err_and(|e| e.kind() == ErrorKind::PeerGone);
+            last = Some(r);
+            done
+        }),
+        "{last:?}"
+    );
 }
 
 #[test]

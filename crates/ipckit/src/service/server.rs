@@ -1016,10 +1016,12 @@ fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
                 "",
                 body.len() as u64,
             );
-            if tx.send(0, &[&head, &body]).is_err() {
-                return;
-            }
-            continue;
+            // Then close the lane: it takes no more calls. (Ending here
+            // also covers a lane whose thread never parks because calls
+            // keep arriving, so it would not see `Chan::interrupt`.)
+            let _ = tx.send(0, &[&head, &body]);
+            let _ = tx.wait_drained(Some(Instant::now() + Duration::from_secs(1)));
+            return;
         }
         shared.calls.fetch_add(1, Ordering::Relaxed);
         *shared.in_flight() += 1;
