@@ -71,13 +71,21 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
-    /// Serve the demo service until killed: echo, add, compare, sleep, panic.
+    /// Serve the demo service until killed: echo, add, compare, sleep,
+    /// panic, and the loan methods sum and reverse.
     Demo {
         /// Service name.
         name: String,
         /// Also listen on TCP at HOST:PORT (port 0 picks one; printed as tcp://...).
         #[arg(long, value_name = "ADDR")]
         tcp: Option<String>,
+        /// Offer shared memory to local clients (auto) or not (socket).
+        #[arg(long, value_enum, default_value = "auto")]
+        transport: TransportArg,
+        /// How lane threads wait for calls: spin briefly then park (auto),
+        /// spin, or park at once.
+        #[arg(long, value_enum, default_value = "auto")]
+        wait: WaitArg,
     },
 }
 
@@ -93,9 +101,51 @@ pub struct CallArgs {
     /// How long to wait for the server to appear, and then for the reply.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Print {"result": ..., "rtt_us": ...} instead of the bare result.
+    /// Print {"result": ..., "rtt_us": ..., "transport": ...} instead of the bare result.
     #[arg(long)]
     pub json: bool,
+    /// Use shared memory when the server offers it (auto) or not (socket).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub transport: TransportArg,
+}
+
+/// `--transport` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportArg {
+    /// Shared memory when both sides allow it, else the socket.
+    Auto,
+    /// Always the socket.
+    Socket,
+}
+
+impl TransportArg {
+    pub fn get(self) -> ipckit::Transport {
+        match self {
+            TransportArg::Auto => ipckit::Transport::Auto,
+            TransportArg::Socket => ipckit::Transport::Socket,
+        }
+    }
+}
+
+/// `--wait` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitArg {
+    /// Spin briefly, then park (the default).
+    Auto,
+    /// Spin until the peer answers.
+    Spin,
+    /// Park at once.
+    Park,
+}
+
+impl WaitArg {
+    pub fn get(self) -> ipckit::WaitStrategy {
+        match self {
+            WaitArg::Auto => ipckit::WaitStrategy::default(),
+            WaitArg::Spin => ipckit::WaitStrategy::Spin,
+            WaitArg::Park => ipckit::WaitStrategy::Park,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

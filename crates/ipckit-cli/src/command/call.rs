@@ -16,14 +16,21 @@ pub fn run(args: CallArgs) -> Result<(), ipckit::Error> {
         )
         .with_name(&args.name)
     })?;
-    let client = Client::connect(&args.name, args.timeout)?;
+    let client = Client::options()
+        .timeout(args.timeout)
+        .transport(args.transport.get())
+        .connect(&args.name)?;
     let t = Instant::now();
     let result = client.call_json(&args.method, arg, Some(args.timeout))?;
     let rtt = t.elapsed();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "result": result, "rtt_us": rtt.as_secs_f64() * 1e6 })
+            serde_json::json!({
+                "result": result,
+                "rtt_us": rtt.as_secs_f64() * 1e6,
+                "transport": format!("{:?}", client.transport()),
+            })
         );
     } else {
         println!("{result}");

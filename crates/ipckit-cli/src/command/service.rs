@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipckit::service::{Encoding, RemoteError, Server};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ServiceCommand;
+use crate::cli::{ServiceCommand, TransportArg, WaitArg};
 
 /// The seed's `MyInfo`: two floats the compute server modifies.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -54,12 +54,41 @@ pub fn compare(mut m: MyInfo) -> MyInfo {
 
 pub fn run(cmd: ServiceCommand) -> Result<(), ipckit::Error> {
     match cmd {
-        ServiceCommand::Demo { name, tcp } => serve_demo(&name, tcp),
+        ServiceCommand::Demo {
+            name,
+            tcp,
+            transport,
+            wait,
+        } => serve_demo(&name, tcp, transport, wait),
     }
 }
 
-fn serve_demo(name: &str, tcp: Option<String>) -> Result<(), ipckit::Error> {
+/// `sum`: the wrapping sum of every byte of the request, as 8 bytes LE.
+pub fn byte_sum(req: &[u8]) -> u64 {
+    req.chunks(8)
+        .map(|c| c.iter().map(|b| *b as u64).sum::<u64>())
+        .fold(0u64, |a, b| a.wrapping_add(b))
+}
+
+fn serve_demo(
+    name: &str,
+    tcp: Option<String>,
+    transport: TransportArg,
+    wait: WaitArg,
+) -> Result<(), ipckit::Error> {
     let mut b = Server::builder(name)
+        .transport(transport.get())
+        .wait_strategy(wait.get())
+        .loan_handler("sum", |req, reply| {
+            reply.write(&byte_sum(req).to_le_bytes())
+        })
+        .loan_handler("reverse", |req, reply| {
+            let out = reply.alloc(req.len())?;
+            for (o, i) in out.iter_mut().zip(req.iter().rev()) {
+                *o = *i;
+            }
+            Ok::<_, ipckit::Error>(())
+        })
         .raw_handler("echo", |_enc: Encoding, body: &[u8]| {
             Ok::<_, RemoteError>(body.to_vec())
         })

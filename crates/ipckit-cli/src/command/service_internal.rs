@@ -107,8 +107,12 @@ fn demo_client(name: &str, rounds: usize) -> Result<(), ipckit::Error> {
     let back: MyInfo = c.call("compare", &sent)?;
     let first = t.elapsed();
     println!(
-        "  client pid {} called compare(red={:.2}, blue={:.2}); server returned red={:.2}, blue={:.2} in {}",
+        "  client pid {} ({}) called compare(red={:.2}, blue={:.2}); server returned red={:.2}, blue={:.2} in {}",
         std::process::id(),
+        match c.transport() {
+            ipckit::Transport::SharedMemory => "shared memory",
+            _ => "socket",
+        },
         sent.red,
         sent.blue,
         back.red,
@@ -177,6 +181,17 @@ impl Drop for Reaped {
     }
 }
 
+/// Read lines from a child's stdout until it says it serves.
+fn tcp_line_or_serving(out: ChildStdout) -> Result<(), ipckit::Error> {
+    for line in BufReader::new(out).lines() {
+        let line = line.map_err(|e| io(e, "cannot read a child's output"))?;
+        if line.starts_with("serving") {
+            return Ok(());
+        }
+    }
+    Err(fail("a child exited before serving".into()))
+}
+
 /// Read lines from a child's stdout until one starts with `tcp://`.
 fn tcp_line(out: ChildStdout) -> Result<String, ipckit::Error> {
     for line in BufReader::new(out).lines() {
@@ -231,10 +246,18 @@ fn bench(rounds: usize) -> Result<(), ipckit::Error> {
 
     let payload = vec![7u8; 63]; // postcard: 1 length byte + 63 = a 64-byte body
     let body_len = postcard::to_stdvec(&payload).expect("encodes").len();
-    let local = Client::options()
-        .namespace(&ns)
-        .timeout(Duration::from_secs(10))
-        .connect("bench")?;
+    let mut parked = spawn(&["service", "demo", "bench-parked", "--wait", "park"])?;
+    let _ = tcp_line_or_serving(parked.0.stdout.take().expect("piped"));
+    let connect = |name: &str, t: ipckit::Transport| {
+        Client::options()
+            .namespace(&ns)
+            .timeout(Duration::from_secs(10))
+            .transport(t)
+            .connect(name)
+    };
+    let local = connect("bench", ipckit::Transport::Auto)?;
+    let sock = connect("bench", ipckit::Transport::Socket)?;
+    let park = connect("bench-parked", ipckit::Transport::Auto)?;
     let tcp = Client::connect(&format!("tcp://{svc_tcp}"), Duration::from_secs(10))?;
     let call = |c: &Client| -> Result<(), ipckit::Error> {
         let r: Vec<u8> = c.call("echo", &payload)?;
@@ -245,7 +268,29 @@ fn bench(rounds: usize) -> Result<(), ipckit::Error> {
         }
     };
     let svc_local = measure(rounds, || call(&local))?;
+    let svc_sock = measure(rounds, || call(&sock))?;
+    let svc_park = measure(rounds, || call(&park))?;
     let svc_tcp_v = measure(rounds, || call(&tcp))?;
+    let mib = 1usize << 20;
+    let loan = |c: &Client| -> Result<(), ipckit::Error> {
+        let mut l = c.loan(mib)?;
+        l.fill(1);
+        let out = c.call_loan("sum", l)?;
+        if out.len() == 8 && u64::from_le_bytes(out[..8].try_into().expect("8")) == mib as u64 {
+            Ok(())
+        } else {
+            Err(fail("sum returned something else".into()))
+        }
+    };
+    let big = vec![3u8; mib];
+    let big_rounds = (rounds / 20).max(50);
+    let loan_shm = measure(big_rounds, || loan(&local))?;
+    let loan_sock = measure(big_rounds, || loan(&sock))?;
+    let mut memcpy_dst = vec![0u8; mib];
+    let memcpy = measure(big_rounds, || {
+        memcpy_dst.copy_from_slice(std::hint::black_box(&big));
+        Ok(())
+    })?;
 
     let ping = |s: &mut dyn ReadWrite| -> Result<(), ipckit::Error> {
         let mut buf = [0u8; 64];
@@ -259,11 +304,17 @@ fn bench(rounds: usize) -> Result<(), ipckit::Error> {
     let raw_tcp_v = measure(rounds, || ping(&mut tcp_sock))?;
 
     println!("{rounds} round trips each, request body {body_len} bytes (reply the same):");
+    println!("  (the local client is on {:?})", local.transport());
     for (what, v) in [
-        ("service call, local (Unix socket)", &svc_local),
+        ("service call, shared memory      ", &svc_local),
+        ("service call, shm, server parks  ", &svc_park),
+        ("service call, local Unix socket  ", &svc_sock),
         ("raw Unix-socket ping-pong, 64 B   ", &raw_local),
         ("service call, TCP loopback       ", &svc_tcp_v),
         ("raw TCP ping-pong, 64 B          ", &raw_tcp_v),
+        ("loan 1 MiB -> sum, shared memory ", &loan_shm),
+        ("loan 1 MiB -> sum, Unix socket   ", &loan_sock),
+        ("memcpy of 1 MiB (floor)          ", &memcpy),
     ] {
         println!(
             "  {what}  p50 {:>9}  p99 {:>9}",
@@ -271,7 +322,8 @@ fn bench(rounds: usize) -> Result<(), ipckit::Error> {
             us(percentile(v, 99.0))
         );
     }
-    drop((server, raw));
+    drop((local, sock, park, tcp));
+    drop((server, raw, parked));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::wire::{self, FrameReader, HELLO_LEN, KIND_CALL, KIND_ERROR, KIND_REPLY};
+use super::lane::{self, LaneConfig, LanePool, Loan, LoanReply};
+use super::wire::{
+    self, FrameReader, Hello, HELLO_LEN, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY,
+};
 use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
 use crate::sys;
+use crate::transport::{Transport, WaitStrategy};
 
 /// How long a client waits for the server's hello after connecting, at least.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
@@ -114,6 +118,8 @@ pub struct ClientOptions {
     namespace: Option<Namespace>,
     max_frame: usize,
     encoding: Encoding,
+    transport: Transport,
+    wait: WaitStrategy,
 }
 
 impl Default for ClientOptions {
@@ -123,6 +129,8 @@ impl Default for ClientOptions {
             namespace: None,
             max_frame: DEFAULT_MAX_FRAME,
             encoding: Encoding::Postcard,
+            transport: Transport::Auto,
+            wait: WaitStrategy::default(),
         }
     }
 }
@@ -181,6 +189,30 @@ impl ClientOptions {
     /// ```
     pub fn encoding(&mut self, encoding: Encoding) -> &mut Self {
         self.encoding = encoding;
+        self
+    }
+
+    /// Which transport to use (default [`Transport::Auto`]: shared memory
+    /// when the server offers it and `IPCKIT_TRANSPORT` is not `socket`;
+    /// [`Transport::Socket`] opts out). TCP always uses its socket. See
+    /// [`Client::transport`] for what was chosen.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().transport(ipckit::Transport::Socket);
+    /// ```
+    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How a caller waits for its reply on shared memory (default: spin
+    /// briefly, then park; see [`WaitStrategy`]).
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().wait_strategy(ipckit::WaitStrategy::Spin);
+    /// ```
+    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+        self.wait = wait;
         self
     }
 
@@ -252,7 +284,19 @@ impl ClientOptions {
             std::thread::sleep(backoff.min(deadline - now));
             backoff = (backoff * 2).min(Duration::from_millis(20));
         };
-        let server_max = read_hello(name, &fd, deadline)?;
+        let hello = read_hello(name, &fd, deadline)?;
+        let server_max = hello.max_frame;
+        let lanes = match &path {
+            Some(p) if hello.shm && self.transport.allows_shm() => LanePool::start(LaneConfig {
+                name: name.to_string(),
+                path: p.clone(),
+                server_max,
+                client_max: self.max_frame,
+                wait: self.wait,
+            })
+            .ok(),
+            _ => None,
+        };
         let inner = Arc::new(Inner {
             name: name.to_string(),
             fd,
@@ -274,11 +318,12 @@ impl ClientOptions {
         Ok(Client {
             inner,
             reader: Mutex::new(Some(reader)),
+            lanes,
         })
     }
 }
 
-fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<usize> {
+pub(super) fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<Hello> {
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(HELLO_WAIT);
@@ -365,6 +410,8 @@ fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
 pub struct Client {
     inner: Arc<Inner>,
     reader: Mutex<Option<JoinHandle<()>>>,
+    /// Shared-memory lanes, when the server offers them.
+    lanes: Option<Arc<LanePool>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -487,7 +534,40 @@ impl Client {
         })
     }
 
-    fn wait(
+    /// Make one call and turn its reply into `T` with `done`: on an idle
+    /// shared-memory lane if there is one, else on the socket.
+    fn wait<T>(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+        timeout: Option<Duration>,
+        done: impl FnOnce(u8, Encoding, &[u8]) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(pool) = &self.lanes {
+            if body.len() <= self.inner.server_max
+                && !method.is_empty()
+                && method.len() <= wire::MAX_METHOD
+            {
+                if let Some(mut lane) = pool.take() {
+                    // Any error drops the lane: after a timeout its late
+                    // reply must never be taken for another call's.
+                    let r = lane
+                        .call(&self.inner.name, KIND_CALL, method, enc, body, timeout)
+                        .map(|r| done(r.kind, r.encoding, r.body));
+                    if let Ok(out) = r {
+                        pool.put(lane);
+                        return out;
+                    }
+                    return r.and_then(|x| x);
+                }
+            }
+        }
+        let reply = self.wait_socket(method, enc, body, timeout)?;
+        done(reply.kind, reply.encoding, &reply.body)
+    }
+
+    fn wait_socket(
         &self,
         method: &str,
         enc: Encoding,
@@ -542,8 +622,9 @@ impl Client {
         req: &Req,
     ) -> Result<Resp> {
         let body = self.encode(method, req)?;
-        let reply = self.wait(method, self.inner.encoding, &body, None)?;
-        self.finish(method, reply)
+        self.wait(method, self.inner.encoding, &body, None, |k, e, b| {
+            finish(&self.inner.name, method, k, e, b)
+        })
     }
 
     /// Like [`call`](Self::call), giving up with [`ErrorKind::Timeout`]
@@ -569,8 +650,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<Resp> {
         let body = self.encode(method, req)?;
-        let reply = self.wait(method, self.inner.encoding, &body, Some(timeout))?;
-        self.finish(method, reply)
+        self.wait(
+            method,
+            self.inner.encoding,
+            &body,
+            Some(timeout),
+            |k, e, b| finish(&self.inner.name, method, k, e, b),
+        )
     }
 
     /// Call with a JSON argument and get the JSON result, as the CLI and
@@ -594,8 +680,9 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<serde_json::Value> {
         let body = serde_json::to_vec(&req).expect("a JSON value serialises");
-        let reply = self.wait(method, Encoding::Json, &body, timeout)?;
-        self.finish(method, reply)
+        self.wait(method, Encoding::Json, &body, timeout, |k, e, b| {
+            finish(&self.inner.name, method, k, e, b)
+        })
     }
 
     /// The server's methods and counters (the built-in `ipckit.describe`).
@@ -611,36 +698,180 @@ impl Client {
         self.call(DESCRIBE, &())
     }
 
-    fn finish<Resp: DeserializeOwned>(&self, method: &str, reply: Reply) -> Result<Resp> {
-        finish(&self.inner.name, method, reply)
+    /// Which path this client's calls take: [`Transport::SharedMemory`]
+    /// (rings in shared memory; the socket only detects the server's
+    /// death) or [`Transport::Socket`] (TCP, opted out, or a server that
+    /// does not offer shared memory).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// use ipckit::Transport;
+    /// let c = ipckit::service::Client::options().namespace(&ns)
+    ///     .transport(Transport::Socket).connect("s").unwrap();
+    /// assert_eq!(c.transport(), Transport::Socket);
+    /// ```
+    pub fn transport(&self) -> Transport {
+        match &self.lanes {
+            Some(p) if p.enabled() => Transport::SharedMemory,
+            _ => Transport::Socket,
+        }
+    }
+
+    /// Borrow a request buffer of `len` bytes to fill in place and send
+    /// with [`call_loan`](Self::call_loan). On shared memory it lies in the
+    /// connection's loan segment (nothing is copied when the call is made)
+    /// and reserves one connection until sent or dropped; on a socket it is
+    /// a heap buffer. [`ErrorKind::TooLarge`] over the server's
+    /// `max_frame`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).max_frame(4096).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let loan = c.loan(100).unwrap();
+    /// assert_eq!(loan.len(), 100);
+    /// drop(loan); // unsent: the connection is given back
+    /// assert_eq!(c.loan(1 << 20).unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
+    /// ```
+    pub fn loan(&self, len: usize) -> Result<Loan> {
+        let cap = match &self.lanes {
+            Some(p) => p.loan_cap().min(self.inner.server_max),
+            None => self.inner.server_max,
+        };
+        if len > cap {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a loan of {len} bytes is over the server's limit of {cap} bytes; send less or raise max_frame on the server"
+                ),
+            )
+            .with_name(&self.inner.name)
+            .with_needed(len));
+        }
+        if let Some(pool) = &self.lanes {
+            if let Some(lane) = pool.take() {
+                return Ok(Loan::shared(lane, pool.clone(), len));
+            }
+        }
+        Ok(Loan::heap(len))
+    }
+
+    /// Call `method` with the bytes of `loan` and get its result, read in
+    /// place (see [`LoanReply`]). Meant for methods offered with
+    /// [`loan_handler`](super::ServerBuilder::loan_handler); a raw handler
+    /// gets the bytes too. On shared memory the request and the result
+    /// stay in shared memory: neither is copied.
+    ///
+    /// The loan frames (see `docs/PROTOCOL.md`): on a lane, a
+    /// `KIND_LOAN_CALL` whose 16-byte body is the request's offset and
+    /// length in loan segment 0, answered by `KIND_LOAN_REPLY` (offset and
+    /// length in segment 1) or an error; on a socket, an ordinary call
+    /// frame carrying the bytes.
+    ///
+    /// Errors as for [`call`](Self::call); a reply whose range lies outside
+    /// the segment is [`ErrorKind::Decode`] (the connection is closed).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::service::{Client, Server};
+    /// let _s = Server::builder("s").namespace(&ns)
+    ///     .loan_handler("rev", |req, reply| {
+    ///         let out = reply.alloc(req.len())?;
+    ///         out.copy_from_slice(req);
+    ///         out.reverse();
+    ///         Ok::<_, ipckit::Error>(())
+    ///     })
+    ///     .bind().unwrap();
+    /// let c = Client::options().namespace(&ns).connect("s").unwrap();
+    /// let mut loan = c.loan(3).unwrap();
+    /// loan.copy_from_slice(b"abc");
+    /// assert_eq!(&c.call_loan("rev", loan).unwrap()[..], b"cba");
+    /// ```
+    pub fn call_loan(&self, method: &str, loan: Loan) -> Result<LoanReply> {
+        let name = &self.inner.name;
+        if method.is_empty() || method.len() > wire::MAX_METHOD {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "method name '{method}' must be 1 to {} bytes",
+                    wire::MAX_METHOD
+                ),
+            )
+            .with_name(name));
+        }
+        let _ = KIND_LOAN_CALL;
+        match loan.into_parts() {
+            Ok((lane, pool, len)) => match lane::call_on_lane(lane, pool, len, method)? {
+                Ok(r) => Ok(r),
+                Err((kind, body, _enc)) if kind == KIND_ERROR => {
+                    Err(remote_error(name, method, &body))
+                }
+                Err((kind, _, _)) => Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("the server answered '{method}' with frame kind {kind}, not a reply; the call's outcome is unknown"),
+                )
+                .with_name(name)),
+            },
+            Err(body) => {
+                let reply = self.wait_socket(method, Encoding::Postcard, &body, None)?;
+                if reply.kind == KIND_ERROR {
+                    return Err(remote_error(name, method, &reply.body));
+                }
+                Ok(LoanReply::heap(reply.body))
+            }
+        }
     }
 }
 
-fn finish<Resp: DeserializeOwned>(name: &str, method: &str, reply: Reply) -> Result<Resp> {
-    if reply.kind == KIND_ERROR {
-        let e: RemoteError = serde_json::from_slice(&reply.body).map_err(|e| {
-            Error::new(
+fn remote_error(name: &str, method: &str, body: &[u8]) -> Error {
+    let e: RemoteError = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => {
+            return Error::new(
                 ErrorKind::Decode,
                 format!("the error reply to '{method}' is not {{\"code\",\"message\"}} JSON: {e}"),
             )
             .with_name(name)
-        })?;
-        return Err(Error::remote(
-            e.code,
-            format!(
-                "'{method}' failed on the server (code {}): {}",
-                e.code, e.message
-            ),
+        }
+    };
+    Error::remote(
+        e.code,
+        format!(
+            "'{method}' failed on the server (code {}): {}",
+            e.code, e.message
+        ),
+    )
+    .with_name(name)
+}
+
+fn finish<Resp: DeserializeOwned>(
+    name: &str,
+    method: &str,
+    kind: u8,
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<Resp> {
+    if kind == KIND_ERROR {
+        return Err(remote_error(name, method, body));
+    }
+    if kind != KIND_REPLY {
+        return Err(Error::new(
+            ErrorKind::Decode,
+            format!("the server answered '{method}' with frame kind {kind}, not a reply; the call's outcome is unknown"),
         )
         .with_name(name));
     }
-    reply.encoding.decode(&reply.body).map_err(|e| {
+    encoding.decode(body).map_err(|e| {
         Error::new(
             ErrorKind::Decode,
             format!(
                 "the reply to '{method}' did not decode as {} ({}): {e}; do client and server agree on the types?",
                 type_name::<Resp>(),
-                reply.encoding.as_str()
+                encoding.as_str()
             ),
         )
         .with_name(name)
@@ -678,7 +909,7 @@ impl Client {
         let (name, method) = (self.inner.name.clone(), method.to_string());
         async move {
             let reply = sent?.await?;
-            finish(&name, &method, reply)
+            finish(&name, &method, reply.kind, reply.encoding, &reply.body)
         }
     }
 
@@ -705,7 +936,7 @@ impl Client {
         let (name, method) = (self.inner.name.clone(), method.to_string());
         async move {
             let reply = sent?.await?;
-            finish(&name, &method, reply)
+            finish(&name, &method, reply.kind, reply.encoding, &reply.body)
         }
     }
 

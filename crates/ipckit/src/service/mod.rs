@@ -69,6 +69,7 @@
 //! ```
 
 mod client;
+mod lane;
 mod pool;
 mod server;
 mod wire;
@@ -78,6 +79,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ClientOptions};
+pub use lane::{Loan, LoanReply, LoanWriter};
 pub use server::{Server, ServerBuilder};
 
 /// Prefix of names that address a service over TCP.
@@ -276,6 +278,10 @@ pub struct Describe {
     pub errors: u64,
     /// Calls being handled now, this one included.
     pub in_flight: u64,
-    /// Clients connected now.
+    /// Clients connected now (each counted once, whatever its transport).
     pub connections: u64,
+    /// Shared-memory lanes open now (a client opens one or more beside its
+    /// connection; see `docs/PROTOCOL.md`).
+    #[serde(default)]
+    pub lanes: u64,
 }

@@ -16,30 +16,53 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::lane::LoanWriter;
 use super::pool::Pool;
-use super::wire::{self, FrameReader, WireError, KIND_CALL, KIND_ERROR, KIND_REPLY};
+use super::wire::{
+    self, FrameReader, WireError, HEADER_LEN, KIND_CALL, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL,
+    KIND_LOAN_REPLY, KIND_REPLY,
+};
 use super::{
     Describe, Encoding, MethodInfo, RemoteError, CODE_BAD_REQUEST, CODE_INTERNAL,
-    CODE_UNKNOWN_METHOD, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX,
+    CODE_SHUTTING_DOWN, CODE_UNKNOWN_METHOD, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX,
 };
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::name::{Claim, Namespace};
+use crate::ring::{self, Chan, RingError};
 use crate::sys;
+use crate::transport::{Transport, WaitStrategy};
 
 type RawHandler =
     dyn Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, RemoteError> + Send + Sync;
+type LoanHandler =
+    dyn Fn(&[u8], &mut LoanWriter<'_>) -> std::result::Result<(), RemoteError> + Send + Sync;
+
+/// A method's handler: bytes in, bytes out; or in place (loans).
+#[derive(Clone)]
+enum Handler {
+    Raw(Arc<RawHandler>),
+    Loan(Arc<LoanHandler>),
+}
+
+/// A handler's result: a heap buffer, or `n` bytes written in place at the
+/// start of loan segment 1.
+enum Done {
+    Heap(Vec<u8>),
+    InPlace(usize),
+}
 type LogHook = dyn Fn(&str) + Send + Sync;
 
 /// How long dropping a server waits for calls in flight.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-/// Stack of a connection's reader thread (it only parses frames).
-const READER_STACK: usize = 256 * 1024;
+/// Stack of a connection's thread (it parses frames, and on a
+/// shared-memory lane runs the handlers itself).
+const READER_STACK: usize = 1 << 20;
 /// Most handler threads running at once; further calls queue.
 const DEFAULT_MAX_WORKERS: usize = 512;
 
 struct Method {
     info: MethodInfo,
-    f: Arc<RawHandler>,
+    f: Handler,
 }
 
 /// Settings and methods of a service, before it is bound to its name.
@@ -65,6 +88,8 @@ pub struct ServerBuilder {
     max_workers: usize,
     log: Option<Arc<LogHook>>,
     problem: Option<Error>,
+    transport: Transport,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -89,10 +114,12 @@ impl ServerBuilder {
             max_workers: DEFAULT_MAX_WORKERS,
             log: None,
             problem: None,
+            transport: Transport::Auto,
+            wait: WaitStrategy::default(),
         }
     }
 
-    fn add(&mut self, method: &str, info: MethodInfo, f: Arc<RawHandler>) {
+    fn add(&mut self, method: &str, info: MethodInfo, f: Handler) {
         let why = if method.is_empty() || method.len() > wire::MAX_METHOD {
             Some(format!(
                 "method name '{method}' must be 1 to {} bytes",
@@ -171,7 +198,7 @@ impl ServerBuilder {
             request: type_name::<Req>().to_string(),
             response: type_name::<Resp>().to_string(),
         };
-        self.add(method, info, Arc::new(raw));
+        self.add(method, info, Handler::Raw(Arc::new(raw)));
         self
     }
 
@@ -197,8 +224,72 @@ impl ServerBuilder {
         self.add(
             method,
             info,
-            Arc::new(move |enc: Encoding, body: &[u8]| f(enc, body).map_err(Into::into)),
+            Handler::Raw(Arc::new(move |enc: Encoding, body: &[u8]| {
+                f(enc, body).map_err(Into::into)
+            })),
         );
+        self
+    }
+
+    /// Offer `method` for zero-copy loans (see
+    /// [`Client::call_loan`](super::Client::call_loan)): the handler reads
+    /// the request bytes in place and writes its result in place through
+    /// the [`LoanWriter`] (at most `max_frame` bytes). On a shared-memory
+    /// connection both lie in shared memory and nothing is copied; on a
+    /// socket they are heap buffers carried in the frames. Ordinary calls
+    /// to the method work too (the body is the request).
+    ///
+    /// The request lies in memory the client can still write: read it as
+    /// plain bytes (validate what you parse from it).
+    ///
+    /// ```
+    /// use ipckit::service::Server;
+    /// let _ = Server::builder("s").loan_handler("sum", |req, reply| {
+    ///     let sum: u64 = req.iter().map(|b| *b as u64).sum();
+    ///     reply.write(&sum.to_le_bytes())
+    /// });
+    /// ```
+    pub fn loan_handler<E: Into<RemoteError>>(
+        mut self,
+        method: &str,
+        f: impl Fn(&[u8], &mut LoanWriter<'_>) -> std::result::Result<(), E> + Send + Sync + 'static,
+    ) -> Self {
+        let info = MethodInfo {
+            name: method.to_string(),
+            request: "loan bytes".into(),
+            response: "loan bytes".into(),
+        };
+        self.add(
+            method,
+            info,
+            Handler::Loan(Arc::new(move |req: &[u8], w: &mut LoanWriter<'_>| {
+                f(req, w).map_err(Into::into)
+            })),
+        );
+        self
+    }
+
+    /// Whether to offer shared memory to local clients (default
+    /// [`Transport::Auto`]: yes, unless `IPCKIT_TRANSPORT=socket`;
+    /// [`Transport::Socket`]: never). Calls on shared memory run their
+    /// handler on the thread of the client's lane, with no hand-off.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").transport(ipckit::Transport::Socket);
+    /// ```
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How a lane's thread waits for the next call (default: spin briefly,
+    /// then park; [`WaitStrategy::Park`] uses the least CPU).
+    ///
+    /// ```
+    /// let _ = ipckit::service::Server::builder("s").wait_strategy(ipckit::WaitStrategy::Park);
+    /// ```
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -334,6 +425,9 @@ impl ServerBuilder {
             connections: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            offer_shm: self.transport.allows_shm(),
+            wait: self.wait,
+            lanes: Mutex::new(HashMap::new()),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -359,7 +453,7 @@ impl ServerBuilder {
 
 struct Shared {
     name: String,
-    methods: HashMap<String, Arc<RawHandler>>,
+    methods: HashMap<String, Handler>,
     infos: Vec<MethodInfo>,
     max_frame: usize,
     log: Arc<LogHook>,
@@ -371,6 +465,11 @@ struct Shared {
     connections: AtomicU64,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     stopping: AtomicBool,
+    /// Whether local clients are offered shared-memory lanes.
+    offer_shm: bool,
+    wait: WaitStrategy,
+    /// Open lanes, to interrupt and close on shutdown.
+    lanes: Mutex<HashMap<u64, Arc<Chan>>>,
 }
 
 struct ConnEntry {
@@ -394,6 +493,19 @@ impl Shared {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A call stopped being in flight.
+    fn call_done(&self) {
+        let mut n = self.in_flight();
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Chan>>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             name: self.name.clone(),
@@ -403,6 +515,7 @@ impl Shared {
             errors: self.errors.load(Ordering::Relaxed),
             in_flight: *self.in_flight(),
             connections: self.connections.load(Ordering::Relaxed),
+            lanes: self.lanes().len() as u64,
         }
     }
 
@@ -598,6 +711,15 @@ impl Server {
         }
         let finished = *n == 0;
         drop(n);
+        // Lanes answered every call that came in meanwhile with "shutting
+        // down"; now end their waits and tell their clients.
+        let lanes: Vec<Arc<Chan>> = sh.lanes().drain().map(|(_, c)| c).collect();
+        for chan in &lanes {
+            chan.interrupt();
+            if let Some(s) = chan.socket() {
+                sys::net::shutdown(s);
+            }
+        }
         for conn in &conns {
             sys::net::shutdown(&conn.fd);
         }
@@ -653,7 +775,7 @@ fn accept_loop(shared: Arc<Shared>, unix: OwnedFd, tcp: Option<OwnedFd>, wake: O
                 std::thread::Builder::new()
                     .name(format!("ipckit-svc-conn-{id}"))
                     .stack_size(READER_STACK)
-                    .spawn(move || serve_conn(shared, conn, id))
+                    .spawn(move || serve_conn(shared, conn, id, is_tcp))
             };
             match spawned {
                 Ok(reader) => {
@@ -686,12 +808,33 @@ fn describe_peer(fd: BorrowedFd<'_>, is_tcp: bool) -> String {
     }
 }
 
-/// Read calls from one connection and hand each to the pool.
-fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64) {
-    let hello = wire::hello(shared.max_frame);
+/// Serve one connection: calls on the socket, or (if its first frame asks
+/// for it) a shared-memory lane.
+fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, is_tcp: bool) {
+    let offer = shared.offer_shm && !is_tcp;
+    let hello = wire::hello(shared.max_frame, offer);
     let mut reader = FrameReader::new(shared.max_frame, &[KIND_CALL]);
     if sys::net::send_all(conn.fd.as_fd(), &hello).is_ok() {
-        read_calls(&shared, &conn, &mut reader);
+        let go_on = if offer {
+            match first_bytes(&conn) {
+                First::Lane(memfd) => return become_lane(shared, conn, id, memfd),
+                First::Bytes(b) => {
+                    reader.prime(&b);
+                    true
+                }
+                First::Stop(why) => {
+                    if let Some(why) = why {
+                        (shared.log)(&format!("disconnected client {}: {why}", conn.peer));
+                    }
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        if go_on {
+            read_calls(&shared, &conn, &mut reader);
+        }
     }
     // On shutdown the server closes connections itself once the calls in
     // flight have answered; otherwise the client is gone or misbehaved.
@@ -700,6 +843,305 @@ fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64) {
         shared.conns().remove(&id);
     }
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// What a connection sent first.
+enum First {
+    /// A `KIND_LANE` frame with one fd.
+    Lane(OwnedFd),
+    /// Anything else: the start of the call frames.
+    Bytes(Vec<u8>),
+    /// End of stream before anything, or a broken lane request (why).
+    Stop(Option<String>),
+}
+
+/// Read the first header's worth of bytes, accepting passed fds.
+fn first_bytes(conn: &Conn) -> First {
+    let mut buf = vec![0u8; 4096];
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match sys::net::recv_some_with_fds(conn.fd.as_fd(), &mut buf[got..], &mut fds) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return First::Stop(Some(format!("socket error: {e}"))),
+        }
+    }
+    buf.truncate(got);
+    if got == 0 {
+        return First::Stop(None);
+    }
+    if buf[0] != KIND_LANE {
+        return First::Bytes(buf);
+    }
+    if got != HEADER_LEN {
+        return First::Stop(Some(format!(
+            "a lane request of {got} bytes; it is exactly one {HEADER_LEN}-byte header"
+        )));
+    }
+    let h: [u8; HEADER_LEN] = buf[..].try_into().expect("header");
+    if let Err(e) = wire::parse_header(&h, &[KIND_LANE], 0) {
+        return First::Stop(Some(format!("bad lane request: {e}")));
+    }
+    if fds.len() != 1 {
+        return First::Stop(Some(format!(
+            "a lane request carries {} file descriptors, not one",
+            fds.len()
+        )));
+    }
+    First::Lane(fds.pop().expect("one fd"))
+}
+
+/// Answer a lane request on `fd`: accepted, or refused with `why`.
+fn answer_lane(fd: BorrowedFd<'_>, refused: Option<&str>) -> bool {
+    let mut out = Vec::new();
+    match refused {
+        None => wire::encode_frame(&mut out, KIND_LANE, Encoding::Postcard, 0, "", &[]),
+        Some(why) => {
+            let body = serde_json::to_vec(&RemoteError::new(CODE_SHUTTING_DOWN, why))
+                .expect("a RemoteError serialises");
+            wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, 0, "", &body);
+        }
+    }
+    sys::net::send_all(fd, &out).is_ok()
+}
+
+/// Turn connection `id` into a lane over the ring object `memfd`, serve it
+/// until it ends, then close it.
+fn become_lane(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, memfd: OwnedFd) {
+    let refuse = |why: &str| {
+        let _ = answer_lane(conn.fd.as_fd(), Some(why));
+    };
+    let chan = match Chan::open(memfd.as_fd(), shared.max_frame) {
+        Ok(c) => c,
+        Err(why) => {
+            (shared.log)(&format!(
+                "refused a shared-memory lane of client {}: {why}",
+                conn.peer
+            ));
+            refuse(&format!("{why}; the client uses its socket instead"));
+            finish_conn(&shared, &conn, id);
+            return;
+        }
+    };
+    // The object's fd stays open while the lane lives (one fd per lane), so
+    // the object shows in /proc/PID/fd for tools and tests.
+    let _memfd = memfd;
+    // Out of the connection table: this thread no longer reads frames, and
+    // shutdown must not wait for it as for a reader. If shutdown already
+    // took the entry it is joining this thread: end at once.
+    if shared.conns().remove(&id).is_none() {
+        refuse("the server is shutting down");
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    let peer = conn.peer.clone();
+    let fd = match Arc::try_unwrap(conn) {
+        Ok(c) => c.fd,
+        Err(c) => match c.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(_) => return,
+        },
+    };
+    let chan = Arc::new(chan.watch(fd));
+    let socket = |c: &Chan| c.socket().map(|s| s.try_clone_to_owned());
+    {
+        let mut lanes = shared.lanes();
+        if shared.stopping.load(Ordering::Acquire) {
+            if let Some(Ok(s)) = socket(&chan) {
+                let _ = answer_lane(s.as_fd(), Some("the server is shutting down"));
+                sys::net::shutdown(&s);
+            }
+            return;
+        }
+        lanes.insert(id, chan.clone());
+    }
+    let accepted = chan.socket().is_some_and(|s| answer_lane(s, None));
+    if accepted {
+        lane_loop(&shared, &chan, &peer);
+    }
+    shared.lanes().remove(&id);
+    if let Some(s) = chan.socket() {
+        sys::net::shutdown(s);
+    }
+}
+
+fn finish_conn(shared: &Shared, conn: &Conn, id: u64) {
+    if !shared.stopping.load(Ordering::Acquire) {
+        sys::net::shutdown(&conn.fd);
+        shared.conns().remove(&id);
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serve calls on a lane: each one is received from the ring, handled
+/// right here (no hand-off to another thread), and answered on the ring.
+fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
+    let (mut tx, mut rx) = ring::split(chan.clone(), false, shared.wait);
+    let mut buf = Vec::new();
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    let limit = HEADER_LEN + wire::MAX_METHOD + shared.max_frame;
+    let close = |why: &str| {
+        if !shared.stopping.load(Ordering::Acquire) {
+            (shared.log)(&format!(
+                "closed the shared-memory lane of client {peer}: {why}"
+            ));
+        }
+    };
+    loop {
+        match rx.recv(&mut buf, limit, None) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(RingError::PeerGone | RingError::Interrupted | RingError::Timeout) => {
+                return
+            }
+            Err(e @ RingError::Corrupt(_)) => return close(&e.to_string()),
+        }
+        let f = match wire::parse_frame(&buf, &[KIND_CALL, KIND_LOAN_CALL], shared.max_frame) {
+            Ok(f) => f,
+            Err(e) => return close(&e.to_string()),
+        };
+        head.clear();
+        if shared.stopping.load(Ordering::Acquire) {
+            let body = serde_json::to_vec(&RemoteError::new(
+                CODE_SHUTTING_DOWN,
+                "the server is shutting down and took no new call; call another server",
+            ))
+            .expect("a RemoteError serialises");
+            wire::encode_head(
+                &mut head,
+                KIND_ERROR,
+                Encoding::Json,
+                f.call_id,
+                "",
+                body.len() as u64,
+            );
+            // Then close the lane: it takes no more calls. (Ending here
+            // also covers a lane whose thread never parks because calls
+            // keep arriving, so it would not see `Chan::interrupt`.)
+            let _ = tx.send(0, &[&head, &body]);
+            let _ = tx.wait_drained(Some(Instant::now() + Duration::from_secs(1)));
+            return;
+        }
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        *shared.in_flight() += 1;
+        let result = if f.kind == KIND_LOAN_CALL {
+            let range = wire::parse_loan_range(f.body)
+                .ok_or_else(|| "a loan call whose body is not 16 bytes".to_string())
+                .and_then(|(o, l)| chan.check_loan(o, l).map_err(|e| e.to_string()));
+            let (off, len) = match range {
+                Ok(r) => r,
+                Err(why) => {
+                    shared.call_done();
+                    return close(&why);
+                }
+            };
+            let (req, place) = super::lane::server_segments(chan, off, len);
+            execute(shared, f.method, f.encoding, req, Some(place))
+        } else {
+            execute(shared, f.method, f.encoding, f.body, None)
+        };
+        let range;
+        let sent = match &result {
+            Ok(Done::Heap(body)) => {
+                wire::encode_head(
+                    &mut head,
+                    KIND_REPLY,
+                    f.encoding,
+                    f.call_id,
+                    "",
+                    body.len() as u64,
+                );
+                tx.send(0, &[&head, body])
+            }
+            Ok(Done::InPlace(n)) => {
+                range = wire::loan_range(0, *n as u64);
+                wire::encode_head(
+                    &mut head,
+                    KIND_LOAN_REPLY,
+                    Encoding::Postcard,
+                    f.call_id,
+                    "",
+                    16,
+                );
+                tx.send(0, &[&head, &range])
+            }
+            Err(err) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                let body = serde_json::to_vec(err).expect("a RemoteError serialises");
+                wire::encode_head(
+                    &mut head,
+                    KIND_ERROR,
+                    Encoding::Json,
+                    f.call_id,
+                    "",
+                    body.len() as u64,
+                );
+                tx.send(0, &[&head, &body])
+            }
+        };
+        shared.call_done();
+        match sent {
+            Ok(()) => {}
+            Err(e @ RingError::Corrupt(_)) => return close(&e.to_string()),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Run a method (or the built-in describe) on `req`; a panic fails only
+/// this call. `place`: loan segment 1, for a loan handler to write in.
+fn execute(
+    shared: &Shared,
+    method: &str,
+    enc: Encoding,
+    req: &[u8],
+    place: Option<&mut [u8]>,
+) -> std::result::Result<Done, RemoteError> {
+    let run = || -> std::result::Result<Done, RemoteError> {
+        if method == DESCRIBE {
+            return enc
+                .encode(&shared.describe())
+                .map(Done::Heap)
+                .map_err(|e| RemoteError::new(CODE_INTERNAL, format!("cannot encode: {e}")));
+        }
+        match shared.methods.get(method) {
+            Some(Handler::Raw(f)) => f(enc, req).map(Done::Heap),
+            Some(Handler::Loan(f)) => {
+                let mut w = match place {
+                    Some(seg) => LoanWriter::shared(seg),
+                    None => LoanWriter::heap(shared.max_frame),
+                };
+                f(req, &mut w)?;
+                Ok(match w.finish() {
+                    Ok(n) => Done::InPlace(n),
+                    Err(v) => Done::Heap(v),
+                })
+            }
+            None => Err(shared.unknown_method(method)),
+        }
+    };
+    let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Err(RemoteError::new(
+            CODE_INTERNAL,
+            format!("the handler of '{method}' panicked: {what}"),
+        ))
+    });
+    match result {
+        Ok(Done::Heap(body)) if body.len() > u32::MAX as usize => Err(RemoteError::new(
+            CODE_INTERNAL,
+            format!(
+                "the result of '{method}' is {} bytes, more than a frame carries",
+                body.len()
+            ),
+        )),
+        r => r,
+    }
 }
 
 /// Read calls until the connection ends or breaks the protocol.
@@ -712,11 +1154,7 @@ fn read_calls(shared: &Arc<Shared>, conn: &Arc<Conn>, reader: &mut FrameReader) 
                 let (s, c) = (shared.clone(), conn.clone());
                 shared.pool.submit(Box::new(move || {
                     run_call(&s, &c, frame);
-                    let mut n = s.in_flight();
-                    *n -= 1;
-                    if *n == 0 {
-                        s.idle.notify_all();
-                    }
+                    s.call_done();
                 }));
             }
             Ok(None) => return,
@@ -742,37 +1180,10 @@ fn read_calls(shared: &Arc<Shared>, conn: &Arc<Conn>, reader: &mut FrameReader) 
 fn run_call(shared: &Shared, conn: &Conn, frame: wire::Frame) {
     let method = frame.method.as_str();
     let enc = frame.encoding;
-    let result = if method == DESCRIBE {
-        enc.encode(&shared.describe())
-            .map_err(|e| RemoteError::new(CODE_INTERNAL, format!("cannot encode: {e}")))
-    } else {
-        match shared.methods.get(method) {
-            Some(f) => {
-                catch_unwind(AssertUnwindSafe(|| f(enc, &frame.body))).unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "(no message)".into());
-                    Err(RemoteError::new(
-                        CODE_INTERNAL,
-                        format!("the handler of '{method}' panicked: {what}"),
-                    ))
-                })
-            }
-            None => Err(shared.unknown_method(method)),
-        }
-    };
-    let result = match result {
-        Ok(body) if body.len() > u32::MAX as usize => Err(RemoteError::new(
-            CODE_INTERNAL,
-            format!(
-                "the result of '{method}' is {} bytes, more than a frame carries",
-                body.len()
-            ),
-        )),
-        r => r,
-    };
+    let result = execute(shared, method, enc, &frame.body, None).map(|d| match d {
+        Done::Heap(v) => v,
+        Done::InPlace(_) => Vec::new(),
+    });
     let mut out = conn.write.lock().unwrap_or_else(|p| p.into_inner());
     out.clear();
     match &result {

@@ -28,21 +28,44 @@ pub(crate) const KIND_CALL: u8 = 1;
 pub(crate) const KIND_REPLY: u8 = 2;
 /// Server to client: the call failed; the body is JSON `{"code","message"}`.
 pub(crate) const KIND_ERROR: u8 = 3;
+/// Client to server, first frame of a fresh connection, with a ring memfd
+/// attached (`SCM_RIGHTS`): make this connection a shared-memory lane.
+/// Server to client: the lane is accepted. No method, no body.
+pub(crate) const KIND_LANE: u8 = 4;
+/// Client to server on a lane: invoke a method whose request lies in loan
+/// segment 0; the body is 16 bytes, `offset` u64 and `len` u64.
+pub(crate) const KIND_LOAN_CALL: u8 = 5;
+/// Server to client on a lane: the result lies in loan segment 1; the body
+/// is 16 bytes, `offset` u64 and `len` u64.
+pub(crate) const KIND_LOAN_REPLY: u8 = 6;
+
+/// Hello byte 10, bit 0: the server accepts shared-memory lanes.
+pub(crate) const HELLO_SHM: u8 = 1;
+
+/// What the server announces in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub max_frame: usize,
+    pub shm: bool,
+}
 
 /// Encode the server hello announcing `max_frame`.
-pub(crate) fn hello(max_frame: usize) -> [u8; HELLO_LEN] {
+pub(crate) fn hello(max_frame: usize, shm: bool) -> [u8; HELLO_LEN] {
     let mut b = [0u8; HELLO_LEN];
     b[..8].copy_from_slice(HELLO_MAGIC);
     b[8] = VERSION;
-    // b[9] status 0 = ok; b[10..12] reserved zero.
+    // b[9] status 0 = ok; b[10] feature bits; b[11] reserved zero.
+    if shm {
+        b[10] = HELLO_SHM;
+    }
     let max = u32::try_from(max_frame).unwrap_or(u32::MAX);
     b[12..16].copy_from_slice(&max.to_le_bytes());
     b
 }
 
-/// Check a server hello; returns the server's `max_frame` or why it is not
-/// acceptable.
-pub(crate) fn parse_hello(b: &[u8; HELLO_LEN]) -> Result<usize, String> {
+/// Check a server hello; returns what it announces or why it is not
+/// acceptable. Unknown feature bits are ignored.
+pub(crate) fn parse_hello(b: &[u8; HELLO_LEN]) -> Result<Hello, String> {
     if &b[..8] != HELLO_MAGIC {
         return Err(
             "the endpoint did not answer with an ipckit service hello; is it an ipckit service?"
@@ -61,7 +84,10 @@ pub(crate) fn parse_hello(b: &[u8; HELLO_LEN]) -> Result<usize, String> {
             b[9]
         ));
     }
-    Ok(u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize)
+    Ok(Hello {
+        max_frame: u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize,
+        shm: b[10] & HELLO_SHM != 0,
+    })
 }
 
 /// One decoded frame.
@@ -83,16 +109,91 @@ pub(crate) fn encode_frame(
     method: &str,
     body: &[u8],
 ) {
-    debug_assert!(method.len() <= MAX_METHOD);
     out.reserve(HEADER_LEN + method.len() + body.len());
+    encode_head(out, kind, encoding, call_id, method, body.len() as u64);
+    out.extend_from_slice(body);
+}
+
+/// Append a frame's header and method name, announcing `body_len` bytes of
+/// body (which the caller sends separately).
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    kind: u8,
+    encoding: Encoding,
+    call_id: u64,
+    method: &str,
+    body_len: u64,
+) {
+    debug_assert!(method.len() <= MAX_METHOD);
     out.push(kind);
     out.push(encoding.code());
     out.extend_from_slice(&(method.len() as u16).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&call_id.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(method.as_bytes());
-    out.extend_from_slice(body);
+}
+
+/// A frame parsed in place (one ring message is exactly one frame).
+#[derive(Debug)]
+pub(crate) struct FrameRef<'a> {
+    pub kind: u8,
+    pub encoding: Encoding,
+    pub call_id: u64,
+    pub method: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Parse a whole frame held in `msg`, checking the header as
+/// [`parse_header`] does and that the lengths add up to the message's.
+pub(crate) fn parse_frame<'a>(
+    msg: &'a [u8],
+    allowed: &[u8],
+    limit: usize,
+) -> Result<FrameRef<'a>, WireError> {
+    let Some(h) = msg.get(..HEADER_LEN) else {
+        return Err(WireError::Truncated(format!(
+            "a message of {} bytes is shorter than a frame header",
+            msg.len()
+        )));
+    };
+    let hdr = parse_header(h.try_into().expect("24 bytes"), allowed, limit)?;
+    let rest = &msg[HEADER_LEN..];
+    if hdr.method_len as u64 + hdr.body_len != rest.len() as u64 {
+        return Err(WireError::Malformed(format!(
+            "the frame announces {} + {} bytes but the message holds {}",
+            hdr.method_len,
+            hdr.body_len,
+            rest.len()
+        )));
+    }
+    let (method, body) = rest.split_at(hdr.method_len);
+    let method = std::str::from_utf8(method)
+        .map_err(|_| WireError::Malformed("the method name is not UTF-8".into()))?;
+    Ok(FrameRef {
+        kind: hdr.kind,
+        encoding: hdr.encoding,
+        call_id: hdr.call_id,
+        method,
+        body,
+    })
+}
+
+/// Encode a loan range (the body of loan calls and replies).
+pub(crate) fn loan_range(offset: u64, len: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&offset.to_le_bytes());
+    b[8..].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+/// Decode a loan range; `None` if the body is not 16 bytes.
+pub(crate) fn parse_loan_range(body: &[u8]) -> Option<(u64, u64)> {
+    let b: &[u8; 16] = body.try_into().ok()?;
+    Some((
+        u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
+    ))
 }
 
 /// A decoded, checked header.
@@ -156,12 +257,13 @@ pub(crate) fn parse_header(
             &h[4..8]
         )));
     }
-    if kind == KIND_CALL && (method_len == 0 || method_len > MAX_METHOD) {
+    let is_call = kind == KIND_CALL || kind == KIND_LOAN_CALL;
+    if is_call && (method_len == 0 || method_len > MAX_METHOD) {
         return Err(WireError::Malformed(format!(
             "method name of {method_len} bytes; a call names a method of 1 to {MAX_METHOD} bytes"
         )));
     }
-    if kind != KIND_CALL && method_len != 0 {
+    if !is_call && method_len != 0 {
         return Err(WireError::Malformed(
             "a reply or error frame carries a method name".into(),
         ));
@@ -206,6 +308,14 @@ impl FrameReader {
             limit,
             allowed,
         }
+    }
+
+    /// Put bytes already read from the socket (at most its buffer size)
+    /// in front of what comes next.
+    pub(crate) fn prime(&mut self, bytes: &[u8]) {
+        debug_assert!(self.pos == 0 && self.len == 0 && bytes.len() <= READ_BUF);
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.len = bytes.len();
     }
 
     /// Make `n <= READ_BUF` bytes available. `Ok(false)`: clean end of
@@ -366,11 +476,13 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_rejects_garbage() {
-        assert_eq!(parse_hello(&hello(1234)).unwrap(), 1234);
-        let mut bad = hello(1);
+        let h = parse_hello(&hello(1234, true)).unwrap();
+        assert_eq!((h.max_frame, h.shm), (1234, true));
+        assert!(!parse_hello(&hello(1, false)).unwrap().shm);
+        let mut bad = hello(1, false);
         bad[0] = b'X';
         assert!(parse_hello(&bad).is_err());
-        let mut v2 = hello(1);
+        let mut v2 = hello(1, false);
         v2[8] = 2;
         assert!(parse_hello(&v2).unwrap_err().contains("version 2"));
     }

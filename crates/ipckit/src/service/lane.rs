@@ -1,0 +1,788 @@
+//! Shared-memory lanes of a service client, and zero-copy loans.
+//!
+//! A lane is one extra Unix-socket connection to the server plus one ring
+//! channel (`crate::ring`): the client creates the channel, passes its
+//! memfd in a `KIND_LANE` frame, and from then on every call on the lane is
+//! one ring message each way (the same bytes as a socket frame). The socket
+//! only tells each side that the other died. A lane carries one call at a
+//! time; the client keeps a pool of idle lanes so concurrent callers run
+//! concurrently.
+//!
+//! The server is untrusted: every frame and loan range read from the shared
+//! pages is checked, and anything impossible fails the call with
+//! [`ErrorKind::Decode`] and closes the lane.
+#![allow(unsafe_code)]
+
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::wire::{
+    self, FrameRef, WireError, HEADER_LEN, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL, KIND_LOAN_REPLY,
+    KIND_REPLY,
+};
+use super::{Encoding, RemoteError};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ring::{self, Chan, RingError, Rx, Tx};
+use crate::sys;
+use crate::transport::WaitStrategy;
+
+/// Bytes per ring of a lane (one each way). Larger messages are fragmented.
+pub(crate) const LANE_RING: usize = 256 * 1024;
+/// Most lanes one client opens; further concurrent calls use the socket.
+pub(crate) const MAX_LANES: usize = 16;
+/// How long opening a lane waits for each handshake step.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
+
+/// What a client needs to open lanes.
+#[derive(Debug)]
+pub(crate) struct LaneConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// The server's `max_frame`: size of each loan segment.
+    pub server_max: usize,
+    /// This client's reply limit.
+    pub client_max: usize,
+    pub wait: WaitStrategy,
+}
+
+/// One shared-memory lane (client side).
+pub(crate) struct Lane {
+    chan: Arc<Chan>,
+    tx: Tx,
+    rx: Rx,
+    head: Vec<u8>,
+    buf: Vec<u8>,
+    next_id: u64,
+    /// Longest reply message accepted (header + this client's max_frame).
+    limit: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(s) = self.chan.socket() {
+            sys::net::shutdown(s);
+        }
+    }
+}
+
+/// The client's lanes: idle ones, and how many exist.
+pub(crate) struct LanePool {
+    cfg: LaneConfig,
+    idle: Mutex<Vec<Lane>>,
+    open: Arc<AtomicUsize>,
+    /// A lane could not be opened: use the socket from now on.
+    disabled: AtomicBool,
+}
+
+impl std::fmt::Debug for LanePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanePool")
+            .field("open", &self.open.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl LanePool {
+    /// A pool with one lane opened now; `Err` if that lane cannot be had
+    /// (the caller then stays on the socket).
+    pub(crate) fn start(cfg: LaneConfig) -> Result<Arc<LanePool>> {
+        let pool = Arc::new(LanePool {
+            cfg,
+            idle: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+            disabled: AtomicBool::new(false),
+        });
+        pool.open.fetch_add(1, Ordering::Relaxed);
+        let lane = open_lane(&pool.cfg, pool.open.clone())?;
+        pool.put(lane);
+        Ok(pool)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Lane>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether lanes are still in use (none failed to open).
+    pub(crate) fn enabled(&self) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// An idle lane, or a new one if under the cap; `None`: use the socket.
+    pub(crate) fn take(&self) -> Option<Lane> {
+        if let Some(l) = self.idle().pop() {
+            return Some(l);
+        }
+        if self.disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let n = self.open.fetch_add(1, Ordering::Relaxed);
+        if n >= MAX_LANES {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        match open_lane(&self.cfg, self.open.clone()) {
+            Ok(l) => Some(l),
+            Err(_) => {
+                // `open_lane` gave the count back; stay on the socket.
+                self.disabled.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Give a lane back after a call that ended cleanly.
+    pub(crate) fn put(&self, lane: Lane) {
+        self.idle().push(lane);
+    }
+
+    /// The service's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Largest loan (the loan segment's size).
+    pub(crate) fn loan_cap(&self) -> usize {
+        self.cfg.server_max.min(ring::MAX_LOAN)
+    }
+}
+
+/// Open one lane. `open` was already incremented for it; on failure it is
+/// decremented again.
+fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
+    let r = open_lane_inner(cfg);
+    match r {
+        Ok((chan, fd)) => {
+            let chan = Arc::new(chan.watch(fd));
+            let (tx, rx) = ring::split(chan.clone(), true, cfg.wait);
+            Ok(Lane {
+                chan,
+                tx,
+                rx,
+                head: Vec::with_capacity(HEADER_LEN + wire::MAX_METHOD),
+                buf: Vec::new(),
+                next_id: 1,
+                limit: HEADER_LEN.saturating_add(cfg.client_max.max(16)),
+                open,
+            })
+        }
+        Err(e) => {
+            open.fetch_sub(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
+fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
+    let name = cfg.name.as_str();
+    let fd = sys::net::unix_connect(&cfg.path)
+        .map_err(|e| Error::os(e, "cannot open a shared-memory lane").with_name(name))?;
+    let hello = super::client::read_hello(name, &fd, Instant::now())?;
+    if !hello.shm {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "the server no longer offers shared memory; the socket is used",
+        )
+        .with_name(name));
+    }
+    let loan_cap = cfg.server_max.min(ring::MAX_LOAN);
+    let (chan, memfd) = Chan::create(LANE_RING, loan_cap)
+        .map_err(|e| Error::os(e, "cannot create the lane's shared memory").with_name(name))?;
+    let mut frame = Vec::with_capacity(HEADER_LEN);
+    wire::encode_head(&mut frame, KIND_LANE, Encoding::Postcard, 0, "", 0);
+    sys::net::send_with_fd(fd.as_fd(), &frame, memfd.as_fd())
+        .map_err(|e| Error::os(e, "cannot send the lane's shared memory").with_name(name))?;
+    drop(memfd);
+    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(HANDSHAKE_WAIT))
+        .map_err(|e| Error::os(e, "cannot wait for the lane's answer").with_name(name))?;
+    let gone = || {
+        Error::new(
+            ErrorKind::PeerGone,
+            "the server did not accept the shared-memory lane; the socket is used",
+        )
+        .with_name(name)
+    };
+    if ready.is_empty() {
+        return Err(gone());
+    }
+    let mut h = [0u8; HEADER_LEN];
+    if !matches!(sys::net::recv_exact(fd.as_fd(), &mut h), Ok(true)) {
+        return Err(gone());
+    }
+    let hdr = wire::parse_header(&h, &[KIND_LANE, KIND_ERROR], 64 * 1024).map_err(|e| {
+        Error::new(ErrorKind::Decode, format!("bad lane answer: {e}")).with_name(name)
+    })?;
+    if hdr.kind == KIND_ERROR {
+        let mut body = vec![0u8; hdr.body_len as usize];
+        let _ = sys::net::recv_exact(fd.as_fd(), &mut body);
+        let why = serde_json::from_slice::<RemoteError>(&body)
+            .map(|r| r.message)
+            .unwrap_or_else(|_| "no reason given".into());
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the server refused a shared-memory lane ({why}); the socket is used"),
+        )
+        .with_name(name));
+    }
+    Ok((chan, fd))
+}
+
+/// Turn a ring failure during a call into the caller's error.
+fn ring_error(name: &str, method: &str, e: RingError, timeout: Option<Duration>) -> Error {
+    match e {
+        RingError::Timeout => Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no reply to '{method}' within {:?}; the call may still run on the server, and the connection stays usable",
+                timeout.unwrap_or_default()
+            ),
+        )
+        .with_name(name),
+        RingError::PeerGone | RingError::Interrupted => Error::new(
+            ErrorKind::PeerGone,
+            "the server closed the connection (it exited, was killed, or shut down); the call's outcome is unknown, connect again",
+        )
+        .with_name(name),
+        RingError::Corrupt(why) => corrupt(name, method, &why),
+    }
+}
+
+fn corrupt(name: &str, method: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!(
+            "the reply to '{method}' came through corrupt shared memory ({why}); that connection was closed, the call's outcome is unknown; call again"
+        ),
+    )
+    .with_name(name)
+}
+
+/// A reply read from a lane, borrowed from the lane's buffer.
+pub(crate) struct LaneReply<'a> {
+    pub kind: u8,
+    pub encoding: Encoding,
+    pub body: &'a [u8],
+}
+
+impl Lane {
+    /// Send one call frame (`body` after the header) and wait for its reply
+    /// (until `deadline`). Any error means the lane must be dropped.
+    pub(crate) fn call(
+        &mut self,
+        name: &str,
+        kind: u8,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<LaneReply<'_>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.head.clear();
+        wire::encode_head(&mut self.head, kind, enc, id, method, body.len() as u64);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.tx
+            .send(0, &[&self.head, body])
+            .map_err(|e| ring_error(name, method, e, timeout))?;
+        match self.rx.recv(&mut self.buf, self.limit, deadline) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, timeout)),
+            Err(e) => return Err(ring_error(name, method, e, timeout)),
+        }
+        let f: FrameRef<'_> = wire::parse_frame(
+            &self.buf,
+            &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY],
+            usize::MAX,
+        )
+        .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
+        if f.call_id != id {
+            return Err(corrupt(
+                name,
+                method,
+                &format!("reply for call {} while waiting for {id}", f.call_id),
+            ));
+        }
+        Ok(LaneReply {
+            kind: f.kind,
+            encoding: f.encoding,
+            body: f.body,
+        })
+    }
+
+    /// Check a loan range the server sent for segment 1.
+    fn reply_range(&self, name: &str, method: &str, body: &[u8]) -> Result<(usize, usize)> {
+        let (off, len) = wire::parse_loan_range(body)
+            .ok_or_else(|| corrupt(name, method, "a loan reply whose body is not 16 bytes"))?;
+        self.chan
+            .check_loan(off, len)
+            .map_err(|e| corrupt(name, method, &e.to_string()))
+    }
+}
+
+/// A buffer of `len` bytes to fill with a request and send with
+/// [`Client::call_loan`](super::Client::call_loan): on a shared-memory
+/// connection it lies in memory the server reads in place (no copy); on a
+/// socket it is a heap buffer sent in the call frame. Dropping it unsent
+/// gives its connection back.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// use ipckit::service::{Client, Server};
+/// let _s = Server::builder("s").namespace(&ns)
+///     .loan_handler("sum", |req, reply| {
+///         let sum: u64 = req.iter().map(|b| *b as u64).sum();
+///         reply.write(&sum.to_le_bytes())
+///     })
+///     .bind().unwrap();
+/// let c = Client::options().namespace(&ns).connect("s").unwrap();
+/// let mut loan = c.loan(1000).unwrap();
+/// loan.fill(2);
+/// let out = c.call_loan("sum", loan).unwrap();
+/// assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), 2000);
+/// ```
+pub struct Loan {
+    buf: LoanBuf,
+}
+
+// A lane is held by value: loans are taken per call, boxing would cost an
+// allocation each time.
+#[allow(clippy::large_enum_variant)]
+enum LoanBuf {
+    Lane {
+        lane: Option<Lane>,
+        pool: Arc<LanePool>,
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+impl std::fmt::Debug for Loan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan")
+            .field("len", &self.len())
+            .field("shared", &matches!(self.buf, LoanBuf::Lane { .. }))
+            .finish()
+    }
+}
+
+impl Loan {
+    pub(crate) fn shared(lane: Lane, pool: Arc<LanePool>, len: usize) -> Loan {
+        debug_assert!(len <= lane.chan.loan_cap());
+        Loan {
+            buf: LoanBuf::Lane {
+                lane: Some(lane),
+                pool,
+                len,
+            },
+        }
+    }
+
+    pub(crate) fn heap(len: usize) -> Loan {
+        Loan {
+            buf: LoanBuf::Heap(vec![0u8; len]),
+        }
+    }
+
+    /// Whether the buffer lies in shared memory (else on the heap, for a
+    /// socket connection).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).bind().unwrap();
+    /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
+    /// let loan = c.loan(10).unwrap();
+    /// assert_eq!(loan.is_shared(), c.transport() == ipckit::Transport::SharedMemory);
+    /// ```
+    pub fn is_shared(&self) -> bool {
+        matches!(self.buf, LoanBuf::Lane { .. })
+    }
+
+    /// Take the lane out (the loan is being sent).
+    pub(crate) fn into_parts(
+        mut self,
+    ) -> std::result::Result<(Lane, Arc<LanePool>, usize), Vec<u8>> {
+        match &mut self.buf {
+            LoanBuf::Lane { lane, pool, len } => Ok((
+                lane.take().expect("a loan holds its lane"),
+                pool.clone(),
+                *len,
+            )),
+            LoanBuf::Heap(v) => Err(std::mem::take(v)),
+        }
+    }
+}
+
+impl Deref for Loan {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.buf {
+            LoanBuf::Lane { lane, len, .. } => {
+                let lane = lane.as_ref().expect("a loan holds its lane");
+                // SAFETY: `len` ≤ the loan segment's size (checked when the
+                // loan was made); segment 0 is written only by this side and
+                // read by the server only while a call that this loan makes
+                // is in flight, which needs `self` by value. The memory is
+                // mapped as long as the lane's channel lives.
+                unsafe { std::slice::from_raw_parts(lane.chan.loan_ptr(0), *len) }
+            }
+            LoanBuf::Heap(v) => v,
+        }
+    }
+}
+
+impl DerefMut for Loan {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.buf {
+            LoanBuf::Lane { lane, len, .. } => {
+                let lane = lane.as_ref().expect("a loan holds its lane");
+                // SAFETY: as in `deref`; `&mut self` makes this the only
+                // reference into segment 0 of this lane in this process.
+                unsafe { std::slice::from_raw_parts_mut(lane.chan.loan_ptr(0), *len) }
+            }
+            LoanBuf::Heap(v) => v,
+        }
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        if let LoanBuf::Lane { lane, pool, .. } = &mut self.buf {
+            if let Some(l) = lane.take() {
+                pool.put(l);
+            }
+        }
+    }
+}
+
+/// The result of [`Client::call_loan`](super::Client::call_loan), read in
+/// place: on a shared-memory connection it lies in the reply segment the
+/// server wrote (the connection stays reserved until this is dropped).
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// use ipckit::service::{Client, Server};
+/// let _s = Server::builder("s").namespace(&ns)
+///     .loan_handler("upper", |req, reply| {
+///         let out = reply.alloc(req.len())?;
+///         for (o, i) in out.iter_mut().zip(req) { *o = i.to_ascii_uppercase(); }
+///         Ok::<_, ipckit::Error>(())
+///     })
+///     .bind().unwrap();
+/// let c = Client::options().namespace(&ns).connect("s").unwrap();
+/// let mut loan = c.loan(5).unwrap();
+/// loan.copy_from_slice(b"hello");
+/// let out = c.call_loan("upper", loan).unwrap();
+/// assert_eq!(&out[..], b"HELLO");
+/// ```
+pub struct LoanReply {
+    buf: ReplyBuf,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum ReplyBuf {
+    Lane {
+        lane: Option<Lane>,
+        pool: Arc<LanePool>,
+        off: usize,
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+impl std::fmt::Debug for LoanReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoanReply")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Deref for LoanReply {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.buf {
+            ReplyBuf::Lane { lane, off, len, .. } => {
+                let lane = lane.as_ref().expect("a reply holds its lane");
+                // SAFETY: `off + len` was checked against segment 1's size
+                // (`Chan::check_loan`); the server writes segment 1 only while
+                // handling a call, and none can be sent on this lane while
+                // `self` holds it. Plain bytes: any value is valid.
+                unsafe { std::slice::from_raw_parts(lane.chan.loan_ptr(1).add(*off), *len) }
+            }
+            ReplyBuf::Heap(v) => v,
+        }
+    }
+}
+
+impl Drop for LoanReply {
+    fn drop(&mut self) {
+        if let ReplyBuf::Lane { lane, pool, .. } = &mut self.buf {
+            if let Some(l) = lane.take() {
+                pool.put(l);
+            }
+        }
+    }
+}
+
+/// A loan call's reply, or an error frame (kind, body, encoding).
+pub(crate) type LaneOutcome = std::result::Result<LoanReply, (u8, Vec<u8>, Encoding)>;
+
+/// Send a loan on its lane and wait for the reply.
+pub(crate) fn call_on_lane(
+    mut lane: Lane,
+    pool: Arc<LanePool>,
+    len: usize,
+    method: &str,
+) -> Result<LaneOutcome> {
+    let name = pool.name().to_string();
+    let range = wire::loan_range(0, len as u64);
+    let reply = lane.call(
+        &name,
+        KIND_LOAN_CALL,
+        method,
+        Encoding::Postcard,
+        &range,
+        None,
+    )?;
+    match reply.kind {
+        KIND_LOAN_REPLY => {
+            let body = reply.body.to_vec();
+            let (off, len) = lane.reply_range(&name, method, &body)?;
+            Ok(Ok(LoanReply {
+                buf: ReplyBuf::Lane {
+                    lane: Some(lane),
+                    pool,
+                    off,
+                    len,
+                },
+            }))
+        }
+        KIND_REPLY => {
+            let r = Ok(Ok(LoanReply {
+                buf: ReplyBuf::Heap(reply.body.to_vec()),
+            }));
+            pool.put(lane);
+            r
+        }
+        _ => {
+            let out = (reply.kind, reply.body.to_vec(), reply.encoding);
+            pool.put(lane);
+            Ok(Err(out))
+        }
+    }
+}
+
+impl LoanReply {
+    pub(crate) fn heap(v: Vec<u8>) -> LoanReply {
+        LoanReply {
+            buf: ReplyBuf::Heap(v),
+        }
+    }
+}
+
+/// Where a [`loan_handler`](super::ServerBuilder::loan_handler) writes its
+/// result: in place in the shared reply segment when the call came as a
+/// loan on a shared-memory connection, else a heap buffer sent in the reply
+/// frame. At most [`capacity`](Self::capacity) bytes.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// use ipckit::service::{Client, Server};
+/// let _s = Server::builder("s").namespace(&ns)
+///     .loan_handler("twice", |req, reply| {
+///         reply.write(req)?;
+///         reply.write(req)
+///     })
+///     .bind().unwrap();
+/// let c = Client::options().namespace(&ns).connect("s").unwrap();
+/// let mut loan = c.loan(2).unwrap();
+/// loan.copy_from_slice(b"ab");
+/// assert_eq!(&c.call_loan("twice", loan).unwrap()[..], b"abab");
+/// ```
+pub struct LoanWriter<'a> {
+    out: WriterBuf<'a>,
+    len: usize,
+    cap: usize,
+}
+
+enum WriterBuf<'a> {
+    Shared(&'a mut [u8]),
+    Heap(Vec<u8>),
+}
+
+impl std::fmt::Debug for LoanWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoanWriter")
+            .field("len", &self.len)
+            .field("capacity", &self.cap)
+            .finish()
+    }
+}
+
+impl<'a> LoanWriter<'a> {
+    pub(crate) fn shared(seg: &'a mut [u8]) -> Self {
+        let cap = seg.len();
+        LoanWriter {
+            out: WriterBuf::Shared(seg),
+            len: 0,
+            cap,
+        }
+    }
+
+    pub(crate) fn heap(cap: usize) -> Self {
+        LoanWriter {
+            out: WriterBuf::Heap(Vec::new()),
+            len: 0,
+            cap,
+        }
+    }
+
+    /// The result written so far: `Ok(len)` in place, or the heap bytes.
+    pub(crate) fn finish(self) -> std::result::Result<usize, Vec<u8>> {
+        match self.out {
+            WriterBuf::Shared(_) => Ok(self.len),
+            WriterBuf::Heap(mut v) => {
+                v.truncate(self.len);
+                Err(v)
+            }
+        }
+    }
+
+    /// Most bytes the result may have.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # use ipckit::service::{Client, Server};
+    /// let _s = Server::builder("s").namespace(&ns).max_frame(1 << 20)
+    ///     .loan_handler("cap", |_req, reply| {
+    ///         let cap = reply.capacity() as u64;
+    ///         reply.write(&cap.to_le_bytes())
+    ///     })
+    ///     .bind().unwrap();
+    /// # let c = Client::options().namespace(&ns).connect("s").unwrap();
+    /// # let out = c.call_loan("cap", c.loan(0).unwrap()).unwrap();
+    /// # assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), 1 << 20);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes written so far.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # use ipckit::service::Server;
+    /// let _ = Server::builder("s").loan_handler("n", |_req, reply| {
+    ///     reply.write(b"abc")?;
+    ///     assert_eq!(reply.len(), 3);
+    ///     Ok::<_, ipckit::Error>(())
+    /// });
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written yet.
+    ///
+    /// ```
+    /// # use ipckit::service::Server;
+    /// let _ = Server::builder("s").loan_handler("n", |_req, reply| {
+    ///     assert!(reply.is_empty());
+    ///     Ok::<_, ipckit::Error>(())
+    /// });
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn too_large(&self, n: usize) -> Error {
+        Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "a loan result of {n} bytes is over the reply capacity of {} bytes; return less or raise the server's max_frame",
+                self.cap
+            ),
+        )
+        .with_needed(n)
+    }
+
+    /// Make the result exactly `n` bytes and return them to fill in place
+    /// (their previous contents are unspecified). [`ErrorKind::TooLarge`]
+    /// over the capacity.
+    ///
+    /// ```
+    /// # use ipckit::service::Server;
+    /// let _ = Server::builder("s").loan_handler("zeros", |req, reply| {
+    ///     reply.alloc(req.len())?.fill(0);
+    ///     Ok::<_, ipckit::Error>(())
+    /// });
+    /// ```
+    pub fn alloc(&mut self, n: usize) -> Result<&mut [u8]> {
+        if n > self.cap {
+            return Err(self.too_large(n));
+        }
+        self.len = n;
+        Ok(match &mut self.out {
+            WriterBuf::Shared(s) => &mut s[..n],
+            WriterBuf::Heap(v) => {
+                v.resize(n, 0);
+                &mut v[..n]
+            }
+        })
+    }
+
+    /// Append `bytes` to the result. [`ErrorKind::TooLarge`] over the
+    /// capacity (nothing is appended then).
+    ///
+    /// ```
+    /// # use ipckit::service::Server;
+    /// let _ = Server::builder("s").loan_handler("hi", |_req, reply| reply.write(b"hi"));
+    /// ```
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let end = self
+            .len
+            .checked_add(bytes.len())
+            .filter(|e| *e <= self.cap)
+            .ok_or_else(|| self.too_large(self.len.saturating_add(bytes.len())))?;
+        match &mut self.out {
+            WriterBuf::Shared(s) => s[self.len..end].copy_from_slice(bytes),
+            WriterBuf::Heap(v) => {
+                v.truncate(self.len);
+                v.extend_from_slice(bytes);
+            }
+        }
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The server's view of a lane's loan segments for one loan call: the
+/// request (`off..off + len` of segment 0, already checked with
+/// `Chan::check_loan`) and all of segment 1 to write the result in.
+// The mutable slice is into shared memory, not into `chan`: only the one
+// thread serving the lane calls this, once per call.
+#[allow(clippy::mut_from_ref)]
+pub(crate) fn server_segments(chan: &Chan, off: usize, len: usize) -> (&[u8], &mut [u8]) {
+    assert!(off.checked_add(len).is_some_and(|e| e <= chan.loan_cap()));
+    // SAFETY: `off + len` lies inside loan segment 0 (asserted), which stays
+    // mapped while `chan` lives. The client may still write it: it is read
+    // as plain bytes (any value is valid) and handlers are told so.
+    let req = unsafe { std::slice::from_raw_parts(chan.loan_ptr(0).add(off), len) };
+    // SAFETY: segment 1 is `loan_cap` bytes, mapped while `chan` lives, and
+    // written only by the server's single thread serving this lane, which
+    // holds the only such slice while it handles the call; the client reads
+    // it only after the reply. Plain bytes: any value is valid.
+    let place = unsafe { std::slice::from_raw_parts_mut(chan.loan_ptr(1), chan.loan_cap()) };
+    (req, place)
+}
