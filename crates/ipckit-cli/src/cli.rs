@@ -82,9 +82,9 @@ pub enum ServiceCommand {
         /// Offer shared memory to local clients (auto) or not (socket).
         #[arg(long, value_enum, default_value = "auto")]
         transport: TransportArg,
-        /// How lane threads wait for calls: spin briefly then park (auto),
-        /// spin, or park at once.
-        #[arg(long, value_enum, default_value = "auto")]
+        /// How lane threads wait for calls: spin briefly then park
+        /// (spin-then-park, alias auto), spin, or park at once.
+        #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
         wait: WaitArg,
     },
 }
@@ -131,20 +131,33 @@ impl TransportArg {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitArg {
     /// Spin briefly, then park (the default).
-    Auto,
-    /// Spin until the peer answers.
+    #[value(alias = "auto")]
+    SpinThenPark,
+    /// Spin until the peer answers (lowest latency, a core stays busy).
     Spin,
-    /// Park at once.
+    /// Park at once (sleep in the kernel).
     Park,
 }
 
 impl WaitArg {
     pub fn get(self) -> ipckit::WaitStrategy {
         match self {
-            WaitArg::Auto => ipckit::WaitStrategy::default(),
+            WaitArg::SpinThenPark => ipckit::WaitStrategy::default(),
             WaitArg::Spin => ipckit::WaitStrategy::Spin,
             WaitArg::Park => ipckit::WaitStrategy::Park,
         }
+    }
+}
+
+impl From<WaitArg> for ipckit::WaitStrategy {
+    fn from(w: WaitArg) -> Self {
+        w.get()
+    }
+}
+
+impl From<TransportArg> for ipckit::Transport {
+    fn from(t: TransportArg) -> Self {
+        t.get()
     }
 }
 
@@ -261,45 +274,6 @@ pub enum PipeCommand {
         #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
         wait: WaitArg,
     },
-}
-
-/// `--transport` of the pipe commands.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransportArg {
-    /// Shared memory for local message-mode connections, else the socket.
-    Auto,
-    /// Always the socket.
-    Socket,
-}
-
-impl From<TransportArg> for ipckit::Transport {
-    fn from(t: TransportArg) -> Self {
-        match t {
-            TransportArg::Auto => ipckit::Transport::Auto,
-            TransportArg::Socket => ipckit::Transport::Socket,
-        }
-    }
-}
-
-/// `--wait` of the pipe commands.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitArg {
-    /// Busy-wait (lowest latency, a core stays busy).
-    Spin,
-    /// Sleep in the kernel at once.
-    Park,
-    /// Spin briefly, then sleep (the default).
-    SpinThenPark,
-}
-
-impl From<WaitArg> for ipckit::WaitStrategy {
-    fn from(w: WaitArg) -> Self {
-        match w {
-            WaitArg::Spin => ipckit::WaitStrategy::Spin,
-            WaitArg::Park => ipckit::WaitStrategy::Park,
-            WaitArg::SpinThenPark => ipckit::WaitStrategy::default(),
-        }
-    }
 }
 
 #[derive(Args, Debug)]
