@@ -378,6 +378,10 @@ impl Chan {
         deadline: Option<Instant>,
         mut ready: impl FnMut() -> Result<bool, RingError>,
     ) -> Result<(), RingError> {
+        // A shutdown must be seen even by a waiter whose peer keeps it busy.
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(RingError::Interrupted);
+        }
         if ready()? {
             return Ok(());
         }
@@ -385,8 +389,8 @@ impl Chan {
         let budget = spin.budget();
         let mut last_check = start;
         let mut n: u32 = 0;
-        // Spin phase.
-        loop {
+        // Spin phase (none at all for `WaitStrategy::Park`).
+        while budget != Some(Duration::ZERO) {
             std::hint::spin_loop();
             if ready()? {
                 spin.record(start.elapsed());

@@ -100,6 +100,8 @@ pub struct Transport {
     pipe_server: fn(&mut ipckit::pipe::ServerOptions),
     /// Applied to this process's service client options.
     service_client: fn(&mut ipckit::service::ClientOptions),
+    /// Extra arguments for a service peer (`ipckit service demo`).
+    peer_args: &'static [&'static str],
 }
 
 /// The local socket transport: a Unix socket in the namespace, with the
@@ -113,7 +115,10 @@ const UNIX: Transport = Transport {
     pipe_server: |o| {
         o.transport(ipckit::Transport::Socket);
     },
-    service_client: |_| {},
+    service_client: |o| {
+        o.transport(ipckit::Transport::Socket);
+    },
+    peer_args: &["--transport", "socket"],
 };
 
 /// The shared-memory transport (what local connections get by default).
@@ -126,7 +131,16 @@ const SHM: Transport = Transport {
     pipe_server: |o| {
         o.transport(ipckit::Transport::SharedMemory);
     },
-    service_client: |_| {},
+    service_client: |o| {
+        o.transport(ipckit::Transport::SharedMemory);
+    },
+    peer_args: &[],
+};
+
+/// Shared memory with the server's lane threads parking at once.
+const SHM_PARKED: Transport = Transport {
+    peer_args: &["--wait", "park"],
+    ..SHM
 };
 
 /// Loopback TCP (services).
@@ -547,11 +561,13 @@ impl<'de> Deserialize<'de> for Bytes {
 
 /// A call of the demo service's `echo` with `payload` bytes (copied both
 /// ways), the server in an `ipckit service demo` process.
+#[allow(clippy::too_many_arguments)]
 fn service_case(
     case: &'static str,
     payload: usize,
     floor: &'static str,
     t: Transport,
+    loan: bool,
     s: &Settings,
     ns: &Path,
 ) -> Result<Row, Error> {
@@ -564,6 +580,7 @@ fn service_case(
     if t.tcp {
         cmd.args(["--tcp", "127.0.0.1:0"]);
     }
+    cmd.args(t.peer_args);
     t.peer_env(&mut cmd);
     let mut peer = spawn(&mut cmd)?;
     let mut out = BufReader::new(peer.0.stdout.take().expect("stdout is piped"));
@@ -584,6 +601,26 @@ fn service_case(
     let client = opts.connect(&target)?;
     let req: Vec<u8> = (0..payload).map(|i| i as u8).collect();
     let s = s.for_payload(payload);
+    if loan {
+        // The client fills a loan in place, the server reads every byte
+        // (`sum`) and answers 8 bytes in place.
+        let want: u64 = req.iter().map(|b| u64::from(*b)).sum();
+        return measure(case, payload, Some(floor), &s, || {
+            let mut l = client.loan(payload)?;
+            l.copy_from_slice(&req);
+            let r = client.call_loan("sum", l)?;
+            let got = u64::from_le_bytes(r[..8].try_into().map_err(|_| {
+                Error::new(ErrorKind::Decode, format!("bench: {case}: short sum reply"))
+            })?);
+            if got != want {
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("bench: {case}: the server summed {got}, not {want}"),
+                ));
+            }
+            Ok(())
+        });
+    }
     measure(case, payload, Some(floor), &s, || {
         let r: Bytes = client.call("echo", &BytesRef(&req))?;
         if r.0.len() != payload {
@@ -631,16 +668,42 @@ fn cases() -> Vec<Case> {
         case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
         case("pipe/shm", |s, ns| pipe_case("pipe/shm", SHM, s, ns)),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 64, "floor/unix-stream", UNIX, s, ns)
+            service_case("service/unix", 64, "floor/unix-stream", UNIX, false, s, ns)
+        }),
+        case("service/shm", |s, ns| {
+            service_case("service/shm", 64, "floor/shm-spin", SHM, false, s, ns)
+        }),
+        case("service/shm-parked", |s, ns| {
+            service_case(
+                "service/shm-parked",
+                64,
+                "floor/futex",
+                SHM_PARKED,
+                false,
+                s,
+                ns,
+            )
         }),
         case("service/tcp", |s, ns| {
-            service_case("service/tcp", 64, "floor/tcp", TCP, s, ns)
+            service_case("service/tcp", 64, "floor/tcp", TCP, false, s, ns)
         }),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 64 << 10, MEMCPY, UNIX, s, ns)
+            service_case("service/unix", 64 << 10, MEMCPY, UNIX, false, s, ns)
         }),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 1 << 20, MEMCPY, UNIX, s, ns)
+            service_case("service/unix", 1 << 20, MEMCPY, UNIX, false, s, ns)
+        }),
+        case("service/shm", |s, ns| {
+            service_case("service/shm", 64 << 10, MEMCPY, SHM, false, s, ns)
+        }),
+        case("service/shm", |s, ns| {
+            service_case("service/shm", 1 << 20, MEMCPY, SHM, false, s, ns)
+        }),
+        case("service/shm-loan", |s, ns| {
+            service_case("service/shm-loan", 64 << 10, MEMCPY, SHM, true, s, ns)
+        }),
+        case("service/shm-loan", |s, ns| {
+            service_case("service/shm-loan", 1 << 20, MEMCPY, SHM, true, s, ns)
         }),
         case("stream/unix", |s, ns| {
             stream_case("stream/unix", None, UNIX, s, ns)
