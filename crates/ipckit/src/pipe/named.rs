@@ -915,7 +915,7 @@ fn ring_size(max_message: usize) -> usize {
         .saturating_add(64)
         .saturating_mul(4)
         .next_power_of_two()
-        .clamp(64 << 10, 256 << 10)
+        .clamp(64 << 10, 1 << 20)
 }
 
 /// How long a receiver waits for the descriptor announced by a ring record
