@@ -213,7 +213,9 @@ impl Chan {
                 "ring capacity {ring_cap} is not a power of two in 4 KiB–64 MiB"
             ));
         }
-        if loan_cap % 4096 != 0 || loan_cap > max_loan.min(MAX_LOAN) as u64 {
+        // The creator rounds its segment up to whole pages; so do we.
+        let max_loan = max_loan.min(MAX_LOAN).next_multiple_of(4096);
+        if loan_cap % 4096 != 0 || loan_cap > max_loan as u64 {
             return Err(format!(
                 "loan segment of {loan_cap} bytes is over the limit of {max_loan} or not whole pages"
             ));
@@ -566,7 +568,7 @@ impl Tx {
     }
 
     /// Wait until `need` bytes are free.
-    fn reserve(&mut self, need: usize) -> Result<(), RingError> {
+    fn reserve(&mut self, need: usize, deadline: Option<Instant>) -> Result<(), RingError> {
         // The cached head only lags the real one: if it shows room, there
         // is room (and the peer's cache line is not touched).
         let cap = self.chan.ring_cap as u64;
@@ -579,9 +581,13 @@ impl Tx {
         let chan = self.chan.clone();
         let ctl = chan.ctl(self.dir);
         let mut spin = self.spin.clone();
-        let r = chan.wait(&ctl.space_seq, &ctl.space_sleep, &mut spin, None, || {
-            Ok(self.free()? >= need)
-        });
+        let r = chan.wait(
+            &ctl.space_seq,
+            &ctl.space_sleep,
+            &mut spin,
+            deadline,
+            || Ok(self.free()? >= need),
+        );
         self.spin = spin;
         r
     }
@@ -615,21 +621,37 @@ impl Tx {
     /// Make room for a record of `size` bytes that must not wrap: pad to
     /// the ring's end first if needed. Returns once `size` contiguous
     /// bytes are free at the tail.
-    fn reserve_contiguous(&mut self, size: usize) -> Result<(), RingError> {
+    fn reserve_contiguous(
+        &mut self,
+        size: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), RingError> {
         let cap = self.chan.ring_cap;
         let off = (self.tail as usize) & (cap - 1);
         let to_end = cap - off;
         if to_end < size {
-            self.reserve(to_end)?;
+            self.reserve(to_end, deadline)?;
             self.put(F_PAD, 0, 0, &[], to_end - REC);
         }
-        self.reserve(size)
+        self.reserve(size, deadline)
     }
 
     /// Send one message made of `parts` (concatenated), fragmenting it if
     /// it is bigger than a record. Blocks while the ring is full; fails
     /// only if the peer dies, misbehaves, or the channel is interrupted.
     pub(crate) fn send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), RingError> {
+        self.send_until(tag, parts, None)
+    }
+
+    /// Like [`send`](Self::send), giving up with [`RingError::Timeout`] at
+    /// `deadline` while waiting for room. A message given up on halfway
+    /// leaves the ring mid-message: the caller must then drop the channel.
+    pub(crate) fn send_until(
+        &mut self,
+        tag: u8,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<(), RingError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let max = self.chan.max_record();
         let ctl_ptr = self.chan.clone();
@@ -639,7 +661,7 @@ impl Tx {
             return Err(RingError::PeerGone);
         }
         if total <= max {
-            self.reserve_contiguous(REC + total.next_multiple_of(REC))?;
+            self.reserve_contiguous(REC + total.next_multiple_of(REC), deadline)?;
             self.put(F_FIRST | F_LAST, tag, total as u64, parts, total);
             notify(&ctl.data_seq, &ctl.data_sleep);
             return Ok(());
@@ -649,7 +671,7 @@ impl Tx {
         let (mut pi, mut po) = (0usize, 0usize);
         while sent < total {
             let n = (total - sent).min(max);
-            self.reserve_contiguous(REC + n.next_multiple_of(REC))?;
+            self.reserve_contiguous(REC + n.next_multiple_of(REC), deadline)?;
             let mut chunk: Vec<&[u8]> = Vec::new();
             let mut need = n;
             while need > 0 {
@@ -780,7 +802,9 @@ impl Rx {
         let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
         let (flags, tag) = (h[4], h[5]);
         let total = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-        let size = REC + len.next_multiple_of(REC);
+        // In u64: `len` is the peer's and could overflow a 32-bit usize.
+        let size64 = REC as u64 + (len as u64).next_multiple_of(REC as u64);
+        let size = size64.min(cap as u64 + 1) as usize;
         let bad = |why: &str| {
             Err(RingError::Corrupt(format!(
                 "record at {} ({why}: len {len}, flags {flags:#x}, total {total})",
@@ -790,15 +814,19 @@ impl Rx {
         if flags & !(F_FIRST | F_LAST | F_PAD) != 0 {
             return bad("unknown flags");
         }
-        if size > cap - off || size as u64 > avail {
+        if size64 > (cap - off) as u64 || size64 > avail {
             return bad("longer than what was written");
         }
         if flags & F_PAD != 0 {
-            if flags != F_PAD || size != cap - off {
+            // An honest producer pads only when the next record (at most
+            // cap/4 bytes) does not fit before the end.
+            if flags != F_PAD || size != cap - off || size >= cap / 4 {
                 return bad("bad padding");
             }
         } else if len > self.chan.max_record() {
             return bad("fragment over the record limit");
+        } else if len == 0 && flags & F_LAST == 0 {
+            return bad("an empty fragment that does not end its message");
         }
         Ok((flags, tag, len, total, size))
     }
@@ -819,10 +847,15 @@ impl Rx {
         if let Some((tag, total, _)) = &self.partial {
             return Ok(Some((*tag, *total)));
         }
+        let mut first_round = true;
         loop {
             if self.eof {
                 return Ok(None);
             }
+            if !first_round && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RingError::Timeout);
+            }
+            first_round = false;
             self.wait_ready(deadline)?;
             let avail = self.avail()?;
             if avail == 0 {
@@ -854,10 +887,17 @@ impl Rx {
         limit: usize,
         deadline: Option<Instant>,
     ) -> Result<Option<Got>, RingError> {
+        let mut first_round = true;
         loop {
             if self.partial.is_none() && self.eof {
                 return Ok(None);
             }
+            // A peer that keeps sending fragments or padding must not keep
+            // us past the deadline (fragments taken are kept for later).
+            if !first_round && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RingError::Timeout);
+            }
+            first_round = false;
             self.wait_ready(deadline)?;
             let avail = self.avail()?;
             if avail == 0 {
@@ -885,7 +925,13 @@ impl Rx {
                 None if first => {
                     let mut v = std::mem::take(out);
                     v.clear();
-                    v.reserve(total as usize);
+                    // Bounded by `limit` above; still, never abort on a
+                    // size the peer chose.
+                    if v.try_reserve(total as usize).is_err() {
+                        return Err(RingError::Corrupt(format!(
+                            "cannot allocate {total} bytes for a message"
+                        )));
+                    }
                     v
                 }
                 Some((t, tot, v)) if !first && t == tag && tot == total => v,
@@ -1025,6 +1071,54 @@ mod tests {
             }
         }
         assert!(matches!(result, Err(RingError::Corrupt(_))), "{result:?}");
+    }
+
+    /// Write one raw record header at ring 0's position `at` and publish
+    /// `tail`, as a hostile producer would.
+    fn forge(chan: &Chan, at: usize, len: u32, flags: u8, total: u64, tail: u64) {
+        let mut h = [0u8; REC];
+        h[..4].copy_from_slice(&len.to_le_bytes());
+        h[4] = flags;
+        h[8..].copy_from_slice(&total.to_le_bytes());
+        // SAFETY: test-only write of 16 bytes inside ring 0 (at + 16 ≤ cap).
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), chan.ring_ptr(0).add(at), REC) };
+        chan.ctl(0).tail.store(tail, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn endless_empty_fragments_and_huge_padding_are_corrupt_not_a_hang() {
+        let ((tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let chan = tx.chan().clone();
+        let mut out = Vec::new();
+        // A first fragment, then empty middle fragments: would never end.
+        forge(&chan, 0, 0, F_FIRST, 5, 16);
+        let soon = Some(Instant::now() + Duration::from_millis(200));
+        forge(&chan, 16, 0, 0, 5, 32);
+        assert!(matches!(
+            rx.recv(&mut out, 64, soon),
+            Err(RingError::Corrupt(_))
+        ));
+        // Padding is only ever shorter than the largest record.
+        let ((tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        forge(tx.chan(), 0, 4096 - 16, F_PAD, 0, 4096);
+        assert!(matches!(
+            rx.recv(&mut out, 64, soon),
+            Err(RingError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_send_into_a_full_ring_gives_up_at_its_deadline() {
+        let ((mut tx, _rx_a), (_tx_b, _rx)) = pair(4096);
+        let soon = Some(Instant::now() + Duration::from_millis(50));
+        let mut r = Ok(());
+        for _ in 0..16 {
+            r = tx.send_until(1, &[&[1u8; 900]], soon);
+            if r.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(r, Err(RingError::Timeout)), "{r:?}");
     }
 
     #[test]

@@ -1183,7 +1183,9 @@ impl NamedPipe {
             Ok(None) => Ok(None),
             Ok(Some(got)) if got.tag == frame::TAG_DATA => Ok(Some(Item::Msg(out))),
             Ok(Some(got)) if got.tag == frame::TAG_FD && out.is_empty() => {
-                match self.read_socket_item(Some(Instant::now() + FD_GRACE)) {
+                let grace = Instant::now() + FD_GRACE;
+                let by = deadline.map_or(grace, |d| d.min(grace));
+                match self.read_socket_item(Some(by)) {
                     Ok(Some(fd @ Item::Fd(_))) => Ok(Some(fd)),
                     Err(e) if e.kind() == ErrorKind::PeerGone => Err(e),
                     _ => {

@@ -182,6 +182,10 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     let name = cfg.name.as_str();
     let fd = sys::net::unix_connect(&cfg.path)
         .map_err(|e| Error::os(e, "cannot open a shared-memory lane").with_name(name))?;
+    // A server that stops halfway through the handshake must not hang the
+    // call that opens the lane: every receive below is bounded.
+    sys::net::set_recv_timeout(fd.as_fd(), Some(HANDSHAKE_WAIT))
+        .map_err(|e| Error::os(e, "cannot bound the lane handshake").with_name(name))?;
     let hello = super::client::read_hello(name, &fd, Instant::now())?;
     if !hello.shm {
         return Err(Error::new(
@@ -229,6 +233,8 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
         )
         .with_name(name));
     }
+    sys::net::set_recv_timeout(fd.as_fd(), None)
+        .map_err(|e| Error::os(e, "cannot finish the lane handshake").with_name(name))?;
     Ok((chan, fd))
 }
 
@@ -283,11 +289,14 @@ impl Lane {
     ) -> Result<LaneReply<'_>> {
         let id = self.next_id;
         self.next_id += 1;
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
         self.head.clear();
         wire::encode_head(&mut self.head, kind, enc, id, method, body.len() as u64);
         let deadline = timeout.map(|t| Instant::now() + t);
         self.tx
-            .send(0, &[&self.head, body])
+            .send_until(0, &[&self.head, body], deadline)
             .map_err(|e| ring_error(name, method, e, timeout))?;
         match self.rx.recv(&mut self.buf, self.limit, deadline) {
             Ok(Some(_)) => {}
@@ -776,8 +785,12 @@ impl<'a> LoanWriter<'a> {
 pub(crate) fn server_segments(chan: &Chan, off: usize, len: usize) -> (&[u8], &mut [u8]) {
     assert!(off.checked_add(len).is_some_and(|e| e <= chan.loan_cap()));
     // SAFETY: `off + len` lies inside loan segment 0 (asserted), which stays
-    // mapped while `chan` lives. The client may still write it: it is read
-    // as plain bytes (any value is valid) and handlers are told so.
+    // mapped while `chan` lives; an honest client does not touch it while
+    // the call is in flight. A hostile client can: then the bytes may change
+    // under the handler's `&[u8]`. That cannot reach outside the segment
+    // (the slice's bounds are ours), but it is a data race in Rust's model
+    // and a handler must not assume two reads agree; `loan_handler`'s doc
+    // says to copy what it validates. Known limitation (issue 5 note).
     let req = unsafe { std::slice::from_raw_parts(chan.loan_ptr(0).add(off), len) };
     // SAFETY: segment 1 is `loan_cap` bytes, mapped while `chan` lives, and
     // written only by the server's single thread serving this lane, which

@@ -239,8 +239,12 @@ impl ServerBuilder {
     /// socket they are heap buffers carried in the frames. Ordinary calls
     /// to the method work too (the body is the request).
     ///
-    /// The request lies in memory the client can still write: read it as
-    /// plain bytes (validate what you parse from it).
+    /// The request lies in memory the client can still write: a hostile
+    /// client can change bytes while the handler reads them. Treat it as
+    /// plain bytes, and copy out (`to_vec`, a fixed array) anything you
+    /// check before using it — do not rely on two reads of the same byte
+    /// agreeing. Bounds are always ipckit's own; nothing outside the
+    /// segment can be reached.
     ///
     /// ```
     /// use ipckit::service::Server;
@@ -990,6 +994,10 @@ fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
         }
     };
     loop {
+        // One huge call must not pin its buffer for the lane's lifetime.
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
         match rx.recv(&mut buf, limit, None) {
             Ok(Some(_)) => {}
             Ok(None) | Err(RingError::PeerGone | RingError::Interrupted | RingError::Timeout) => {

@@ -337,3 +337,11 @@ pub(crate) fn recv_exact_by(
     }
     recv_exact(fd, buf)
 }
+
+/// Make blocking receives on `fd` fail (`WouldBlock`) after `timeout`
+/// without data (`SO_RCVTIMEO`); `None` clears it. Bounds a handshake
+/// whose peer stops halfway.
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Recv, timeout)?;
+    Ok(())
+}
