@@ -117,11 +117,22 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     let mut reader = Reaped::spawn(reader)?;
     let nsp = ipckit::Namespace::at(ns)?;
     wait_live(&nsp, "demo/slot")?;
+    // The record is live a moment before the reader listens: wait until a
+    // writer really connects before starting the writer processes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut w = loop {
+        match WriterOptions::new().namespace(&nsp).open("demo/slot") {
+            Ok(w) => break w,
+            Err(e) if e.kind() == ipckit::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e),
+        }
+    };
     for i in 1..=3 {
         let text = format!("hello from writer process {i}");
         super::msg::run_child(demo_child(ns, &["slot", "send", "demo/slot", &text])?)?;
     }
-    let mut w = WriterOptions::new().namespace(&nsp).open("demo/slot")?;
     let mut lat = Vec::with_capacity(TIMED);
     for i in 0..TIMED {
         let t = Instant::now();
