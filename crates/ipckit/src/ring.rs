@@ -848,32 +848,47 @@ impl Rx {
             return Ok(Some((*tag, *total)));
         }
         let mut first_round = true;
+        let Some((flags, tag, _, total, _)) = self.next_record(deadline, &mut first_round)? else {
+            return Ok(None);
+        };
+        if flags & F_FIRST == 0 {
+            return Err(RingError::Corrupt(format!(
+                "record at {} continues a message that never started",
+                self.head
+            )));
+        }
+        Ok(Some((tag, total)))
+    }
+
+    /// The next record that is not padding (padding is skipped), waiting
+    /// until `deadline`; `None` at end-of-stream. Only the first wait of a
+    /// call may find a record although the deadline has passed: a peer
+    /// that keeps sending padding or fragments cannot hold us past it.
+    fn next_record(
+        &mut self,
+        deadline: Option<Instant>,
+        first_round: &mut bool,
+    ) -> Result<Option<(u8, u8, usize, u64, usize)>, RingError> {
         loop {
             if self.eof {
                 return Ok(None);
             }
-            if !first_round && deadline.is_some_and(|d| Instant::now() >= d) {
+            if !*first_round && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RingError::Timeout);
             }
-            first_round = false;
+            *first_round = false;
             self.wait_ready(deadline)?;
             let avail = self.avail()?;
             if avail == 0 {
                 self.eof = true;
                 return Ok(None);
             }
-            let (flags, tag, _, total, size) = self.header(avail)?;
-            if flags & F_PAD != 0 {
-                self.advance(size);
+            let h = self.header(avail)?;
+            if h.0 & F_PAD != 0 {
+                self.advance(h.4);
                 continue;
             }
-            if flags & F_FIRST == 0 {
-                return Err(RingError::Corrupt(format!(
-                    "record at {} continues a message that never started",
-                    self.head
-                )));
-            }
-            return Ok(Some((tag, total)));
+            return Ok(Some(h));
         }
     }
 
@@ -889,31 +904,17 @@ impl Rx {
     ) -> Result<Option<Got>, RingError> {
         let mut first_round = true;
         loop {
-            if self.partial.is_none() && self.eof {
-                return Ok(None);
-            }
-            // A peer that keeps sending fragments or padding must not keep
-            // us past the deadline (fragments taken are kept for later).
-            if !first_round && deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(RingError::Timeout);
-            }
-            first_round = false;
-            self.wait_ready(deadline)?;
-            let avail = self.avail()?;
-            if avail == 0 {
+            // Fragments already taken stay in `partial` on a timeout.
+            let Some((flags, tag, len, total, size)) =
+                self.next_record(deadline, &mut first_round)?
+            else {
                 if self.partial.is_some() {
                     return Err(RingError::Corrupt(
                         "the peer closed the ring in the middle of a message".into(),
                     ));
                 }
-                self.eof = true;
                 return Ok(None);
-            }
-            let (flags, tag, len, total, size) = self.header(avail)?;
-            if flags & F_PAD != 0 {
-                self.advance(size);
-                continue;
-            }
+            };
             if total > limit as u64 {
                 return Err(RingError::Corrupt(format!(
                     "a message of {total} bytes is over the limit of {limit}"

@@ -33,21 +33,27 @@ fn connect_shm(t: &TestNs, name: &str) -> NamedPipe {
     c
 }
 
+/// The ring objects `pid` holds now: its fds that name `memfd:ipckit-ring`.
+fn ring_paths(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_link(p)
+                .map(|l| l.to_string_lossy().contains("memfd:ipckit-ring"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// The ring object `pid` holds, found through `/proc/<pid>/fd` once it is
 /// there (bounded wait).
 fn ring_of(pid: u32) -> Mapping {
     let mut found: Option<PathBuf> = None;
     wait_until(DEADLINE, "the peer holds the ring's memfd", || {
-        found = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                std::fs::read_link(p)
-                    .map(|l| l.to_string_lossy().contains("memfd:ipckit-ring"))
-                    .unwrap_or(false)
-            });
+        found = ring_paths(pid).into_iter().next();
         found.is_some()
     });
     let path = found.expect("found above");
@@ -126,15 +132,7 @@ fn garbage_written_into_the_servers_ring_closes_that_connection_and_the_server_k
 }
 
 fn has_ring(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            std::fs::read_link(e.path())
-                .map(|l| l.to_string_lossy().contains("memfd:ipckit-ring"))
-                .unwrap_or(false)
-        })
+    !ring_paths(pid).is_empty()
 }
 
 #[test]
