@@ -731,6 +731,10 @@ impl Tx {
     }
 }
 
+/// A checked record header: (flags, tag, payload length, message total,
+/// bytes the record takes in the ring).
+type RecordHead = (u8, u8, usize, u64, usize);
+
 /// A message taken out of a ring.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Got {
@@ -784,8 +788,8 @@ impl Rx {
         r
     }
 
-    /// The next record's checked header: (flags, tag, len, total, size).
-    fn header(&self, avail: u64) -> Result<(u8, u8, usize, u64, usize), RingError> {
+    /// The next record's checked header (see [`RecordHead`]).
+    fn header(&self, avail: u64) -> Result<RecordHead, RingError> {
         let cap = self.chan.ring_cap;
         let off = (self.head as usize) & (cap - 1);
         let mut h = [0u8; REC];
@@ -868,7 +872,7 @@ impl Rx {
         &mut self,
         deadline: Option<Instant>,
         first_round: &mut bool,
-    ) -> Result<Option<(u8, u8, usize, u64, usize)>, RingError> {
+    ) -> Result<Option<RecordHead>, RingError> {
         loop {
             if self.eof {
                 return Ok(None);
