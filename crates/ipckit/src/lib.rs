@@ -36,7 +36,12 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod conn;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
 pub mod mailslot;
 pub mod map;
 pub mod message;
@@ -49,6 +54,8 @@ pub mod sync;
 mod sys;
 pub mod transport;
 
+pub use conn::ConnStats;
 pub use error::{Error, ErrorKind, Result};
+pub use limits::Limits;
 pub use name::Namespace;
 pub use transport::{Transport, WaitStrategy};

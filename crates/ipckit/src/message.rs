@@ -36,23 +36,32 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
-//! Transport: a Unix stream socket per receiver in the namespace; the wire
-//! format is in `docs/PROTOCOL.md`, "Window messages".
+//! Transport: a Unix stream socket per receiver in the namespace, served by
+//! one readiness loop (idle senders cost a descriptor, no thread) under the
+//! receiver's [`Limits`] (see [`ReceiverOptions::limits`]);
+//! the wire format is in `docs/PROTOCOL.md`, "Window messages".
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::conn::dial::Dialer;
+use crate::conn::hello::{self, Hello, STATUS_BUSY};
+use crate::conn::pool::Pool;
+use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
+use crate::conn::{io as conn_io, listen, ConnStats};
 use crate::error::{Context as _, Error, ErrorKind, Result};
-use crate::name::{validate_name, Claim, EndpointState, Namespace};
+use crate::limits::Limits;
+use crate::name::{Claim, EndpointState, Namespace};
 use crate::sys;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
@@ -68,20 +77,34 @@ pub const MAX_MESSAGE_TEXT: usize = 255;
 /// Default limit on the bytes of one message: 16 MiB.
 pub const DEFAULT_MAX_DATA: usize = 16 << 20;
 /// Most posted messages waiting in a receiver's queue (as Win32's 10 000);
-/// a post beyond gets [`ErrorKind::Full`].
+/// a post beyond gets [`ErrorKind::Full`]. The queue is also bounded in
+/// bytes ([`Limits::max_queued_bytes`]).
 pub const POST_QUEUE_LIMIT: usize = 10_000;
 
 /// Endpoint kind of a receiver in the namespace.
 const KIND: &str = "window";
+
+/// What a receiver is called in errors.
+const WHAT: &str = "message receiver";
+
+/// Most threads writing a receiver's responses at once (a response to a
+/// sender that does not read holds one for up to the stall timeout).
+const RESPONDERS: usize = 8;
+
+/// Largest reply body a handler may return and a sender accepts (it is
+/// allocated as its bytes arrive, never as announced).
+const MAX_REPLY: usize = 1 << 30;
 
 /// Registry of message texts, and its lock, in the namespace directory.
 const REGISTRY: &str = ".messages";
 const REGISTRY_LOCK: &str = ".messages.lock";
 
 mod wire {
-    //! See `docs/PROTOCOL.md`, "Window messages".
+    //! See `docs/PROTOCOL.md`, "Window messages". The hello is the common
+    //! one (`crate::conn::hello`) with this magic and version.
     pub(super) const MAGIC: &[u8; 8] = b"IPCKWMSG";
     pub(super) const VERSION: u8 = 1;
+    /// Length of a request or response header.
     pub(super) const LEN: usize = 16;
 
     pub(super) const REQ_SEND: u8 = 1;
@@ -94,19 +117,8 @@ mod wire {
     pub(super) const ERR_FULL: u8 = 1;
     pub(super) const ERR_TOO_LARGE: u8 = 2;
     pub(super) const ERR_CLOSING: u8 = 3;
-
-    pub(super) fn hello(max_data: u32) -> [u8; LEN] {
-        let mut b = [0u8; LEN];
-        b[..8].copy_from_slice(MAGIC);
-        b[8] = VERSION;
-        b[12..16].copy_from_slice(&max_data.to_le_bytes());
-        b
-    }
-
-    pub(super) fn parse_hello(b: &[u8; LEN]) -> Option<u32> {
-        (&b[..8] == MAGIC && b[8] == VERSION)
-            .then(|| u32::from_le_bytes([b[12], b[13], b[14], b[15]]))
-    }
+    /// The handler panicked (or returned a reply over the limit).
+    pub(super) const ERR_HANDLER: u8 = 4;
 
     pub(super) fn request(kind: u8, id: u32, len: u32) -> [u8; LEN] {
         let mut b = [0u8; LEN];
@@ -137,6 +149,13 @@ mod wire {
         b
     }
 
+    /// A whole error response: header and UTF-8 explanation.
+    pub(super) fn error(code: u8, text: &str) -> Vec<u8> {
+        let mut b = response(RESP_ERROR, code, text.len() as u32, 0).to_vec();
+        b.extend_from_slice(text.as_bytes());
+        b
+    }
+
     /// `(kind, code, len, result)`, or `None` if malformed.
     pub(super) fn parse_response(b: &[u8; LEN]) -> Option<(u8, u8, u32, i64)> {
         if !matches!(b[0], RESP_REPLY | RESP_QUEUED | RESP_ERROR) || b[2..4] != [0; 2] {
@@ -152,7 +171,6 @@ mod wire {
         ))
     }
 }
-
 /// One message as the handler sees it.
 ///
 /// ```
@@ -213,12 +231,6 @@ impl Reply {
 
 type Handler = Box<dyn FnMut(&Message<'_>) -> Reply + Send + 'static>;
 
-struct Job {
-    id: u32,
-    data: Vec<u8>,
-    pid: u32,
-}
-
 /// Settings for registering a receiver.
 ///
 /// ```
@@ -235,6 +247,7 @@ struct Job {
 pub struct ReceiverOptions {
     max_data: usize,
     namespace: Option<Namespace>,
+    limits: Limits,
 }
 
 impl Default for ReceiverOptions {
@@ -242,12 +255,14 @@ impl Default for ReceiverOptions {
         ReceiverOptions {
             max_data: DEFAULT_MAX_DATA,
             namespace: None,
+            limits: Limits::default(),
         }
     }
 }
 
 impl ReceiverOptions {
-    /// Defaults: [`DEFAULT_MAX_DATA`], the namespace from the environment.
+    /// Defaults: [`DEFAULT_MAX_DATA`], the namespace from the environment,
+    /// [`Limits::default`].
     ///
     /// ```
     /// let _ = ipckit::message::ReceiverOptions::new();
@@ -279,11 +294,56 @@ impl ReceiverOptions {
         self
     }
 
-    /// Register `handler` under `name`. The handler runs on background
-    /// threads, one message at a time (it is behind a mutex); posted
-    /// messages in queue order, sent ones as soon as it is free. A live receiver of
-    /// that name gives [`ErrorKind::AlreadyExists`]; a stale one is
-    /// replaced.
+    /// What the receiver accepts from its senders. Default
+    /// [`Limits::default`]. The fields that apply:
+    ///
+    /// - connections open at once: [`Limits::max_connections`] in total,
+    ///   [`Limits::max_connections_per_process`],
+    ///   [`Limits::max_connections_per_user`]. A sender over one gets a hello
+    ///   with status busy and [`ErrorKind::Busy`]; its connection closes.
+    ///   Idle connections cost a descriptor each and no thread.
+    /// - [`Limits::stall_timeout`]: a sender that stops in the middle of a
+    ///   request (header or data) for this long is dropped, and so is one
+    ///   that does not read a response for this long.
+    /// - [`Limits::max_queued_bytes`]: data bytes of posted messages waiting
+    ///   for the handler (besides [`POST_QUEUE_LIMIT`] messages). A post
+    ///   that would go over it gets [`ErrorKind::Full`] at once (as a post
+    ///   to a full Win32 queue fails); so does any post larger than it.
+    ///
+    /// A sender has one request in flight per connection (it waits for the
+    /// response), so the others do not apply.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use std::time::Duration;
+    /// use ipckit::message::{Messenger, ReceiverOptions, Reply};
+    /// use ipckit::{ErrorKind, Limits};
+    ///
+    /// let _rx = ReceiverOptions::new()
+    ///     .namespace(&ns)
+    ///     .limits(Limits::new().max_connections(1).stall_timeout(Duration::from_secs(2)))
+    ///     .register("w", |_| Reply::new(1))
+    ///     .unwrap();
+    /// let m = Messenger::new().namespace(&ns).clone();
+    /// let mut first = m.connect("w").unwrap();
+    /// assert_eq!(first.send(1, b"", Duration::from_secs(5)).unwrap().result, 1);
+    /// // A second connection is over the limit while the first is open.
+    /// let e = m.send("w", 1, b"", Duration::from_secs(5)).unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Busy);
+    /// ```
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Register `handler` under `name`. The handler runs on a background
+    /// thread, one message at a time: posted messages in queue order, sent
+    /// ones as soon as it is free. A handler that panics is caught: the
+    /// sender of a sent message gets [`ErrorKind::Remote`] naming the
+    /// panic, and the receiver goes on with the next message. A live
+    /// receiver of that name gives [`ErrorKind::AlreadyExists`]; a stale one
+    /// is replaced.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -310,80 +370,293 @@ impl ReceiverOptions {
             )
             .with_name(name));
         }
-        let ns = match &self.namespace {
-            Some(ns) => ns.clone(),
-            None => Namespace::from_env()?,
-        };
-        let claim = ns.claim(name, KIND)?;
-        let path = ns.socket_path(name);
-        let listener =
-            sys::net::unix_listen(&path).ctx(name, "cannot listen on the receiver's socket")?;
-        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
-        let (tx, rx) = mpsc::sync_channel::<Job>(POST_QUEUE_LIMIT);
-        let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Box::new(handler)));
-        let dispatcher = {
-            let handler = handler.clone();
-            std::thread::Builder::new()
-                .name(format!("ipckit-window-{name}"))
-                .spawn(move || {
-                    for job in rx {
-                        let mut h = handler.lock().unwrap_or_else(|p| p.into_inner());
-                        h(&Message {
-                            id: job.id,
-                            data: &job.data,
-                            sender_pid: job.pid,
-                            posted: true,
-                        });
-                    }
-                })
-                .ctx(name, "cannot start the receiver's handler thread")?
-        };
+        let ns = listen::namespace(self.namespace.as_ref())?;
+        let bound = listen::bind(&ns, name, KIND, None)?;
         let shared = Arc::new(Shared {
             max_data: self.max_data,
-            stop: AtomicBool::new(false),
-            wake: wake_r,
-            queue: Mutex::new(Some(tx)),
-            handler,
+            max_queued_bytes: self.limits.get_max_queued_bytes(),
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            quiet: Condvar::new(),
+            pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
         });
-        let acceptor = {
+        let socket_path = bound.socket_path;
+        let reactor = Reactor::start(
+            &format!("wmsg-{name}"),
+            Arc::new(Wire(shared.clone())),
+            bound.listeners,
+            self.limits,
+        );
+        let reactor = match reactor {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(
+                    Error::os(e, "cannot start the receiver's readiness loop").with_name(name)
+                );
+            }
+        };
+        let handler: Handler = Box::new(handler);
+        let dispatcher = {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(format!("ipckit-window-accept-{name}"))
-                .spawn(move || accept_loop(shared, listener))
-                .ctx(name, "cannot start the receiver's accept thread")?
+                .name(format!("ipckit-window-{name}"))
+                .spawn(move || dispatch(&shared, handler))
+        };
+        let dispatcher = match dispatcher {
+            Ok(d) => d,
+            Err(e) => {
+                drop(reactor);
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(
+                    Error::os(e, "cannot start the receiver's handler thread").with_name(name)
+                );
+            }
         };
         Ok(Receiver {
             name: name.to_string(),
             shared,
-            acceptor: Some(acceptor),
+            reactor: Some(reactor),
             dispatcher: Some(dispatcher),
-            wake: wake_w,
-            socket_path: path,
-            _claim: claim,
+            socket_path,
+            _claim: bound.claim,
         })
     }
 }
 
+/// A message waiting for the handler.
+struct Job {
+    id: u32,
+    /// The whole request: header, then the data.
+    frame: Vec<u8>,
+    pid: u32,
+    /// Where the reply goes (a sent message); `None` for a post.
+    reply_to: Option<Arc<Conn>>,
+}
+
+impl Job {
+    fn data(&self) -> &[u8] {
+        &self.frame[wire::LEN..]
+    }
+}
+
+/// What the readiness loop, the handler thread and the response writers
+/// share, under [`Shared::queue`].
+#[derive(Default)]
+struct Queue {
+    /// Sent messages, handled ahead of posts.
+    sends: VecDeque<Job>,
+    posts: VecDeque<Job>,
+    /// Data bytes of `posts`.
+    post_bytes: usize,
+    /// Responses handed to the pool and not yet written.
+    responding: usize,
+    /// The receiver is being dropped: no more requests are taken.
+    closing: bool,
+}
+
 struct Shared {
     max_data: usize,
-    stop: AtomicBool,
-    wake: OwnedFd,
-    /// The queue into the handler thread; `None` once the receiver closes.
-    queue: Mutex<Option<SyncSender<Job>>>,
-    /// The handler; sent messages run it on their connection's thread,
-    /// posted ones on the queue's thread, one at a time either way.
-    handler: Arc<Mutex<Handler>>,
+    max_queued_bytes: usize,
+    queue: Mutex<Queue>,
+    /// Wakes the handler thread: a message was queued, or closing.
+    work: Condvar,
+    /// Signalled when `responding` drops to zero.
+    quiet: Condvar,
+    /// Writes responses, so that neither the readiness loop nor the handler
+    /// thread ever waits for a slow sender.
+    pool: Arc<Pool>,
 }
 
 impl Shared {
-    fn queue(&self) -> Option<SyncSender<Job>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Write `bytes` to `conn` on a pool worker, then read the connection's
+/// next request. The caller has counted it in [`Queue::responding`].
+fn respond(shared: &Arc<Shared>, conn: Arc<Conn>, bytes: Vec<u8>) {
+    let s = shared.clone();
+    shared.pool.submit(Box::new(move || {
+        if conn.send(&bytes).is_ok() {
+            conn.resume();
+        } else {
+            conn.close(None);
+        }
+        let mut q = s.lock();
+        q.responding -= 1;
+        if q.responding == 0 {
+            s.quiet.notify_all();
+        }
+    }));
+}
+
+/// The receiver's side of the readiness loop: cuts requests, queues them,
+/// and pauses each connection until its response is written (one request
+/// in flight per connection). Never blocks: the handler runs on the
+/// dispatcher thread, responses are written by the pool.
+struct Wire(Arc<Shared>);
+
+impl Protocol for Wire {
+    fn header_len(&self) -> usize {
+        wire::LEN
+    }
+
+    fn frame_len(&self, header: &[u8]) -> std::result::Result<FrameLen, String> {
+        let h: &[u8; wire::LEN] = header.try_into().map_err(|_| "short header".to_string())?;
+        let Some((_, _, len)) = wire::parse_request(h) else {
+            return Err("it sent a malformed request header".into());
+        };
+        let total = wire::LEN + len as usize;
+        Ok(if len as usize > self.0.max_data {
+            FrameLen::Skip(total)
+        } else {
+            FrameLen::Whole(total)
+        })
+    }
+
+    fn hello(&self, _conn: &Conn) -> Vec<u8> {
+        Hello::ok(wire::MAGIC, wire::VERSION, self.0.max_data as u32)
+            .encode()
+            .to_vec()
+    }
+
+    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+        Hello::ok(wire::MAGIC, wire::VERSION, self.0.max_data as u32)
+            .with_status(STATUS_BUSY)
+            .encode()
+            .to_vec()
+    }
+
+    fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {
+        let s = &self.0;
+        let request = frame
+            .bytes
+            .get(..wire::LEN)
+            .and_then(|h| wire::parse_request(h.try_into().ok()?));
+        let Some((kind, id, len)) = request else {
+            return Flow::Close(Some("it sent a malformed request header".into()));
+        };
+        let len = len as usize;
+        let pid = conn.peer().pid.unwrap_or(0);
+        let mut q = s.lock();
+        if q.closing {
+            return Flow::Close(None);
+        }
+        let response = if frame.skipped {
+            wire::error(
+                wire::ERR_TOO_LARGE,
+                &format!(
+                    "message data of {len} bytes is over the receiver's limit of {} bytes",
+                    s.max_data
+                ),
+            )
+        } else if kind == wire::REQ_SEND {
+            q.sends.push_back(Job {
+                id,
+                frame: frame.bytes,
+                pid,
+                reply_to: Some(conn.clone()),
+            });
+            s.work.notify_one();
+            return Flow::Pause;
+        } else if q.posts.len() >= POST_QUEUE_LIMIT {
+            wire::error(
+                wire::ERR_FULL,
+                &format!("the receiver's post queue is full ({POST_QUEUE_LIMIT} messages waiting)"),
+            )
+        } else if q.post_bytes + len > s.max_queued_bytes {
+            wire::error(
+                wire::ERR_FULL,
+                &format!(
+                    "the receiver's post queue is full ({} bytes waiting, {len} more would pass its limit of {} bytes)",
+                    q.post_bytes, s.max_queued_bytes
+                ),
+            )
+        } else {
+            q.post_bytes += len;
+            q.posts.push_back(Job {
+                id,
+                frame: frame.bytes,
+                pid,
+                reply_to: None,
+            });
+            s.work.notify_one();
+            wire::response(wire::RESP_QUEUED, 0, 0, 0).to_vec()
+        };
+        q.responding += 1;
+        drop(q);
+        respond(s, conn.clone(), response);
+        Flow::Pause
+    }
+}
+
+/// The handler thread: sent messages first, then posts in queue order, one
+/// at a time, each under `catch_unwind`; until the receiver closes.
+fn dispatch(shared: &Arc<Shared>, mut handler: Handler) {
+    loop {
+        let job = {
+            let mut q = shared.lock();
+            loop {
+                if q.closing {
+                    return;
+                }
+                if let Some(j) = q.sends.pop_front() {
+                    break j;
+                }
+                if let Some(j) = q.posts.pop_front() {
+                    q.post_bytes -= j.data().len();
+                    break j;
+                }
+                q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let msg = Message {
+            id: job.id,
+            data: job.data(),
+            sender_pid: job.pid,
+            posted: job.reply_to.is_none(),
+        };
+        // A panic in a posted message's handler has no one to tell but the
+        // panic hook (stderr); the receiver goes on either way.
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&msg)));
+        let Some(conn) = job.reply_to else {
+            continue;
+        };
+        let bytes = match outcome {
+            Ok(reply) if reply.data.len() > MAX_REPLY => wire::error(
+                wire::ERR_HANDLER,
+                &format!(
+                    "its handler returned {} reply bytes, over the limit of {MAX_REPLY}",
+                    reply.data.len()
+                ),
+            ),
+            Ok(reply) => {
+                let mut b =
+                    wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result)
+                        .to_vec();
+                b.extend_from_slice(&reply.data);
+                b
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic payload".into());
+                wire::error(wire::ERR_HANDLER, &format!("its handler panicked: {what}"))
+            }
+        };
+        shared.lock().responding += 1;
+        respond(shared, conn, bytes);
     }
 }
 
 /// A registered receiver (a "window"). Dropping it unregisters the name,
-/// waits for the message being handled, and discards posted messages not
-/// yet handled; senders waiting get [`ErrorKind::PeerGone`].
+/// waits for the message being handled (and for its reply to be written),
+/// and discards messages not yet handled; their senders get
+/// [`ErrorKind::PeerGone`].
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -400,10 +673,9 @@ impl Shared {
 pub struct Receiver {
     name: String,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    reactor: Option<Reactor>,
     dispatcher: Option<JoinHandle<()>>,
-    wake: OwnedFd,
-    socket_path: std::path::PathBuf,
+    socket_path: PathBuf,
     _claim: Claim,
 }
 
@@ -447,145 +719,59 @@ impl Receiver {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// What the receiver accepted, refused and dropped so far, and why
+    /// (see [`ReceiverOptions::limits`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::message::{Messenger, ReceiverOptions, Reply};
+    /// let rx = ReceiverOptions::new().namespace(&ns).register("w", |_| Reply::new(0)).unwrap();
+    /// Messenger::new().namespace(&ns).send("w", 1, b"", std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(rx.stats().accepted, 1);
+    /// ```
+    pub fn stats(&self) -> ConnStats {
+        self.reactor
+            .as_ref()
+            .map(|r| r.counters().snapshot())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
         let _ = std::fs::remove_file(&self.socket_path);
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(h) = self.dispatcher.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn accept_loop(shared: Arc<Shared>, listener: OwnedFd) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        let fds = [shared.wake.as_fd(), listener.as_fd()];
-        match sys::net::wait_readable(&fds, None) {
-            Ok(r) if !r.contains(&0) && !shared.stop.load(Ordering::Acquire) => {}
-            _ => break,
-        }
-        let Ok(fd) = sys::net::accept(listener.as_fd()) else {
-            continue;
-        };
-        let pid = sys::net::peer_cred(fd.as_fd())
-            .map(|(p, _, _)| p)
-            .unwrap_or(0);
-        if sys::net::send_all(fd.as_fd(), &wire::hello(shared.max_data as u32)).is_err() {
-            continue;
-        }
-        let s = shared.clone();
-        if let Ok(h) = std::thread::Builder::new()
-            .name("ipckit-window-conn".into())
-            .spawn(move || serve_sender(&s, fd, pid))
         {
-            conns.push(h);
+            let mut q = self.shared.lock();
+            q.closing = true;
+            q.sends.clear();
+            q.posts.clear();
+            q.post_bytes = 0;
         }
-        conns.retain(|h| !h.is_finished());
-    }
-    for h in conns {
-        let _ = h.join();
-    }
-}
-
-fn respond_error(fd: BorrowedFd<'_>, code: u8, text: &str) -> bool {
-    let mut b = wire::response(wire::RESP_ERROR, code, text.len() as u32, 0).to_vec();
-    b.extend_from_slice(text.as_bytes());
-    sys::net::send_all(fd, &b).is_ok()
-}
-
-fn serve_sender(shared: &Shared, fd: OwnedFd, pid: u32) {
-    let fd = fd.as_fd();
-    loop {
-        match sys::net::wait_readable(&[shared.wake.as_fd(), fd], None) {
-            Ok(r) if !r.contains(&0) => {}
-            _ => return,
-        }
-        let mut h = [0u8; wire::LEN];
-        if !matches!(sys::net::recv_exact(fd, &mut h), Ok(true)) {
-            return;
-        }
-        let Some((kind, id, len)) = wire::parse_request(&h) else {
-            return;
-        };
-        let len = len as usize;
-        if len > shared.max_data {
-            let mut left = len;
-            let mut buf = vec![0u8; len.min(64 * 1024)];
-            while left > 0 {
-                let n = left.min(buf.len());
-                if !matches!(sys::net::recv_exact(fd, &mut buf[..n]), Ok(true)) {
-                    return;
-                }
-                left -= n;
+        self.shared.work.notify_all();
+        if let Some(h) = self.dispatcher.take() {
+            // (Dropped from inside the handler, the thread cannot wait for
+            // itself; it stops after this message.)
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
             }
-            if !respond_error(
-                fd,
-                wire::ERR_TOO_LARGE,
-                "message data over the receiver's limit",
-            ) {
-                return;
-            }
-            continue;
         }
-        let mut data = vec![0u8; len];
-        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut data), Ok(true)) {
-            return;
+        // The reply of the message just handled goes out before the
+        // connections close (each write is bounded by the stall timeout).
+        let mut q = self.shared.lock();
+        while q.responding > 0 {
+            q = self.shared.quiet.wait(q).unwrap_or_else(|p| p.into_inner());
         }
-        let Some(queue) = shared.queue() else {
-            let _ = respond_error(fd, wire::ERR_CLOSING, "the receiver is closing");
-            return;
-        };
-        if kind == wire::REQ_POST {
-            let job = Job { id, data, pid };
-            let ok = match queue.try_send(job) {
-                Ok(()) => {
-                    sys::net::send_all(fd, &wire::response(wire::RESP_QUEUED, 0, 0, 0)).is_ok()
-                }
-                Err(TrySendError::Full(_)) => {
-                    respond_error(fd, wire::ERR_FULL, "the receiver's post queue is full")
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    respond_error(fd, wire::ERR_CLOSING, "the receiver is closing")
-                }
-            };
-            if !ok {
-                return;
-            }
-            continue;
-        }
-        drop(queue);
-        let reply = {
-            let mut h = shared.handler.lock().unwrap_or_else(|p| p.into_inner());
-            h(&Message {
-                id,
-                data: &data,
-                sender_pid: pid,
-                posted: false,
-            })
-        };
-        let mut b =
-            wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result).to_vec();
-        b.extend_from_slice(&reply.data);
-        if sys::net::send_all(fd, &b).is_err() {
-            return;
-        }
+        drop(q);
+        drop(self.reactor.take());
+        self.shared.pool.stop();
     }
 }
 
 /// A connection to one receiver (the `HWND` a sender holds), reused across
-/// sends and posts; reconnects by itself after a failed call.
+/// sends and posts; after a call that broke the connection (a timeout, the
+/// receiver gone) the next call reconnects by itself.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -622,7 +808,7 @@ impl Window {
         &self.name
     }
 
-    fn ensure(&mut self, deadline: Option<Instant>) -> Result<(BorrowedFd<'_>, usize)> {
+    fn ensure(&mut self, deadline: Instant) -> Result<(BorrowedFd<'_>, usize)> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.ns, &self.name, deadline)?);
         }
@@ -634,7 +820,9 @@ impl Window {
     /// (`SendMessageTimeout`). Errors: [`ErrorKind::Timeout`] (the handler
     /// did not finish in time; it may still run), [`ErrorKind::PeerGone`]
     /// (the receiver died or closed first), [`ErrorKind::NotFound`] (no
-    /// such receiver), [`ErrorKind::TooLarge`].
+    /// such receiver), [`ErrorKind::Busy`] (the receiver is at its
+    /// connection limit), [`ErrorKind::TooLarge`], [`ErrorKind::Remote`]
+    /// (the handler panicked; the message names the panic).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -651,18 +839,14 @@ impl Window {
     #[doc(alias = "SendMessage")]
     #[doc(alias = "SendMessageTimeout")]
     pub fn send(&mut self, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
-        let deadline = Instant::now() + timeout;
-        let r = self.call(wire::REQ_SEND, id, data, Some(deadline));
-        if r.is_err() {
-            self.conn = None;
-        }
-        r
+        self.call(wire::REQ_SEND, id, data, Instant::now() + timeout)
     }
 
     /// Queue a message and return once the receiver queued it
     /// (`PostMessage`); its handler runs later, after the messages queued
     /// before. [`ErrorKind::Full`] if the receiver has
-    /// [`POST_QUEUE_LIMIT`] messages waiting.
+    /// [`POST_QUEUE_LIMIT`] messages, or its
+    /// [`max_queued_bytes`](Limits::max_queued_bytes), waiting.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -680,18 +864,33 @@ impl Window {
     #[doc(alias = "PostMessage")]
     pub fn post(&mut self, id: u32, data: &[u8]) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let r = self.call(wire::REQ_POST, id, data, Some(deadline));
-        if r.is_err() {
-            self.conn = None;
-        }
-        r.map(|_| ())
+        self.call(wire::REQ_POST, id, data, deadline).map(|_| ())
     }
 
-    fn call(&mut self, kind: u8, id: u32, data: &[u8], deadline: Option<Instant>) -> Result<Reply> {
+    /// One request and its response. An error the receiver answered with
+    /// leaves the connection in step and kept; any other drops it.
+    fn call(&mut self, kind: u8, id: u32, data: &[u8], deadline: Instant) -> Result<Reply> {
+        match self.exchange(kind, id, data, deadline) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// `Err`: the connection is broken; `Ok(Err)`: the receiver refused.
+    fn exchange(
+        &mut self,
+        kind: u8,
+        id: u32,
+        data: &[u8],
+        deadline: Instant,
+    ) -> Result<Result<Reply>> {
         let name = self.name.clone();
         let (fd, max) = self.ensure(deadline)?;
         if data.len() > max {
-            return Err(Error::new(
+            return Ok(Err(Error::new(
                 ErrorKind::TooLarge,
                 format!(
                     "message data of {} bytes exceeds the receiver's limit of {max} bytes",
@@ -699,7 +898,7 @@ impl Window {
                 ),
             )
             .with_name(name)
-            .with_needed(data.len()));
+            .with_needed(data.len())));
         }
         let gone = |what: &str| {
             Error::new(
@@ -708,19 +907,33 @@ impl Window {
             )
             .with_name(&name)
         };
+        let late = |what: &str| Error::new(ErrorKind::Timeout, what.to_string()).with_name(&name);
         let mut frame = wire::request(kind, id, data.len() as u32).to_vec();
         frame.extend_from_slice(data);
-        sys::net::send_all(fd, &frame).map_err(|_| gone("before the message was delivered"))?;
+        // A receiver that stopped reading (a stopped process) cannot hold
+        // this write past the deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late("the timeout passed before the message could be sent"));
+        }
+        sys::net::set_send_timeout(fd, Some(left))
+            .map_err(|e| Error::os(e, "cannot set the send timeout").with_name(&name))?;
+        if let Err(e) = sys::net::send_all(fd, &frame) {
+            return Err(match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    late("the receiver did not take the message in time; is its process stopped?")
+                }
+                _ => gone("before the message was delivered"),
+            });
+        }
         let mut h = [0u8; wire::LEN];
-        match sys::net::recv_exact_by(fd, &mut h, deadline) {
+        match conn_io::recv_exact_until(fd, &mut h, deadline) {
             Ok(true) => {}
             Ok(false) => return Err(gone("before handling the message")),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
+                return Err(late(
                     "the receiver did not handle the message in time; it may still do so, so do not assume it was dropped",
-                )
-                .with_name(&name))
+                ))
             }
             Err(_) => return Err(gone("before handling the message")),
         }
@@ -730,76 +943,62 @@ impl Window {
                     .with_name(&name),
             );
         };
-        if len as usize > (1 << 30) {
+        if len as usize > MAX_REPLY {
             return Err(Error::new(
                 ErrorKind::Decode,
-                "the receiver announced an absurd reply size",
+                format!(
+                    "the receiver announced a reply of {len} bytes, over the limit of {MAX_REPLY}"
+                ),
             )
             .with_name(&name));
         }
-        let mut body = vec![0u8; len as usize];
-        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut body), Ok(true)) {
-            return Err(gone("in the middle of its reply"));
-        }
-        match rkind {
+        let body = match conn_io::recv_body(fd, len as usize, Some(deadline)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(late("the receiver's reply did not arrive whole in time"))
+            }
+            Err(_) => return Err(gone("in the middle of its reply")),
+        };
+        Ok(match rkind {
             wire::RESP_REPLY | wire::RESP_QUEUED => Ok(Reply { result, data: body }),
             _ => {
                 let text = String::from_utf8_lossy(&body).into_owned();
-                let kind = match code {
-                    wire::ERR_FULL => ErrorKind::Full,
-                    wire::ERR_TOO_LARGE => ErrorKind::TooLarge,
-                    wire::ERR_CLOSING => ErrorKind::PeerGone,
-                    _ => ErrorKind::Remote,
+                let (kind, what) = match code {
+                    wire::ERR_FULL => (ErrorKind::Full, "the receiver refused the message"),
+                    wire::ERR_TOO_LARGE => {
+                        (ErrorKind::TooLarge, "the receiver refused the message")
+                    }
+                    wire::ERR_CLOSING => (ErrorKind::PeerGone, "the receiver refused the message"),
+                    wire::ERR_HANDLER => (
+                        ErrorKind::Remote,
+                        "the receiver failed to handle the message",
+                    ),
+                    _ => (ErrorKind::Remote, "the receiver answered with an error"),
                 };
-                Err(
-                    Error::new(kind, format!("the receiver refused the message: {text}"))
-                        .with_name(&name),
-                )
+                Err(Error::new(kind, format!("{what}: {text}")).with_name(&name))
             }
-        }
+        })
     }
 }
 
-fn connect(ns: &Namespace, name: &str, deadline: Option<Instant>) -> Result<(OwnedFd, usize)> {
-    validate_name(name)?;
-    let fd = sys::net::unix_connect(&ns.socket_path(name)).map_err(|e| {
-        use std::io::ErrorKind as K;
-        match e.kind() {
-            K::NotFound | K::ConnectionRefused => Error::new(
-                ErrorKind::NotFound,
-                "no receiver is registered under this name; start it or check the namespace",
-            )
-            .with_name(name),
-            _ => Error::os(e, "cannot connect to the receiver").with_name(name),
+/// Connect to the receiver `name` (one attempt) and read its hello by
+/// `deadline`: its data limit, or why it refused (busy).
+fn connect(ns: &Namespace, name: &str, deadline: Instant) -> Result<(OwnedFd, usize)> {
+    let dialer = Dialer {
+        name,
+        what: WHAT,
+        namespace: Some(ns),
+        timeout: Duration::ZERO,
+        tcp: false,
+    };
+    dialer.run(|d| {
+        let b = hello::read(d.fd.as_fd(), deadline, WHAT, name)?;
+        let h = Hello::decode(&b, wire::MAGIC, wire::VERSION, WHAT, name)?;
+        if let Some(e) = h.refusal(WHAT, name) {
+            return Err(e);
         }
-    })?;
-    let mut h = [0u8; wire::LEN];
-    match sys::net::recv_exact_by(fd.as_fd(), &mut h, deadline) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Error::new(
-                ErrorKind::PeerGone,
-                "the receiver closed the connection at once; it is unregistering",
-            )
-            .with_name(name))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                "the receiver did not greet in time; is its process stopped?",
-            )
-            .with_name(name))
-        }
-        Err(e) => return Err(Error::os(e, "no hello from the receiver").with_name(name)),
-    }
-    let max = wire::parse_hello(&h).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Decode,
-            "the endpoint is not an ipckit message receiver (bad hello)",
-        )
-        .with_name(name)
-    })?;
-    Ok((fd, max as usize))
+        Ok((d.fd, h.max as usize))
+    })
 }
 
 /// One receiver's answer to a [`broadcast`].
@@ -867,7 +1066,9 @@ impl Messenger {
     }
 
     /// Connect to the receiver `name`, for several calls (`FindWindow`
-    /// returning the `HWND`). [`ErrorKind::NotFound`] if none is registered.
+    /// returning the `HWND`). [`ErrorKind::NotFound`] if none is registered,
+    /// [`ErrorKind::Busy`] if it is at one of its connection limits
+    /// ([`ReceiverOptions::limits`]).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -877,7 +1078,7 @@ impl Messenger {
     /// ```
     pub fn connect(&self, name: &str) -> Result<Window> {
         let ns = self.ns()?;
-        let conn = connect(&ns, name, Some(Instant::now() + Duration::from_secs(10)))?;
+        let conn = connect(&ns, name, Instant::now() + Duration::from_secs(10))?;
         Ok(Window {
             name: name.to_string(),
             ns,
@@ -914,13 +1115,13 @@ impl Messenger {
     pub fn send(&self, name: &str, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
         let ns = self.ns()?;
         let deadline = Instant::now() + timeout;
-        let conn = connect(&ns, name, Some(deadline))?;
+        let conn = connect(&ns, name, deadline)?;
         let mut w = Window {
             name: name.to_string(),
             ns,
             conn: Some(conn),
         };
-        w.call(wire::REQ_SEND, id, data, Some(deadline))
+        w.call(wire::REQ_SEND, id, data, deadline)
     }
 
     /// Post one message to `name` (see [`Window::post`]).
@@ -1184,8 +1385,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {
-        assert_eq!(wire::parse_hello(&wire::hello(7)), Some(7));
-        assert_eq!(wire::parse_hello(&[0u8; 16]), None);
+        let h = Hello::ok(wire::MAGIC, wire::VERSION, 7).encode();
+        let back = Hello::decode(&h, wire::MAGIC, wire::VERSION, WHAT, "w").unwrap();
+        assert_eq!(back.max, 7);
+        assert!(Hello::decode(&[0u8; 16], wire::MAGIC, wire::VERSION, WHAT, "w").is_err());
         assert_eq!(
             wire::parse_request(&wire::request(wire::REQ_POST, 9, 3)),
             Some((wire::REQ_POST, 9, 3))
@@ -1235,5 +1438,54 @@ mod tests {
             w.send(1, b"1234", Duration::from_secs(5)).unwrap().result,
             4
         );
+    }
+    #[test]
+    fn a_panicking_handler_is_answered_as_remote_and_the_receiver_goes_on() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let _rx = ReceiverOptions::new()
+            .namespace(&ns)
+            .register("w", |m| {
+                if m.id == 13 {
+                    panic!("unlucky {}", m.data.len());
+                }
+                Reply::new(m.id.into())
+            })
+            .unwrap();
+        let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();
+        let e = w.send(13, b"ab", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Remote);
+        assert!(e.to_string().contains("panicked: unlucky 2"), "{e}");
+        // A posted message that panics is dropped; the receiver goes on.
+        w.post(13, b"").unwrap();
+        assert_eq!(w.send(7, b"", Duration::from_secs(5)).unwrap().result, 7);
+    }
+
+    #[test]
+    fn posts_over_the_queued_bytes_are_full() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Namespace::at(d.path()).unwrap();
+        let (gate_tx, gate) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy) = std::sync::mpsc::channel::<()>();
+        let _rx = ReceiverOptions::new()
+            .namespace(&ns)
+            .limits(Limits::new().max_queued_bytes(100))
+            .register("w", move |m| {
+                if m.id == 1 {
+                    busy_tx.send(()).unwrap();
+                    let _ = gate.recv_timeout(Duration::from_secs(30));
+                }
+                Reply::new(0)
+            })
+            .unwrap();
+        let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();
+        w.post(1, b"").unwrap();
+        busy.recv_timeout(Duration::from_secs(30)).unwrap();
+        w.post(2, &[0u8; 60]).unwrap();
+        let e = w.post(3, &[0u8; 60]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Full, "{e}");
+        w.post(4, &[0u8; 40]).unwrap();
+        assert_eq!(w.post(5, b"x").unwrap_err().kind(), ErrorKind::Full);
+        gate_tx.send(()).unwrap();
     }
 }

@@ -248,6 +248,13 @@ impl Chan {
         self.watch.as_ref().map(|s| s.as_fd())
     }
 
+    /// Shut the watched socket down: the peer sees the connection end.
+    pub(crate) fn shutdown_socket(&self) {
+        if let Some(s) = &self.watch {
+            sys::net::shutdown(s);
+        }
+    }
+
     /// Bytes per ring.
     pub(crate) fn ring_cap(&self) -> usize {
         self.ring_cap

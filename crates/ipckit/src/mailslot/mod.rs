@@ -43,13 +43,18 @@ mod wire;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::conn::dial::Dialer;
+use crate::conn::pool::Pool;
+use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
+use crate::conn::{hello, io, listen};
 use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::name::{validate_name, Claim, EndpointState, Namespace};
 use crate::sys;
 
@@ -66,6 +71,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Extra time a writer waits for the acknowledgement beyond its own timeout
 /// (the reader decides within the writer's timeout; this covers scheduling).
 const ACK_GRACE: Duration = Duration::from_secs(10);
+/// How long a writer waits for the mailslot's hello.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
 
 /// Endpoint kind of a mailslot in the namespace.
 const KIND: &str = "mailslot";
@@ -96,6 +103,7 @@ pub struct MailslotOptions {
     max_message_size: usize,
     read_timeout: Option<Duration>,
     queue_bound: usize,
+    limits: Limits,
     udp: Option<String>,
     namespace: Option<Namespace>,
 }
@@ -106,6 +114,7 @@ impl Default for MailslotOptions {
             max_message_size: 0,
             read_timeout: None,
             queue_bound: DEFAULT_QUEUE_BOUND,
+            limits: Limits::default(),
             udp: None,
             namespace: None,
         }
@@ -157,6 +166,21 @@ impl MailslotOptions {
     /// ```
     pub fn queue_bound(&mut self, messages: usize) -> &mut Self {
         self.queue_bound = messages;
+        self
+    }
+
+    /// What the mailslot accepts from writers (see [`Limits`]): writer
+    /// connections in total, per process and per user, how long a writer
+    /// may stall inside a message, and `max_queued_bytes` (default 64 MiB):
+    /// a write that would queue more than that waits for the reader like a
+    /// write to a full queue. Default [`Limits::default`].
+    ///
+    /// ```
+    /// let l = ipckit::Limits::new().max_queued_bytes(1 << 20);
+    /// let _ = ipckit::mailslot::MailslotOptions::new().limits(l);
+    /// ```
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
         self
     }
 
@@ -261,10 +285,7 @@ impl MailslotOptions {
             )
             .with_name(name));
         }
-        let claim = ns.claim(name, kind)?;
-        let path = ns.socket_path(name);
-        let listener =
-            sys::net::unix_listen(&path).ctx(name, "cannot listen on the mailslot's socket")?;
+        let bound = listen::bind(ns, name, kind, None)?;
         let udp = match &self.udp {
             Some(a) => {
                 let addr = sys::udp::resolve(a).ctx(name, "cannot resolve the UDP address")?;
@@ -276,7 +297,6 @@ impl MailslotOptions {
             Some(s) => Some(s.local_addr().ctx(name, "cannot read the UDP address")?),
             None => None,
         };
-        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
         let limit = if self.max_message_size == 0 {
             UNLIMITED_CAP
         } else {
@@ -284,26 +304,19 @@ impl MailslotOptions {
         };
         let shared = Arc::new(Shared {
             name: name.to_string(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             bound: self.queue_bound,
+            max_bytes: self.limits.get_max_queued_bytes(),
             limit,
             advertised: self.max_message_size as u32,
             stop: AtomicBool::new(false),
-            wake: wake_r,
             udp_dropped: AtomicU64::new(0),
+            acking: Mutex::new(0),
+            acked: Condvar::new(),
         });
         let mut threads = Vec::new();
-        {
-            let shared = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("ipckit-slot-{name}"))
-                    .spawn(move || accept_loop(shared, listener))
-                    .ctx(name, "cannot start the mailslot's accept thread")?,
-            );
-        }
         if let Some(sock) = udp {
             let shared = shared.clone();
             threads.push(
@@ -313,34 +326,75 @@ impl MailslotOptions {
                     .ctx(name, "cannot start the mailslot's UDP thread")?,
             );
         }
+        let protocol = Arc::new(Writers {
+            shared: shared.clone(),
+            pool: Pool::new(MAX_WORKERS, format!("slot-{name}")),
+        });
+        let reactor = Reactor::start(
+            &format!("slot-{name}"),
+            protocol.clone(),
+            bound.listeners,
+            self.limits,
+        )
+        .ctx(name, "cannot start the mailslot's connection loop")?;
         Ok(Mailslot {
             shared,
             threads,
-            wake: wake_w,
-            socket_path: path,
+            reactor,
+            pool: protocol.pool.clone(),
+            socket_path: bound.socket_path,
             read_timeout: self.read_timeout,
             udp_addr,
-            _claim: claim,
+            _claim: bound.claim,
         })
+    }
+}
+
+/// Workers that queue messages (a writer facing a full queue waits on one
+/// of them, never on the connection loop).
+const MAX_WORKERS: usize = 64;
+
+/// The queued messages and their total size.
+#[derive(Default)]
+struct Queue {
+    msgs: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn push(&mut self, m: Vec<u8>) {
+        self.bytes += m.len();
+        self.msgs.push_back(m);
+    }
+
+    fn pop(&mut self) -> Option<Vec<u8>> {
+        let m = self.msgs.pop_front()?;
+        self.bytes -= m.len();
+        Some(m)
     }
 }
 
 struct Shared {
     name: String,
-    queue: Mutex<VecDeque<Vec<u8>>>,
+    queue: Mutex<Queue>,
     not_empty: Condvar,
     not_full: Condvar,
+    /// Most messages queued.
     bound: usize,
+    /// Most bytes queued (a single message always fits an empty queue).
+    max_bytes: usize,
     limit: usize,
     advertised: u32,
     stop: AtomicBool,
-    /// Read end of the wake-up pipe: readable once the mailslot closes.
-    wake: OwnedFd,
     udp_dropped: AtomicU64,
+    /// Writes being queued and acknowledged by a worker right now: closing
+    /// waits for their acknowledgements to go out.
+    acking: Mutex<usize>,
+    acked: Condvar,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -383,7 +437,8 @@ pub struct MailslotInfo {
 pub struct Mailslot {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    wake: OwnedFd,
+    reactor: Reactor,
+    pool: Arc<Pool>,
     socket_path: std::path::PathBuf,
     read_timeout: Option<Duration>,
     udp_addr: Option<SocketAddr>,
@@ -485,7 +540,7 @@ impl Mailslot {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.shared.lock();
         loop {
-            if let Some(m) = q.pop_front() {
+            if let Some(m) = q.pop() {
                 drop(q);
                 self.shared.not_full.notify_all();
                 return Ok(m);
@@ -531,8 +586,8 @@ impl Mailslot {
     pub fn pending(&self) -> MailslotInfo {
         let q = self.shared.lock();
         MailslotInfo {
-            count: q.len(),
-            next_size: q.front().map(Vec::len),
+            count: q.msgs.len(),
+            next_size: q.msgs.front().map(Vec::len),
         }
     }
 }
@@ -540,8 +595,26 @@ impl Mailslot {
 impl Drop for Mailslot {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
         self.shared.not_full.notify_all();
+        // A writer whose message was just taken by `recv` must still get
+        // its acknowledgement before the connections close.
+        let limit = Instant::now() + Duration::from_secs(2);
+        let mut n = self.shared.acking.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .shared
+                .acked
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(n);
+        self.reactor.stop();
+        self.pool.stop();
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
@@ -549,95 +622,79 @@ impl Drop for Mailslot {
     }
 }
 
-fn accept_loop(shared: Arc<Shared>, listener: OwnedFd) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        let fds = [shared.wake.as_fd(), listener.as_fd()];
-        let ready = match sys::net::wait_readable(&fds, None) {
-            Ok(r) => r,
-            Err(_) => break,
-        };
-        if shared.stopping() || ready.contains(&0) {
-            break;
-        }
-        let Ok(fd) = sys::net::accept(listener.as_fd()) else {
-            continue;
-        };
-        if sys::net::send_all(fd.as_fd(), &wire::hello(shared.advertised)).is_err() {
-            continue;
-        }
-        let s = shared.clone();
-        if let Ok(h) = std::thread::Builder::new()
-            .name("ipckit-slot-conn".into())
-            .spawn(move || serve_writer(&s, fd))
-        {
-            conns.push(h);
-        }
-        conns.retain(|h| !h.is_finished());
-    }
-    for h in conns {
-        let _ = h.join();
-    }
+/// The mailslot's side of the connection loop: writers' messages.
+struct Writers {
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
 }
 
-/// Serve one writer: read a message, queue it (waiting for space up to the
-/// writer's timeout), acknowledge, repeat.
-fn serve_writer(shared: &Shared, fd: OwnedFd) {
-    let fd = fd.as_fd();
-    loop {
-        match sys::net::wait_readable(&[shared.wake.as_fd(), fd], None) {
-            Ok(r) if !r.contains(&0) => {}
-            _ => return,
-        }
-        let mut h = [0u8; wire::WRITE_LEN];
-        match sys::net::recv_exact(fd, &mut h) {
-            Ok(true) => {}
-            _ => return,
-        }
-        let Some((len, timeout_ms)) = wire::parse_write(&h) else {
-            return; // malformed: drop the writer
-        };
-        let len = len as usize;
-        if len > shared.limit {
-            if discard(fd, len).is_err() {
-                return;
-            }
-            if sys::net::send_all(fd, &wire::ack(wire::ACK_TOO_LARGE, shared.advertised)).is_err() {
-                return;
-            }
-            continue;
-        }
-        let mut body = vec![0u8; len];
-        if len > 0 && !matches!(sys::net::recv_exact(fd, &mut body), Ok(true)) {
-            return; // torn: the writer died mid-message; nothing queued
-        }
-        let status = enqueue(shared, body, timeout_ms);
-        if sys::net::send_all(fd, &wire::ack(status, 0)).is_err() {
-            return;
-        }
-        if status == wire::ACK_CLOSING {
-            return;
-        }
+impl Protocol for Writers {
+    fn header_len(&self) -> usize {
+        wire::WRITE_LEN
     }
-}
 
-fn discard(fd: BorrowedFd<'_>, mut left: usize) -> std::io::Result<()> {
-    let mut buf = vec![0u8; left.min(64 * 1024)];
-    while left > 0 {
-        let n = left.min(buf.len());
-        if !sys::net::recv_exact(fd, &mut buf[..n])? {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        left -= n;
+    fn frame_len(&self, header: &[u8]) -> std::result::Result<FrameLen, String> {
+        let h: &[u8; wire::WRITE_LEN] = header.try_into().map_err(|_| "short header")?;
+        let Some((len, _)) = wire::parse_write(h) else {
+            return Err(format!("malformed write header {h:02x?}"));
+        };
+        let total = wire::WRITE_LEN + len as usize;
+        Ok(if len as usize > self.shared.limit {
+            FrameLen::Skip(total)
+        } else {
+            FrameLen::Whole(total)
+        })
     }
-    Ok(())
+
+    fn hello(&self, _conn: &Conn) -> Vec<u8> {
+        wire::hello(self.shared.advertised).to_vec()
+    }
+
+    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+        wire::hello_refused(self.shared.advertised).to_vec()
+    }
+
+    /// One write at a time per writer: the connection pauses until the
+    /// message is queued (or refused) and acknowledged.
+    fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {
+        let (shared, conn) = (self.shared.clone(), conn.clone());
+        *self.shared.acking.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.pool.submit(Box::new(move || {
+            let status = if frame.skipped {
+                wire::ACK_TOO_LARGE
+            } else {
+                let mut bytes = frame.bytes;
+                let h: [u8; wire::WRITE_LEN] = bytes[..wire::WRITE_LEN].try_into().expect("header");
+                let (_, timeout_ms) = wire::parse_write(&h).expect("checked by frame_len");
+                bytes.drain(..wire::WRITE_LEN);
+                enqueue(&shared, bytes, timeout_ms)
+            };
+            let count = if status == wire::ACK_TOO_LARGE {
+                shared.advertised
+            } else {
+                0
+            };
+            if conn.send(&wire::ack(status, count)).is_err() || status == wire::ACK_CLOSING {
+                conn.close(None);
+            } else {
+                conn.resume();
+            }
+            *shared.acking.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            shared.acked.notify_all();
+        }));
+        Flow::Pause
+    }
 }
 
 fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
     let deadline = (timeout_ms != wire::FOREVER)
         .then(|| Instant::now() + Duration::from_millis(timeout_ms.into()));
     let mut q = shared.lock();
-    while q.len() >= shared.bound {
+    let fits = |q: &Queue| {
+        q.msgs.is_empty()
+            || (q.msgs.len() < shared.bound && q.bytes + body.len() <= shared.max_bytes)
+    };
+    while !fits(&q) {
         if shared.stopping() {
             return wire::ACK_CLOSING;
         }
@@ -659,7 +716,7 @@ fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
     if shared.stopping() {
         return wire::ACK_CLOSING;
     }
-    q.push_back(body);
+    q.push(body);
     drop(q);
     shared.not_empty.notify_one();
     wire::ACK_QUEUED
@@ -678,8 +735,8 @@ fn udp_loop(shared: Arc<Shared>, sock: UdpSocket) {
                 if name == shared.name && payload.len() <= UDP_MAX_MESSAGE.min(shared.limit) =>
             {
                 let mut q = shared.lock();
-                if q.len() < shared.bound {
-                    q.push_back(payload.to_vec());
+                if q.msgs.len() < shared.bound && q.bytes + payload.len() <= shared.max_bytes {
+                    q.push(payload.to_vec());
                     drop(q);
                     shared.not_empty.notify_one();
                     true
@@ -795,30 +852,17 @@ impl WriterOptions {
     }
 
     fn open_in(&self, ns: &Namespace, name: &str) -> Result<MailslotWriter> {
-        let fd = sys::net::unix_connect(&ns.socket_path(name)).map_err(|e| {
-            use std::io::ErrorKind as K;
-            match e.kind() {
-                K::NotFound | K::ConnectionRefused => Error::new(
-                    ErrorKind::NotFound,
-                    "no mailslot has this name; start its reader or check the namespace",
-                )
-                .with_name(name),
-                _ => Error::os(e, "cannot connect to the mailslot").with_name(name),
-            }
+        let dialer = Dialer {
+            name,
+            what: "mailslot",
+            namespace: Some(ns),
+            timeout: Duration::ZERO,
+            tcp: false,
+        };
+        let (fd, h) = dialer.run(|d| {
+            let h = hello::read(d.fd.as_fd(), Instant::now() + HELLO_WAIT, "mailslot", name)?;
+            Ok((d.fd, h))
         })?;
-        let mut h = [0u8; wire::HELLO_LEN];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        match sys::net::recv_exact_by(fd.as_fd(), &mut h, Some(deadline)) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Error::new(
-                    ErrorKind::PeerGone,
-                    "the mailslot closed the connection at once; its reader is shutting down",
-                )
-                .with_name(name))
-            }
-            Err(e) => return Err(Error::os(e, "no hello from the mailslot").with_name(name)),
-        }
         let max = wire::parse_hello(&h, name)?;
         Ok(MailslotWriter {
             name: name.to_string(),
@@ -1047,10 +1091,10 @@ impl MailslotWriter {
         let mut frame = Vec::with_capacity(wire::WRITE_LEN + msg.len());
         frame.extend_from_slice(&wire::write_header(msg.len() as u32, timeout_ms));
         frame.extend_from_slice(msg);
-        sys::net::send_all(fd, &frame).map_err(|_| gone(&self.name))?;
+        io::send_all(fd, &frame).map_err(|_| gone(&self.name))?;
         let deadline = self.timeout.map(|t| Instant::now() + t + ACK_GRACE);
         let mut ack = [0u8; wire::ACK_LEN];
-        match sys::net::recv_exact_by(fd, &mut ack, deadline) {
+        match io::recv_exact_by(fd, &mut ack, deadline) {
             Ok(true) => Ok(ack[0]),
             Ok(false) => Err(gone(&self.name)),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::new(

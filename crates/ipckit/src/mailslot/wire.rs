@@ -1,13 +1,14 @@
 //! The mailslot wire formats (see `docs/PROTOCOL.md`, "Mailslots").
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// Magic bytes opening the reader's hello.
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSLOT";
 /// Protocol version this build speaks.
 pub(crate) const VERSION: u8 = 1;
 /// Size of the hello, a write header and an acknowledgement.
-pub(crate) const HELLO_LEN: usize = 16;
+pub(crate) use crate::conn::hello::HELLO_LEN;
+use crate::conn::hello::{Hello, STATUS_BUSY};
 /// Size of a write header.
 pub(crate) const WRITE_LEN: usize = 16;
 /// Size of an acknowledgement.
@@ -31,23 +32,24 @@ pub(crate) const ACK_CLOSING: u8 = 3;
 pub(crate) const UDP_MAGIC: &[u8; 8] = b"IPCKMSD1";
 
 pub(crate) fn hello(max_message: u32) -> [u8; HELLO_LEN] {
-    let mut b = [0u8; HELLO_LEN];
-    b[..8].copy_from_slice(HELLO_MAGIC);
-    b[8] = VERSION;
-    b[12..16].copy_from_slice(&max_message.to_le_bytes());
-    b
+    Hello::ok(HELLO_MAGIC, VERSION, max_message).encode()
 }
 
-/// Decode a hello: the mailslot's `max_message_size` (0 = unlimited).
+/// The hello a writer over the server's connection limits gets.
+pub(crate) fn hello_refused(max_message: u32) -> [u8; HELLO_LEN] {
+    Hello::ok(HELLO_MAGIC, VERSION, max_message)
+        .with_status(STATUS_BUSY)
+        .encode()
+}
+
+/// Decode a hello: the mailslot's `max_message_size` (0 = unlimited), or
+/// the refusal it carries.
 pub(crate) fn parse_hello(b: &[u8; HELLO_LEN], name: &str) -> Result<u32> {
-    if &b[..8] != HELLO_MAGIC || b[8] != VERSION {
-        return Err(Error::new(
-            ErrorKind::Decode,
-            "the endpoint did not answer with an ipckit mailslot hello (version 1); is it a mailslot?",
-        )
-        .with_name(name));
+    let h = Hello::decode(b, HELLO_MAGIC, VERSION, "mailslot", name)?;
+    if let Some(e) = h.refusal("mailslot", name) {
+        return Err(e);
     }
-    Ok(u32::from_le_bytes([b[12], b[13], b[14], b[15]]))
+    Ok(h.max)
 }
 
 pub(crate) fn write_header(len: u32, timeout_ms: u32) -> [u8; WRITE_LEN] {
@@ -101,6 +103,7 @@ pub(crate) fn parse_datagram(d: &[u8]) -> Option<(&str, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {

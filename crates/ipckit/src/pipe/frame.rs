@@ -1,8 +1,11 @@
 //! The named-pipe wire format (see `docs/PROTOCOL.md`, "Named pipes").
 //!
-//! On connect the server writes a 16-byte hello; after it, both directions
-//! carry frames: an 8-byte header (`kind: u8`, three zero bytes,
-//! `len: u32` little-endian) followed by `len` bytes of payload.
+//! On connect the server writes the 16-byte hello of
+//! [`crate::conn::hello`] (magic [`HELLO_MAGIC`], version [`VERSION`], the
+//! mode and shared-memory offer in the flags byte, the direction in the
+//! extra byte, `max_message` as the size limit); after it, both directions
+//! carry frames: an 8-byte header (`kind: u8`, three zero bytes, `len: u32`
+//! little-endian) followed by `len` bytes of payload.
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -10,17 +13,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKPIPE";
 /// Protocol version this build speaks.
 pub(crate) const VERSION: u8 = 1;
-/// Size of the server hello.
-pub(crate) const HELLO_LEN: usize = 16;
 /// Size of a frame header.
 pub(crate) const HEADER_LEN: usize = 8;
-
-/// Hello status: the connection is accepted.
-pub(crate) const STATUS_OK: u8 = 0;
-/// Hello status: every instance is in use.
-pub(crate) const STATUS_BUSY: u8 = 1;
-/// Hello status: this client's uid is not allowed.
-pub(crate) const STATUS_DENIED: u8 = 2;
 
 /// A message (message mode) or a chunk of the stream (byte mode).
 pub(crate) const KIND_DATA: u8 = 1;
@@ -34,65 +28,14 @@ pub(crate) const KIND_FD: u8 = 2;
 /// later in the stream.
 pub(crate) const KIND_SHM: u8 = 3;
 
-/// Bit of the hello's mode byte: the server offers the shared-memory
-/// transport (Unix socket, message mode, not opted out).
+/// Bit of the hello's flags byte (the mode byte): the server offers the
+/// shared-memory transport (Unix socket, message mode, not opted out).
 pub(crate) const HELLO_SHM_OFFER: u8 = 0x80;
 
 /// Record tags on the shared-memory rings: a message.
 pub(crate) const TAG_DATA: u8 = 1;
 /// Record tag: a file descriptor follows on the socket (a kind-2 frame).
 pub(crate) const TAG_FD: u8 = 2;
-
-/// What the server tells a client on connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hello {
-    pub status: u8,
-    pub mode: u8,
-    /// The server offers shared memory (bit 7 of the mode byte).
-    pub shm: bool,
-    pub direction: u8,
-    pub max_message: u32,
-}
-
-impl Hello {
-    pub(crate) fn encode(&self) -> [u8; HELLO_LEN] {
-        let mut b = [0u8; HELLO_LEN];
-        b[..8].copy_from_slice(HELLO_MAGIC);
-        b[8] = VERSION;
-        b[9] = self.status;
-        b[10] = self.mode | if self.shm { HELLO_SHM_OFFER } else { 0 };
-        b[11] = self.direction;
-        b[12..16].copy_from_slice(&self.max_message.to_le_bytes());
-        b
-    }
-
-    pub(crate) fn decode(b: &[u8; HELLO_LEN], name: &str) -> Result<Hello> {
-        if &b[..8] != HELLO_MAGIC {
-            return Err(Error::new(
-                ErrorKind::Decode,
-                "the endpoint did not answer with an ipckit pipe hello; is it an ipckit pipe server?",
-            )
-            .with_name(name));
-        }
-        if b[8] != VERSION {
-            return Err(Error::new(
-                ErrorKind::Decode,
-                format!(
-                    "the server speaks pipe protocol version {}, this client version {VERSION}; upgrade the older side",
-                    b[8]
-                ),
-            )
-            .with_name(name));
-        }
-        Ok(Hello {
-            status: b[9],
-            mode: b[10] & !HELLO_SHM_OFFER,
-            shm: b[10] & HELLO_SHM_OFFER != 0,
-            direction: b[11],
-            max_message: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-        })
-    }
-}
 
 /// Encode a frame header.
 pub(crate) fn header(kind: u8, len: u32) -> [u8; HEADER_LEN] {
@@ -123,29 +66,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hello_round_trips_and_rejects_garbage() {
-        let h = Hello {
-            status: STATUS_BUSY,
-            mode: 1,
-            shm: true,
-            direction: 2,
-            max_message: 64 << 20,
-        };
-        assert_eq!(Hello::decode(&h.encode(), "x").unwrap(), h);
-        let mut bad = h.encode();
-        bad[0] = b'X';
-        assert_eq!(
-            Hello::decode(&bad, "x").unwrap_err().kind(),
-            ErrorKind::Decode
-        );
-    }
-
-    #[test]
     fn headers_are_checked() {
         assert_eq!(parse_header(&header(KIND_DATA, 5), "x").unwrap(), (1, 5));
         assert!(parse_header(&header(9, 0), "x").is_err());
         let mut h = header(KIND_DATA, 1);
         h[2] = 1;
         assert!(parse_header(&h, "x").is_err());
+        // The shared-memory answer is never a valid frame in the stream.
+        assert!(parse_header(&header(KIND_SHM, 0), "x").is_err());
     }
 }

@@ -26,6 +26,12 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
+//! One thread per server watches all its clients until they are accepted;
+//! the server admits them under its [`Limits`](crate::Limits) (connections
+//! in total, per process, per user, per TCP address, and a deadline for the
+//! shared-memory handshake; see [`ServerOptions::limits`]). A refused
+//! client gets [`ErrorKind::Busy`](crate::ErrorKind::Busy).
+//!
 //! An **anonymous pipe** ([`pipe()`]) is a one-way stream for a parent and
 //! the child it starts; see [`CommandExt::pass_fd`].
 

@@ -1,18 +1,25 @@
 //! Named pipes: servers, clients and the connection between them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::frame::{self, Hello, HEADER_LEN, HELLO_LEN};
+use super::frame::{self, HEADER_LEN, HELLO_MAGIC, HELLO_SHM_OFFER, VERSION};
+use crate::conn::dial::{Dialed, Dialer};
+use crate::conn::hello::{self, Hello, STATUS_BUSY, STATUS_DENIED};
+use crate::conn::listen;
+use crate::conn::reactor::{
+    Admission, Conn, Flow, Frame, FrameLen, Peer, Protocol, Reactor, Refusal,
+};
+use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::name::{Claim, Namespace};
 use crate::ring::{self, Chan, RingError, Rx, Tx};
 use crate::sys;
@@ -138,6 +145,7 @@ pub struct ServerOptions {
     namespace: Option<Namespace>,
     transport: Transport,
     wait: WaitStrategy,
+    limits: Limits,
 }
 
 impl Default for ServerOptions {
@@ -152,6 +160,7 @@ impl Default for ServerOptions {
             namespace: None,
             transport: Transport::Auto,
             wait: WaitStrategy::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -218,6 +227,35 @@ impl ServerOptions {
     /// ```
     pub fn allow_uids(&mut self, uids: &[u32]) -> &mut Self {
         self.allowed_uids = Some(uids.to_vec());
+        self
+    }
+
+    /// What the server accepts from its clients ([`Limits`]): connections
+    /// open at once in total, per client process, per user and per TCP
+    /// address (a client over one of them gets [`ErrorKind::Busy`]), and
+    /// how long a local message-mode client may take to answer the
+    /// shared-memory offer (`handshake_timeout`; it is then dropped).
+    /// Default [`Limits::default`]. `max_instances` and
+    /// [`allow_uids`](Self::allow_uids) apply on top.
+    ///
+    /// ```
+    /// use ipckit::pipe::{ClientOptions, ServerOptions};
+    /// use ipckit::{ErrorKind, Limits};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let server = ServerOptions::new()
+    ///     .namespace(&ns)
+    ///     .limits(Limits::new().max_connections_per_process(1))
+    ///     .create("p")
+    ///     .unwrap();
+    /// let _first = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+    /// // A second connection from this process is over its limit.
+    /// let e = ClientOptions::new().namespace(&ns).connect("p").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Busy);
+    /// assert_eq!(server.stats().refused_per_process, 1);
+    /// ```
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
         self
     }
 
@@ -301,68 +339,59 @@ impl ServerOptions {
             )
             .with_name(name));
         }
-        let ns = match &self.namespace {
-            Some(ns) => ns.clone(),
-            None => Namespace::from_env()?,
-        };
-        let claim = ns.claim(name, "pipe")?;
-        let path = ns.socket_path(name);
-        let unix = sys::net::unix_listen(&path).ctx(name, "cannot listen on the pipe's socket")?;
-        let (tcp, tcp_addr) = match &self.tcp {
-            Some(a) => {
-                let (fd, addr) = sys::net::tcp_listen(a).ctx(name, "cannot listen on TCP")?;
-                (Some(fd), Some(addr))
-            }
-            None => (None, None),
-        };
-        let (wake_r, wake_w) = sys::pipe::pipe().ctx(name, "cannot create the wake-up pipe")?;
+        let ns = listen::namespace(self.namespace.as_ref())?;
+        let bound = listen::bind(&ns, name, "pipe", self.tcp.as_deref())?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             name: name.to_string(),
+            active: AtomicUsize::new(0),
+        });
+        let protocol = Arc::new(Pipes {
+            shared: shared.clone(),
             hello: Hello {
-                status: frame::STATUS_OK,
-                mode: self.mode.code(),
-                direction: self.direction.code(),
-                max_message: self.max_message as u32,
-                shm: false,
+                flags: self.mode.code(),
+                extra: self.direction.code(),
+                ..Hello::ok(HELLO_MAGIC, VERSION, self.max_message as u32)
             },
             offer_shm: self.mode == PipeMode::Message && self.transport.allows_shm(),
             wait: self.wait,
             max_instances: self.max_instances,
             allowed_uids: self.allowed_uids.clone(),
-            active: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
+            greeting: Mutex::new(None),
+            answering: Mutex::new(HashMap::new()),
+            detaching: Mutex::new(None),
+            incoming: tx,
         });
-        let acceptor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("ipckit-accept-{name}"))
-                .spawn(move || accept_loop(shared, unix, tcp, wake_r, tx))
-                .ctx(name, "cannot start the accept thread")?
+        let reactor = match Reactor::start(
+            &format!("pipe-{name}"),
+            protocol,
+            bound.listeners,
+            self.limits,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&bound.socket_path);
+                return Err(Error::os(e, "cannot start the pipe's connection loop").with_name(name));
+            }
         };
         Ok(PipeServer {
             shared,
             incoming: rx,
-            acceptor: Some(acceptor),
-            wake: wake_w,
-            tcp_addr,
-            socket_path: path,
-            replaced_stale: claim.replaced_stale(),
-            _claim: claim,
+            reactor,
+            tcp_addr: bound.tcp_addr,
+            socket_path: bound.socket_path,
+            replaced_stale: bound.claim.replaced_stale(),
+            _claim: bound.claim,
         })
     }
 }
 
+/// What the server and its connections share.
 struct Shared {
     name: String,
-    hello: Hello,
-    /// Offer shared memory to local clients.
-    offer_shm: bool,
-    wait: WaitStrategy,
-    max_instances: Option<usize>,
-    allowed_uids: Option<Vec<u32>>,
+    /// Instances in use: clients answering the offer, waiting in the
+    /// accept queue, or accepted and not yet dropped.
     active: AtomicUsize,
-    stop: AtomicBool,
 }
 
 /// One occupied instance; frees its slot when dropped.
@@ -374,11 +403,230 @@ impl Drop for Slot {
     }
 }
 
+/// What the server told a new connection in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    /// Status busy or denied: closed right after the hello.
+    Refused,
+    /// Status ok; `shm`: shared memory offered, the client's answer is due.
+    Accepted { shm: bool },
+}
+
+/// The named-pipe side of the server's connection loop
+/// ([`crate::conn::reactor`]): greets each connection with the pipe hello,
+/// enforces the uid allow-list and `max_instances` on top of the loop's
+/// [`Limits`], reads the client's answer to a shared-memory offer, and
+/// hands each ready connection to [`PipeServer::accept`] as a
+/// [`NamedPipe`]. Runs on the loop's thread: nothing here blocks.
+struct Pipes {
+    shared: Arc<Shared>,
+    /// The accepting hello (shared-memory bit clear).
+    hello: Hello,
+    /// Offer shared memory to local clients.
+    offer_shm: bool,
+    wait: WaitStrategy,
+    max_instances: Option<usize>,
+    allowed_uids: Option<Vec<u32>>,
+    /// The greeting of the connection being opened: the loop calls
+    /// `hello`, `owes_handshake` and `on_open` in turn for one connection
+    /// before it opens the next.
+    greeting: Mutex<Option<(u64, Greeting)>>,
+    /// Connections whose answer to the offer is due, with their instance.
+    answering: Mutex<HashMap<u64, Slot>>,
+    /// The connection `on_frame` just detached, waiting in `on_detach` for
+    /// the bytes the loop read past the answer.
+    detaching: Mutex<Option<(u64, NamedPipe)>>,
+    incoming: Sender<NamedPipe>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pipes {
+    /// The hello for `conn`, and what it means.
+    fn greet(&self, conn: &Conn) -> (Hello, Greeting) {
+        if let Some(allowed) = &self.allowed_uids {
+            if !conn.peer().uid.is_some_and(|u| allowed.contains(&u)) {
+                return (self.hello.with_status(STATUS_DENIED), Greeting::Refused);
+            }
+        }
+        // Only this thread takes instances; others only give them back, so
+        // the count can only fall before `on_open` takes this one.
+        let active = self.shared.active.load(Ordering::Acquire);
+        if self.max_instances.is_some_and(|m| active >= m) {
+            return (self.hello.with_status(STATUS_BUSY), Greeting::Refused);
+        }
+        let shm = self.offer_shm && !conn.is_tcp();
+        let mut hello = self.hello;
+        if shm {
+            hello.flags |= HELLO_SHM_OFFER;
+        }
+        (hello, Greeting::Accepted { shm })
+    }
+
+    fn greeting(&self, conn: &Conn) -> Option<Greeting> {
+        lock(&self.greeting)
+            .filter(|(id, _)| *id == conn.id())
+            .map(|(_, g)| g)
+    }
+
+    /// The server's [`NamedPipe`] on a duplicate of `conn`'s socket (the
+    /// loop closes its own when it lets go), holding the instance and the
+    /// connection's place in the limits for as long as it lives.
+    fn wrap(&self, conn: &Conn, slot: Slot) -> io::Result<NamedPipe> {
+        let fd = conn.fd().try_clone_to_owned()?;
+        // The loop bounds its own writes by the stall timeout; the
+        // connection's user writes like `WriteFile`, waiting for the reader.
+        sys::net::set_send_timeout(fd.as_fd(), None)?;
+        let mut pipe = NamedPipe::new(
+            self.shared.name.clone(),
+            fd,
+            Role::Server,
+            self.hello.flags,
+            self.hello.extra,
+            self.hello.max,
+            peer_info(conn.peer()),
+        );
+        pipe._slot = Some(slot);
+        pipe._admission = conn.take_admission();
+        Ok(pipe)
+    }
+
+    /// Queue `pipe` for `accept` and let the loop forget the connection.
+    fn hand_over(&self, pipe: NamedPipe) -> Flow {
+        match self.incoming.send(pipe) {
+            Ok(()) => Flow::Detach,
+            Err(_) => Flow::Close(None), // the server is being dropped
+        }
+    }
+}
+
+impl Protocol for Pipes {
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// The loop reads only the first header after an offer (the
+    /// connection is handed over right after it): the kind-3 answer, or
+    /// the header of a data or descriptor frame from a client that ignores
+    /// the offer (a decline; the frame stays in the stream). Anything else
+    /// is malformed.
+    fn frame_len(&self, header: &[u8]) -> std::result::Result<FrameLen, String> {
+        let h: &[u8; HEADER_LEN] = header.try_into().map_err(|_| "short header".to_string())?;
+        if *h == frame::header(frame::KIND_SHM, 0) || frame::parse_header(h, "").is_ok() {
+            Ok(FrameLen::Whole(HEADER_LEN))
+        } else {
+            Err(format!(
+                "its first frame {header:02x?} is neither the answer to the shared-memory offer (kind 3, length 0) nor a data or descriptor frame"
+            ))
+        }
+    }
+
+    fn hello(&self, conn: &Conn) -> Vec<u8> {
+        let (hello, greeting) = self.greet(conn);
+        *lock(&self.greeting) = Some((conn.id(), greeting));
+        hello.encode().to_vec()
+    }
+
+    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+        self.hello.with_status(STATUS_BUSY).encode().to_vec()
+    }
+
+    fn owes_handshake(&self, conn: &Conn) -> bool {
+        self.greeting(conn) == Some(Greeting::Accepted { shm: true })
+    }
+
+    fn on_open(&self, conn: &Arc<Conn>) -> Flow {
+        let Some(Greeting::Accepted { shm }) = self.greeting(conn) else {
+            // Refused: the hello said why; closing is all that is left.
+            return Flow::Close(None);
+        };
+        self.shared.active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self.shared.clone());
+        if shm {
+            lock(&self.answering).insert(conn.id(), slot);
+            return Flow::Continue;
+        }
+        match self.wrap(conn, slot) {
+            Ok(pipe) => self.hand_over(pipe),
+            Err(e) => Flow::Close(Some(format!("cannot take the connection over: {e}"))),
+        }
+    }
+
+    /// The answer to the offer: with a `memfd`, move to shared memory;
+    /// without (or another frame: a decline), stay on the socket. Either
+    /// way the connection is ready, handed over in `on_detach`.
+    fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {
+        let Some(slot) = lock(&self.answering).remove(&conn.id()) else {
+            return Flow::Close(Some("it sent a frame the server did not expect".into()));
+        };
+        let mut fds = frame.fds;
+        if frame.bytes[0] != frame::KIND_SHM {
+            // A client that ignores the offer: this frame is its first.
+            return match self.wrap(conn, slot) {
+                Ok(mut pipe) => {
+                    pipe.unread(frame.bytes, fds);
+                    *lock(&self.detaching) = Some((conn.id(), pipe));
+                    Flow::Detach
+                }
+                Err(e) => Flow::Close(Some(format!("cannot take the connection over: {e}"))),
+            };
+        }
+        if fds.len() > 1 {
+            return Flow::Close(Some(format!(
+                "it passed {} descriptors with its answer; one at most",
+                fds.len()
+            )));
+        }
+        let mut pipe = match self.wrap(conn, slot) {
+            Ok(p) => p,
+            Err(e) => return Flow::Close(Some(format!("cannot take the connection over: {e}"))),
+        };
+        if let Some(memfd) = fds.pop() {
+            // Checking and mapping a sealed memfd and duplicating a
+            // descriptor involve no I/O and no waiting for the peer, so
+            // this stays on the loop's thread.
+            let chan = match Chan::open(memfd.as_fd(), 0) {
+                Ok(c) => c,
+                Err(why) => {
+                    return Flow::Close(Some(format!("its shared memory failed the checks: {why}")))
+                }
+            };
+            if let Err(e) = pipe.switch_to_shm(chan, memfd, false, self.wait) {
+                return Flow::Close(Some(format!("cannot watch the connection: {e}")));
+            }
+        }
+        *lock(&self.detaching) = Some((conn.id(), pipe));
+        Flow::Detach
+    }
+
+    /// Hand the connection `on_frame` detached to `accept`, with the bytes
+    /// the loop read past its first frame.
+    fn on_detach(&self, conn: &Arc<Conn>, unread: Vec<u8>, fds: Vec<OwnedFd>) {
+        let Some((id, mut pipe)) = lock(&self.detaching).take() else {
+            return;
+        };
+        if id == conn.id() {
+            pipe.unread(unread, fds);
+            // A server being dropped no longer takes it: it closes.
+            let _ = self.incoming.send(pipe);
+        }
+    }
+
+    fn on_close(&self, conn: &Arc<Conn>, _why: Option<&str>) {
+        lock(&self.answering).remove(&conn.id());
+    }
+}
+
 /// A named pipe server: accepts clients, each as a [`NamedPipe`].
 ///
-/// Clients are accepted in the background as they arrive (up to
-/// `max_instances` at once, counting those not yet taken by `accept`);
-/// [`accept`](Self::accept) hands them out in order. Dropping the server
+/// One thread per server watches every connection (a readiness loop, see
+/// [`ServerOptions::limits`]): clients are admitted in the background as
+/// they arrive (up to `max_instances` at once, counting those not yet taken
+/// by `accept`, and within the server's [`Limits`]); [`accept`](Self::accept)
+/// hands them out in order. A client that does not answer the shared-memory
+/// offer within the handshake deadline is dropped. Dropping the server
 /// removes the name and disconnects clients not yet accepted; accepted
 /// connections live on.
 ///
@@ -404,8 +652,7 @@ impl Drop for Slot {
 pub struct PipeServer {
     shared: Arc<Shared>,
     incoming: Receiver<NamedPipe>,
-    acceptor: Option<JoinHandle<()>>,
-    wake: OwnedFd,
+    reactor: Reactor,
     tcp_addr: Option<SocketAddr>,
     socket_path: std::path::PathBuf,
     replaced_stale: bool,
@@ -521,124 +768,43 @@ impl PipeServer {
     fn acceptor_gone(&self) -> Error {
         Error::new(
             ErrorKind::Io,
-            "the server's accept thread stopped (its listening socket failed); create the server again",
+            "the server's connection loop stopped; create the server again",
         )
         .with_name(self.name())
+    }
+
+    /// What the server admitted, refused and dropped so far, and why (see
+    /// [`Limits`]). Refusals by `max_instances` and the uid allow-list are
+    /// not counted here: those peers were admitted, then told no.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let _c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert_eq!(s.stats().accepted, 1);
+    /// assert_eq!(s.stats().dropped_handshake, 0);
+    /// ```
+    pub fn stats(&self) -> ConnStats {
+        self.reactor.counters().snapshot()
     }
 }
 
 impl Drop for PipeServer {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
+        // Stop the loop first (closing the clients still answering the
+        // offer), then remove the socket; queued clients go with `incoming`.
+        self.reactor.stop();
         let _ = std::fs::remove_file(&self.socket_path);
     }
 }
 
-fn accept_loop(
-    shared: Arc<Shared>,
-    unix: OwnedFd,
-    tcp: Option<OwnedFd>,
-    wake: OwnedFd,
-    tx: Sender<NamedPipe>,
-) {
-    loop {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), unix.as_fd()];
-        if let Some(t) = &tcp {
-            fds.push(t.as_fd());
-        }
-        let ready = match sys::net::wait_readable(&fds, None) {
-            Ok(r) => r,
-            Err(_) => return,
-        };
-        if shared.stop.load(Ordering::Acquire) || ready.contains(&0) {
-            return;
-        }
-        for i in ready {
-            let is_tcp = i == 2;
-            let Ok(fd) = sys::net::accept(fds[i]) else {
-                continue;
-            };
-            let Some((conn, offered)) = admit(&shared, fd, is_tcp) else {
-                continue;
-            };
-            if !offered {
-                if tx.send(conn).is_err() {
-                    return;
-                }
-                continue;
-            }
-            // The client answers the offer at once, but a slow or hostile
-            // one must not hold up the others: wait for it on its own thread.
-            let (tx, wait) = (tx.clone(), shared.wait);
-            let _ = std::thread::Builder::new()
-                .name(format!("ipckit-admit-{}", shared.name))
-                .spawn(move || {
-                    if let Some(conn) = conn.take_answer(wait) {
-                        let _ = tx.send(conn);
-                    }
-                });
-        }
-    }
-}
-
-/// Check a new client against the allow-list and instance limit, send it
-/// the hello, and wrap it. `true` with it: shared memory was offered, the
-/// client's answer is still to be read ([`NamedPipe::take_answer`]).
-fn admit(shared: &Arc<Shared>, fd: OwnedFd, is_tcp: bool) -> Option<(NamedPipe, bool)> {
-    let peer = peer_info(fd.as_fd(), is_tcp);
-    let mut hello = shared.hello;
-    if let Some(allowed) = &shared.allowed_uids {
-        if !peer.uid.is_some_and(|u| allowed.contains(&u)) {
-            hello.status = frame::STATUS_DENIED;
-            let _ = sys::net::send_all(fd.as_fd(), &hello.encode());
-            return None;
-        }
-    }
-    let prev = shared.active.fetch_add(1, Ordering::AcqRel);
-    let slot = Slot(shared.clone());
-    if shared.max_instances.is_some_and(|m| prev >= m) {
-        hello.status = frame::STATUS_BUSY;
-        let _ = sys::net::send_all(fd.as_fd(), &hello.encode());
-        return None;
-    }
-    if is_tcp {
-        sys::net::set_nodelay(fd.as_fd());
-    }
-    hello.shm = !is_tcp && shared.offer_shm;
-    sys::net::send_all(fd.as_fd(), &hello.encode()).ok()?;
-    let mut conn = NamedPipe::new(
-        shared.name.clone(),
-        fd,
-        Role::Server,
-        hello.mode,
-        hello.direction,
-        hello.max_message,
-        peer,
-    );
-    conn._slot = Some(slot);
-    Some((conn, hello.shm))
-}
-
-fn peer_info(fd: BorrowedFd<'_>, is_tcp: bool) -> PeerInfo {
-    if is_tcp {
-        PeerInfo {
-            addr: sys::net::tcp_peer_addr(fd),
-            ..PeerInfo::default()
-        }
-    } else {
-        match sys::net::peer_cred(fd) {
-            Ok((pid, uid, gid)) => PeerInfo {
-                pid: Some(pid),
-                uid: Some(uid),
-                gid: Some(gid),
-                addr: None,
-            },
-            Err(_) => PeerInfo::default(),
-        }
+fn peer_info(p: &Peer) -> PeerInfo {
+    PeerInfo {
+        pid: p.pid,
+        uid: p.uid,
+        gid: p.gid,
+        addr: p.addr,
     }
 }
 
@@ -730,8 +896,10 @@ impl ClientOptions {
     ///
     /// Waits (up to the timeout) for the server to appear or an instance to
     /// free up. Errors: [`ErrorKind::NotFound`] (no server, no waiting),
-    /// [`ErrorKind::Busy`] (all instances in use, no waiting),
-    /// [`ErrorKind::Timeout`] (waited in vain), [`ErrorKind::PermissionDenied`]
+    /// [`ErrorKind::Busy`] (all instances in use, or the server at one of
+    /// its connection [`Limits`], no waiting), [`ErrorKind::Timeout`]
+    /// (waited in vain, or the server accepted but sent no complete hello
+    /// within the timeout, at least 5 s), [`ErrorKind::PermissionDenied`]
     /// (refused by the server's uid allow-list).
     ///
     /// ```
@@ -744,164 +912,57 @@ impl ClientOptions {
     /// assert_eq!(conn.recv().unwrap(), b"hi");
     /// ```
     pub fn connect(&self, name: &str) -> Result<NamedPipe> {
-        let deadline = Instant::now() + self.timeout;
-        let tcp = name.strip_prefix(TCP_PREFIX);
-        let path = match tcp {
-            Some(_) => None,
-            None => {
-                crate::name::validate_name(name)?;
-                let ns = match &self.namespace {
-                    Some(ns) => ns.clone(),
-                    None => Namespace::from_env()?,
-                };
-                Some(ns.socket_path(name))
-            }
+        let dialer = Dialer {
+            name,
+            what: WHAT,
+            namespace: self.namespace.as_ref(),
+            timeout: self.timeout,
+            tcp: true,
         };
-        let mut backoff = Duration::from_micros(500);
-        loop {
-            let attempt = match (tcp, &path) {
-                (Some(addr), _) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    sys::net::tcp_connect(addr, left.max(Duration::from_millis(200)))
-                        .map_err(|e| Error::os(e, "cannot connect over TCP").with_name(name))
-                        .map(|fd| (fd, true))
-                }
-                (None, Some(p)) => sys::net::unix_connect(p)
-                    .map_err(|e| {
-                        use std::io::ErrorKind as K;
-                        match e.kind() {
-                            K::NotFound | K::ConnectionRefused => Error::new(
-                                ErrorKind::NotFound,
-                                "no pipe server has this name; start the server or check the namespace",
-                            )
-                            .with_name(name),
-                            _ => Error::os(e, "cannot connect").with_name(name),
-                        }
-                    })
-                    .map(|fd| (fd, false)),
-                (None, None) => unreachable!("either TCP or a path"),
-            };
-            // A live server answers at once; allow it a few seconds even
-            // when the caller does not want to wait for a free instance.
-            let answer_within = deadline
-                .saturating_duration_since(Instant::now())
-                .max(HANDSHAKE_GRACE);
-            let result = attempt.and_then(|(fd, is_tcp)| {
-                handshake(name, fd, is_tcp, answer_within, self.transport, self.wait)
-            });
-            match result {
-                Ok(conn) => return Ok(conn),
-                Err(e)
-                    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy)
-                        || (tcp.is_some() && e.kind() == ErrorKind::Io) =>
-                {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        if self.timeout.is_zero() {
-                            return Err(e);
-                        }
-                        let why = match e.kind() {
-                            ErrorKind::Busy => "every instance stayed busy",
-                            ErrorKind::NotFound => "no server appeared",
-                            _ => "the server could not be reached",
-                        };
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "{why} within {:?}; start the server or wait longer",
-                                self.timeout
-                            ),
-                        )
-                        .with_name(name)
-                        .with_source(e));
-                    }
-                    std::thread::sleep(backoff.min(deadline - now));
-                    backoff = (backoff * 2).min(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        dialer.run(|dialed| handshake(name, dialed, self.transport, self.wait))
     }
 }
 
-/// Least time a server gets to send its hello.
-const HANDSHAKE_GRACE: Duration = Duration::from_secs(5);
+/// What a pipe endpoint is called in errors.
+const WHAT: &str = "pipe server";
 
+/// Read and check the server's hello on a new connection, and answer its
+/// shared-memory offer.
 fn handshake(
     name: &str,
-    fd: OwnedFd,
-    is_tcp: bool,
-    within: Duration,
+    dialed: Dialed,
     transport: Transport,
     wait: WaitStrategy,
 ) -> Result<NamedPipe> {
-    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(within))
-        .ctx(name, "cannot wait for the server's hello")?;
-    if ready.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Timeout,
-            format!("the server accepted the connection but sent no hello within {within:?}; it may be hung"),
-        )
-        .with_name(name));
+    let Dialed {
+        fd,
+        tcp,
+        hello_deadline,
+    } = dialed;
+    let b = hello::read(fd.as_fd(), hello_deadline, WHAT, name)?;
+    let hello = Hello::decode(&b, HELLO_MAGIC, VERSION, WHAT, name)?;
+    if let Some(e) = hello.refusal(WHAT, name) {
+        return Err(e);
     }
-    let mut b = [0u8; HELLO_LEN];
-    match sys::net::recv_exact(fd.as_fd(), &mut b) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Error::new(
-                ErrorKind::PeerGone,
-                "the server closed the connection during the handshake; it may be shutting down",
-            )
-            .with_name(name))
-        }
-        Err(e) => return Err(Error::os(e, "handshake failed").with_name(name)),
-    }
-    let hello = Hello::decode(&b, name)?;
-    match hello.status {
-        frame::STATUS_OK => {}
-        frame::STATUS_BUSY => {
-            return Err(Error::new(
-                ErrorKind::Busy,
-                "all pipe instances are busy; retry later or connect with a timeout",
-            )
-            .with_name(name))
-        }
-        frame::STATUS_DENIED => {
-            return Err(Error::new(
-                ErrorKind::PermissionDenied,
-                "the server does not allow this user; ask its owner to add your uid",
-            )
-            .with_name(name))
-        }
-        s => {
-            return Err(Error::new(
-                ErrorKind::Decode,
-                format!("unknown hello status {s} from the server"),
-            )
-            .with_name(name))
-        }
-    }
-    let (Some(_), Some(_)) = (
-        PipeMode::from_code(hello.mode),
-        Direction::from_code(hello.direction),
-    ) else {
+    let mode = hello.flags & !HELLO_SHM_OFFER;
+    if PipeMode::from_code(mode).is_none() || Direction::from_code(hello.extra).is_none() {
         return Err(Error::new(
             ErrorKind::Decode,
             "the server announced an unknown mode or direction",
         )
         .with_name(name));
-    };
-    let peer = peer_info(fd.as_fd(), is_tcp);
+    }
+    let peer = peer_info(&Peer::of(fd.as_fd(), tcp));
     let mut conn = NamedPipe::new(
         name.to_string(),
         fd,
         Role::Client,
-        hello.mode,
-        hello.direction,
-        hello.max_message,
+        mode,
+        hello.extra,
+        hello.max,
         peer,
     );
-    if hello.shm && !is_tcp {
+    if hello.flags & HELLO_SHM_OFFER != 0 && !tcp {
         conn.answer_offer(transport, wait)?;
     }
     Ok(conn)
@@ -985,7 +1046,10 @@ pub struct NamedPipe {
     rlen: usize,
     /// Set once both sides moved to shared-memory rings.
     shm: Option<Box<Shm>>,
+    /// Server side: the instance this connection occupies.
     _slot: Option<Slot>,
+    /// Server side: its place in the server's connection limits.
+    _admission: Option<Admission>,
 }
 
 impl std::fmt::Debug for NamedPipe {
@@ -1046,16 +1110,21 @@ impl NamedPipe {
             rlen: 0,
             shm: None,
             _slot: None,
+            _admission: None,
         }
     }
 
     /// Client side: answer the server's shared-memory offer (the first
     /// frame the client sends): accept with a fresh channel object, or
-    /// decline when opted out, in byte mode, or if the object cannot be made.
+    /// decline when opted out, in byte mode, or if the object cannot be
+    /// made. The server must have the answer within its handshake deadline;
+    /// frames may follow at once.
     fn answer_offer(&mut self, transport: Transport, wait: WaitStrategy) -> Result<()> {
         let h = frame::header(frame::KIND_SHM, 0);
         if transport.allows_shm() && self.mode == PipeMode::Message {
             if let Ok((chan, memfd)) = Chan::create(ring_size(self.max_message), 0) {
+                // The descriptor ends the server's read of the answer: it
+                // reads nothing we send after it.
                 sys::net::send_with_fd(self.fd.as_fd(), &h, memfd.as_fd())
                     .ctx(&self.name, "cannot hand the shared memory to the server")?;
                 return self
@@ -1066,31 +1135,21 @@ impl NamedPipe {
         sys::net::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
     }
 
-    /// Server side, on its own thread: read the client's answer to the
-    /// shared-memory offer. A client that sends something else first (one
-    /// written before shared memory existed) or nothing within the grace
-    /// period stays on the socket; `None`: drop the connection (the client
-    /// left, or sent an object that fails the checks).
-    fn take_answer(mut self, wait: WaitStrategy) -> Option<NamedPipe> {
-        match self.fill(HEADER_LEN, Some(Instant::now() + HANDSHAKE_GRACE)) {
-            Ok(true) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(self),
-            Ok(false) | Err(_) => return None,
+    /// Server side: bytes and descriptors already read from the socket
+    /// (by the server's connection loop) come before what is still in it.
+    fn unread(&mut self, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
+        self.passed.extend(fds);
+        if bytes.is_empty() {
+            return;
         }
-        let h = &self.rbuf[self.rpos..self.rpos + HEADER_LEN];
-        if h[0] != frame::KIND_SHM {
-            return Some(self);
+        let mut buf = self.rbuf[self.rpos..self.rlen].to_vec();
+        buf.extend_from_slice(&bytes);
+        self.rlen = buf.len();
+        self.rpos = 0;
+        if buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
         }
-        if h[1..] != [0; HEADER_LEN - 1] {
-            return None;
-        }
-        self.rpos += HEADER_LEN;
-        let Some(memfd) = self.passed.pop_front() else {
-            return Some(self); // declined
-        };
-        let chan = Chan::open(memfd.as_fd(), 0).ok()?;
-        self.switch_to_shm(chan, memfd, false, wait).ok()?;
-        Some(self)
+        self.rbuf = buf;
     }
 
     fn switch_to_shm(

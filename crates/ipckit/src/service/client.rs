@@ -14,17 +14,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lane::{self, LaneConfig, LanePool, Loan, LoanReply};
-use super::wire::{
-    self, FrameReader, Hello, HELLO_LEN, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY,
-};
-use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX};
+use super::wire::{self, FrameReader, Hello, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY};
+use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE};
+use crate::conn::dial::{Dialer, Target};
+use crate::conn::hello;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
 use crate::sys;
 use crate::transport::{Transport, WaitStrategy};
-
-/// How long a client waits for the server's hello after connecting, at least.
-const HELLO_WAIT: Duration = Duration::from_secs(5);
 
 /// What the reader thread hands a waiting caller.
 struct Reply {
@@ -229,62 +226,21 @@ impl ClientOptions {
     /// assert_eq!(c.name(), "s");
     /// ```
     pub fn connect(&self, name: &str) -> Result<Client> {
-        let deadline = Instant::now() + self.timeout;
-        let tcp = name.strip_prefix(TCP_PREFIX);
-        let path = match tcp {
-            Some(_) => None,
-            None => {
-                crate::name::validate_name(name)?;
-                let ns = match &self.namespace {
-                    Some(ns) => ns.clone(),
-                    None => Namespace::from_env()?,
-                };
-                Some(ns.socket_path(name))
-            }
+        let dialer = Dialer {
+            name,
+            what: "service",
+            namespace: self.namespace.as_ref(),
+            timeout: self.timeout,
+            tcp: true,
         };
-        let mut backoff = Duration::from_micros(500);
-        let fd = loop {
-            let attempt = match (tcp, &path) {
-                (Some(addr), _) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    sys::net::tcp_connect(addr, left.max(Duration::from_millis(200)))
-                }
-                (_, Some(p)) => sys::net::unix_connect(p),
-                (None, None) => unreachable!("either TCP or a path"),
-            };
-            let e = match attempt {
-                Ok(fd) => break fd,
-                Err(e) => e,
-            };
-            use std::io::ErrorKind as K;
-            let absent = matches!(e.kind(), K::NotFound | K::ConnectionRefused);
-            let now = Instant::now();
-            if !absent {
-                return Err(Error::os(e, "cannot connect to the service").with_name(name));
-            }
-            if now >= deadline {
-                if self.timeout.is_zero() {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        "no service has this name (nothing listens there); start the server or check the namespace",
-                    )
-                    .with_name(name)
-                    .with_source(e));
-                }
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no service appeared within {:?}; start the server or wait longer",
-                        self.timeout
-                    ),
-                )
-                .with_name(name)
-                .with_source(e));
-            }
-            std::thread::sleep(backoff.min(deadline - now));
-            backoff = (backoff * 2).min(Duration::from_millis(20));
+        let path = match dialer.target()? {
+            Target::Unix(p) => Some(p),
+            Target::Tcp(_) => None,
         };
-        let hello = read_hello(name, &fd, deadline)?;
+        let (fd, hello) = dialer.run(|d| {
+            let hello = read_hello(name, &d.fd, d.hello_deadline)?;
+            Ok((d.fd, hello))
+        })?;
         let server_max = hello.max_frame;
         let lanes = match &path {
             Some(p) if hello.shm && self.transport.allows_shm() => LanePool::start(LaneConfig {
@@ -323,34 +279,12 @@ impl ClientOptions {
     }
 }
 
+/// Read and check the server's hello before `deadline` (a server that
+/// stalls halfway is a `Timeout`, never a hang); a refusing hello is
+/// `Busy` or `PermissionDenied`.
 pub(super) fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<Hello> {
-    let wait = deadline
-        .saturating_duration_since(Instant::now())
-        .max(HELLO_WAIT);
-    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(wait))
-        .map_err(|e| Error::os(e, "cannot wait for the server's hello").with_name(name))?;
-    if ready.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "the server sent no hello within {wait:?}; is it an ipckit service, and alive?"
-            ),
-        )
-        .with_name(name));
-    }
-    let mut b = [0u8; HELLO_LEN];
-    match sys::net::recv_exact(fd.as_fd(), &mut b) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Error::new(
-                ErrorKind::PeerGone,
-                "the server closed the connection during the handshake; it may be shutting down",
-            )
-            .with_name(name))
-        }
-        Err(e) => return Err(Error::os(e, "handshake failed").with_name(name)),
-    }
-    wire::parse_hello(&b).map_err(|why| Error::new(ErrorKind::Decode, why).with_name(name))
+    let b = hello::read(fd.as_fd(), deadline, "service", name)?;
+    wire::parse_hello(&b, name)
 }
 
 fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
@@ -838,6 +772,13 @@ fn remote_error(name: &str, method: &str, body: &[u8]) -> Error {
             .with_name(name)
         }
     };
+    if e.code == super::CODE_BUSY {
+        return Error::new(
+            ErrorKind::Busy,
+            format!("'{method}' was refused by the server: {}", e.message),
+        )
+        .with_name(name);
+    }
     Error::remote(
         e.code,
         format!(

@@ -186,7 +186,7 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     // call that opens the lane: every receive below is bounded.
     sys::net::set_recv_timeout(fd.as_fd(), Some(HANDSHAKE_WAIT))
         .map_err(|e| Error::os(e, "cannot bound the lane handshake").with_name(name))?;
-    let hello = super::client::read_hello(name, &fd, Instant::now())?;
+    let hello = super::client::read_hello(name, &fd, Instant::now() + HANDSHAKE_WAIT)?;
     if !hello.shm {
         return Err(Error::new(
             ErrorKind::Unsupported,

@@ -70,7 +70,6 @@
 
 mod client;
 mod lane;
-mod pool;
 mod server;
 mod wire;
 
@@ -104,6 +103,10 @@ pub const CODE_BAD_REQUEST: i64 = -32602;
 pub const CODE_INTERNAL: i64 = -32603;
 /// Remote error code: the server is shutting down and took no new call.
 pub const CODE_SHUTTING_DOWN: i64 = -32000;
+/// Remote error code: the connection has as many calls in flight as the
+/// server allows ([`crate::Limits::max_in_flight`]); the caller sees
+/// [`crate::ErrorKind::Busy`].
+pub const CODE_BUSY: i64 = -32001;
 
 /// How a call's body is encoded. The server answers in the same encoding.
 ///
@@ -284,4 +287,8 @@ pub struct Describe {
     /// connection; see `docs/PROTOCOL.md`).
     #[serde(default)]
     pub lanes: u64,
+    /// What the server accepted, refused and dropped, and why (see
+    /// [`crate::Limits`]).
+    #[serde(default)]
+    pub limits: crate::ConnStats,
 }

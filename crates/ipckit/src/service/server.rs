@@ -1,35 +1,36 @@
-//! The service server: accept loop, one reader thread per connection,
-//! handlers on an elastic worker pool, replies under a per-connection write
-//! lock.
+//! The service server: the connection layer's readiness loop reads calls
+//! from every socket (no thread per idle connection), handlers run on an
+//! elastic worker pool, replies go out under a per-connection write lock;
+//! shared-memory lanes each have a thread of their own.
 
 use std::any::type_name;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lane::LoanWriter;
-use super::pool::Pool;
 use super::wire::{
-    self, FrameReader, WireError, HEADER_LEN, KIND_CALL, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL,
-    KIND_LOAN_REPLY, KIND_REPLY,
+    self, HEADER_LEN, KIND_CALL, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL, KIND_LOAN_REPLY, KIND_REPLY,
 };
 use super::{
-    Describe, Encoding, MethodInfo, RemoteError, CODE_BAD_REQUEST, CODE_INTERNAL,
+    Describe, Encoding, MethodInfo, RemoteError, CODE_BAD_REQUEST, CODE_BUSY, CODE_INTERNAL,
     CODE_SHUTTING_DOWN, CODE_UNKNOWN_METHOD, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX,
 };
+use crate::conn::listen;
+use crate::conn::pool::Pool;
+use crate::conn::reactor::{Conn, Counters, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
 use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::name::{Claim, Namespace};
 use crate::ring::{self, Chan, RingError};
-use crate::sys;
 use crate::transport::{Transport, WaitStrategy};
 
 type RawHandler =
@@ -90,6 +91,7 @@ pub struct ServerBuilder {
     problem: Option<Error>,
     transport: Transport,
     wait: WaitStrategy,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -116,6 +118,7 @@ impl ServerBuilder {
             problem: None,
             transport: Transport::Auto,
             wait: WaitStrategy::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -345,6 +348,23 @@ impl ServerBuilder {
         self
     }
 
+    /// What the server accepts from its clients (see [`Limits`]):
+    /// connections in total, per process, per user and per TCP address;
+    /// how long a client may stall inside a frame; calls in flight per
+    /// connection (over it, a call is answered at once with an error of
+    /// code [`CODE_BUSY`], which the caller sees as [`ErrorKind::Busy`]);
+    /// shared-memory lanes per client process. Default
+    /// [`Limits::default`].
+    ///
+    /// ```
+    /// let l = ipckit::Limits::new().max_in_flight(16).max_lanes(4);
+    /// let _ = ipckit::service::Server::builder("s").limits(l);
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Where the server reports clients it disconnects for breaking the
     /// protocol (malformed or truncated frames, oversized bodies). Default:
     /// a line on stderr.
@@ -389,18 +409,7 @@ impl ServerBuilder {
             Some(ns) => ns,
             None => Namespace::from_env()?,
         };
-        let claim = ns.claim(&name, "service")?;
-        let path = ns.socket_path(&name);
-        let unix =
-            sys::net::unix_listen(&path).ctx(&name, "cannot listen on the service's socket")?;
-        let (tcp, tcp_addr) = match &self.tcp {
-            Some(a) => {
-                let (fd, addr) = sys::net::tcp_listen(a).ctx(&name, "cannot listen on TCP")?;
-                (Some(fd), Some(addr))
-            }
-            None => (None, None),
-        };
-        let (wake_r, wake_w) = sys::pipe::pipe().ctx(&name, "cannot create the wake-up pipe")?;
+        let bound = listen::bind(&ns, &name, "service", self.tcp.as_deref())?;
         let log: Arc<LogHook> = match self.log {
             Some(l) => l,
             None => {
@@ -416,7 +425,7 @@ impl ServerBuilder {
         });
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         let shared = Arc::new(Shared {
-            pool: Pool::new(self.max_workers, name.clone()),
+            pool: Pool::new(self.max_workers, format!("svc-{name}")),
             name: name.clone(),
             methods: self.methods.into_iter().map(|(k, m)| (k, m.f)).collect(),
             infos,
@@ -426,31 +435,34 @@ impl ServerBuilder {
             errors: AtomicU64::new(0),
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
-            connections: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             offer_shm: self.transport.allows_shm(),
             wait: self.wait,
             lanes: Mutex::new(HashMap::new()),
+            lanes_by_pid: Mutex::new(HashMap::new()),
+            limits: self.limits,
+            counters: Mutex::new(None),
+            next_lane: AtomicU64::new(1),
         });
-        let acceptor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("ipckit-svc-accept-{name}"))
-                .spawn(move || accept_loop(shared, unix, tcp, wake_r))
-                .ctx(&name, "cannot start the accept thread")?
-        };
+        let reactor = Reactor::start(
+            &format!("svc-{name}"),
+            Arc::new(Calls(shared.clone())),
+            bound.listeners,
+            self.limits,
+        )
+        .ctx(&name, "cannot start the service's connection loop")?;
+        *shared.counters.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(reactor.counters().clone());
         Ok(Server {
             shared,
             control: Mutex::new(Control {
-                acceptor: Some(acceptor),
-                claim: Some(claim),
+                reactor: Some(reactor),
+                claim: Some(bound.claim),
                 stopped: false,
             }),
             stopped_cv: Condvar::new(),
-            wake: wake_w,
-            tcp_addr,
-            socket_path: path,
+            tcp_addr: bound.tcp_addr,
+            socket_path: bound.socket_path,
         })
     }
 }
@@ -466,26 +478,18 @@ struct Shared {
     errors: AtomicU64,
     in_flight: Mutex<u64>,
     idle: Condvar,
-    connections: AtomicU64,
-    conns: Mutex<HashMap<u64, ConnEntry>>,
     stopping: AtomicBool,
     /// Whether local clients are offered shared-memory lanes.
     offer_shm: bool,
     wait: WaitStrategy,
     /// Open lanes, to interrupt and close on shutdown.
     lanes: Mutex<HashMap<u64, Arc<Chan>>>,
-}
-
-struct ConnEntry {
-    conn: Arc<Conn>,
-    reader: JoinHandle<()>,
-}
-
-/// One client connection: the socket and the lock replies are written under.
-struct Conn {
-    fd: OwnedFd,
-    write: Mutex<Vec<u8>>,
-    peer: String,
+    /// Lanes open per client process (`Limits::max_lanes`).
+    lanes_by_pid: Mutex<HashMap<u32, usize>>,
+    limits: Limits,
+    /// The connection loop's counters (set once it runs).
+    counters: Mutex<Option<Arc<Counters>>>,
+    next_lane: AtomicU64,
 }
 
 impl Shared {
@@ -493,8 +497,11 @@ impl Shared {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnEntry>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    fn counters(&self) -> Option<Arc<Counters>> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A call stopped being in flight.
@@ -511,6 +518,8 @@ impl Shared {
     }
 
     fn describe(&self) -> Describe {
+        let lanes = self.lanes().len() as u64;
+        let stats = self.counters().map(|c| c.snapshot()).unwrap_or_default();
         Describe {
             name: self.name.clone(),
             pid: std::process::id(),
@@ -518,8 +527,10 @@ impl Shared {
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             in_flight: *self.in_flight(),
-            connections: self.connections.load(Ordering::Relaxed),
-            lanes: self.lanes().len() as u64,
+            // Lanes are connections too; they are counted apart.
+            connections: stats.open.saturating_sub(lanes),
+            lanes,
+            limits: stats,
         }
     }
 
@@ -536,7 +547,7 @@ impl Shared {
 }
 
 struct Control {
-    acceptor: Option<JoinHandle<()>>,
+    reactor: Option<Reactor>,
     claim: Option<Claim>,
     stopped: bool,
 }
@@ -572,7 +583,6 @@ pub struct Server {
     shared: Arc<Shared>,
     control: Mutex<Control>,
     stopped_cv: Condvar,
-    wake: OwnedFd,
     tcp_addr: Option<SocketAddr>,
     socket_path: PathBuf,
 }
@@ -683,22 +693,17 @@ impl Server {
         }
         let sh = &self.shared;
         sh.stopping.store(true, Ordering::Release);
-        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
-        if let Some(h) = c.acceptor.take() {
-            let _ = h.join();
-        }
+        // Stop accepting and reading; the connections stay open so that
+        // calls in flight can still send their replies.
+        let conns = c
+            .reactor
+            .as_mut()
+            .map(|r| r.stop_keep())
+            .unwrap_or_default();
         let _ = std::fs::remove_file(&self.socket_path);
         c.claim.take();
-        // No new connection can appear now. Stop reading calls: each
-        // reader sees end-of-stream and exits; replies can still be sent.
-        let entries: Vec<ConnEntry> = sh.conns().drain().map(|(_, e)| e).collect();
-        for e in &entries {
-            sys::net::shutdown_read(e.conn.fd.as_fd());
-        }
-        let mut conns = Vec::with_capacity(entries.len());
-        for e in entries {
-            let _ = e.reader.join();
-            conns.push(e.conn);
+        for conn in &conns {
+            conn.shutdown_read();
         }
         let deadline = Instant::now() + grace;
         let mut n = sh.in_flight();
@@ -720,13 +725,12 @@ impl Server {
         let lanes: Vec<Arc<Chan>> = sh.lanes().drain().map(|(_, c)| c).collect();
         for chan in &lanes {
             chan.interrupt();
-            if let Some(s) = chan.socket() {
-                sys::net::shutdown(s);
-            }
+            chan.shutdown_socket();
         }
         for conn in &conns {
-            sys::net::shutdown(&conn.fd);
+            conn.close(None);
         }
+        c.reactor.take();
         sh.pool.stop();
         c.stopped = true;
         self.stopped_cv.notify_all();
@@ -740,164 +744,172 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(shared: Arc<Shared>, unix: OwnedFd, tcp: Option<OwnedFd>, wake: OwnedFd) {
-    let mut next_id = 0u64;
-    loop {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), unix.as_fd()];
-        if let Some(t) = &tcp {
-            fds.push(t.as_fd());
-        }
-        let ready = match sys::net::wait_readable(&fds, None) {
-            Ok(r) => r,
-            Err(e) => {
-                (shared.log)(&format!("accept loop stopped: {e}"));
-                return;
-            }
+/// The service's side of the connection loop: call frames, and the
+/// one lane request a connection may open with.
+struct Calls(Arc<Shared>);
+
+impl Protocol for Calls {
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    fn frame_len(&self, header: &[u8]) -> std::result::Result<FrameLen, String> {
+        let h: &[u8; HEADER_LEN] = header.try_into().map_err(|_| "short header")?;
+        let hdr = wire::parse_header(h, &[KIND_CALL, KIND_LANE], self.0.max_frame)
+            .map_err(|e| e.to_string())?;
+        Ok(FrameLen::Whole(
+            HEADER_LEN + hdr.method_len + hdr.body_len as usize,
+        ))
+    }
+
+    fn hello(&self, conn: &Conn) -> Vec<u8> {
+        wire::hello(self.0.max_frame, self.0.offer_shm && !conn.is_tcp()).to_vec()
+    }
+
+    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+        wire::hello_refused(self.0.max_frame).to_vec()
+    }
+
+    fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {
+        let shared = &self.0;
+        let f = match wire::parse_frame(&frame.bytes, &[KIND_CALL, KIND_LANE], shared.max_frame) {
+            Ok(f) => f,
+            Err(e) => return Flow::Close(Some(e.to_string())),
         };
-        if shared.stopping.load(Ordering::Acquire) || ready.contains(&0) {
-            return;
+        if f.kind == KIND_LANE {
+            return self.lane_request(conn, frame.fds);
         }
-        for i in ready {
-            let is_tcp = i == 2;
-            let Ok(fd) = sys::net::accept(fds[i]) else {
-                continue;
-            };
-            if is_tcp {
-                sys::net::set_nodelay(fd.as_fd());
-            }
-            let peer = describe_peer(fd.as_fd(), is_tcp);
-            let conn = Arc::new(Conn {
-                fd,
-                write: Mutex::new(Vec::new()),
-                peer,
-            });
-            next_id += 1;
-            let id = next_id;
-            let mut conns = shared.conns();
-            let spawned = {
-                let (shared, conn) = (shared.clone(), conn.clone());
-                std::thread::Builder::new()
-                    .name(format!("ipckit-svc-conn-{id}"))
-                    .stack_size(READER_STACK)
-                    .spawn(move || serve_conn(shared, conn, id, is_tcp))
-            };
-            match spawned {
-                Ok(reader) => {
-                    shared.connections.fetch_add(1, Ordering::Relaxed);
-                    conns.insert(id, ConnEntry { conn, reader });
-                }
-                Err(e) => {
-                    drop(conns);
-                    (shared.log)(&format!(
-                        "refused client {}: cannot start its thread: {e}",
-                        conn.peer
-                    ));
-                }
-            }
+        if !frame.fds.is_empty() {
+            return Flow::Close(Some("a call frame carried file descriptors".into()));
         }
+        let (call_id, encoding) = (f.call_id, f.encoding);
+        let method = f.method.to_string();
+        let body_at = frame.bytes.len() - f.body.len();
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        if conn.begin() > shared.limits.get_max_in_flight() {
+            conn.end();
+            if let Some(c) = shared.counters() {
+                c.busy.fetch_add(1, Ordering::Relaxed);
+            }
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            let err = RemoteError::new(
+                CODE_BUSY,
+                format!(
+                    "this connection already has {} calls in flight, the server's limit; wait for replies before sending more",
+                    shared.limits.get_max_in_flight()
+                ),
+            );
+            let conn = conn.clone();
+            shared
+                .pool
+                .submit(Box::new(move || send_error(&conn, call_id, &err)));
+            return Flow::Continue;
+        }
+        *shared.in_flight() += 1;
+        let (s, c) = (shared.clone(), conn.clone());
+        let mut bytes = frame.bytes;
+        shared.pool.submit(Box::new(move || {
+            let body = bytes.split_off(body_at);
+            run_call(&s, &c, &method, encoding, call_id, &body);
+            s.call_done();
+            c.end();
+        }));
+        Flow::Continue
     }
-}
 
-fn describe_peer(fd: BorrowedFd<'_>, is_tcp: bool) -> String {
-    if is_tcp {
-        match sys::net::tcp_peer_addr(fd) {
-            Some(a) => format!("tcp {a}"),
-            None => "tcp (address unknown)".into(),
-        }
-    } else {
-        match sys::net::peer_cred(fd) {
-            Ok((pid, uid, _)) => format!("pid {pid} (uid {uid})"),
-            Err(_) => "local (credentials unknown)".into(),
-        }
-    }
-}
-
-/// Serve one connection: calls on the socket, or (if its first frame asks
-/// for it) a shared-memory lane.
-fn serve_conn(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, is_tcp: bool) {
-    let offer = shared.offer_shm && !is_tcp;
-    let hello = wire::hello(shared.max_frame, offer);
-    let mut reader = FrameReader::new(shared.max_frame, &[KIND_CALL]);
-    if sys::net::send_all(conn.fd.as_fd(), &hello).is_ok() {
-        let go_on = if offer {
-            match first_bytes(&conn) {
-                First::Lane(memfd) => return become_lane(shared, conn, id, memfd),
-                First::Bytes(b) => {
-                    reader.prime(&b);
-                    true
-                }
-                First::Stop(why) => {
-                    if let Some(why) = why {
-                        (shared.log)(&format!("disconnected client {}: {why}", conn.peer));
-                    }
-                    false
-                }
-            }
+    /// Half-close: the client sent its last call; answer what is in
+    /// flight, then close.
+    fn on_eof(&self, conn: &Arc<Conn>) -> Flow {
+        if conn.mark_eof() {
+            Flow::Continue
         } else {
-            true
+            Flow::Close(None)
+        }
+    }
+
+    fn on_close(&self, conn: &Arc<Conn>, why: Option<&str>) {
+        if let Some(why) = why {
+            if !self.0.stopping.load(Ordering::Acquire) {
+                (self.0.log)(&format!(
+                    "disconnected client {}: {why}",
+                    conn.peer().describe()
+                ));
+            }
+        }
+    }
+}
+
+impl Calls {
+    /// A connection's first frame asked to become a shared-memory lane.
+    fn lane_request(&self, conn: &Arc<Conn>, mut fds: Vec<OwnedFd>) -> Flow {
+        let shared = &self.0;
+        if !shared.offer_shm || conn.is_tcp() || conn.frames_seen() != 1 {
+            return Flow::Close(Some(
+                "a lane request that was not offered or not the first frame".into(),
+            ));
+        }
+        if fds.len() != 1 {
+            return Flow::Close(Some(format!(
+                "a lane request carries {} file descriptors, not one",
+                fds.len()
+            )));
+        }
+        let memfd = fds.pop().expect("one fd");
+        let pid = conn.peer().pid.unwrap_or(0);
+        let over = {
+            let mut by = shared
+                .lanes_by_pid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = by.entry(pid).or_default();
+            if *n >= shared.limits.get_max_lanes() {
+                true
+            } else {
+                *n += 1;
+                false
+            }
         };
-        if go_on {
-            read_calls(&shared, &conn, &mut reader);
+        let conn = conn.clone();
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ipckit-svc-lane-{}", shared.name))
+            .stack_size(READER_STACK)
+            .spawn(move || {
+                if over {
+                    let why = format!(
+                        "this client process already holds {} lanes, the server's limit; it uses its socket instead",
+                        s.limits.get_max_lanes()
+                    );
+                    let _ = answer_lane(&conn, Some(&why));
+                    conn.close(None);
+                    return;
+                }
+                become_lane(&s, &conn, memfd);
+                let mut by = s.lanes_by_pid.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = by.get_mut(&pid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        by.remove(&pid);
+                    }
+                }
+            });
+        if spawned.is_err() {
+            return Flow::Close(Some("cannot start a thread for its lane".into()));
         }
+        Flow::Detach
     }
-    // On shutdown the server closes connections itself once the calls in
-    // flight have answered; otherwise the client is gone or misbehaved.
-    if !shared.stopping.load(Ordering::Acquire) {
-        sys::net::shutdown(&conn.fd);
-        shared.conns().remove(&id);
-    }
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// What a connection sent first.
-enum First {
-    /// A `KIND_LANE` frame with one fd.
-    Lane(OwnedFd),
-    /// Anything else: the start of the call frames.
-    Bytes(Vec<u8>),
-    /// End of stream before anything, or a broken lane request (why).
-    Stop(Option<String>),
-}
-
-/// Read the first header's worth of bytes, accepting passed fds.
-fn first_bytes(conn: &Conn) -> First {
-    let mut buf = vec![0u8; 4096];
-    let mut fds = Vec::new();
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match sys::net::recv_some_with_fds(conn.fd.as_fd(), &mut buf[got..], &mut fds) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return First::Stop(Some(format!("socket error: {e}"))),
-        }
-    }
-    buf.truncate(got);
-    if got == 0 {
-        return First::Stop(None);
-    }
-    if buf[0] != KIND_LANE {
-        return First::Bytes(buf);
-    }
-    if got != HEADER_LEN {
-        return First::Stop(Some(format!(
-            "a lane request of {got} bytes; it is exactly one {HEADER_LEN}-byte header"
-        )));
-    }
-    let h: [u8; HEADER_LEN] = buf[..].try_into().expect("header");
-    if let Err(e) = wire::parse_header(&h, &[KIND_LANE], 0) {
-        return First::Stop(Some(format!("bad lane request: {e}")));
-    }
-    if fds.len() != 1 {
-        return First::Stop(Some(format!(
-            "a lane request carries {} file descriptors, not one",
-            fds.len()
-        )));
-    }
-    First::Lane(fds.pop().expect("one fd"))
+/// Write an error frame answering call `call_id`.
+fn send_error(conn: &Conn, call_id: u64, err: &RemoteError) {
+    let mut out = Vec::new();
+    let body = serde_json::to_vec(err).expect("a RemoteError serialises");
+    wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, call_id, "", &body);
+    let _ = conn.send(&out);
 }
 
 /// Answer a lane request on `fd`: accepted, or refused with `why`.
-fn answer_lane(fd: BorrowedFd<'_>, refused: Option<&str>) -> bool {
+fn answer_lane(conn: &Conn, refused: Option<&str>) -> bool {
     let mut out = Vec::new();
     match refused {
         None => wire::encode_frame(&mut out, KIND_LANE, Encoding::Postcard, 0, "", &[]),
@@ -907,76 +919,50 @@ fn answer_lane(fd: BorrowedFd<'_>, refused: Option<&str>) -> bool {
             wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, 0, "", &body);
         }
     }
-    sys::net::send_all(fd, &out).is_ok()
+    conn.send(&out).is_ok()
 }
 
-/// Turn connection `id` into a lane over the ring object `memfd`, serve it
-/// until it ends, then close it.
-fn become_lane(shared: Arc<Shared>, conn: Arc<Conn>, id: u64, memfd: OwnedFd) {
+/// Turn `conn` into a lane over the ring object `memfd`, serve it until
+/// it ends, then close it. Runs on the lane's own thread.
+fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
+    let peer = conn.peer().describe();
     let refuse = |why: &str| {
-        let _ = answer_lane(conn.fd.as_fd(), Some(why));
+        let _ = answer_lane(conn, Some(why));
+        conn.close(None);
     };
     let chan = match Chan::open(memfd.as_fd(), shared.max_frame) {
         Ok(c) => c,
         Err(why) => {
             (shared.log)(&format!(
-                "refused a shared-memory lane of client {}: {why}",
-                conn.peer
+                "refused a shared-memory lane of client {peer}: {why}"
             ));
             refuse(&format!("{why}; the client uses its socket instead"));
-            finish_conn(&shared, &conn, id);
             return;
         }
     };
     // The object's fd stays open while the lane lives (one fd per lane), so
     // the object shows in /proc/PID/fd for tools and tests.
     let _memfd = memfd;
-    // Out of the connection table: this thread no longer reads frames, and
-    // shutdown must not wait for it as for a reader. If shutdown already
-    // took the entry it is joining this thread: end at once.
-    if shared.conns().remove(&id).is_none() {
-        refuse("the server is shutting down");
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
+    let Ok(watch) = conn.fd().try_clone_to_owned() else {
+        refuse("the server is out of file descriptors");
         return;
-    }
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
-    let peer = conn.peer.clone();
-    let fd = match Arc::try_unwrap(conn) {
-        Ok(c) => c.fd,
-        Err(c) => match c.fd.try_clone() {
-            Ok(fd) => fd,
-            Err(_) => return,
-        },
     };
-    let chan = Arc::new(chan.watch(fd));
-    let socket = |c: &Chan| c.socket().map(|s| s.try_clone_to_owned());
+    let chan = Arc::new(chan.watch(watch));
+    let id = shared.next_lane.fetch_add(1, Ordering::Relaxed);
     {
         let mut lanes = shared.lanes();
         if shared.stopping.load(Ordering::Acquire) {
-            if let Some(Ok(s)) = socket(&chan) {
-                let _ = answer_lane(s.as_fd(), Some("the server is shutting down"));
-                sys::net::shutdown(&s);
-            }
+            drop(lanes);
+            refuse("the server is shutting down");
             return;
         }
         lanes.insert(id, chan.clone());
     }
-    let accepted = chan.socket().is_some_and(|s| answer_lane(s, None));
-    if accepted {
-        lane_loop(&shared, &chan, &peer);
+    if answer_lane(conn, None) {
+        lane_loop(shared, &chan, &peer);
     }
     shared.lanes().remove(&id);
-    if let Some(s) = chan.socket() {
-        sys::net::shutdown(s);
-    }
-}
-
-fn finish_conn(shared: &Shared, conn: &Conn, id: u64) {
-    if !shared.stopping.load(Ordering::Acquire) {
-        sys::net::shutdown(&conn.fd);
-        shared.conns().remove(&id);
-    }
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    conn.close(None);
 }
 
 /// Serve calls on a lane: each one is received from the ring, handled
@@ -1152,66 +1138,21 @@ fn execute(
     }
 }
 
-/// Read calls until the connection ends or breaks the protocol.
-fn read_calls(shared: &Arc<Shared>, conn: &Arc<Conn>, reader: &mut FrameReader) {
-    loop {
-        match reader.next(conn.fd.as_fd()) {
-            Ok(Some(frame)) => {
-                shared.calls.fetch_add(1, Ordering::Relaxed);
-                *shared.in_flight() += 1;
-                let (s, c) = (shared.clone(), conn.clone());
-                shared.pool.submit(Box::new(move || {
-                    run_call(&s, &c, frame);
-                    s.call_done();
-                }));
-            }
-            Ok(None) => return,
-            Err(WireError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                return
-            }
-            Err(e) => {
-                if !shared.stopping.load(Ordering::Acquire) {
-                    (shared.log)(&format!("disconnected client {}: {e}", conn.peer));
-                }
-                return;
-            }
-        }
-    }
-}
-
 /// Run one call and write its reply or error frame.
-fn run_call(shared: &Shared, conn: &Conn, frame: wire::Frame) {
-    let method = frame.method.as_str();
-    let enc = frame.encoding;
-    let result = execute(shared, method, enc, &frame.body, None).map(|d| match d {
+fn run_call(shared: &Shared, conn: &Conn, method: &str, enc: Encoding, call_id: u64, body: &[u8]) {
+    let result = execute(shared, method, enc, body, None).map(|d| match d {
         Done::Heap(v) => v,
         Done::InPlace(_) => Vec::new(),
     });
-    let mut out = conn.write.lock().unwrap_or_else(|p| p.into_inner());
-    out.clear();
+    let mut out = Vec::new();
     match &result {
-        Ok(body) => wire::encode_frame(&mut out, KIND_REPLY, enc, frame.call_id, "", body),
+        Ok(body) => wire::encode_frame(&mut out, KIND_REPLY, enc, call_id, "", body),
         Err(err) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             let body = serde_json::to_vec(err).expect("a RemoteError serialises");
-            wire::encode_frame(
-                &mut out,
-                KIND_ERROR,
-                Encoding::Json,
-                frame.call_id,
-                "",
-                &body,
-            );
+            wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, call_id, "", &body);
         }
     }
     // A client that went away just loses its reply.
-    let _ = sys::net::send_all(conn.fd.as_fd(), &out);
-    if out.capacity() > 1 << 20 {
-        *out = Vec::new();
-    }
+    let _ = conn.send(&out);
 }

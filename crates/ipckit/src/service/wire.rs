@@ -63,30 +63,24 @@ pub(crate) fn hello(max_frame: usize, shm: bool) -> [u8; HELLO_LEN] {
     b
 }
 
-/// Check a server hello; returns what it announces or why it is not
-/// acceptable. Unknown feature bits are ignored.
-pub(crate) fn parse_hello(b: &[u8; HELLO_LEN]) -> Result<Hello, String> {
-    if &b[..8] != HELLO_MAGIC {
-        return Err(
-            "the endpoint did not answer with an ipckit service hello; is it an ipckit service?"
-                .into(),
-        );
-    }
-    if b[8] != VERSION {
-        return Err(format!(
-            "the server speaks service protocol version {}, this client version {VERSION}; upgrade the older side",
-            b[8]
-        ));
-    }
-    if b[9] != 0 {
-        return Err(format!(
-            "the server refused the connection (hello status {}); it may be shutting down",
-            b[9]
-        ));
+/// The hello a client over the server's connection limits gets (status
+/// busy), before the connection closes.
+pub(crate) fn hello_refused(max_frame: usize) -> [u8; HELLO_LEN] {
+    let mut b = hello(max_frame, false);
+    b[9] = crate::conn::hello::STATUS_BUSY;
+    b
+}
+
+/// Check a server hello; returns what it announces, or the error a bad
+/// or refusing hello means. Unknown feature bits are ignored.
+pub(crate) fn parse_hello(b: &[u8; HELLO_LEN], name: &str) -> crate::Result<Hello> {
+    let h = crate::conn::hello::Hello::decode(b, HELLO_MAGIC, VERSION, "service", name)?;
+    if let Some(e) = h.refusal("service", name) {
+        return Err(e);
     }
     Ok(Hello {
-        max_frame: u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize,
-        shm: b[10] & HELLO_SHM != 0,
+        max_frame: h.max as usize,
+        shm: h.flags & HELLO_SHM != 0,
     })
 }
 
@@ -96,7 +90,6 @@ pub(crate) struct Frame {
     pub kind: u8,
     pub encoding: Encoding,
     pub call_id: u64,
-    pub method: String,
     pub body: Vec<u8>,
 }
 
@@ -310,14 +303,6 @@ impl FrameReader {
         }
     }
 
-    /// Put bytes already read from the socket (at most its buffer size)
-    /// in front of what comes next.
-    pub(crate) fn prime(&mut self, bytes: &[u8]) {
-        debug_assert!(self.pos == 0 && self.len == 0 && bytes.len() <= READ_BUF);
-        self.buf[..bytes.len()].copy_from_slice(bytes);
-        self.len = bytes.len();
-    }
-
     /// Make `n <= READ_BUF` bytes available. `Ok(false)`: clean end of
     /// stream with nothing buffered.
     fn fill(&mut self, fd: BorrowedFd<'_>, n: usize, what: &str) -> Result<bool, WireError> {
@@ -387,17 +372,23 @@ impl FrameReader {
         // Checked before any allocation: a hostile length never reaches
         // `vec!` below.
         let hdr = parse_header(&h, self.allowed, self.limit)?;
-        let mut method = vec![0u8; hdr.method_len];
-        self.read_exact(fd, &mut method, "a method name")?;
-        let method = String::from_utf8(method)
-            .map_err(|_| WireError::Malformed("the method name is not UTF-8".into()))?;
-        let mut body = vec![0u8; hdr.body_len as usize];
-        self.read_exact(fd, &mut body, "a body")?;
+        // Replies name no method; whatever is there is read and dropped.
+        let mut method = [0u8; MAX_METHOD];
+        self.read_exact(fd, &mut method[..hdr.method_len], "a method name")?;
+        // The body grows as its bytes arrive: a peer announcing a huge body
+        // and stopping pins only what it sent.
+        let len = hdr.body_len as usize;
+        let mut body = Vec::with_capacity(len.min(READ_BUF));
+        while body.len() < len {
+            let start = body.len();
+            let step = (len - start).min(start.max(READ_BUF));
+            body.resize(start + step, 0);
+            self.read_exact(fd, &mut body[start..], "a body")?;
+        }
         Ok(Some(Frame {
             kind: hdr.kind,
             encoding: hdr.encoding,
             call_id: hdr.call_id,
-            method,
             body,
         }))
     }
@@ -476,14 +467,17 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_rejects_garbage() {
-        let h = parse_hello(&hello(1234, true)).unwrap();
+        let h = parse_hello(&hello(1234, true), "n").unwrap();
         assert_eq!((h.max_frame, h.shm), (1234, true));
-        assert!(!parse_hello(&hello(1, false)).unwrap().shm);
+        assert!(!parse_hello(&hello(1, false), "n").unwrap().shm);
         let mut bad = hello(1, false);
         bad[0] = b'X';
-        assert!(parse_hello(&bad).is_err());
+        assert!(parse_hello(&bad, "n").is_err());
         let mut v2 = hello(1, false);
         v2[8] = 2;
-        assert!(parse_hello(&v2).unwrap_err().contains("version 2"));
+        assert!(parse_hello(&v2, "n")
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
     }
 }

@@ -48,6 +48,7 @@
 pub(crate) mod futex;
 pub(crate) mod net;
 pub(crate) mod pipe;
+pub(crate) mod poll;
 pub(crate) mod shm;
 pub(crate) mod udp;
 

@@ -70,16 +70,6 @@ pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> io::Result<OwnedFd> 
     Err(last)
 }
 
-/// Accept one connection (close-on-exec).
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    loop {
-        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => return r.map_err(Into::into),
-        }
-    }
-}
-
 /// Set `TCP_NODELAY` (ignored for non-TCP sockets).
 pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
@@ -318,30 +308,107 @@ mod outq {
     }
 }
 
-/// Like [`recv_exact`], but give up with `TimedOut` if nothing is readable
-/// before `deadline` (`None`: wait forever). The deadline applies to the
-/// first byte; the rest of a frame a peer has started is awaited.
-pub(crate) fn recv_exact_by(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    deadline: Option<Instant>,
-) -> io::Result<bool> {
-    if let Some(d) = deadline {
-        let left = d.saturating_duration_since(Instant::now());
-        if wait_readable(&[fd], Some(left))?.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no answer before the deadline",
-            ));
-        }
-    }
-    recv_exact(fd, buf)
-}
-
 /// Make blocking receives on `fd` fail (`WouldBlock`) after `timeout`
 /// without data (`SO_RCVTIMEO`); `None` clears it. Bounds a handshake
 /// whose peer stops halfway.
 pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
     rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Recv, timeout)?;
     Ok(())
+}
+
+/// Make `fd` non-blocking (listeners watched by a readiness loop).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::io::ioctl_fionbio(fd, true)?;
+    Ok(())
+}
+
+/// Accept one connection (close-on-exec) from a non-blocking listener;
+/// `Ok(None)` when none is waiting.
+pub(crate) fn accept_nowait(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            // The connection was reset before we took it: try the next.
+            Err(rustix::io::Errno::CONNABORTED) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `e` means the process or system ran out of descriptors or
+/// kernel memory (accept cannot succeed until some are freed).
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == rustix::io::Errno::MFILE.raw_os_error()
+            || c == rustix::io::Errno::NFILE.raw_os_error()
+            || c == rustix::io::Errno::NOBUFS.raw_os_error()
+            || c == rustix::io::Errno::NOMEM.raw_os_error()
+    )
+}
+
+/// Receive what is there without waiting, taking passed descriptors into
+/// `fds`: `Ok(None)` if nothing is readable yet, `Ok(Some(0))` at end of
+/// stream.
+pub(crate) fn recv_nowait_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Option<usize>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, ReturnFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    loop {
+        let mut iov = [io::IoSliceMut::new(&mut *buf)];
+        match rustix::net::recvmsg(
+            fd,
+            &mut iov,
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        ) {
+            Ok(msg) => {
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        fds.extend(rights);
+                    }
+                }
+                if msg.flags.contains(ReturnFlags::CTRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer passed more file descriptors than fit; they were dropped",
+                    ));
+                }
+                return Ok(Some(msg.bytes));
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Send without waiting (a refusal to a peer we are about to close);
+/// whatever does not fit is dropped.
+pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) {
+    let _ = rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
+}
+
+/// Make blocking sends on `fd` fail after `timeout` without progress
+/// (`SO_SNDTIMEO`): a peer that never reads cannot hold a writer forever.
+pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Send, timeout)?;
+    Ok(())
+}
+
+/// Read what a non-blocking pipe holds (a wake-up pipe being drained);
+/// `Ok(0)` when it is empty.
+pub(crate) fn recv_nowait_pipe(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    match rustix::io::read(fd, buf) {
+        Ok(n) => Ok(n),
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,0 +1,154 @@
+//! Connecting: a namespace name (Unix socket) or `tcp://HOST:PORT`, within
+//! the caller's timeout, with back-off, retrying only what a later attempt
+//! can fix (no server yet, every instance busy, a TCP peer unreachable).
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::Namespace;
+use crate::sys;
+
+/// Prefix of a TCP address given where a name is expected.
+pub(crate) const TCP_PREFIX: &str = "tcp://";
+
+/// Least time a server gets to send its hello, whatever the caller's
+/// timeout (a live server answers at once; a hung one is still bounded).
+pub(crate) const HELLO_GRACE: Duration = Duration::from_secs(5);
+
+/// Where a dial goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The endpoint's Unix socket in a namespace.
+    Unix(PathBuf),
+    /// `HOST:PORT`.
+    Tcp(String),
+}
+
+/// One connection attempt's socket.
+#[derive(Debug)]
+pub(crate) struct Dialed {
+    pub fd: OwnedFd,
+    pub tcp: bool,
+    /// When the server's hello must have arrived.
+    pub hello_deadline: Instant,
+}
+
+/// A dial: what to reach and how long to keep trying.
+pub(crate) struct Dialer<'a> {
+    /// The name as the caller gave it (used in errors).
+    pub name: &'a str,
+    /// What the endpoint is, for errors ("pipe server", "service").
+    pub what: &'static str,
+    /// The namespace (else the environment's).
+    pub namespace: Option<&'a Namespace>,
+    /// How long to keep retrying; zero: one attempt.
+    pub timeout: Duration,
+    /// Whether `tcp://` names are allowed.
+    pub tcp: bool,
+}
+
+impl Dialer<'_> {
+    /// Resolve the name (checking it) into a target.
+    pub(crate) fn target(&self) -> Result<Target> {
+        if let Some(addr) = self.name.strip_prefix(TCP_PREFIX) {
+            if !self.tcp {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "a {} is reached by name on this machine, not over TCP",
+                        self.what
+                    ),
+                )
+                .with_name(self.name));
+            }
+            return Ok(Target::Tcp(addr.to_string()));
+        }
+        crate::name::validate_name(self.name)?;
+        let ns = match self.namespace {
+            Some(ns) => ns.clone(),
+            None => Namespace::from_env()?,
+        };
+        Ok(Target::Unix(ns.socket_path(self.name)))
+    }
+
+    /// Connect and run `handshake` on each new socket until it succeeds,
+    /// retrying while the error is `NotFound`, `Busy`, or (TCP) `Io`, with
+    /// back-off from 0.5 ms to 20 ms, until the timeout. Other errors
+    /// return at once.
+    pub(crate) fn run<T>(&self, mut handshake: impl FnMut(Dialed) -> Result<T>) -> Result<T> {
+        let target = self.target()?;
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_micros(500);
+        loop {
+            let result = self.attempt(&target, deadline).and_then(|fd| {
+                let hello_deadline = deadline.max(Instant::now() + HELLO_GRACE);
+                handshake(Dialed {
+                    fd,
+                    tcp: matches!(target, Target::Tcp(_)),
+                    hello_deadline,
+                })
+            });
+            let e = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let retry = matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy)
+                || (matches!(target, Target::Tcp(_)) && e.kind() == ErrorKind::Io);
+            if !retry {
+                return Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if self.timeout.is_zero() {
+                    return Err(e);
+                }
+                let why = match e.kind() {
+                    ErrorKind::Busy => "it stayed busy",
+                    ErrorKind::NotFound => "none appeared",
+                    _ => "it could not be reached",
+                };
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "waited {:?} for the {}: {why}; start it or wait longer",
+                        self.timeout, self.what
+                    ),
+                )
+                .with_name(self.name)
+                .with_source(e));
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    fn attempt(&self, target: &Target, deadline: Instant) -> Result<OwnedFd> {
+        match target {
+            Target::Tcp(addr) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                sys::net::tcp_connect(addr, left.max(Duration::from_millis(200))).map_err(|e| {
+                    Error::os(e, format!("cannot connect to the {} over TCP", self.what))
+                        .with_name(self.name)
+                })
+            }
+            Target::Unix(path) => sys::net::unix_connect(path).map_err(|e| {
+                use std::io::ErrorKind as K;
+                match e.kind() {
+                    K::NotFound | K::ConnectionRefused => Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "no {} has this name; start it or check the namespace",
+                            self.what
+                        ),
+                    )
+                    .with_name(self.name)
+                    .with_source(e),
+                    _ => Error::os(e, format!("cannot connect to the {}", self.what))
+                        .with_name(self.name),
+                }
+            }),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Claiming a name and opening its listening sockets.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use crate::error::{Context, Result};
+use crate::name::{Claim, Namespace};
+use crate::sys;
+
+/// A claimed name with its listening sockets (not yet served).
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub claim: Claim,
+    /// The Unix socket's path (removed by [`Bound::socket_path`]'s owner on
+    /// drop of the server).
+    pub socket_path: PathBuf,
+    /// Listening sockets, each with whether it is TCP.
+    pub listeners: Vec<(OwnedFd, bool)>,
+    /// The TCP address bound, if any.
+    pub tcp_addr: Option<SocketAddr>,
+}
+
+/// Claim `name` as an endpoint of `kind` in `ns` and listen on its Unix
+/// socket, and on `tcp` (`HOST:PORT`) if given.
+pub(crate) fn bind(ns: &Namespace, name: &str, kind: &str, tcp: Option<&str>) -> Result<Bound> {
+    let claim = ns.claim(name, kind)?;
+    let socket_path = ns.socket_path(name);
+    let unix =
+        sys::net::unix_listen(&socket_path).ctx(name, "cannot listen on the endpoint's socket")?;
+    let mut listeners = vec![(unix, false)];
+    let mut tcp_addr = None;
+    if let Some(a) = tcp {
+        let (fd, addr) = sys::net::tcp_listen(a).ctx(name, "cannot listen on TCP")?;
+        listeners.push((fd, true));
+        tcp_addr = Some(addr);
+    }
+    Ok(Bound {
+        claim,
+        socket_path,
+        listeners,
+        tcp_addr,
+    })
+}
+
+/// The namespace `explicit`, else the environment's.
+pub(crate) fn namespace(explicit: Option<&Namespace>) -> Result<Namespace> {
+    match explicit {
+        Some(ns) => Ok(ns.clone()),
+        None => Namespace::from_env(),
+    }
+}

@@ -1,0 +1,27 @@
+//! The one connection layer every mechanism sits on.
+//!
+//! - [`dial`]: reaching an endpoint by namespace name or `tcp://`, within a
+//!   timeout, with back-off and a fixed list of retried error kinds.
+//! - [`hello`]: the 16-byte hello every server writes first, one type to
+//!   encode, decode and read it within a deadline.
+//! - [`io`]: reads with deadlines, and bodies allocated as their bytes
+//!   arrive.
+//! - [`reactor`]: the server side: claim-free listening sockets watched by
+//!   one readiness loop per server, admission under [`crate::Limits`],
+//!   frames cut from non-blocking reads, handshake and stall deadlines.
+//! - [`pool`]: the bounded, elastic worker pool handlers run on.
+//! - [`listen`]: claiming a name and opening the Unix (and TCP) listening
+//!   sockets a reactor serves.
+//!
+//! Mechanisms (`pipe`, `service`, `mailslot`, `message`) never open a
+//! socket or call the OS themselves: they go through this module, which
+//! goes through [`crate::sys`].
+
+pub(crate) mod dial;
+pub(crate) mod hello;
+pub(crate) mod io;
+pub(crate) mod listen;
+pub(crate) mod pool;
+pub(crate) mod reactor;
+
+pub use reactor::ConnStats;
