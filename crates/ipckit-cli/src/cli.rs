@@ -46,7 +46,9 @@ pub enum Command {
     Call(CallArgs),
     /// A tour: real processes talking through each mechanism, with latencies.
     Demo,
-    /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy).
+    /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy);
+    /// needs the peer program `ipckit-peer` beside this one or in IPCKIT_PEER
+    /// (cargo build --release -p ipckit-peers).
     Bench {
         /// Fewer samples: finishes in seconds.
         #[arg(long)]
@@ -58,15 +60,6 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
     },
-    /// Helpers the demo starts as child processes.
-    #[command(subcommand, hide = true)]
-    Internal(InternalCommand),
-    /// Helpers for the service tests, demo and measurements.
-    #[command(subcommand, hide = true)]
-    ServiceInternal(ServiceInternalCommand),
-    /// Shared-memory helpers for the demo, tests and measurements.
-    #[command(subcommand, hide = true)]
-    ShmInternal(ShmInternalCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,38 +155,6 @@ impl From<TransportArg> for ipckit::Transport {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ServiceInternalCommand {
-    /// Make CALLS `add` calls with distinct arguments from THREADS threads
-    /// over one connection, checking every answer.
-    Load {
-        name: String,
-        #[arg(long)]
-        client: u64,
-        #[arg(long, default_value_t = 1000)]
-        calls: u64,
-        #[arg(long, default_value_t = 4)]
-        threads: u64,
-        /// Send JSON bodies instead of postcard.
-        #[arg(long)]
-        json_bodies: bool,
-    },
-    /// The client side of the demo's service step.
-    DemoClient {
-        name: String,
-        #[arg(long, default_value_t = 2000)]
-        rounds: usize,
-    },
-    /// Echo bytes on a raw Unix socket and a raw TCP socket (a baseline);
-    /// prints tcp://ADDR.
-    RawPong { unix: PathBuf },
-    /// Measure p50 round trips: service call vs raw ping-pong, local and TCP.
-    Bench {
-        #[arg(long, default_value_t = 20000)]
-        rounds: usize,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 pub enum MapCommand {
     /// Write TEXT into the shared map NAME (created if absent).
     Set {
@@ -232,23 +193,6 @@ pub enum MapCommand {
         /// Map name.
         name: String,
     },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ShmInternalCommand {
-    /// Demo: wait for the watcher, then write COUNT timestamped contents.
-    DemoWrite { name: String, count: u64 },
-    /// Demo: open NAME, signal readiness, print COUNT changes with wake-up latency.
-    DemoWatch { name: String, count: u64 },
-    /// Hold the named mutex NAME, print "locked", then sleep until killed.
-    HoldMutex { name: String },
-    /// Measurements: lock cost and write->watch latency beside raw futexes.
-    Bench {
-        #[arg(long, default_value_t = 2000)]
-        rounds: u64,
-    },
-    /// Measurement peer: echo map pings and raw futex pings (PREFIX/...).
-    BenchEcho { prefix: String, rounds: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,21 +251,6 @@ pub struct PipeServeArgs {
 pub enum ModeArg {
     Message,
     Byte,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum InternalCommand {
-    /// Echo every byte received on a raw Unix socket at PATH (a baseline).
-    RawEcho { path: PathBuf },
-    /// The peer process of a bench case (pipe-echo IN,OUT | tcp-echo ADDR | shm-spin FD | futex FD | stream-sink PIPE).
-    BenchPeer { kind: String, arg: String },
-    /// The client side of the demo's pipe step.
-    DemoPipeClient {
-        name: String,
-        raw: PathBuf,
-        #[arg(long, default_value_t = 2000)]
-        rounds: usize,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -397,9 +326,6 @@ pub enum MsgCommand {
         /// Print {"id":..,"data":..,"sender_pid":..,"posted":..} per message.
         #[arg(long)]
         json: bool,
-        /// Print nothing per message (for measurements).
-        #[arg(long, hide = true)]
-        quiet: bool,
     },
     /// Send a message, wait for the handler, print its result.
     Send {
@@ -448,16 +374,6 @@ pub enum MsgCommand {
         /// Print a JSON array of {"name":..,"result":..} / {"name":..,"error":..}.
         #[arg(long)]
         json: bool,
-    },
-    /// Measure send round trips against a raw Unix-socket ping-pong.
-    #[command(hide = true)]
-    Bench {
-        /// Receiver name.
-        name: String,
-        /// Path of a raw echo socket (`ipckit internal raw-echo PATH`).
-        raw: PathBuf,
-        #[arg(long, default_value_t = 5000)]
-        rounds: usize,
     },
 }
 

@@ -1,10 +1,48 @@
 //! Small helpers shared by the commands.
 
-use std::process::Child;
-use std::time::Duration;
+use std::process::{Child, ChildStdout};
+use std::time::{Duration, Instant};
 
 /// A child process killed and reaped when dropped, so no command leaks one.
 pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// The child's stdout, if piped and not taken yet.
+    pub fn stdout(&mut self) -> Option<ChildStdout> {
+        self.0.stdout.take()
+    }
+
+    /// Wait for a clean exit within `limit`; an error if it failed or
+    /// took longer (it is then killed on drop).
+    pub fn wait(&mut self, limit: Duration) -> Result<(), ipckit::Error> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let st = self.0.try_wait().map_err(|e| {
+                ipckit::Error::new(
+                    ipckit::ErrorKind::Io,
+                    format!("cannot wait for a child: {e}"),
+                )
+                .with_source(e)
+            })?;
+            match st {
+                Some(st) if st.success() => return Ok(()),
+                Some(st) => {
+                    return Err(ipckit::Error::new(
+                        ipckit::ErrorKind::Io,
+                        format!("a child process failed ({st})"),
+                    ))
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(ipckit::Error::new(
+                        ipckit::ErrorKind::Timeout,
+                        format!("a child process did not finish within {limit:?}"),
+                    ))
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {

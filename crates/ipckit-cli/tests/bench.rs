@@ -1,24 +1,58 @@
-//! `ipckit bench` runs its cases against real peer processes and reports
-//! them in the documented JSON shape (timings are not asserted).
+//! `ipckit bench` runs its cases against real peer processes (`ipckit-peer`
+//! for the floors and streams) and reports them in the documented JSON
+//! shape (timings are not asserted).
 
-use std::process::{Command, Output};
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{Output, Proc};
+
+/// How long one filtered `bench --quick` may take on a loaded machine.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// The `ipckit-peer` program. `cargo test --workspace` builds it beside
+/// `ipckit`; when only this package was built (`cargo test -p ipckit-cli`)
+/// it is built here, once.
+fn peer() -> &'static Path {
+    static PEER: OnceLock<PathBuf> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let beside = Path::new(env!("CARGO_BIN_EXE_ipckit")).with_file_name("ipckit-peer");
+        if beside.is_file() {
+            return beside;
+        }
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ipckit-peers", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build -p ipckit-peers");
+        assert!(out.status.success(), "cargo build -p ipckit-peers failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "ipckit-peer")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the ipckit-peer executable")
+    })
+}
 
 fn bench(filter: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipckit"))
-        .args(["bench", "--quick", "--json", "--filter", filter])
-        .output()
-        .expect("run ipckit bench")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipckit"));
+    cmd.args(["bench", "--quick", "--json", "--filter", filter])
+        .env("IPCKIT_PEER", peer());
+    Proc::spawn(&mut cmd).finish(LIMIT)
 }
 
 /// The rows of a successful `bench --json` run, each checked for the
 /// documented keys and sane values.
 fn rows(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    out.assert_success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
     let results = v["results"].as_array().expect("results array").clone();
     for r in &results {
         for key in [
@@ -117,7 +151,7 @@ fn bench_tcp_service_compares_with_the_tcp_floor() {
 fn bench_rejects_nothing_selected_gracefully() {
     let out = bench("no-such-case");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = &out.stderr;
     assert!(err.contains("no-such-case"), "{err}");
     assert!(err.contains("floor/shm-spin"), "lists the cases: {err}");
     assert_eq!(
@@ -126,4 +160,26 @@ fn bench_rejects_nothing_selected_gracefully() {
         "each name once: {err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bench_without_the_peer_program_fails_with_one_line_saying_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ipckit-peer");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipckit"));
+    cmd.args(["bench", "--quick", "--filter", "floor/pipe"])
+        .env("IPCKIT_PEER", &missing);
+    let out = Proc::spawn(&mut cmd).finish(LIMIT);
+    out.assert_one_line_failure();
+    assert!(
+        out.stderr.contains("cargo build --release -p ipckit-peers"),
+        "{out:#?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    // Cases that need no peer still run.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipckit"));
+    cmd.args(["bench", "--quick", "--json", "--filter", "memcpy"])
+        .env("IPCKIT_PEER", &missing);
+    let rows = rows(&Proc::spawn(&mut cmd).finish(LIMIT));
+    assert_eq!(rows.len(), 1);
 }

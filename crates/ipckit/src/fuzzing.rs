@@ -6,9 +6,9 @@
 //! reach from outside the crate: a shared-memory ring channel whose shared
 //! pages the fuzzer scribbles on as a hostile peer would
 //! ([`RingPeer`]), the checks on a ring object a peer hands over
-//! ([`open_ring`]), and the means for a fake client to hand one over
-//! ([`sealed_object`], [`send_with_fd`]). Each wrapper calls the real code
-//! and nothing else.
+//! ([`open_ring`]), and the means for a fake peer to hand one over or take
+//! one ([`sealed_object`], [`send_with_fd`], [`recv_with_fds`]). Each
+//! wrapper calls the real code and nothing else.
 
 use std::fs::File;
 use std::io;
@@ -167,4 +167,13 @@ pub fn sealed_object(size: u64) -> io::Result<OwnedFd> {
 /// handing a ring object to a server does.
 pub fn send_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
     sys::net::send_with_fd(socket, bytes, fd)
+}
+
+/// Receive what is there on `socket` (at least one byte, blocking) into
+/// `buf`, with any file descriptors passed along (`SCM_RIGHTS`), as a
+/// server reading a client's hand-over does. `0`: end of stream.
+pub fn recv_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut fds = Vec::new();
+    let n = sys::net::recv_some_with_fds(socket, buf, &mut fds)?;
+    Ok((n, fds))
 }

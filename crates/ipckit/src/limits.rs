@@ -51,7 +51,7 @@ impl Default for Limits {
             per_address: 128,
             handshake_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
-            max_in_flight: 64,
+            max_in_flight: 256,
             max_queued_bytes: 64 << 20,
             max_lanes: 16,
         }
@@ -157,7 +157,7 @@ impl Limits {
         stall_timeout, get_stall_timeout, stall_timeout, Duration
     );
     limit!(
-        /// Calls in flight on one service connection. Default 64; a call
+        /// Calls in flight on one service connection. Default 256; a call
         /// over it is answered at once with `Busy` (never queued without
         /// bound).
         ///
@@ -169,8 +169,9 @@ impl Limits {
     );
     limit!(
         /// Bytes queued in a mailslot or a window-message receiver and not
-        /// yet read. Default 64 MiB; a writer over it waits up to its
-        /// timeout, then gets `Full`.
+        /// yet read. Default 64 MiB; a mailslot writer over it waits up to
+        /// its timeout, then gets `Full`; a window-message post over it gets
+        /// `Full` at once.
         ///
         /// ```
         /// let l = ipckit::Limits::new().max_queued_bytes(1 << 20);

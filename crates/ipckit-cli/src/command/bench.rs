@@ -1,10 +1,11 @@
 //! `ipckit bench`: latencies of ipckit's paths beside raw floors measured
 //! in the same run, with one harness (warm-up, hdrhistogram percentiles).
 //!
-//! Every case talks to a real peer process (this binary, started through a
-//! hidden `internal bench-peer` subcommand, `pipe serve` or `service demo`).
-//! Figures are only meaningful as ratios to their floor: the machines are
-//! shared.
+//! Every case talks to a real peer process: `ipckit-peer` (crate
+//! `crates/ipckit-peers`) for the raw floors and the stream sink, found
+//! beside this executable or where `IPCKIT_PEER` points ([`peer`]), or this
+//! binary's own `pipe serve` and `service demo`. Figures are only
+//! meaningful as ratios to their floor: the machines are shared.
 //!
 //! Rows come in two shapes:
 //! - latency rows (`floor/*`, `pipe/*`, `service/*`): `samples` timed
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use ipckit::pipe::{CommandExt as _, PipeReader, PipeWriter};
+use ipckit::pipe::CommandExt as _;
 use ipckit::shm::Mapping;
 use ipckit::{Error, ErrorKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -43,6 +44,11 @@ const WAIT: Duration = Duration::from_secs(10);
 const STREAM_BATCH: usize = 5_000;
 /// The environment variable a peer process reads to pick its transport.
 const TRANSPORT_ENV: &str = "IPCKIT_TRANSPORT";
+/// The environment variable naming the `ipckit-peer` program, when it is
+/// not beside this executable.
+const PEER_ENV: &str = "IPCKIT_PEER";
+/// The peer program's file name.
+const PEER_PROGRAM: &str = "ipckit-peer";
 
 /// One row of the report.
 #[derive(Serialize, Debug, Clone)]
@@ -175,9 +181,47 @@ fn timeout(what: &str) -> Error {
     )
 }
 
+/// This binary (for the `pipe serve` and `service demo` peers).
 fn me() -> Result<Command, Error> {
     let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
     Ok(Command::new(exe))
+}
+
+/// Where `ipckit-peer` is: `$IPCKIT_PEER` when set (an explicit choice
+/// wins), else beside this executable. One line saying how to build it
+/// when it is in neither place.
+fn peer_program() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os(PEER_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "bench: {PEER_ENV}={} is not a file; build the peer with `cargo build --release -p ipckit-peers`",
+                    p.display()
+                ),
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
+    let beside = exe.with_file_name(PEER_PROGRAM);
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "bench: the peer program {PEER_PROGRAM} is not beside {} and {PEER_ENV} is not set; build it with `cargo build --release -p ipckit-peers`",
+            exe.display()
+        ),
+    ))
+}
+
+/// `ipckit-peer` (the raw floors' and the stream sink's peer).
+fn peer() -> Result<Command, Error> {
+    Ok(Command::new(peer_program()?))
 }
 
 fn spawn(cmd: &mut Command) -> Result<Reaped, Error> {
@@ -278,14 +322,14 @@ fn read_line_starting(
 /// a 4 KiB anonymous mapping, handed to the peer as fd 3.
 fn shm_peer(kind: &str) -> Result<(Mapping, Reaped), Error> {
     let map = Mapping::anonymous(4096)?;
-    let mut cmd = me()?;
-    cmd.args(["internal", "bench-peer", kind, "3"])
-        .pass_fd(map.try_clone_fd()?, 3);
+    let mut cmd = peer()?;
+    cmd.args([kind, "3"]).pass_fd(map.try_clone_fd()?, 3);
     let peer = spawn(&mut cmd)?;
     Ok((map, peer))
 }
 
-/// The value that tells a word peer to exit (odd, so checked first).
+/// The value that tells a word peer to exit (odd, so checked first); the
+/// wire of `crates/ipckit-peers/src/floors.rs`.
 const STOP_U64: u64 = u64::MAX;
 const STOP_U32: u32 = u32::MAX;
 
@@ -359,8 +403,8 @@ fn futex_until(w: &AtomicU32, target: u32) -> Result<(), Error> {
 fn floor_pipe(s: &Settings) -> Result<Row, Error> {
     let (to_child_r, mut to_child_w) = ipckit::pipe::pipe()?;
     let (mut from_child_r, from_child_w) = ipckit::pipe::pipe()?;
-    let mut cmd = me()?;
-    cmd.args(["internal", "bench-peer", "pipe-echo", "3,4"])
+    let mut cmd = peer()?;
+    cmd.args(["pipe-echo", "3", "4"])
         .pass_fd(to_child_r, 3)
         .pass_fd(from_child_w, 4);
     let _peer = spawn(&mut cmd)?;
@@ -374,8 +418,8 @@ fn floor_pipe(s: &Settings) -> Result<Row, Error> {
 
 fn floor_unix(s: &Settings, dir: &Path) -> Result<Row, Error> {
     let path = dir.join("floor-unix.sock");
-    let mut cmd = me()?;
-    cmd.args(["internal", "raw-echo"]).arg(&path);
+    let mut cmd = peer()?;
+    cmd.arg("raw-echo").arg(&path);
     let _peer = spawn(&mut cmd)?;
     let mut sock = wait_for(&path)?;
     let mut buf = [0u8; 64];
@@ -386,9 +430,8 @@ fn floor_unix(s: &Settings, dir: &Path) -> Result<Row, Error> {
 }
 
 fn floor_tcp(s: &Settings) -> Result<Row, Error> {
-    let mut cmd = me()?;
-    cmd.args(["internal", "bench-peer", "tcp-echo", "127.0.0.1:0"])
-        .stdout(Stdio::piped());
+    let mut cmd = peer()?;
+    cmd.args(["tcp-echo", "127.0.0.1:0"]).stdout(Stdio::piped());
     let mut child = spawn(&mut cmd)?;
     let out = child.0.stdout.take().expect("stdout is piped");
     let mut line = String::new();
@@ -454,8 +497,8 @@ fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Resul
     })
 }
 
-/// One-way 64-byte messages through a named pipe (message mode) to a
-/// `bench-peer stream-sink` that counts them and acknowledges each batch
+/// One-way 64-byte messages through a named pipe (message mode) to an
+/// `ipckit-peer stream-sink` that counts them and acknowledges each batch
 /// of [`STREAM_BATCH`] with the count so far. This process is the server
 /// (so `Transport::pipe_server` applies here); the sink is the client.
 fn stream_case(
@@ -472,8 +515,8 @@ fn stream_case(
     opts.namespace(&nsp);
     (t.pipe_server)(&mut opts);
     let server = opts.create(&name)?;
-    let mut cmd = me()?;
-    cmd.args(["internal", "bench-peer", "stream-sink", &name])
+    let mut cmd = peer()?;
+    cmd.args(["stream-sink", &name])
         .env(ipckit::name::NAMESPACE_ENV, ns);
     t.peer_env(&mut cmd);
     let _peer = spawn(&mut cmd)?;
@@ -643,6 +686,9 @@ type CaseFn = Box<dyn Fn(&Settings, &Path) -> Result<Row, Error>>;
 struct Case {
     name: &'static str,
     run: CaseFn,
+    /// Whether its peer is `ipckit-peer` (the raw floors and the streams;
+    /// the others talk to this binary's own commands, memcpy to nobody).
+    needs_peer: bool,
 }
 
 fn case(
@@ -652,6 +698,7 @@ fn case(
     Case {
         name,
         run: Box::new(run),
+        needs_peer: (name.starts_with("floor/") && name != MEMCPY) || name.starts_with("stream/"),
     }
 }
 
@@ -762,12 +809,16 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
             ));
         }
     }
+    let selected = |c: &Case| filter.as_deref().is_none_or(|t| c.name.contains(t));
+    if all.iter().any(|c| selected(c) && c.needs_peer) {
+        peer_program()?; // fail at once, in one line, rather than mid-run
+    }
     let dir: PathBuf = std::env::temp_dir().join(format!("ipckit-bench-{}", std::process::id()));
     ipckit::Namespace::at(&dir)?;
     let mut rows: Vec<Row> = Vec::new();
     let result = (|| {
         for c in &all {
-            if filter.as_deref().is_some_and(|t| !c.name.contains(t)) {
+            if !selected(c) {
                 continue;
             }
             rows.push((c.run)(&settings, &dir)?);
@@ -802,130 +853,6 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
         println!("(stream rows: p50/p99/p99.9 are of the mean ns per message of each {STREAM_BATCH}-message batch)");
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------- peers
-
-fn parse_fd(s: &str) -> Result<i32, Error> {
-    s.parse::<i32>().map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("bench peer: '{s}' is not an fd number"),
-        )
-    })
-}
-
-/// True once the process that started this one is gone (we were
-/// re-parented), so a busy-polling peer never outlives its bench.
-fn orphaned(ppid: u32) -> bool {
-    std::os::unix::process::parent_id() != ppid
-}
-
-/// The peer side of the floors and streams.
-pub fn peer(kind: &str, arg: &str) -> Result<(), Error> {
-    match kind {
-        "pipe-echo" => {
-            let (r, w) = arg.split_once(',').ok_or_else(|| {
-                Error::new(ErrorKind::InvalidInput, "pipe-echo wants IN_FD,OUT_FD")
-            })?;
-            let mut input = PipeReader::from_inherited_fd(parse_fd(r)?)?;
-            let mut output = PipeWriter::from_inherited_fd(parse_fd(w)?)?;
-            let mut buf = [0u8; 64];
-            while input.read_exact(&mut buf).is_ok() {
-                if output.write_all(&buf).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        "tcp-echo" => {
-            let l = std::net::TcpListener::bind(arg).map_err(|e| io(e, "bind"))?;
-            println!("{}", l.local_addr().map_err(|e| io(e, "addr"))?);
-            std::io::stdout().flush().map_err(|e| io(e, "stdout"))?;
-            let (mut s, _) = l.accept().map_err(|e| io(e, "accept"))?;
-            s.set_nodelay(true).map_err(|e| io(e, "nodelay"))?;
-            let mut buf = [0u8; 64];
-            while s.read_exact(&mut buf).is_ok() {
-                if s.write_all(&buf).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        // Answer each odd value n in the shared word with n + 1, busy-polling.
-        "shm-spin" => {
-            let ppid = std::os::unix::process::parent_id();
-            let map = Mapping::from_inherited_fd(parse_fd(arg)?)?;
-            let w = map.atomic_u64(0)?;
-            let mut spins = 0u32;
-            loop {
-                let v = w.load(Ordering::Acquire);
-                if v == STOP_U64 {
-                    return Ok(());
-                }
-                if v % 2 == 1 {
-                    w.store(v + 1, Ordering::Release);
-                    continue;
-                }
-                std::hint::spin_loop();
-                spins = spins.wrapping_add(1);
-                if spins % (1 << 14) == 0 {
-                    std::thread::yield_now(); // see spin_until
-                }
-                if spins % (1 << 20) == 0 && orphaned(ppid) {
-                    return Ok(());
-                }
-            }
-        }
-        // The same, parking on the futex between values (no spinning).
-        "futex" => {
-            let ppid = std::os::unix::process::parent_id();
-            let map = Mapping::from_inherited_fd(parse_fd(arg)?)?;
-            let w = map.atomic_u32(0)?;
-            loop {
-                let v = w.load(Ordering::Acquire);
-                if v == STOP_U32 {
-                    return Ok(());
-                }
-                if v % 2 == 1 {
-                    w.store(v + 1, Ordering::Release);
-                    ipckit::sync::__futex_wake(w, 1);
-                    continue;
-                }
-                ipckit::sync::__futex_wait(w, v, Some(Duration::from_secs(1)))?;
-                if w.load(Ordering::Acquire) == v && orphaned(ppid) {
-                    return Ok(());
-                }
-            }
-        }
-        // Count messages on the pipe ARG; answer each "?" with the count so
-        // far (u64 little-endian). Exits when the bench closes the pipe.
-        "stream-sink" => {
-            let mut pipe = ipckit::pipe::ClientOptions::new()
-                .timeout(WAIT)
-                .connect(arg)?;
-            let mut buf = [0u8; 256];
-            let mut count = 0u64;
-            loop {
-                let n = match pipe.recv_into(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::PeerGone => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                if n == 1 && buf[0] == b'?' {
-                    pipe.send(&count.to_le_bytes())?;
-                } else {
-                    count += 1;
-                }
-            }
-        }
-        other => Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "unknown bench peer '{other}'; kinds are pipe-echo, tcp-echo, shm-spin, futex, stream-sink"
-            ),
-        )),
-    }
 }
 
 #[cfg(test)]

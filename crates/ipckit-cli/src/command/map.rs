@@ -1,15 +1,16 @@
 //! `ipckit map set|get|watch|rm`, and the demo's shared-map step.
 
-use crate::util::Reaped;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipckit::map::SharedMapOptions;
 use ipckit::{Error, ErrorKind};
 
+use super::demo;
 use crate::cli::MapCommand;
+use crate::util::{percentile, us};
 
 pub fn run(cmd: MapCommand) -> Result<(), Error> {
     match cmd {
@@ -89,65 +90,98 @@ fn watch(
     Ok(())
 }
 
-fn io(e: std::io::Error, what: &str) -> Error {
-    Error::new(ErrorKind::Io, format!("demo: {what}: {e}")).with_source(e)
+/// `tick <i> @<ns since the epoch>`: what the demo writes.
+fn tick(i: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("tick {i} @{now}")
 }
 
-fn ipckit(ns: &Path, args: &[&str]) -> Result<Command, Error> {
-    let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
-    let mut c = Command::new(exe);
-    c.args(args)
-        .env(ipckit::name::NAMESPACE_ENV, ns)
-        .stdin(Stdio::null());
-    Ok(c)
+/// The time a `tick` was written, and how long ago that was.
+fn age(text: &str) -> Option<u64> {
+    let sent: u128 = text.rsplit('@').next()?.parse().ok()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(now.saturating_sub(sent) as u64)
 }
 
-fn wait_ok(child: &mut Reaped, what: &str) -> Result<(), Error> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = child.0.try_wait().map_err(|e| io(e, what))? {
-            return if st.success() {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    ErrorKind::Io,
-                    format!("demo: {what} failed ({st})"),
-                ))
-            };
-        }
-        if Instant::now() > deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!("demo: {what} did not finish within 30 s"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The demo step: a writer process and a watcher process share a map.
+/// The demo step: a `map set` process creates the map, a `map watch`
+/// process prints each change, and this process writes.
 pub fn demo_step(ns: &Path) -> Result<(), Error> {
-    println!("\n[2] shared map: writer process -> watcher process (seqlock double buffer, futex broadcast)");
+    println!(
+        "\n[map] shared map: writer -> watcher process (seqlock double buffer, futex broadcast)"
+    );
     let name = "demo/board";
-    let mut set = Reaped(
-        ipckit(ns, &["map", "set", name, "hello"])?
-            .spawn()
-            .map_err(|e| io(e, "cannot start a child"))?,
-    );
-    wait_ok(&mut set, "map set")?;
-    let mut watcher = Reaped(
-        ipckit(ns, &["shm-internal", "demo-watch", name, "5"])?
-            .spawn()
-            .map_err(|e| io(e, "cannot start the watcher"))?,
-    );
-    let mut writer = Reaped(
-        ipckit(ns, &["shm-internal", "demo-write", name, "5"])?
-            .spawn()
-            .map_err(|e| io(e, "cannot start the writer"))?,
-    );
-    let r = wait_ok(&mut writer, "writer").and_then(|_| wait_ok(&mut watcher, "watcher"));
-    let opts = ipckit::shm::MappingOptions::new().namespace(&ipckit::Namespace::at(ns)?);
-    let _ = opts.remove(name);
-    let _ = opts.remove(&format!("{name}.ready"));
+    demo::run_child(demo::child(ns, &["map", "set", name, "hello"])?)?;
+    let mut watch = demo::child(ns, &["map", "watch", name, "--json"])?;
+    watch.stdout(Stdio::piped());
+    let mut watcher = demo::spawn(watch)?;
+    let watcher_pid = watcher.0.id();
+    let changes = demo::lines(watcher.stdout().expect("piped above"));
+    let nsp = ipckit::Namespace::at(ns)?;
+    let r = (|| {
+        let mut m = SharedMapOptions::new().namespace(&nsp).open(name)?;
+        println!(
+            "  writer: this process (pid {}) opened '{name}': content '{}', written by a `map set` process",
+            std::process::id(),
+            m.text()
+        );
+        // The watcher reports the changes after it opened the map: write
+        // until it reports one, so no tick is written before it watches.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            m.write_text("ready?")?;
+            match changes.recv_timeout(Duration::from_millis(100)) {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "demo: the watcher process reported no change",
+                    ))
+                }
+            }
+        }
+        let mut lat = Vec::new();
+        for i in 1..=5 {
+            let v = m.write_text(&tick(i))?;
+            // The watcher's line for this tick (a late "ready?" may come
+            // first).
+            let want = format!("tick {i} @");
+            let c = loop {
+                let line = changes
+                    .recv_timeout(Duration::from_secs(10))
+                    .map_err(|_| Error::new(ErrorKind::Timeout, "demo: the watcher went quiet"))?;
+                let c: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| demo::bad_json(e, &line))?;
+                if c["content"].as_str().is_some_and(|t| t.starts_with(&want)) {
+                    break c;
+                }
+            };
+            let text = c["content"].as_str().unwrap_or_default();
+            let l = age(text).unwrap_or_default();
+            lat.push(l);
+            println!(
+                "  wrote 'tick {i}' (version {v}); watcher process pid {watcher_pid} printed version {} ({} skipped) {} after the write",
+                c["version"],
+                c["skipped"],
+                us(l)
+            );
+        }
+        lat.sort_unstable();
+        println!(
+            "  write -> the watcher process printed it (wake-up plus its stdout): median {}",
+            us(percentile(&lat, 50.0))
+        );
+        Ok(())
+    })();
+    drop(watcher);
+    let _ = ipckit::shm::MappingOptions::new()
+        .namespace(&nsp)
+        .remove(name);
     r
 }

@@ -3,14 +3,11 @@
 mod bench;
 mod call;
 mod demo;
-mod internal;
 mod ls;
 mod map;
 mod msg;
 mod pipe;
-pub mod service;
-mod service_internal;
-mod shm_internal;
+mod service;
 mod slot;
 
 use crate::cli::{Cli, Command};
@@ -30,9 +27,6 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
             json,
             filter,
         } => bench::run(quick, json, filter),
-        Command::Internal(c) => internal::run(c),
-        Command::ServiceInternal(c) => service_internal::run(c),
         Command::Map(c) => map::run(c),
-        Command::ShmInternal(c) => shm_internal::run(c),
     }
 }

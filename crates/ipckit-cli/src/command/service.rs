@@ -1,16 +1,17 @@
 //! `ipckit service demo`: the demo compute service, and the demo's
 //! compute-server step.
 
-use crate::util::Reaped;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use ipckit::service::{Encoding, RemoteError, Server};
+use ipckit::service::{Client, Encoding, RemoteError, Server};
 use serde::{Deserialize, Serialize};
 
+use super::demo;
 use crate::cli::{ServiceCommand, TransportArg, WaitArg};
+use crate::util::{percentile, us};
 
 /// The seed's `MyInfo`: two floats the compute server modifies.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -130,35 +131,70 @@ fn serve_demo(
     Ok(())
 }
 
-fn io(e: std::io::Error, what: &str) -> ipckit::Error {
-    ipckit::Error::new(ipckit::ErrorKind::Io, format!("demo: {what}: {e}")).with_source(e)
-}
-
-/// The demo's compute-server step: a server process and a client process.
+/// The demo's compute-server step: a server process, a client process
+/// (`ipckit call`, JSON), then this process as a typed client.
 pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     println!(
-        "\n[service] compute server process <-> client process (the seed's compare: MyInfo {{red, blue}} in, modified MyInfo out)"
+        "\n[service] compute server process <-> client processes (the seed's compare: MyInfo {{red, blue}} in, modified MyInfo out)"
     );
-    let exe = std::env::current_exe().map_err(|e| io(e, "cannot find the ipckit binary"))?;
-    let server = Command::new(&exe)
-        .args(["service", "demo", "demo/compute"])
-        .env(ipckit::name::NAMESPACE_ENV, ns)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| io(e, "cannot start the server"))?;
-    let _server = Reaped(server);
-    let st = Command::new(&exe)
-        .args(["service-internal", "demo-client", "demo/compute"])
-        .env(ipckit::name::NAMESPACE_ENV, ns)
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| io(e, "cannot run the client"))?;
-    if !st.success() {
-        return Err(ipckit::Error::new(
-            ipckit::ErrorKind::Io,
-            format!("demo: the service client failed ({st})"),
-        ));
+    let mut server = demo::child(ns, &["service", "demo", "demo/compute"])?;
+    server.stdout(Stdio::null());
+    let _server = demo::spawn(server)?;
+    let sent = MyInfo {
+        red: 3333.0,
+        blue: 20.01,
+    };
+    let arg = serde_json::to_string(&sent).expect("MyInfo encodes");
+    let args = [
+        "call",
+        "demo/compute",
+        "compare",
+        &arg,
+        "--json",
+        "--timeout",
+        "10s",
+    ];
+    let out = demo::child_output(demo::child(ns, &args)?)?;
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).map_err(|e| demo::bad_json(e, &out))?;
+    let back: MyInfo =
+        serde_json::from_value(v["result"].clone()).map_err(|e| demo::bad_json(e, &out))?;
+    println!(
+        "  client process `ipckit call` ({}) called compare(red={:.2}, blue={:.2}); server returned red={:.2}, blue={:.2} in {}",
+        v["transport"].as_str().unwrap_or("?"),
+        sent.red,
+        sent.blue,
+        back.red,
+        back.blue,
+        us((v["rtt_us"].as_f64().unwrap_or(0.0) * 1000.0) as u64)
+    );
+    // This process as a typed client (postcard bodies), many calls.
+    let nsp = ipckit::Namespace::at(ns)?;
+    let c = Client::options()
+        .namespace(&nsp)
+        .timeout(Duration::from_secs(10))
+        .connect("demo/compute")?;
+    let rounds = 2000;
+    let mut lat = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let _: MyInfo = c.call("compare", &sent)?;
+        lat.push(t.elapsed().as_nanos() as u64);
     }
+    lat.sort_unstable();
+    let d = c.describe()?;
+    println!(
+        "  demo process pid {} ({}): {rounds} more calls, round trip p50 {} p99 {}; server counters: calls {} errors {} in flight {}",
+        std::process::id(),
+        match c.transport() {
+            ipckit::Transport::SharedMemory => "shared memory",
+            _ => "socket",
+        },
+        us(percentile(&lat, 50.0)),
+        us(percentile(&lat, 99.0)),
+        d.calls,
+        d.errors,
+        d.in_flight
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ipckit::mailslot::{self, Mailslot, MailslotOptions, WriterOptions};
 
-use super::msg::{demo_child, wait_live, Reaped};
+use super::demo;
 use crate::cli::{SlotCommand, SlotReadArgs};
 use crate::util::{percentile, us};
 
@@ -101,7 +101,7 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     const TIMED: usize = 1000;
     let total = 3 + TIMED;
     let count = total.to_string();
-    let mut reader = demo_child(
+    let mut reader = demo::child(
         ns,
         &[
             "slot",
@@ -114,9 +114,9 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
         ],
     )?;
     reader.stdout(Stdio::piped());
-    let mut reader = Reaped::spawn(reader)?;
+    let mut reader = demo::spawn(reader)?;
     let nsp = ipckit::Namespace::at(ns)?;
-    wait_live(&nsp, "demo/slot")?;
+    demo::wait_live(&nsp, "demo/slot")?;
     // The record is live a moment before the reader listens: wait until a
     // writer really connects before starting the writer processes.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -131,7 +131,7 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     };
     for i in 1..=3 {
         let text = format!("hello from writer process {i}");
-        super::msg::run_child(demo_child(ns, &["slot", "send", "demo/slot", &text])?)?;
+        demo::run_child(demo::child(ns, &["slot", "send", "demo/slot", &text])?)?;
     }
     let mut lat = Vec::with_capacity(TIMED);
     for i in 0..TIMED {

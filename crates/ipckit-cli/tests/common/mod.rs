@@ -1,44 +1,55 @@
-//! Helpers shared by the cross-process integration tests.
+//! Helpers of the tests that run the `ipckit` command (the library's own
+//! cross-process tests, with their helper roles, are in
+//! `crates/ipckit/tests`).
 //!
-//! - [`TestNs`]: a fresh temporary namespace per test.
+//! - [`TestNs`]: a fresh temporary namespace per test, and `ipckit`
+//!   commands pointed at it.
 //! - [`Proc`]: a child process whose stdout/stderr are collected in the
-//!   background and which is killed and reaped when dropped, so a failing
-//!   test never leaks a process.
+//!   background and which is killed and reaped when dropped.
 //! - [`wait_until`]: poll a condition with a bounded deadline (never a bare
 //!   sleep as synchronisation).
-//! - [`child_command`]: re-exec this test binary to run one `#[ignore]`d
-//!   child test in a given role (for library code the CLI does not offer).
-#![allow(dead_code)] // each test file uses its own subset
+#![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ipckit::shm::MappingOptions;
 use ipckit::Namespace;
 
 /// The generous bound every wait in these tests uses: long enough for a
 /// loaded CI machine, short enough that a hang fails instead of stalling.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Environment variable that selects the role of a re-exec'd child test.
-pub const ROLE_ENV: &str = "IPCKIT_TEST_ROLE";
-
-/// A fresh namespace in a temporary directory, removed on drop.
+/// A fresh namespace in a temporary directory, removed on drop (with the
+/// named shared-memory objects registered by [`TestNs::remove_shm_on_drop`],
+/// which live in /dev/shm).
 pub struct TestNs {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
     /// The namespace inside it (`<tmp>/ns`).
     pub ns: Namespace,
+    shm: Vec<String>,
 }
 
 impl TestNs {
     pub fn new() -> TestNs {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let ns = Namespace::at(dir.path().join("ns")).expect("create the namespace");
-        TestNs { dir, ns }
+        TestNs {
+            dir,
+            ns,
+            shm: Vec::new(),
+        }
+    }
+
+    /// Remove these named shared-memory objects when dropped.
+    pub fn remove_shm_on_drop(mut self, names: &[&str]) -> TestNs {
+        self.shm.extend(names.iter().map(|n| n.to_string()));
+        self
     }
 
     /// The namespace directory (what `IPCKIT_NAMESPACE` is set to).
@@ -46,10 +57,18 @@ impl TestNs {
         self.ns.dir()
     }
 
-    /// `ipckit <args>` with `IPCKIT_NAMESPACE` pointing at this namespace.
+    /// A path in the temporary directory but outside the namespace.
+    pub fn outside(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `ipckit <args>` with `IPCKIT_NAMESPACE` pointing at this namespace
+    /// (and on the default transport, whatever this process was given).
     pub fn ipckit(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ipckit"));
-        c.args(args).env(ipckit::name::NAMESPACE_ENV, self.path());
+        c.args(args)
+            .env(ipckit::name::NAMESPACE_ENV, self.path())
+            .env_remove(ipckit::transport::TRANSPORT_ENV);
         c
     }
 
@@ -62,35 +81,24 @@ impl TestNs {
     pub fn start(&self, args: &[&str]) -> Proc {
         Proc::spawn(&mut self.ipckit(args))
     }
+}
 
-    /// A child running this test binary's `#[ignore]`d test `test_name` in
-    /// `role`, in this namespace.
-    pub fn child(&self, test_name: &str, role: &str) -> Command {
-        let mut c = child_command(test_name, role);
-        c.env(ipckit::name::NAMESPACE_ENV, self.path());
-        c
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let o = MappingOptions::new().namespace(&self.ns);
+        for n in &self.shm {
+            let _ = o.remove(n);
+        }
     }
 }
 
-/// This test binary, re-exec'd to run only the ignored test `test_name`,
-/// with [`ROLE_ENV`] set to `role`.
-pub fn child_command(test_name: &str, role: &str) -> Command {
-    let exe = std::env::current_exe().expect("find the test binary");
-    let mut c = Command::new(exe);
-    c.args([
-        "--exact",
-        test_name,
-        "--nocapture",
-        "--ignored",
-        "--test-threads=1",
-    ])
-    .env(ROLE_ENV, role);
-    c
-}
-
-/// The role this process was started in, if it is a re-exec'd child.
-pub fn role() -> Option<String> {
-    std::env::var(ROLE_ENV).ok()
+/// Wait (bounded) until endpoint `name` has a live owner in `ns`.
+pub fn wait_live(ns: &Namespace, name: &str) {
+    wait_until(DEADLINE, &format!("'{name}' is live"), || {
+        ns.info(name)
+            .unwrap()
+            .is_some_and(|i| i.state == ipckit::name::EndpointState::Live)
+    });
 }
 
 /// What a finished child printed and how it ended.
@@ -108,7 +116,8 @@ impl Output {
         self
     }
 
-    /// Panic unless the child failed with exactly one line on stderr.
+    /// Panic unless the child failed with exactly one line on stderr (how
+    /// every `ipckit` failure ends).
     pub fn assert_one_line_failure(&self) -> &Self {
         assert!(
             !self.status.success(),
@@ -133,6 +142,8 @@ pub struct Proc {
     stdout: Buf,
     stderr: Buf,
     readers: Vec<JoinHandle<()>>,
+    /// How far [`Proc::stdout_line`] / [`Proc::stderr_line`] have read.
+    cursor: [usize; 2],
 }
 
 fn collect(mut from: impl Read + Send + 'static, into: Buf) -> JoinHandle<()> {
@@ -148,63 +159,49 @@ fn collect(mut from: impl Read + Send + 'static, into: Buf) -> JoinHandle<()> {
 }
 
 impl Proc {
-    /// Spawn `cmd` with stdin from /dev/null (unless the caller set it)
-    /// and stdout/stderr collected. Use [`Proc::spawn_raw`] to keep the
-    /// caller's stdio choices for all three.
+    /// Spawn `cmd` with stdin from /dev/null and stdout/stderr collected.
     pub fn spawn(cmd: &mut Command) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Self::spawn_raw(cmd)
+        let mut p = Self::start(cmd);
+        if let Some(o) = p.child().stdout.take() {
+            p.readers.push(collect(o, p.stdout.clone()));
+        }
+        p
     }
 
-    /// Spawn `cmd` with whatever stdio the caller configured; piped
-    /// stdout/stderr are collected.
-    pub fn spawn_raw(cmd: &mut Command) -> Proc {
+    /// Like [`Proc::spawn`], but the caller gets the child's stdout to read
+    /// itself (stderr is still collected).
+    pub fn spawn_with_stdout(cmd: &mut Command) -> (Proc, ChildStdout) {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut p = Self::start(cmd);
+        let out = p.child().stdout.take().expect("piped stdout");
+        (p, out)
+    }
+
+    /// Spawn, collecting stderr.
+    fn start(cmd: &mut Command) -> Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let stdout = Buf::default();
         let stderr = Buf::default();
         let mut readers = Vec::new();
-        if let Some(o) = child.stdout.take() {
-            readers.push(collect(o, stdout.clone()));
-        }
         if let Some(e) = child.stderr.take() {
             readers.push(collect(e, stderr.clone()));
         }
         Proc {
             child: Some(child),
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    /// Like [`Proc::spawn_raw`] with stdout piped, but the caller gets the
-    /// child's stdout to read itself (stderr is still collected if piped).
-    pub fn spawn_with_stdout(cmd: &mut Command) -> (Proc, std::process::ChildStdout) {
-        cmd.stdout(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let stderr = Buf::default();
-        let mut readers = Vec::new();
-        if let Some(e) = child.stderr.take() {
-            readers.push(collect(e, stderr.clone()));
-        }
-        let p = Proc {
-            child: Some(child),
             stdout: Buf::default(),
             stderr,
             readers,
-        };
-        (p, out)
+            cursor: [0, 0],
+        }
     }
 
-    /// The underlying child (e.g. to take its stdin).
-    pub fn child(&mut self) -> &mut Child {
+    fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("child already reaped")
     }
 
@@ -225,23 +222,76 @@ impl Proc {
         }
     }
 
-    /// What the child wrote on stderr so far.
-    pub fn stderr_so_far(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
     /// What the child wrote on stdout so far.
     pub fn stdout_so_far(&self) -> String {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
+    /// What the child wrote on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// The next complete stdout line (after those already returned or
+    /// skipped) that starts with `prefix`, waiting for it (bounded).
+    /// Panics if the child ends without printing one.
+    pub fn stdout_line(&mut self, prefix: &str) -> String {
+        self.line(0, prefix)
+    }
+
+    /// [`Proc::stdout_line`] on stderr.
+    pub fn stderr_line(&mut self, prefix: &str) -> String {
+        self.line(1, prefix)
+    }
+
+    fn line(&mut self, which: usize, prefix: &str) -> String {
+        let buf = [&self.stdout, &self.stderr][which].clone();
+        let mut found = None;
+        let mut ended = false;
+        wait_until(
+            DEADLINE,
+            &format!("a line starting with {prefix:?}"),
+            || {
+                let was_ended = ended;
+                let b = buf.lock().unwrap();
+                let mut at = self.cursor[which];
+                while let Some(n) = b[at..].iter().position(|c| *c == b'\n') {
+                    let line = String::from_utf8_lossy(&b[at..at + n]).into_owned();
+                    at += n + 1;
+                    if line.starts_with(prefix) {
+                        found = Some(line);
+                        break;
+                    }
+                }
+                self.cursor[which] = at;
+                drop(b);
+                if found.is_some() || was_ended {
+                    return true;
+                }
+                ended = self
+                    .child
+                    .as_mut()
+                    .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+                    && self.readers.iter().all(|r| r.is_finished());
+                false
+            },
+        );
+        found.unwrap_or_else(|| {
+            panic!(
+                "the child ended without printing a line starting with {prefix:?}; stdout: {} stderr: {}",
+                self.stdout_so_far(),
+                self.stderr_so_far()
+            )
+        })
+    }
+
     /// Wait for the child to exit, at most `limit` (then kill it and
-    /// panic), and return its output.
-    pub fn finish(mut self, limit: Duration) -> Output {
+    /// panic).
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
-        let status = loop {
+        loop {
             if let Some(st) = self.exited() {
-                break st;
+                return st;
             }
             if Instant::now() >= deadline {
                 self.kill();
@@ -251,7 +301,22 @@ impl Proc {
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
-        };
+        }
+    }
+
+    /// Wait (bounded) for a successful exit.
+    pub fn wait_success(&mut self, limit: Duration) {
+        let st = self.wait_exit(limit);
+        assert!(
+            st.success(),
+            "child failed ({st}); stderr: {}",
+            self.stderr_so_far()
+        );
+    }
+
+    /// Wait for the child to exit (bounded) and return its output.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let status = self.wait_exit(limit);
         self.child = None;
         for r in self.readers.drain(..) {
             let _ = r.join();
@@ -281,111 +346,49 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
             "timed out after {limit:?} waiting until {what}"
         );
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), different per `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut g = Gen::new(seed);
-    while out.len() < len {
-        let w = g.next_u64().to_le_bytes();
-        let take = (len - out.len()).min(8);
-        out.extend_from_slice(&w[..take]);
-    }
+    let mut out = vec![0u8; len];
+    ByteStream::new(seed).fill(&mut out);
     out
 }
 
-/// The generator behind [`pattern`], for streaming large amounts.
-pub struct Gen(u64);
+/// An endless deterministic byte stream: the same seed gives the same
+/// bytes however they are cut into chunks, so a reader can check a stream
+/// against its own copy of the generator.
+pub struct ByteStream {
+    x: u64,
+    word: [u8; 8],
+    used: usize,
+}
 
-impl Gen {
-    pub fn new(seed: u64) -> Gen {
-        Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+impl ByteStream {
+    pub fn new(seed: u64) -> ByteStream {
+        ByteStream {
+            x: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            word: [0; 8],
+            used: 8,
+        }
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Fill `buf` (length a multiple of 8) with the next bytes.
+    /// Fill `buf` with the next bytes of the stream.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let w = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&w[..c.len()]);
-        }
-    }
-}
-
-/// A streaming checksum (FNV-1a over 64-bit words plus the length), cheap
-/// enough for 100 MiB in a debug build; any change of a byte, its position
-/// or the length changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checksum {
-    h: u64,
-    len: u64,
-    /// Bytes of an incomplete trailing word, so chunk boundaries don't matter.
-    tail: [u8; 8],
-    tail_len: usize,
-}
-
-impl Default for Checksum {
-    fn default() -> Self {
-        Checksum {
-            h: 0xcbf2_9ce4_8422_2325,
-            len: 0,
-            tail: [0; 8],
-            tail_len: 0,
-        }
-    }
-}
-
-impl Checksum {
-    fn word(&mut self, w: u64) {
-        self.h ^= w;
-        self.h = self.h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-
-    pub fn update(&mut self, mut data: &[u8]) {
-        self.len += data.len() as u64;
-        if self.tail_len > 0 {
-            let n = (8 - self.tail_len).min(data.len());
-            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&data[..n]);
-            self.tail_len += n;
-            data = &data[n..];
-            if self.tail_len < 8 {
-                return;
+        for b in buf {
+            if self.used == 8 {
+                let mut x = self.x;
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                self.x = x;
+                self.word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+                self.used = 0;
             }
-            let w = u64::from_le_bytes(self.tail);
-            self.word(w);
-            self.tail_len = 0;
+            *b = self.word[self.used];
+            self.used += 1;
         }
-        let mut chunks = data.chunks_exact(8);
-        for c in &mut chunks {
-            self.word(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.tail_len = rest.len();
     }
-
-    /// The final value (length and trailing bytes folded in).
-    pub fn value(&self) -> (u64, u64) {
-        let mut c = *self;
-        for i in 0..c.tail_len {
-            c.word(u64::from(c.tail[i]) | 0x100);
-        }
-        (c.h, c.len)
-    }
-}
-
-/// A path that must not exist after a bad name was rejected.
-pub fn outside(ns: &TestNs, rel: &str) -> PathBuf {
-    ns.dir.path().join(rel)
 }

@@ -301,6 +301,7 @@ pub(crate) struct Conn {
     tcp: bool,
     write: Mutex<()>,
     in_flight: AtomicUsize,
+    slots: AtomicUsize,
     frames: AtomicU64,
     eof: AtomicBool,
     closed: AtomicBool,
@@ -376,6 +377,23 @@ impl Conn {
     /// still be sent.
     pub(crate) fn shutdown_read(&self) {
         sys::net::shutdown_read(self.fd.as_fd());
+    }
+
+    /// Take one of `max` request slots (calls being worked on); `false`
+    /// if all are taken. A slot is given back with
+    /// [`free_slot`](Self::free_slot) before the reply is written, so a
+    /// peer that waits for each reply never finds the slots full.
+    pub(crate) fn try_slot(&self, max: usize) -> bool {
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give back a slot taken with [`try_slot`](Self::try_slot).
+    pub(crate) fn free_slot(&self) {
+        self.slots.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Count a request in flight; returns how many are now.
@@ -744,6 +762,7 @@ impl<P: Protocol> Loop<P> {
             tcp,
             write: Mutex::new(()),
             in_flight: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
             frames: AtomicU64::new(0),
             eof: AtomicBool::new(false),
             closed: AtomicBool::new(false),

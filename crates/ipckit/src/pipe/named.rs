@@ -1563,10 +1563,17 @@ impl NamedPipe {
             .with_name(&self.name)
             .with_needed(len));
         }
-        let mut body = vec![0u8; len];
-        if let Err(e) = self.read_body(&mut body) {
-            let e = self.io_err(e, "cannot read from the pipe");
-            return Err(self.fail(e));
+        // The body grows as its bytes arrive: a peer announcing a huge
+        // message and stopping pins only what it sent.
+        let mut body = Vec::with_capacity(len.min(READ_BUF));
+        while body.len() < len {
+            let start = body.len();
+            let step = (len - start).min(start.max(READ_BUF));
+            body.resize(start + step, 0);
+            if let Err(e) = self.read_body(&mut body[start..]) {
+                let e = self.io_err(e, "cannot read from the pipe");
+                return Err(self.fail(e));
+            }
         }
         Ok(Some(Item::Msg(body)))
     }

@@ -786,8 +786,10 @@ impl Protocol for Calls {
         let method = f.method.to_string();
         let body_at = frame.bytes.len() - f.body.len();
         shared.calls.fetch_add(1, Ordering::Relaxed);
-        if conn.begin() > shared.limits.get_max_in_flight() {
-            conn.end();
+        // Counted until its reply (or refusal) is written: the last one
+        // closes a half-closed connection.
+        conn.begin();
+        if !conn.try_slot(shared.limits.get_max_in_flight()) {
             if let Some(c) = shared.counters() {
                 c.busy.fetch_add(1, Ordering::Relaxed);
             }
@@ -800,9 +802,10 @@ impl Protocol for Calls {
                 ),
             );
             let conn = conn.clone();
-            shared
-                .pool
-                .submit(Box::new(move || send_error(&conn, call_id, &err)));
+            shared.pool.submit(Box::new(move || {
+                send_error(&conn, call_id, &err);
+                conn.end();
+            }));
             return Flow::Continue;
         }
         *shared.in_flight() += 1;
@@ -1153,6 +1156,9 @@ fn run_call(shared: &Shared, conn: &Conn, method: &str, enc: Encoding, call_id: 
             wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, call_id, "", &body);
         }
     }
+    // The slot is free before the reply goes out: a client that waits for
+    // each reply never finds the connection busy.
+    conn.free_slot();
     // A client that went away just loses its reply.
     let _ = conn.send(&out);
 }

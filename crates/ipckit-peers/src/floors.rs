@@ -1,0 +1,127 @@
+//! The peers of `ipckit bench`'s floors: what ipckit is compared with.
+//!
+//! The wire, shared with `crates/ipckit-cli/src/command/bench.rs` (keep
+//! them in step):
+//! - `raw-echo`, `tcp-echo`, `pipe-echo`: the bench writes 64 bytes and
+//!   reads them back; `tcp-echo` first prints its address on a line.
+//! - `shm-spin`, `futex`: the bench stores an odd value n in the shared
+//!   word, the peer answers n + 1; the all-ones value ([`STOP_U64`],
+//!   [`STOP_U32`]) tells the peer to exit.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ipckit::pipe::{PipeReader, PipeWriter};
+use ipckit::shm::Mapping;
+
+use crate::io;
+
+/// The value that tells a `shm-spin` peer to exit (odd, so checked first).
+pub const STOP_U64: u64 = u64::MAX;
+/// The value that tells a `futex` peer to exit.
+pub const STOP_U32: u32 = u32::MAX;
+
+/// A bare Unix-socket echo server for one connection.
+pub fn raw_echo(path: &Path) -> ipckit::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| io(e, "raw echo: cannot bind"))?;
+    let (mut s, _) = l.accept().map_err(|e| io(e, "raw echo: accept"))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| io(e, "raw echo: read"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n])
+            .map_err(|e| io(e, "raw echo: write"))?;
+    }
+}
+
+/// Echo 64-byte blocks between two inherited pipe ends.
+pub fn pipe_echo(in_fd: i32, out_fd: i32) -> ipckit::Result<()> {
+    let mut input = PipeReader::from_inherited_fd(in_fd)?;
+    let mut output = PipeWriter::from_inherited_fd(out_fd)?;
+    let mut buf = [0u8; 64];
+    while input.read_exact(&mut buf).is_ok() {
+        if output.write_all(&buf).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Echo 64-byte blocks on one TCP connection; the bound address is printed
+/// first.
+pub fn tcp_echo(addr: &str) -> ipckit::Result<()> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| io(e, "bind"))?;
+    println!("{}", l.local_addr().map_err(|e| io(e, "addr"))?);
+    std::io::stdout().flush().map_err(|e| io(e, "stdout"))?;
+    let (mut s, _) = l.accept().map_err(|e| io(e, "accept"))?;
+    s.set_nodelay(true).map_err(|e| io(e, "nodelay"))?;
+    let mut buf = [0u8; 64];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// True once the process that started this one is gone (we were
+/// re-parented), so a busy-polling peer never outlives its bench.
+fn orphaned(ppid: u32) -> bool {
+    std::os::unix::process::parent_id() != ppid
+}
+
+/// Answer each odd value n in the shared word with n + 1, busy-polling.
+pub fn shm_spin(fd: i32) -> ipckit::Result<()> {
+    let ppid = std::os::unix::process::parent_id();
+    let map = Mapping::from_inherited_fd(fd)?;
+    let w = map.atomic_u64(0)?;
+    let mut spins = 0u32;
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == STOP_U64 {
+            return Ok(());
+        }
+        if v % 2 == 1 {
+            w.store(v + 1, Ordering::Release);
+            continue;
+        }
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % (1 << 14) == 0 {
+            // Long past a normal round trip (~100 ns): the bench is likely
+            // descheduled, so give up the CPU rather than starve it.
+            std::thread::yield_now();
+        }
+        if spins % (1 << 20) == 0 && orphaned(ppid) {
+            return Ok(());
+        }
+    }
+}
+
+/// The same, parking on the futex between values (no spinning).
+pub fn futex(fd: i32) -> ipckit::Result<()> {
+    let ppid = std::os::unix::process::parent_id();
+    let map = Mapping::from_inherited_fd(fd)?;
+    let w = map.atomic_u32(0)?;
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == STOP_U32 {
+            return Ok(());
+        }
+        if v % 2 == 1 {
+            w.store(v + 1, Ordering::Release);
+            ipckit::sync::__futex_wake(w, 1);
+            continue;
+        }
+        ipckit::sync::__futex_wait(w, v, Some(Duration::from_secs(1)))?;
+        if w.load(Ordering::Acquire) == v && orphaned(ppid) {
+            return Ok(());
+        }
+    }
+}
