@@ -1,5 +1,8 @@
-//! Regression tests for what the fuzz targets in `fuzz/` found, each the
-//! minimal reproducer of one finding, across real processes.
+//! Regression tests for what fuzzing the connection layer (`fuzz/`) found,
+//! each the minimal reproducer of one finding, across real processes.
+//! (They came up while writing the targets, by reading each decoder the
+//! target drives; the targets reproduce them, failing on `run.sh`'s
+//! `-malloc_limit_mb`, with these inputs.)
 //!
 //! All three findings are the same mistake in three places: a length the
 //! peer announces was trusted for an allocation made before the bytes
@@ -238,7 +241,7 @@ fn finish(kid: Kid, what: &str) -> String {
 
 // ------------------------------------------------------------------- tests
 
-/// Found by `client_hello`: a pipe server's hello announces a `max_message`
+/// `client_hello`, pipe: a pipe server's hello announces a `max_message`
 /// of 4 GiB − 1 and then a 3 GiB message header; the client allocated the
 /// 3 GiB before reading (`pipe/named.rs`, `read_socket_item`:
 /// `vec![0u8; len]` for any `len` up to the *server's* `max_message`).
@@ -255,10 +258,10 @@ fn a_pipe_client_does_not_allocate_the_message_length_a_server_announces() {
     server.join().unwrap();
 }
 
-/// Found by `client_hello`: a window-message receiver answers a send with
+/// `client_hello`, window message: a receiver answers a send with
 /// a reply header announcing 1 GiB − 1 bytes of reply data; the sender
 /// allocated it before reading (`message.rs`, `Window::call`:
-/// `vec![0u8; len]` for any `len` up to 1 GiB).
+/// `vec![0u8; len]` for any `len` up to 1 GiB, at commit 9aa9cde).
 #[test]
 fn a_message_sender_does_not_allocate_the_reply_length_a_receiver_announces() {
     let (_d, ns) = test_ns();
@@ -273,10 +276,11 @@ fn a_message_sender_does_not_allocate_the_reply_length_a_receiver_announces() {
     server.join().unwrap();
 }
 
-/// Found by `mailslot_writes`: a writer to a mailslot without a size limit
+/// `mailslot_writes`: a writer to a mailslot without a size limit
 /// (`max_message_size` 0: up to 1 GiB) announces a 1 GiB message, sends
 /// four bytes of it and closes; the reader allocated the whole GiB first
-/// (`mailslot/mod.rs`, `serve_writer`: `vec![0u8; len]`), so one writer
+/// (`mailslot/mod.rs`, `serve_writer`: `vec![0u8; len]`, at commit
+/// 9aa9cde), so one writer
 /// could abort the reader's process. The reader must drop the torn write
 /// and go on taking honest ones.
 #[test]
