@@ -124,6 +124,21 @@ pub(crate) struct Chan {
     watch: Option<OwnedFd>,
     dead: AtomicBool,
     stop: AtomicBool,
+    /// The two [`LoanKey`]s were handed out.
+    keys_taken: AtomicBool,
+}
+
+/// The right to view loan segment `dir` of one channel from this process.
+/// Each channel hands out its two keys once ([`Chan::take_loan_keys`]), so
+/// the borrow checker sees every view of a segment: a mutable one needs the
+/// key mutably, so it can never alias another view in this process. (The
+/// peer process may still write the pages meanwhile; see
+/// [`Chan::loan`].)
+#[derive(Debug)]
+pub(crate) struct LoanKey {
+    dir: usize,
+    /// The channel's mapping address: a key opens only its own channel.
+    chan: usize,
 }
 
 impl std::fmt::Debug for Chan {
@@ -174,6 +189,7 @@ impl Chan {
             watch: None,
             dead: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            keys_taken: AtomicBool::new(false),
         };
         Ok((chan, fd))
     }
@@ -233,6 +249,7 @@ impl Chan {
             watch: None,
             dead: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            keys_taken: AtomicBool::new(false),
         })
     }
 
@@ -292,8 +309,65 @@ impl Chan {
         unsafe { self.map.ptr().add(HEADER + dir * self.ring_cap) }
     }
 
+    /// The keys to loan segments 0 and 1; `None` once taken.
+    pub(crate) fn take_loan_keys(&self) -> Option<[LoanKey; 2]> {
+        if self.keys_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let chan = self.map.ptr() as usize;
+        Some([LoanKey { dir: 0, chan }, LoanKey { dir: 1, chan }])
+    }
+
+    fn key_start(&self, key: &LoanKey, off: usize, len: usize) -> *mut u8 {
+        assert_eq!(
+            key.chan,
+            self.map.ptr() as usize,
+            "a loan key of another channel"
+        );
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= self.loan_cap),
+            "loan range {off}+{len} outside the {}-byte segment",
+            self.loan_cap
+        );
+        // SAFETY: `off + len ≤ loan_cap` (asserted), so `off` lies inside
+        // segment `key.dir`, itself inside the mapping.
+        unsafe { self.loan_ptr(key.dir).add(off) }
+    }
+
+    /// View `off..off + len` of the key's loan segment (the range must lie
+    /// inside it; callers check ranges read from the peer with
+    /// [`check_loan`](Self::check_loan) first).
+    ///
+    /// The peer process may write these pages while the view lives: an
+    /// honest peer does not (the protocol gives the segment to one side at a
+    /// time), a hostile one can make two reads disagree but never reach
+    /// outside the segment; the loan-handler docs tell handlers to copy what
+    /// they validate.
+    pub(crate) fn loan<'a>(&'a self, key: &'a LoanKey, off: usize, len: usize) -> &'a [u8] {
+        let p = self.key_start(key, off, len);
+        // SAFETY: (1) the range lies inside the segment, which stays mapped
+        // while `self` lives; (2) no `&mut` view of this segment exists in
+        // this process while `key` is borrowed shared here (a mutable view
+        // borrows the one key mutably); (3) plain bytes: any value is valid.
+        unsafe { std::slice::from_raw_parts(p, len) }
+    }
+
+    /// Like [`loan`](Self::loan), mutable: the segment this side writes.
+    pub(crate) fn loan_mut<'a>(
+        &'a self,
+        key: &'a mut LoanKey,
+        off: usize,
+        len: usize,
+    ) -> &'a mut [u8] {
+        let p = self.key_start(key, off, len);
+        // SAFETY: as in `loan`, and the key is borrowed mutably for the
+        // view's life, so it is the only view of this segment in this
+        // process.
+        unsafe { std::slice::from_raw_parts_mut(p, len) }
+    }
+
     /// Start of loan segment `dir` (0: written by the connecting side).
-    pub(crate) fn loan_ptr(&self, dir: usize) -> *mut u8 {
+    fn loan_ptr(&self, dir: usize) -> *mut u8 {
         debug_assert!(dir < 2);
         // SAFETY: HEADER + 2 * ring_cap + 2 * loan_cap is the mapping's
         // length, so segment `dir` lies inside it.

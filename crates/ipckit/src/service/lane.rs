@@ -11,8 +11,6 @@
 //! The server is untrusted: every frame and loan range read from the shared
 //! pages is checked, and anything impossible fails the call with
 //! [`ErrorKind::Decode`] and closes the lane.
-#![allow(unsafe_code)]
-
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -26,7 +24,7 @@ use super::wire::{
 };
 use super::{Encoding, RemoteError};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ring::{self, Chan, RingError, Rx, Tx};
+use crate::ring::{self, Chan, LoanKey, RingError, Rx, Tx};
 use crate::sys;
 use crate::transport::WaitStrategy;
 
@@ -52,6 +50,9 @@ pub(crate) struct LaneConfig {
 /// One shared-memory lane (client side).
 pub(crate) struct Lane {
     chan: Arc<Chan>,
+    /// Views of loan segment 0 (the request, written here) and 1 (the
+    /// reply, written by the server).
+    keys: [LoanKey; 2],
     tx: Tx,
     rx: Rx,
     head: Vec<u8>,
@@ -159,9 +160,11 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
     match r {
         Ok((chan, fd)) => {
             let chan = Arc::new(chan.watch(fd));
+            let keys = chan.take_loan_keys().expect("a new channel has its keys");
             let (tx, rx) = ring::split(chan.clone(), true, cfg.wait);
             Ok(Lane {
                 chan,
+                keys,
                 tx,
                 rx,
                 head: Vec::with_capacity(HEADER_LEN + wire::MAX_METHOD),
@@ -433,13 +436,11 @@ impl Deref for Loan {
     fn deref(&self) -> &[u8] {
         match &self.buf {
             LoanBuf::Lane { lane, len, .. } => {
+                // Segment 0 is written only by this side and read by the
+                // server only while a call this loan makes is in flight,
+                // which needs `self` by value.
                 let lane = lane.as_ref().expect("a loan holds its lane");
-                // SAFETY: `len` ≤ the loan segment's size (checked when the
-                // loan was made); segment 0 is written only by this side and
-                // read by the server only while a call that this loan makes
-                // is in flight, which needs `self` by value. The memory is
-                // mapped as long as the lane's channel lives.
-                unsafe { std::slice::from_raw_parts(lane.chan.loan_ptr(0), *len) }
+                lane.chan.loan(&lane.keys[0], 0, *len)
             }
             LoanBuf::Heap(v) => v,
         }
@@ -450,10 +451,8 @@ impl DerefMut for Loan {
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.buf {
             LoanBuf::Lane { lane, len, .. } => {
-                let lane = lane.as_ref().expect("a loan holds its lane");
-                // SAFETY: as in `deref`; `&mut self` makes this the only
-                // reference into segment 0 of this lane in this process.
-                unsafe { std::slice::from_raw_parts_mut(lane.chan.loan_ptr(0), *len) }
+                let lane = lane.as_mut().expect("a loan holds its lane");
+                lane.chan.loan_mut(&mut lane.keys[0], 0, *len)
             }
             LoanBuf::Heap(v) => v,
         }
@@ -519,12 +518,11 @@ impl Deref for LoanReply {
     fn deref(&self) -> &[u8] {
         match &self.buf {
             ReplyBuf::Lane { lane, off, len, .. } => {
+                // The range was checked with `Chan::check_loan`; the server
+                // writes segment 1 only while handling a call, and none can
+                // be sent on this lane while `self` holds it.
                 let lane = lane.as_ref().expect("a reply holds its lane");
-                // SAFETY: `off + len` was checked against segment 1's size
-                // (`Chan::check_loan`); the server writes segment 1 only while
-                // handling a call, and none can be sent on this lane while
-                // `self` holds it. Plain bytes: any value is valid.
-                unsafe { std::slice::from_raw_parts(lane.chan.loan_ptr(1).add(*off), *len) }
+                lane.chan.loan(&lane.keys[1], *off, *len)
             }
             ReplyBuf::Heap(v) => v,
         }
@@ -778,24 +776,21 @@ impl<'a> LoanWriter<'a> {
 
 /// The server's view of a lane's loan segments for one loan call: the
 /// request (`off..off + len` of segment 0, already checked with
-/// `Chan::check_loan`) and all of segment 1 to write the result in.
-// The mutable slice is into shared memory, not into `chan`: only the one
-// thread serving the lane calls this, once per call.
-#[allow(clippy::mut_from_ref)]
-pub(crate) fn server_segments(chan: &Chan, off: usize, len: usize) -> (&[u8], &mut [u8]) {
-    assert!(off.checked_add(len).is_some_and(|e| e <= chan.loan_cap()));
-    // SAFETY: `off + len` lies inside loan segment 0 (asserted), which stays
-    // mapped while `chan` lives; an honest client does not touch it while
-    // the call is in flight. A hostile client can: then the bytes may change
-    // under the handler's `&[u8]`. That cannot reach outside the segment
-    // (the slice's bounds are ours), but it is a data race in Rust's model
-    // and a handler must not assume two reads agree; `loan_handler`'s doc
-    // says to copy what it validates. Known limitation (issue 5 note).
-    let req = unsafe { std::slice::from_raw_parts(chan.loan_ptr(0).add(off), len) };
-    // SAFETY: segment 1 is `loan_cap` bytes, mapped while `chan` lives, and
-    // written only by the server's single thread serving this lane, which
-    // holds the only such slice while it handles the call; the client reads
-    // it only after the reply. Plain bytes: any value is valid.
-    let place = unsafe { std::slice::from_raw_parts_mut(chan.loan_ptr(1), chan.loan_cap()) };
-    (req, place)
+/// `Chan::check_loan`) and all of segment 1 to write the result in. `keys`
+/// are the lane's (taken once by the one thread serving it).
+///
+/// A hostile client may change segment 0 under the handler's `&[u8]`:
+/// that cannot reach outside the segment, but a handler must not assume
+/// two reads agree; `loan_handler`'s doc says to copy what it validates.
+pub(crate) fn server_segments<'a>(
+    chan: &'a Chan,
+    keys: &'a mut [LoanKey; 2],
+    off: usize,
+    len: usize,
+) -> (&'a [u8], &'a mut [u8]) {
+    let [req_key, place_key] = keys;
+    (
+        chan.loan(req_key, off, len),
+        chan.loan_mut(place_key, 0, chan.loan_cap()),
+    )
 }

@@ -972,6 +972,9 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
 /// right here (no hand-off to another thread), and answered on the ring.
 fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
     let (mut tx, mut rx) = ring::split(chan.clone(), false, shared.wait);
+    let Some(mut keys) = chan.take_loan_keys() else {
+        return;
+    };
     let mut buf = Vec::new();
     let mut head = Vec::with_capacity(HEADER_LEN);
     let limit = HEADER_LEN + wire::MAX_METHOD + shared.max_frame;
@@ -1033,7 +1036,7 @@ fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
                     return close(&why);
                 }
             };
-            let (req, place) = super::lane::server_segments(chan, off, len);
+            let (req, place) = super::lane::server_segments(chan, &mut keys, off, len);
             execute(shared, f.method, f.encoding, req, Some(place))
         } else {
             execute(shared, f.method, f.encoding, f.body, None)
