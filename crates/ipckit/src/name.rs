@@ -319,6 +319,10 @@ impl Namespace {
         };
         let live = sys::is_locked(&file).ctx(name, "cannot probe the endpoint record")?;
         let text = fs::read_to_string(&path).unwrap_or_default();
+        if live && text.is_empty() {
+            // Being created: not reachable yet (see `Claim::publish`).
+            return Ok(None);
+        }
         let rec: Option<Record> = serde_json::from_str(&text).ok();
         let (kind, pid, created_ms) = match rec {
             Some(r) => (r.kind, r.pid, r.created_ms),
@@ -353,7 +357,7 @@ impl Namespace {
         }
         let mut contended = 0;
         loop {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -371,12 +375,12 @@ impl Namespace {
                 }
                 let who = self
                     .info(name)?
-                    .map(|i| format!("{} (pid {})", i.kind, i.pid))
-                    .unwrap_or_else(|| "another process".into());
+                    .map(|i| format!("live {} (pid {})", i.kind, i.pid))
+                    .unwrap_or_else(|| "process that is still creating it".into());
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
                     format!(
-                        "the name is held by a live {who} in {}; pick another name or stop that process",
+                        "the name is held by a {who} in {}; pick another name or stop that process",
                         self.dir.display()
                     ),
                 )
@@ -389,19 +393,15 @@ impl Namespace {
                 _ => continue,
             }
             let previous_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let rec = Record {
-                kind: kind.to_string(),
-                pid: std::process::id(),
-                created_ms: now_ms(),
-            };
+            // Empty until `Claim::publish`: a locked, empty record is an
+            // endpoint being created, which `info` and `list` do not show,
+            // so nobody is told it is live before it can be reached.
             file.set_len(0)
-                .ctx(name, "cannot write the endpoint record")?;
-            let text = serde_json::to_string(&rec).expect("record serialises");
-            file.write_all(text.as_bytes())
                 .ctx(name, "cannot write the endpoint record")?;
             let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
             return Ok(Claim {
                 name: name.to_string(),
+                kind: kind.to_string(),
                 path,
                 file: Some(file),
                 replaced_stale: previous_len > 0,
@@ -447,12 +447,27 @@ impl Namespace {
 #[derive(Debug)]
 pub(crate) struct Claim {
     name: String,
+    kind: String,
     path: PathBuf,
     file: Option<File>,
     replaced_stale: bool,
 }
 
 impl Claim {
+    /// Write the record (kind, pid, creation time): from now on the
+    /// endpoint is listed as live. Call it once the endpoint can be reached.
+    pub(crate) fn publish(&mut self) -> Result<()> {
+        let rec = Record {
+            kind: self.kind.clone(),
+            pid: std::process::id(),
+            created_ms: now_ms(),
+        };
+        let text = serde_json::to_string(&rec).expect("record serialises");
+        let file = self.file.as_mut().expect("a claim holds its record");
+        file.write_all(text.as_bytes())
+            .ctx(&self.name, "cannot write the endpoint record")
+    }
+
     /// Whether a stale record of a dead owner was taken over.
     pub(crate) fn replaced_stale(&self) -> bool {
         self.replaced_stale
@@ -520,8 +535,11 @@ mod tests {
     fn second_claim_is_refused_and_release_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();
         let ns = Namespace::at(dir.path()).unwrap();
-        let c = ns.claim("n/x", "test").unwrap();
+        let mut c = ns.claim("n/x", "test").unwrap();
         assert!(!c.replaced_stale());
+        // Not listed until it is published (reachable).
+        assert!(ns.list().unwrap().is_empty());
+        c.publish().unwrap();
         let e = ns.claim("n/x", "test").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         assert!(e.to_string().contains("pid"), "{e}");

@@ -24,7 +24,7 @@ pub(crate) struct Bound {
 /// Claim `name` as an endpoint of `kind` in `ns` and listen on its Unix
 /// socket, and on `tcp` (`HOST:PORT`) if given.
 pub(crate) fn bind(ns: &Namespace, name: &str, kind: &str, tcp: Option<&str>) -> Result<Bound> {
-    let claim = ns.claim(name, kind)?;
+    let mut claim = ns.claim(name, kind)?;
     let socket_path = ns.socket_path(name);
     let unix =
         sys::net::unix_listen(&socket_path).ctx(name, "cannot listen on the endpoint's socket")?;
@@ -35,6 +35,8 @@ pub(crate) fn bind(ns: &Namespace, name: &str, kind: &str, tcp: Option<&str>) ->
         listeners.push((fd, true));
         tcp_addr = Some(addr);
     }
+    // Listed as live only now that it can be reached.
+    claim.publish()?;
     Ok(Bound {
         claim,
         socket_path,

@@ -77,6 +77,10 @@ pub(crate) enum Refusal {
     User,
     /// `max_connections_per_address` reached for this TCP address.
     Address,
+    /// The mechanism's own instance limit (a pipe's `max_instances`).
+    Instances,
+    /// The mechanism does not allow this peer (a pipe's uid allow-list).
+    Denied,
 }
 
 /// What a server refused or dropped, and why (shown by
@@ -89,6 +93,8 @@ pub(crate) struct Counters {
     pub refused_process: AtomicU64,
     pub refused_user: AtomicU64,
     pub refused_address: AtomicU64,
+    pub refused_instances: AtomicU64,
+    pub refused_denied: AtomicU64,
     pub dropped_handshake: AtomicU64,
     pub dropped_stalled: AtomicU64,
     pub dropped_malformed: AtomicU64,
@@ -117,6 +123,12 @@ pub struct ConnStats {
     pub refused_per_user: u64,
     /// Refused: `max_connections_per_address` reached.
     pub refused_per_address: u64,
+    /// Refused: every instance in use (a pipe's `max_instances`).
+    #[serde(default)]
+    pub refused_instances: u64,
+    /// Refused: the peer's uid is not allowed (a pipe's allow-list).
+    #[serde(default)]
+    pub refused_denied: u64,
     /// Dropped: no handshake within `handshake_timeout`.
     pub dropped_handshake: u64,
     /// Dropped: stalled inside a frame past `stall_timeout`, or not reading
@@ -140,6 +152,8 @@ impl Counters {
             refused_per_process: g(&self.refused_process),
             refused_per_user: g(&self.refused_user),
             refused_per_address: g(&self.refused_address),
+            refused_instances: g(&self.refused_instances),
+            refused_denied: g(&self.refused_denied),
             dropped_handshake: g(&self.dropped_handshake),
             dropped_stalled: g(&self.dropped_stalled),
             dropped_malformed: g(&self.dropped_malformed),
@@ -192,7 +206,13 @@ pub(crate) trait Protocol: Send + Sync + 'static {
     /// The length of the frame this header opens, or why it is malformed
     /// (the connection is then closed).
     fn frame_len(&self, header: &[u8]) -> Result<FrameLen, String>;
-    /// The bytes a new connection gets first (its hello).
+    /// Whether the mechanism takes this connection (the connection
+    /// limits already passed); a refused one gets [`refusal`](Self::refusal)
+    /// and is closed, counted under its reason.
+    fn admit(&self, _conn: &Conn) -> Result<(), Refusal> {
+        Ok(())
+    }
+    /// The bytes an admitted connection gets first (its hello).
     fn hello(&self, conn: &Conn) -> Vec<u8>;
     /// The bytes a refused connection gets before it is closed.
     fn refusal(&self, why: Refusal) -> Vec<u8>;
@@ -732,14 +752,7 @@ impl<P: Protocol> Loop<P> {
             refusal
         };
         if let Some(why) = refusal {
-            let counter = match why {
-                Refusal::Total => &self.counters.refused_total,
-                Refusal::Process => &self.counters.refused_process,
-                Refusal::User => &self.counters.refused_user,
-                Refusal::Address => &self.counters.refused_address,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            sys::net::send_nowait(fd.as_fd(), &self.protocol.refusal(why));
+            self.refuse(fd.as_fd(), why);
             return;
         }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -769,6 +782,10 @@ impl<P: Protocol> Loop<P> {
             admission: Mutex::new(Some(admission)),
             ctl: self.ctl.clone(),
         });
+        if let Err(why) = self.protocol.admit(&conn) {
+            self.refuse(conn.fd.as_fd(), why);
+            return;
+        }
         if conn.send(&self.protocol.hello(&conn)).is_err() {
             return;
         }
@@ -797,6 +814,22 @@ impl<P: Protocol> Loop<P> {
                 watched,
             },
         );
+    }
+
+    /// Count a refusal and tell the peer (it is closed when its socket
+    /// drops).
+    fn refuse(&self, fd: BorrowedFd<'_>, why: Refusal) {
+        let c = &self.counters;
+        let counter = match why {
+            Refusal::Total => &c.refused_total,
+            Refusal::Process => &c.refused_process,
+            Refusal::User => &c.refused_user,
+            Refusal::Address => &c.refused_address,
+            Refusal::Instances => &c.refused_instances,
+            Refusal::Denied => &c.refused_denied,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        sys::net::send_nowait(fd, &self.protocol.refusal(why));
     }
 
     /// Read what connection `id` sent, then deliver the whole frames.

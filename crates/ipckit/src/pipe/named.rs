@@ -357,7 +357,6 @@ impl ServerOptions {
             wait: self.wait,
             max_instances: self.max_instances,
             allowed_uids: self.allowed_uids.clone(),
-            greeting: Mutex::new(None),
             answering: Mutex::new(HashMap::new()),
             detaching: Mutex::new(None),
             incoming: tx,
@@ -403,15 +402,6 @@ impl Drop for Slot {
     }
 }
 
-/// What the server told a new connection in its hello.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Greeting {
-    /// Status busy or denied: closed right after the hello.
-    Refused,
-    /// Status ok; `shm`: shared memory offered, the client's answer is due.
-    Accepted { shm: bool },
-}
-
 /// The named-pipe side of the server's connection loop
 /// ([`crate::conn::reactor`]): greets each connection with the pipe hello,
 /// enforces the uid allow-list and `max_instances` on top of the loop's
@@ -427,10 +417,6 @@ struct Pipes {
     wait: WaitStrategy,
     max_instances: Option<usize>,
     allowed_uids: Option<Vec<u32>>,
-    /// The greeting of the connection being opened: the loop calls
-    /// `hello`, `owes_handshake` and `on_open` in turn for one connection
-    /// before it opens the next.
-    greeting: Mutex<Option<(u64, Greeting)>>,
     /// Connections whose answer to the offer is due, with their instance.
     answering: Mutex<HashMap<u64, Slot>>,
     /// The connection `on_frame` just detached, waiting in `on_detach` for
@@ -444,31 +430,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pipes {
-    /// The hello for `conn`, and what it means.
-    fn greet(&self, conn: &Conn) -> (Hello, Greeting) {
-        if let Some(allowed) = &self.allowed_uids {
-            if !conn.peer().uid.is_some_and(|u| allowed.contains(&u)) {
-                return (self.hello.with_status(STATUS_DENIED), Greeting::Refused);
-            }
-        }
-        // Only this thread takes instances; others only give them back, so
-        // the count can only fall before `on_open` takes this one.
-        let active = self.shared.active.load(Ordering::Acquire);
-        if self.max_instances.is_some_and(|m| active >= m) {
-            return (self.hello.with_status(STATUS_BUSY), Greeting::Refused);
-        }
-        let shm = self.offer_shm && !conn.is_tcp();
-        let mut hello = self.hello;
-        if shm {
-            hello.flags |= HELLO_SHM_OFFER;
-        }
-        (hello, Greeting::Accepted { shm })
-    }
-
-    fn greeting(&self, conn: &Conn) -> Option<Greeting> {
-        lock(&self.greeting)
-            .filter(|(id, _)| *id == conn.id())
-            .map(|(_, g)| g)
+    /// Whether shared memory is offered to `conn` (local, message mode,
+    /// not opted out): then its answer is due before it is handed over.
+    fn offers_shm(&self, conn: &Conn) -> bool {
+        self.offer_shm && !conn.is_tcp()
     }
 
     /// The server's [`NamedPipe`] on a duplicate of `conn`'s socket (the
@@ -523,28 +488,46 @@ impl Protocol for Pipes {
         }
     }
 
+    /// The uid allow-list and `max_instances`, on top of the loop's limits.
+    fn admit(&self, conn: &Conn) -> std::result::Result<(), Refusal> {
+        if let Some(allowed) = &self.allowed_uids {
+            if !conn.peer().uid.is_some_and(|u| allowed.contains(&u)) {
+                return Err(Refusal::Denied);
+            }
+        }
+        // Only this thread takes instances; others only give them back, so
+        // the count can only fall before `on_open` takes this one.
+        let active = self.shared.active.load(Ordering::Acquire);
+        if self.max_instances.is_some_and(|m| active >= m) {
+            return Err(Refusal::Instances);
+        }
+        Ok(())
+    }
+
     fn hello(&self, conn: &Conn) -> Vec<u8> {
-        let (hello, greeting) = self.greet(conn);
-        *lock(&self.greeting) = Some((conn.id(), greeting));
+        let mut hello = self.hello;
+        if self.offers_shm(conn) {
+            hello.flags |= HELLO_SHM_OFFER;
+        }
         hello.encode().to_vec()
     }
 
-    fn refusal(&self, _why: Refusal) -> Vec<u8> {
-        self.hello.with_status(STATUS_BUSY).encode().to_vec()
+    fn refusal(&self, why: Refusal) -> Vec<u8> {
+        let status = match why {
+            Refusal::Denied => STATUS_DENIED,
+            _ => STATUS_BUSY,
+        };
+        self.hello.with_status(status).encode().to_vec()
     }
 
     fn owes_handshake(&self, conn: &Conn) -> bool {
-        self.greeting(conn) == Some(Greeting::Accepted { shm: true })
+        self.offers_shm(conn)
     }
 
     fn on_open(&self, conn: &Arc<Conn>) -> Flow {
-        let Some(Greeting::Accepted { shm }) = self.greeting(conn) else {
-            // Refused: the hello said why; closing is all that is left.
-            return Flow::Close(None);
-        };
         self.shared.active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(self.shared.clone());
-        if shm {
+        if self.offers_shm(conn) {
             lock(&self.answering).insert(conn.id(), slot);
             return Flow::Continue;
         }
@@ -2132,6 +2115,7 @@ mod tests {
             .connect("p")
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(_s.stats().refused_denied, 1);
         let (_d2, ns2) = self::ns();
         let s2 = ServerOptions::new()
             .namespace(&ns2)
@@ -2140,6 +2124,24 @@ mod tests {
             .unwrap();
         ClientOptions::new().namespace(&ns2).connect("p").unwrap();
         assert_eq!(s2.accept().unwrap().peer().uid, Some(me));
+    }
+
+    #[test]
+    fn a_client_over_max_instances_is_busy_and_counted() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new()
+            .namespace(&ns)
+            .max_instances(1)
+            .create("p")
+            .unwrap();
+        let _first = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let e = ClientOptions::new()
+            .namespace(&ns)
+            .timeout(Duration::ZERO)
+            .connect("p")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy);
+        assert_eq!(s.stats().refused_instances, 1);
     }
 
     #[test]
