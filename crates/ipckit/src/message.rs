@@ -377,7 +377,6 @@ impl ReceiverOptions {
             max_queued_bytes: self.limits.get_max_queued_bytes(),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
-            quiet: Condvar::new(),
             pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
         });
         let socket_path = bound.socket_path;
@@ -449,11 +448,12 @@ struct Queue {
     posts: VecDeque<Job>,
     /// Data bytes of `posts`.
     post_bytes: usize,
-    /// Responses handed to the pool and not yet written.
-    responding: usize,
     /// The receiver is being dropped: no more requests are taken.
     closing: bool,
 }
+
+/// How long unregistering waits for replies being written.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 struct Shared {
     max_data: usize,
@@ -461,8 +461,6 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the handler thread: a message was queued, or closing.
     work: Condvar,
-    /// Signalled when `responding` drops to zero.
-    quiet: Condvar,
     /// Writes responses, so that neither the readiness loop nor the handler
     /// thread ever waits for a slow sender.
     pool: Arc<Pool>,
@@ -475,20 +473,17 @@ impl Shared {
 }
 
 /// Write `bytes` to `conn` on a pool worker, then read the connection's
-/// next request. The caller has counted it in [`Queue::responding`].
+/// next request. Counted in flight until written (closing the receiver
+/// waits for it: `Reactor::drain`).
 fn respond(shared: &Arc<Shared>, conn: Arc<Conn>, bytes: Vec<u8>) {
-    let s = shared.clone();
+    conn.begin();
     shared.pool.submit(Box::new(move || {
         if conn.send(&bytes).is_ok() {
             conn.resume();
         } else {
             conn.close(None);
         }
-        let mut q = s.lock();
-        q.responding -= 1;
-        if q.responding == 0 {
-            s.quiet.notify_all();
-        }
+        conn.end();
     }));
 }
 
@@ -585,7 +580,6 @@ impl Protocol for Wire {
             s.work.notify_one();
             wire::response(wire::RESP_QUEUED, 0, 0, 0).to_vec()
         };
-        q.responding += 1;
         drop(q);
         respond(s, conn.clone(), response);
         Flow::Pause
@@ -648,7 +642,6 @@ fn dispatch(shared: &Arc<Shared>, mut handler: Handler) {
                 wire::error(wire::ERR_HANDLER, &format!("its handler panicked: {what}"))
             }
         };
-        shared.lock().responding += 1;
         respond(shared, conn, bytes);
     }
 }
@@ -758,13 +751,10 @@ impl Drop for Receiver {
             }
         }
         // The reply of the message just handled goes out before the
-        // connections close (each write is bounded by the stall timeout).
-        let mut q = self.shared.lock();
-        while q.responding > 0 {
-            q = self.shared.quiet.wait(q).unwrap_or_else(|p| p.into_inner());
+        // connections close.
+        if let Some(mut r) = self.reactor.take() {
+            r.drain(DRAIN_GRACE);
         }
-        drop(q);
-        drop(self.reactor.take());
         self.shared.pool.stop();
     }
 }

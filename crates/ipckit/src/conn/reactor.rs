@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -229,10 +229,16 @@ pub(crate) trait Protocol: Send + Sync + 'static {
     /// A whole frame arrived.
     fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow;
     /// The peer shut down its sending side between frames: it may still
-    /// read. `Continue` keeps the connection open (unwatched) until the
-    /// protocol closes it with [`Conn::close`].
-    fn on_eof(&self, _conn: &Arc<Conn>) -> Flow {
-        Flow::Close(None)
+    /// read (half-close). `Continue` keeps the connection open (unwatched)
+    /// until the protocol closes it with [`Conn::close`]. By default the
+    /// connection closes at once if no request is in flight
+    /// ([`Conn::begin`]), else when the last one ends.
+    fn on_eof(&self, conn: &Arc<Conn>) -> Flow {
+        if conn.mark_eof() {
+            Flow::Continue
+        } else {
+            Flow::Close(None)
+        }
     }
     /// The connection was closed; `why` is set when it misbehaved.
     fn on_close(&self, _conn: &Arc<Conn>, _why: Option<&str>) {}
@@ -304,6 +310,10 @@ struct Ctl {
     wake: OwnedFd,
     /// Connections handed back by a keeping stop.
     kept: Mutex<Vec<Arc<Conn>>>,
+    /// Signalled (under `idle_lock`) when a connection's last request in
+    /// flight ends: what [`Reactor::drain`] waits for.
+    idle_lock: Mutex<()>,
+    idle: Condvar,
 }
 
 impl Ctl {
@@ -425,8 +435,15 @@ impl Conn {
     /// closes the connection.
     pub(crate) fn end(&self) {
         let left = self.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
-        if left == 0 && self.eof.load(Ordering::Acquire) {
+        if left > 0 {
+            return;
+        }
+        if self.eof.load(Ordering::Acquire) {
             self.close(None);
+        }
+        if let Some(ctl) = self.ctl.upgrade() {
+            let _g = lock(&ctl.idle_lock);
+            ctl.idle.notify_all();
         }
     }
 
@@ -517,6 +534,8 @@ impl Reactor {
             cmds: Mutex::new(VecDeque::new()),
             wake: wake_w,
             kept: Mutex::new(Vec::new()),
+            idle_lock: Mutex::new(()),
+            idle: Condvar::new(),
         });
         let counters = Arc::new(Counters::default());
         let mut lp = Loop {
@@ -557,6 +576,46 @@ impl Reactor {
             self.ctl.push(Cmd::Stop(false));
             let _ = t.join();
         }
+    }
+
+    /// Stop gracefully: stop accepting and reading, wait at most `grace`
+    /// until no connection has a request in flight ([`Conn::begin`] /
+    /// [`Conn::end`]: its reply is written), then close every connection.
+    /// Returns whether every request finished.
+    pub(crate) fn drain(&mut self, grace: Duration) -> bool {
+        let conns = self.stop_keep();
+        self.finish(conns, grace)
+    }
+
+    /// The second half of [`drain`](Self::drain), for connections taken
+    /// with [`stop_keep`](Self::stop_keep): stop reading them, wait at most
+    /// `grace` for their requests in flight, close them.
+    pub(crate) fn finish(&self, conns: Vec<Arc<Conn>>, grace: Duration) -> bool {
+        for c in &conns {
+            c.shutdown_read();
+        }
+        let deadline = Instant::now() + grace;
+        let mut g = lock(&self.ctl.idle_lock);
+        let finished = loop {
+            if conns.iter().all(|c| c.in_flight() == 0) {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            g = self
+                .ctl
+                .idle
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        drop(g);
+        for c in &conns {
+            c.close(None);
+        }
+        finished
     }
 
     /// Stop accepting and reading, and hand back the connections still

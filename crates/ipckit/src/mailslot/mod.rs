@@ -313,8 +313,6 @@ impl MailslotOptions {
             advertised: self.max_message_size as u32,
             stop: AtomicBool::new(false),
             udp_dropped: AtomicU64::new(0),
-            acking: Mutex::new(0),
-            acked: Condvar::new(),
         });
         let mut threads = Vec::new();
         if let Some(sock) = udp {
@@ -349,6 +347,9 @@ impl MailslotOptions {
         })
     }
 }
+
+/// How long closing a mailslot waits for acknowledgements being written.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Workers that queue messages (a writer facing a full queue waits on one
 /// of them, never on the connection loop).
@@ -387,10 +388,6 @@ struct Shared {
     advertised: u32,
     stop: AtomicBool,
     udp_dropped: AtomicU64,
-    /// Writes being queued and acknowledged by a worker right now: closing
-    /// waits for their acknowledgements to go out.
-    acking: Mutex<usize>,
-    acked: Condvar,
 }
 
 impl Shared {
@@ -596,24 +593,9 @@ impl Drop for Mailslot {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.not_full.notify_all();
-        // A writer whose message was just taken by `recv` must still get
-        // its acknowledgement before the connections close.
-        let limit = Instant::now() + Duration::from_secs(2);
-        let mut n = self.shared.acking.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = limit.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            n = self
-                .shared
-                .acked
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        drop(n);
-        self.reactor.stop();
+        // A writer whose message was just taken by `recv` still gets its
+        // acknowledgement before the connections close.
+        self.reactor.drain(DRAIN_GRACE);
         self.pool.stop();
         for h in self.threads.drain(..) {
             let _ = h.join();
@@ -658,7 +640,7 @@ impl Protocol for Writers {
     /// message is queued (or refused) and acknowledged.
     fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {
         let (shared, conn) = (self.shared.clone(), conn.clone());
-        *self.shared.acking.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        conn.begin();
         self.pool.submit(Box::new(move || {
             let status = if frame.skipped {
                 wire::ACK_TOO_LARGE
@@ -679,8 +661,7 @@ impl Protocol for Writers {
             } else {
                 conn.resume();
             }
-            *shared.acking.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-            shared.acked.notify_all();
+            conn.end();
         }));
         Flow::Pause
     }

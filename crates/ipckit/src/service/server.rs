@@ -702,10 +702,12 @@ impl Server {
             .unwrap_or_default();
         let _ = std::fs::remove_file(&self.socket_path);
         c.claim.take();
-        for conn in &conns {
-            conn.shutdown_read();
-        }
         let deadline = Instant::now() + grace;
+        // Calls on sockets answer, then their connections close; then the
+        // calls on lanes (counted with them in `in_flight`) get the rest.
+        if let Some(r) = &c.reactor {
+            r.finish(conns, grace);
+        }
         let mut n = sh.in_flight();
         while *n > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -726,9 +728,6 @@ impl Server {
         for chan in &lanes {
             chan.interrupt();
             chan.shutdown_socket();
-        }
-        for conn in &conns {
-            conn.close(None);
         }
         c.reactor.take();
         sh.pool.stop();
@@ -818,16 +817,6 @@ impl Protocol for Calls {
             c.end();
         }));
         Flow::Continue
-    }
-
-    /// Half-close: the client sent its last call; answer what is in
-    /// flight, then close.
-    fn on_eof(&self, conn: &Arc<Conn>) -> Flow {
-        if conn.mark_eof() {
-            Flow::Continue
-        } else {
-            Flow::Close(None)
-        }
     }
 
     fn on_close(&self, conn: &Arc<Conn>, why: Option<&str>) {
