@@ -62,7 +62,6 @@ use crate::conn::{io as conn_io, listen, ConnStats};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, EndpointState, Namespace};
-use crate::sys;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
 pub const WM_COPYDATA: u32 = 0x004A;
@@ -906,9 +905,9 @@ impl Window {
         if left.is_zero() {
             return Err(late("the timeout passed before the message could be sent"));
         }
-        sys::net::set_send_timeout(fd, Some(left))
+        crate::conn::io::set_send_timeout(fd, Some(left))
             .map_err(|e| Error::os(e, "cannot set the send timeout").with_name(&name))?;
-        if let Err(e) = sys::net::send_all(fd, &frame) {
+        if let Err(e) = crate::conn::io::send_all(fd, &frame) {
             return Err(match e.kind() {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     late("the receiver did not take the message in time; is its process stopped?")
@@ -1279,7 +1278,7 @@ fn lock_registry(ns: &Namespace) -> Result<std::fs::File> {
         .mode(0o600)
         .open(ns.dir().join(REGISTRY_LOCK))
         .ctx(REGISTRY_LOCK, "cannot open the message registry lock")?;
-    sys::lock_exclusive(&lock).ctx(REGISTRY_LOCK, "cannot lock the message registry")?;
+    crate::name::lock_file(&lock).ctx(REGISTRY_LOCK, "cannot lock the message registry")?;
     Ok(lock)
 }
 

@@ -488,6 +488,12 @@ impl Drop for Claim {
     }
 }
 
+/// Take an exclusive lock on a small shared file of the namespace (a
+/// registry), waiting for the holder; released when `file` closes.
+pub(crate) fn lock_file(file: &File) -> std::io::Result<()> {
+    sys::lock_exclusive(file)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -49,6 +49,12 @@ pub(crate) struct Dialer<'a> {
     pub tcp: bool,
 }
 
+/// Connect to the Unix socket at `path` once (a second connection to an
+/// endpoint already reached, such as a service lane).
+pub(crate) fn connect_path(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    sys::net::unix_connect(path)
+}
+
 impl Dialer<'_> {
     /// Resolve the name (checking it) into a target.
     pub(crate) fn target(&self) -> Result<Target> {

@@ -3,8 +3,8 @@
 //! deadline.
 
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::time::Instant;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -75,4 +75,75 @@ pub(crate) fn recv_exact_by(
         Some(d) => recv_exact_until(fd, buf, d),
         None => sys::net::recv_exact(fd, buf),
     }
+}
+
+// The rest of a connected socket's operations, as mechanisms use them once
+// connected: here so that no mechanism calls the OS itself (the contract of
+// each is in `crate::sys::net`).
+
+/// Write `buf` with the descriptor `passed` attached (`SCM_RIGHTS`).
+pub(crate) fn send_with_fd(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    passed: BorrowedFd<'_>,
+) -> io::Result<()> {
+    sys::net::send_with_fd(fd, buf, passed)
+}
+
+/// Fill `buf`, waiting as long as it takes; `Ok(false)`: clean end of
+/// stream before the first byte.
+pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    sys::net::recv_exact(fd, buf)
+}
+
+/// Receive what is there (waiting for at least one byte); 0 at the end.
+pub(crate) fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    sys::net::recv_some(fd, buf)
+}
+
+/// Like [`recv_some`], also taking passed descriptors into `fds`.
+pub(crate) fn recv_some_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    sys::net::recv_some_with_fds(fd, buf, fds)
+}
+
+/// Wait until one of `fds` is readable, at most `timeout`; the ready ones.
+pub(crate) fn wait_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    sys::net::wait_readable(fds, timeout)
+}
+
+/// Shut both directions down: the peer sees the end.
+pub(crate) fn shutdown(fd: impl AsFd) {
+    sys::net::shutdown(fd)
+}
+
+/// Whether the peer closed its end, without consuming anything.
+pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    sys::net::peer_closed(fd)
+}
+
+/// Whether the socket has a pending error (taking it).
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> bool {
+    sys::net::take_error(fd)
+}
+
+/// Bytes written that the peer has not consumed yet.
+pub(crate) fn unread_outgoing(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    sys::net::unread_outgoing(fd)
+}
+
+/// Bound blocking receives (`None`: unbounded).
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    sys::net::set_recv_timeout(fd, timeout)
+}
+
+/// Bound blocking sends (`None`: unbounded).
+pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    sys::net::set_send_timeout(fd, timeout)
 }

@@ -17,6 +17,7 @@
 //! socket or call the OS themselves: they go through this module, which
 //! goes through [`crate::sys`].
 
+pub(crate) mod datagram;
 pub(crate) mod dial;
 pub(crate) mod hello;
 pub(crate) mod io;

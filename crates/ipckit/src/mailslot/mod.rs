@@ -56,7 +56,6 @@ use crate::conn::{hello, io, listen};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{validate_name, Claim, EndpointState, Namespace};
-use crate::sys;
 
 /// Default queue bound: 4096 messages.
 pub const DEFAULT_QUEUE_BOUND: usize = 4096;
@@ -288,8 +287,9 @@ impl MailslotOptions {
         let bound = listen::bind(ns, name, kind, None)?;
         let udp = match &self.udp {
             Some(a) => {
-                let addr = sys::udp::resolve(a).ctx(name, "cannot resolve the UDP address")?;
-                Some(sys::udp::bind(addr).ctx(name, "cannot bind the UDP socket")?)
+                let addr = crate::conn::datagram::resolve(a)
+                    .ctx(name, "cannot resolve the UDP address")?;
+                Some(crate::conn::datagram::bind(addr).ctx(name, "cannot bind the UDP socket")?)
             }
             None => None,
         };
@@ -706,7 +706,11 @@ fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
 fn udp_loop(shared: Arc<Shared>, sock: UdpSocket) {
     let mut buf = vec![0u8; 64 * 1024];
     while !shared.stopping() {
-        let n = match sys::udp::recv_timeout(&sock, &mut buf, Duration::from_millis(100)) {
+        let n = match crate::conn::datagram::recv_timeout(
+            &sock,
+            &mut buf,
+            Duration::from_millis(100),
+        ) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(_) => return,
@@ -1132,6 +1136,7 @@ pub fn send_datagram(target: &str, name: &str, msg: &[u8]) -> Result<()> {
         .with_name(name)
         .with_needed(msg.len()));
     }
-    let addr = sys::udp::resolve(target).ctx(name, "cannot resolve the UDP target")?;
-    sys::udp::send_to(addr, &wire::datagram(name, msg)).ctx(name, "cannot send the datagram")
+    let addr = crate::conn::datagram::resolve(target).ctx(name, "cannot resolve the UDP target")?;
+    crate::conn::datagram::send_to(addr, &wire::datagram(name, msg))
+        .ctx(name, "cannot send the datagram")
 }

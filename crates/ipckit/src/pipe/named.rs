@@ -22,7 +22,6 @@ use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, Namespace};
 use crate::ring::{self, Chan, RingError, Rx, Tx};
-use crate::sys;
 use crate::transport::{Transport, WaitStrategy};
 
 /// Default limit on one message: 1 MiB.
@@ -443,7 +442,7 @@ impl Pipes {
         let fd = conn.fd().try_clone_to_owned()?;
         // The loop bounds its own writes by the stall timeout; the
         // connection's user writes like `WriteFile`, waiting for the reader.
-        sys::net::set_send_timeout(fd.as_fd(), None)?;
+        crate::conn::io::set_send_timeout(fd.as_fd(), None)?;
         let mut pipe = NamedPipe::new(
             self.shared.name.clone(),
             fd,
@@ -1108,14 +1107,14 @@ impl NamedPipe {
             if let Ok((chan, memfd)) = Chan::create(ring_size(self.max_message), 0) {
                 // The descriptor ends the server's read of the answer: it
                 // reads nothing we send after it.
-                sys::net::send_with_fd(self.fd.as_fd(), &h, memfd.as_fd())
+                crate::conn::io::send_with_fd(self.fd.as_fd(), &h, memfd.as_fd())
                     .ctx(&self.name, "cannot hand the shared memory to the server")?;
                 return self
                     .switch_to_shm(chan, memfd, true, wait)
                     .ctx(&self.name, "cannot watch the connection");
             }
         }
-        sys::net::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
+        crate::conn::io::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
     }
 
     /// Server side: bytes and descriptors already read from the socket
@@ -1370,7 +1369,7 @@ impl NamedPipe {
             } else {
                 e.kind()
             });
-            sys::net::shutdown(&self.fd);
+            crate::conn::io::shutdown(&self.fd);
         }
         e
     }
@@ -1405,10 +1404,10 @@ impl NamedPipe {
             self.scratch.clear();
             self.scratch.extend_from_slice(&h);
             self.scratch.extend_from_slice(body);
-            sys::net::send_all(self.fd.as_fd(), &self.scratch)
+            crate::conn::io::send_all(self.fd.as_fd(), &self.scratch)
         } else {
-            sys::net::send_all(self.fd.as_fd(), &h)
-                .and_then(|()| sys::net::send_all(self.fd.as_fd(), body))
+            crate::conn::io::send_all(self.fd.as_fd(), &h)
+                .and_then(|()| crate::conn::io::send_all(self.fd.as_fd(), body))
         };
         r.map_err(|e| {
             let e = self.io_err(e, "cannot write to the pipe");
@@ -1434,12 +1433,12 @@ impl NamedPipe {
         while self.rlen < n {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
-                if sys::net::wait_readable(&[self.fd.as_fd()], Some(left))?.is_empty() {
+                if crate::conn::io::wait_readable(&[self.fd.as_fd()], Some(left))?.is_empty() {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }
             let mut fds = Vec::new();
-            let got = sys::net::recv_some_with_fds(
+            let got = crate::conn::io::recv_some_with_fds(
                 self.fd.as_fd(),
                 &mut self.rbuf[self.rlen..],
                 &mut fds,
@@ -1464,7 +1463,9 @@ impl NamedPipe {
         let from_buf = out.len().min(self.rlen - self.rpos);
         out[..from_buf].copy_from_slice(&self.rbuf[self.rpos..self.rpos + from_buf]);
         self.rpos += from_buf;
-        if from_buf < out.len() && !sys::net::recv_exact(self.fd.as_fd(), &mut out[from_buf..])? {
+        if from_buf < out.len()
+            && !crate::conn::io::recv_exact(self.fd.as_fd(), &mut out[from_buf..])?
+        {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         Ok(())
@@ -1643,7 +1644,7 @@ impl NamedPipe {
             .with_name(&self.name));
         }
         let h = frame::header(frame::KIND_FD, 0);
-        sys::net::send_with_fd(self.fd.as_fd(), &h, fd).map_err(|e| {
+        crate::conn::io::send_with_fd(self.fd.as_fd(), &h, fd).map_err(|e| {
             let e = self.io_err(e, "cannot pass the file descriptor");
             self.fail(e)
         })?;
@@ -1857,12 +1858,12 @@ impl NamedPipe {
         }
         let mut pause = Duration::from_micros(20);
         loop {
-            let unread = sys::net::unread_outgoing(self.fd.as_fd())
+            let unread = crate::conn::io::unread_outgoing(self.fd.as_fd())
                 .map_err(|e| self.io_err(e, "cannot query the pipe"))?;
             if unread == 0 {
                 // A peer that closes with our bytes unread in its queue also
                 // empties the queue; the kernel then leaves ECONNRESET on ours.
-                if sys::net::take_error(self.fd.as_fd()) {
+                if crate::conn::io::take_error(self.fd.as_fd()) {
                     let e = Error::new(
                         ErrorKind::PeerGone,
                         "the peer closed the pipe without reading everything written; reconnect and send again",
@@ -1874,7 +1875,7 @@ impl NamedPipe {
             }
             // The peer's end closing shows as readable end-of-stream or an
             // error on ours; check before waiting again.
-            if sys::net::peer_closed(self.fd.as_fd()) {
+            if crate::conn::io::peer_closed(self.fd.as_fd()) {
                 let e = Error::new(
                     ErrorKind::PeerGone,
                     "the peer closed the pipe before reading everything written",
@@ -1904,7 +1905,7 @@ impl NamedPipe {
         if let Some(shm) = &self.shm {
             shm.tx.close();
         }
-        sys::net::shutdown(&self.fd);
+        crate::conn::io::shutdown(&self.fd);
     }
 }
 
@@ -2009,7 +2010,7 @@ mod tests {
             .connect("p")
             .unwrap();
         let mut conn = s.accept().unwrap();
-        sys::net::send_all(c.fd.as_fd(), b"GARBAGE!").unwrap();
+        crate::conn::io::send_all(c.fd.as_fd(), b"GARBAGE!").unwrap();
         assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::Decode);
         assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::PeerGone);
         let mut c2 = ClientOptions::new().namespace(&ns).connect("p").unwrap();
@@ -2104,7 +2105,7 @@ mod tests {
     #[test]
     fn uid_allow_list_refuses_others() {
         let (_d, ns) = ns();
-        let me = sys::uid();
+        let me = crate::sys::uid();
         let _s = ServerOptions::new()
             .namespace(&ns)
             .allow_uids(&[me.wrapping_add(1)])
@@ -2211,21 +2212,21 @@ mod review_timeout_tests {
         assert_eq!(conn.transport(), Transport::Socket);
         let h = frame::header(frame::KIND_DATA, 3);
         // Half a header, then (later) the rest with a partial body.
-        sys::net::send_all(c.fd.as_fd(), &h[..4]).unwrap();
+        crate::conn::io::send_all(c.fd.as_fd(), &h[..4]).unwrap();
         let (mut conn, r) = bounded(move || {
             let r = conn.recv_timeout(Duration::from_millis(50));
             (conn, r)
         });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
-        sys::net::send_all(c.fd.as_fd(), &h[4..]).unwrap();
-        sys::net::send_all(c.fd.as_fd(), b"a").unwrap();
+        crate::conn::io::send_all(c.fd.as_fd(), &h[4..]).unwrap();
+        crate::conn::io::send_all(c.fd.as_fd(), b"a").unwrap();
         let (mut conn, r) = bounded(move || {
             let r = conn.recv_timeout(Duration::from_millis(50));
             (conn, r)
         });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
         // The connection stayed in step: the rest completes the message.
-        sys::net::send_all(c.fd.as_fd(), b"bc").unwrap();
+        crate::conn::io::send_all(c.fd.as_fd(), b"bc").unwrap();
         assert_eq!(conn.recv().unwrap(), b"abc");
     }
 }

@@ -20,7 +20,6 @@ use crate::conn::dial::{Dialer, Target};
 use crate::conn::hello;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
-use crate::sys;
 use crate::transport::{Transport, WaitStrategy};
 
 /// What the reader thread hands a waiting caller.
@@ -308,7 +307,7 @@ fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
             Err(e) => break format!("the connection to the server broke ({e})"),
         }
     };
-    sys::net::shutdown(&inner.fd);
+    crate::conn::io::shutdown(&inner.fd);
     let waiters: Vec<Waiter> = {
         let mut p = inner.pending();
         p.gone = Some(why.clone());
@@ -358,7 +357,7 @@ impl std::fmt::Debug for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        sys::net::shutdown(&self.inner.fd);
+        crate::conn::io::shutdown(&self.inner.fd);
         if let Some(h) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
@@ -443,7 +442,7 @@ impl Client {
         let mut out = inner.write.lock().unwrap_or_else(|p| p.into_inner());
         out.clear();
         wire::encode_frame(&mut out, KIND_CALL, enc, id, method, body);
-        let sent = sys::net::send_all(inner.fd.as_fd(), &out);
+        let sent = crate::conn::io::send_all(inner.fd.as_fd(), &out);
         if out.capacity() > 1 << 20 {
             *out = Vec::new();
         }

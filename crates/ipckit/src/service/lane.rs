@@ -25,7 +25,6 @@ use super::wire::{
 use super::{Encoding, RemoteError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ring::{self, Chan, LoanKey, RingError, Rx, Tx};
-use crate::sys;
 use crate::transport::WaitStrategy;
 
 /// Bytes per ring of a lane (one each way). Larger messages are fragmented.
@@ -67,7 +66,7 @@ impl Drop for Lane {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = self.chan.socket() {
-            sys::net::shutdown(s);
+            crate::conn::io::shutdown(s);
         }
     }
 }
@@ -183,11 +182,11 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
 
 fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     let name = cfg.name.as_str();
-    let fd = sys::net::unix_connect(&cfg.path)
+    let fd = crate::conn::dial::connect_path(&cfg.path)
         .map_err(|e| Error::os(e, "cannot open a shared-memory lane").with_name(name))?;
     // A server that stops halfway through the handshake must not hang the
     // call that opens the lane: every receive below is bounded.
-    sys::net::set_recv_timeout(fd.as_fd(), Some(HANDSHAKE_WAIT))
+    crate::conn::io::set_recv_timeout(fd.as_fd(), Some(HANDSHAKE_WAIT))
         .map_err(|e| Error::os(e, "cannot bound the lane handshake").with_name(name))?;
     let hello = super::client::read_hello(name, &fd, Instant::now() + HANDSHAKE_WAIT)?;
     if !hello.shm {
@@ -202,10 +201,10 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
         .map_err(|e| Error::os(e, "cannot create the lane's shared memory").with_name(name))?;
     let mut frame = Vec::with_capacity(HEADER_LEN);
     wire::encode_head(&mut frame, KIND_LANE, Encoding::Postcard, 0, "", 0);
-    sys::net::send_with_fd(fd.as_fd(), &frame, memfd.as_fd())
+    crate::conn::io::send_with_fd(fd.as_fd(), &frame, memfd.as_fd())
         .map_err(|e| Error::os(e, "cannot send the lane's shared memory").with_name(name))?;
     drop(memfd);
-    let ready = sys::net::wait_readable(&[fd.as_fd()], Some(HANDSHAKE_WAIT))
+    let ready = crate::conn::io::wait_readable(&[fd.as_fd()], Some(HANDSHAKE_WAIT))
         .map_err(|e| Error::os(e, "cannot wait for the lane's answer").with_name(name))?;
     let gone = || {
         Error::new(
@@ -218,7 +217,7 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
         return Err(gone());
     }
     let mut h = [0u8; HEADER_LEN];
-    if !matches!(sys::net::recv_exact(fd.as_fd(), &mut h), Ok(true)) {
+    if !matches!(crate::conn::io::recv_exact(fd.as_fd(), &mut h), Ok(true)) {
         return Err(gone());
     }
     let hdr = wire::parse_header(&h, &[KIND_LANE, KIND_ERROR], 64 * 1024).map_err(|e| {
@@ -226,7 +225,7 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     })?;
     if hdr.kind == KIND_ERROR {
         let mut body = vec![0u8; hdr.body_len as usize];
-        let _ = sys::net::recv_exact(fd.as_fd(), &mut body);
+        let _ = crate::conn::io::recv_exact(fd.as_fd(), &mut body);
         let why = serde_json::from_slice::<RemoteError>(&body)
             .map(|r| r.message)
             .unwrap_or_else(|_| "no reason given".into());
@@ -236,7 +235,7 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
         )
         .with_name(name));
     }
-    sys::net::set_recv_timeout(fd.as_fd(), None)
+    crate::conn::io::set_recv_timeout(fd.as_fd(), None)
         .map_err(|e| Error::os(e, "cannot finish the lane handshake").with_name(name))?;
     Ok((chan, fd))
 }

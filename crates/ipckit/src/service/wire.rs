@@ -9,7 +9,6 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use super::Encoding;
-use crate::sys;
 
 /// Magic bytes opening the server hello.
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSERV";
@@ -315,7 +314,8 @@ impl FrameReader {
             self.pos = 0;
         }
         while self.len < n {
-            let got = sys::net::recv_some(fd, &mut self.buf[self.len..]).map_err(WireError::Io)?;
+            let got =
+                crate::conn::io::recv_some(fd, &mut self.buf[self.len..]).map_err(WireError::Io)?;
             if got == 0 {
                 if self.len == 0 {
                     return Ok(false);
@@ -341,7 +341,7 @@ impl FrameReader {
         out[..from_buf].copy_from_slice(&self.buf[self.pos..self.pos + from_buf]);
         self.pos += from_buf;
         if from_buf < out.len() {
-            match sys::net::recv_exact(fd, &mut out[from_buf..]) {
+            match crate::conn::io::recv_exact(fd, &mut out[from_buf..]) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(WireError::Truncated(format!(
