@@ -382,7 +382,7 @@ impl ReceiverOptions {
         let reactor = Reactor::start(
             &format!("wmsg-{name}"),
             Arc::new(Wire(shared.clone())),
-            bound.listeners,
+            bound.listening,
             self.limits,
         );
         let reactor = match reactor {

@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::sys;
 
@@ -41,6 +42,8 @@ pub const MAX_NAME_LEN: usize = 200;
 
 /// Suffix of endpoint record files.
 const RECORD_SUFFIX: &str = ".ep";
+/// Suffix of the file a live server publishes its counters in.
+const STATS_SUFFIX: &str = ".stats";
 
 /// Check a name against the naming rules: 1–200 characters of
 /// `[A-Za-z0-9._-]`, with `/` separating non-empty segments that are not
@@ -156,6 +159,11 @@ pub struct EndpointInfo {
     pub created_ms: u64,
     /// Live or stale.
     pub state: EndpointState,
+    /// What a live server accepted, refused and dropped, and why (its
+    /// [`crate::Limits`] at work), as it last published them; `None` for
+    /// objects without connections and for stale endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ConnStats>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -244,6 +252,12 @@ impl Namespace {
         self.dir.join(format!("{name}{RECORD_SUFFIX}"))
     }
 
+    /// Where a live server publishes its connection counters
+    /// (`<dir>/<name>.stats`, JSON [`ConnStats`]); removed with its record.
+    pub(crate) fn stats_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{STATS_SUFFIX}"))
+    }
+
     /// The path of the Unix socket for `name`: `<dir>/<name>.sock`, or, when
     /// that is longer than a socket address allows (107 bytes), the hashed
     /// `<dir>/.s/<fnv1a64(name) in hex>.sock`.
@@ -328,11 +342,16 @@ impl Namespace {
             Some(r) => (r.kind, r.pid, r.created_ms),
             None => ("?".to_string(), 0, 0),
         };
+        let limits = live
+            .then(|| fs::read(self.stats_path(name)).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Ok(Some(EndpointInfo {
             name: name.to_string(),
             kind,
             pid,
             created_ms,
+            limits,
             state: if live {
                 EndpointState::Live
             } else {
@@ -483,6 +502,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         // Unlink while still holding the lock, then release it by closing.
+        let _ = fs::remove_file(self.path.with_extension(&STATS_SUFFIX[1..]));
         let _ = fs::remove_file(&self.path);
         self.file.take();
     }

@@ -15,10 +15,18 @@ pub(crate) struct Bound {
     /// The Unix socket's path (removed by [`Bound::socket_path`]'s owner on
     /// drop of the server).
     pub socket_path: PathBuf,
-    /// Listening sockets, each with whether it is TCP.
-    pub listeners: Vec<(OwnedFd, bool)>,
+    /// What the server's connection loop takes over.
+    pub listening: Listening,
     /// The TCP address bound, if any.
     pub tcp_addr: Option<SocketAddr>,
+}
+
+/// A claimed endpoint's listening sockets, each with whether it is TCP,
+/// and where its counters are published for `ipckit ls`.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    pub listeners: Vec<(OwnedFd, bool)>,
+    pub stats_path: PathBuf,
 }
 
 /// Claim `name` as an endpoint of `kind` in `ns` and listen on its Unix
@@ -40,7 +48,10 @@ pub(crate) fn bind(ns: &Namespace, name: &str, kind: &str, tcp: Option<&str>) ->
     Ok(Bound {
         claim,
         socket_path,
-        listeners,
+        listening: Listening {
+            listeners,
+            stats_path: ns.stats_path(name),
+        },
         tcp_addr,
     })
 }

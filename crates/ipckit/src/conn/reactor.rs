@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::listen::Listening;
 use crate::limits::Limits;
 use crate::sys;
 use crate::sys::poll::{Poller, Ready};
@@ -496,6 +498,8 @@ const CHUNK: usize = 64 * 1024;
 const MAX_FDS: usize = 4;
 /// How often deadlines are checked while some connection has one.
 const SWEEP: Duration = Duration::from_millis(100);
+/// Least time between two writes of the published counters.
+const PUBLISH: Duration = Duration::from_millis(250);
 /// First pause of accepting when descriptors ran out (doubles to 1 s).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 
@@ -519,9 +523,13 @@ impl Reactor {
     pub(crate) fn start<P: Protocol>(
         label: &str,
         protocol: Arc<P>,
-        listeners: Vec<(OwnedFd, bool)>,
+        listening: Listening,
         limits: Limits,
     ) -> io::Result<Reactor> {
+        let Listening {
+            listeners,
+            stats_path,
+        } = listening;
         let (wake_r, wake_w) = sys::pipe::pipe()?;
         sys::net::set_nonblocking(wake_r.as_fd())?;
         let poller = Poller::new()?;
@@ -553,6 +561,9 @@ impl Reactor {
             paused_until: None,
             backoff: BACKOFF_MIN,
             scratch: vec![0u8; CHUNK],
+            stats_path,
+            published: None,
+            publish_at: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("ipckit-{label}"))
@@ -652,6 +663,11 @@ struct Loop<P: Protocol> {
     paused_until: Option<Instant>,
     backoff: Duration,
     scratch: Vec<u8>,
+    /// Where the counters are published for `ipckit ls`, what was last
+    /// written there, and when the next write may happen.
+    stats_path: PathBuf,
+    published: Option<ConnStats>,
+    publish_at: Instant,
 }
 
 impl<P: Protocol> Loop<P> {
@@ -688,10 +704,33 @@ impl<P: Protocol> Loop<P> {
                 last_sweep = now;
                 self.sweep(now);
             }
+            self.publish(now);
         }
     }
 
+    /// Write the counters to the stats file if they changed, at most every
+    /// [`PUBLISH`] (written aside, then renamed: readers never see half).
+    fn publish(&mut self, now: Instant) {
+        if now < self.publish_at {
+            return;
+        }
+        let snap = self.counters.snapshot();
+        if self.published.as_ref() == Some(&snap) {
+            return;
+        }
+        let tmp = self.stats_path.with_extension("stats.tmp");
+        let text = serde_json::to_vec(&snap).expect("counters serialise");
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &self.stats_path).is_ok() {
+            self.published = Some(snap);
+        }
+        self.publish_at = now + PUBLISH;
+    }
+
     fn timeout(&self) -> Option<Duration> {
+        // Counters changed since the last write: come back to write them.
+        if self.published.as_ref() != Some(&self.counters.snapshot()) {
+            return Some(PUBLISH);
+        }
         let timed = self.paused_until.is_some()
             || self
                 .entries
@@ -732,6 +771,8 @@ impl<P: Protocol> Loop<P> {
         for (l, _) in std::mem::take(&mut self.listeners) {
             self.poller.delete(l.as_fd());
         }
+        // The endpoint's record goes after this; its counters go now.
+        let _ = std::fs::remove_file(&self.stats_path);
         if keep {
             let conns = self.entries.drain().map(|(_, e)| e.conn);
             lock(&self.ctl_strong.kept).extend(conns);

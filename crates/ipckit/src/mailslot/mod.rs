@@ -331,7 +331,7 @@ impl MailslotOptions {
         let reactor = Reactor::start(
             &format!("slot-{name}"),
             protocol.clone(),
-            bound.listeners,
+            bound.listening,
             self.limits,
         )
         .ctx(name, "cannot start the mailslot's connection loop")?;

@@ -363,7 +363,7 @@ impl ServerOptions {
         let reactor = match Reactor::start(
             &format!("pipe-{name}"),
             protocol,
-            bound.listeners,
+            bound.listening,
             self.limits,
         ) {
             Ok(r) => r,
@@ -2143,6 +2143,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Busy);
         assert_eq!(s.stats().refused_instances, 1);
+        // Published for `ipckit ls --json` within a moment (bounded wait).
+        let until = Instant::now() + Duration::from_secs(30);
+        let published = loop {
+            let l = ns.info("p").unwrap().and_then(|i| i.limits);
+            if l.as_ref().is_some_and(|l| l.refused_instances == 1) || Instant::now() > until {
+                break l;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(published.map(|l| l.refused_instances), Some(1));
+        drop(s);
+        assert!(ns.info("p").unwrap().is_none());
+        assert!(!ns.stats_path("p").exists());
     }
 
     #[test]

@@ -447,7 +447,7 @@ impl ServerBuilder {
         let reactor = Reactor::start(
             &format!("svc-{name}"),
             Arc::new(Calls(shared.clone())),
-            bound.listeners,
+            bound.listening,
             self.limits,
         )
         .ctx(&name, "cannot start the service's connection loop")?;
