@@ -17,11 +17,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::ring::{self, Chan, Rx, Tx};
+use crate::conn::ring::{self, Chan, Rx, Tx};
 use crate::sys;
 use crate::transport::WaitStrategy;
 
-/// One side of a ring channel (`crate::ring`) plus write access to the
+/// One side of a ring channel (`crate::conn::ring`) plus write access to the
 /// whole shared object, as the *other* side has: [`poke`](Self::poke)
 /// writes any bytes anywhere in it, [`send`](Self::send) and
 /// [`recv`](Self::recv) run this side's real `Tx`/`Rx` against whatever

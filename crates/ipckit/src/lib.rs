@@ -47,7 +47,6 @@ pub mod map;
 pub mod message;
 pub mod name;
 pub mod pipe;
-mod ring;
 pub mod service;
 pub mod shm;
 pub mod sync;

@@ -24,5 +24,6 @@ pub(crate) mod io;
 pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod reactor;
+pub(crate) mod ring;
 
 pub use reactor::ConnStats;

@@ -17,11 +17,11 @@ use crate::conn::listen;
 use crate::conn::reactor::{
     Admission, Conn, Flow, Frame, FrameLen, Peer, Protocol, Reactor, Refusal,
 };
+use crate::conn::ring::{RingError, Rings};
 use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, Namespace};
-use crate::ring::{self, Chan, RingError, Rx, Tx};
 use crate::transport::{Transport, WaitStrategy};
 
 /// Default limit on one message: 1 MiB.
@@ -569,14 +569,11 @@ impl Protocol for Pipes {
             // Checking and mapping a sealed memfd and duplicating a
             // descriptor involve no I/O and no waiting for the peer, so
             // this stays on the loop's thread.
-            let chan = match Chan::open(memfd.as_fd(), 0) {
-                Ok(c) => c,
+            match Rings::accept(memfd, pipe.fd.as_fd(), 0, self.wait) {
+                Ok(rings) => pipe.shm = Some(Box::new(rings)),
                 Err(why) => {
-                    return Flow::Close(Some(format!("its shared memory failed the checks: {why}")))
+                    return Flow::Close(Some(format!("its shared memory was refused: {why}")))
                 }
-            };
-            if let Err(e) = pipe.switch_to_shm(chan, memfd, false, self.wait) {
-                return Flow::Close(Some(format!("cannot watch the connection: {e}")));
             }
         }
         *lock(&self.detaching) = Some((conn.id(), pipe));
@@ -965,14 +962,6 @@ fn ring_size(max_message: usize) -> usize {
 /// to arrive on the socket (the sender writes it first, so it is there).
 const FD_GRACE: Duration = Duration::from_secs(5);
 
-/// The shared-memory flavor of a connection.
-struct Shm {
-    tx: Tx,
-    rx: Rx,
-    /// The channel object, kept open (it also lets tests find it).
-    _memfd: OwnedFd,
-}
-
 /// One end of a named-pipe connection: what a client gets from
 /// [`NamedPipe::connect`] and a server from [`PipeServer::accept`].
 ///
@@ -1027,7 +1016,7 @@ pub struct NamedPipe {
     rpos: usize,
     rlen: usize,
     /// Set once both sides moved to shared-memory rings.
-    shm: Option<Box<Shm>>,
+    shm: Option<Box<Rings>>,
     /// Server side: the instance this connection occupies.
     _slot: Option<Slot>,
     /// Server side: its place in the server's connection limits.
@@ -1104,15 +1093,12 @@ impl NamedPipe {
     fn answer_offer(&mut self, transport: Transport, wait: WaitStrategy) -> Result<()> {
         let h = frame::header(frame::KIND_SHM, 0);
         if transport.allows_shm() && self.mode == PipeMode::Message {
-            if let Ok((chan, memfd)) = Chan::create(ring_size(self.max_message), 0) {
-                // The descriptor ends the server's read of the answer: it
-                // reads nothing we send after it.
-                crate::conn::io::send_with_fd(self.fd.as_fd(), &h, memfd.as_fd())
-                    .ctx(&self.name, "cannot hand the shared memory to the server")?;
-                return self
-                    .switch_to_shm(chan, memfd, true, wait)
-                    .ctx(&self.name, "cannot watch the connection");
-            }
+            // The descriptor ends the server's read of the answer: it reads
+            // nothing we send after it.
+            let rings = Rings::offer(self.fd.as_fd(), &h, ring_size(self.max_message), 0, wait)
+                .ctx(&self.name, "cannot hand shared memory to the server")?;
+            self.shm = Some(Box::new(rings));
+            return Ok(());
         }
         crate::conn::io::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
     }
@@ -1132,24 +1118,6 @@ impl NamedPipe {
             buf.resize(READ_BUF, 0);
         }
         self.rbuf = buf;
-    }
-
-    fn switch_to_shm(
-        &mut self,
-        chan: Chan,
-        memfd: OwnedFd,
-        connector: bool,
-        wait: WaitStrategy,
-    ) -> io::Result<()> {
-        let watch = self.fd.try_clone()?;
-        let chan = Arc::new(chan.watch(watch));
-        let (tx, rx) = ring::split(chan, connector, wait);
-        self.shm = Some(Box::new(Shm {
-            tx,
-            rx,
-            _memfd: memfd,
-        }));
-        Ok(())
     }
 
     /// Which path this connection's messages take:

@@ -1,7 +1,7 @@
 //! Shared-memory lanes of a service client, and zero-copy loans.
 //!
 //! A lane is one extra Unix-socket connection to the server plus one ring
-//! channel (`crate::ring`): the client creates the channel, passes its
+//! channel (`crate::conn::ring`): the client creates the channel, passes its
 //! memfd in a `KIND_LANE` frame, and from then on every call on the lane is
 //! one ring message each way (the same bytes as a socket frame). The socket
 //! only tells each side that the other died. A lane carries one call at a
@@ -12,7 +12,7 @@
 //! pages is checked, and anything impossible fails the call with
 //! [`ErrorKind::Decode`] and closes the lane.
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,8 @@ use super::wire::{
     KIND_REPLY,
 };
 use super::{Encoding, RemoteError};
+use crate::conn::ring::{self, Chan, LoanKey, RingError, Rings};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ring::{self, Chan, LoanKey, RingError, Rx, Tx};
 use crate::transport::WaitStrategy;
 
 /// Bytes per ring of a lane (one each way). Larger messages are fragmented.
@@ -48,12 +48,10 @@ pub(crate) struct LaneConfig {
 
 /// One shared-memory lane (client side).
 pub(crate) struct Lane {
-    chan: Arc<Chan>,
+    rings: Rings,
     /// Views of loan segment 0 (the request, written here) and 1 (the
     /// reply, written by the server).
     keys: [LoanKey; 2],
-    tx: Tx,
-    rx: Rx,
     head: Vec<u8>,
     buf: Vec<u8>,
     next_id: u64,
@@ -65,9 +63,7 @@ pub(crate) struct Lane {
 impl Drop for Lane {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(s) = self.chan.socket() {
-            crate::conn::io::shutdown(s);
-        }
+        self.rings.chan.shutdown_socket();
     }
 }
 
@@ -157,15 +153,14 @@ impl LanePool {
 fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
     let r = open_lane_inner(cfg);
     match r {
-        Ok((chan, fd)) => {
-            let chan = Arc::new(chan.watch(fd));
-            let keys = chan.take_loan_keys().expect("a new channel has its keys");
-            let (tx, rx) = ring::split(chan.clone(), true, cfg.wait);
+        Ok(rings) => {
+            let keys = rings
+                .chan
+                .take_loan_keys()
+                .expect("a new channel has its keys");
             Ok(Lane {
-                chan,
+                rings,
                 keys,
-                tx,
-                rx,
                 head: Vec::with_capacity(HEADER_LEN + wire::MAX_METHOD),
                 buf: Vec::new(),
                 next_id: 1,
@@ -180,7 +175,7 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
     }
 }
 
-fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
+fn open_lane_inner(cfg: &LaneConfig) -> Result<Rings> {
     let name = cfg.name.as_str();
     let fd = crate::conn::dial::connect_path(&cfg.path)
         .map_err(|e| Error::os(e, "cannot open a shared-memory lane").with_name(name))?;
@@ -197,13 +192,10 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
         .with_name(name));
     }
     let loan_cap = cfg.server_max.min(ring::MAX_LOAN);
-    let (chan, memfd) = Chan::create(LANE_RING, loan_cap)
-        .map_err(|e| Error::os(e, "cannot create the lane's shared memory").with_name(name))?;
     let mut frame = Vec::with_capacity(HEADER_LEN);
     wire::encode_head(&mut frame, KIND_LANE, Encoding::Postcard, 0, "", 0);
-    crate::conn::io::send_with_fd(fd.as_fd(), &frame, memfd.as_fd())
-        .map_err(|e| Error::os(e, "cannot send the lane's shared memory").with_name(name))?;
-    drop(memfd);
+    let rings = Rings::offer(fd.as_fd(), &frame, LANE_RING, loan_cap, cfg.wait)
+        .map_err(|e| Error::os(e, "cannot hand the lane's shared memory over").with_name(name))?;
     let ready = crate::conn::io::wait_readable(&[fd.as_fd()], Some(HANDSHAKE_WAIT))
         .map_err(|e| Error::os(e, "cannot wait for the lane's answer").with_name(name))?;
     let gone = || {
@@ -237,7 +229,7 @@ fn open_lane_inner(cfg: &LaneConfig) -> Result<(Chan, OwnedFd)> {
     }
     crate::conn::io::set_recv_timeout(fd.as_fd(), None)
         .map_err(|e| Error::os(e, "cannot finish the lane handshake").with_name(name))?;
-    Ok((chan, fd))
+    Ok(rings)
 }
 
 /// Turn a ring failure during a call into the caller's error.
@@ -297,10 +289,11 @@ impl Lane {
         self.head.clear();
         wire::encode_head(&mut self.head, kind, enc, id, method, body.len() as u64);
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.tx
+        self.rings
+            .tx
             .send_until(0, &[&self.head, body], deadline)
             .map_err(|e| ring_error(name, method, e, timeout))?;
-        match self.rx.recv(&mut self.buf, self.limit, deadline) {
+        match self.rings.rx.recv(&mut self.buf, self.limit, deadline) {
             Ok(Some(_)) => {}
             Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, timeout)),
             Err(e) => return Err(ring_error(name, method, e, timeout)),
@@ -329,7 +322,8 @@ impl Lane {
     fn reply_range(&self, name: &str, method: &str, body: &[u8]) -> Result<(usize, usize)> {
         let (off, len) = wire::parse_loan_range(body)
             .ok_or_else(|| corrupt(name, method, "a loan reply whose body is not 16 bytes"))?;
-        self.chan
+        self.rings
+            .chan
             .check_loan(off, len)
             .map_err(|e| corrupt(name, method, &e.to_string()))
     }
@@ -384,7 +378,7 @@ impl std::fmt::Debug for Loan {
 
 impl Loan {
     pub(crate) fn shared(lane: Lane, pool: Arc<LanePool>, len: usize) -> Loan {
-        debug_assert!(len <= lane.chan.loan_cap());
+        debug_assert!(len <= lane.rings.chan.loan_cap());
         Loan {
             buf: LoanBuf::Lane {
                 lane: Some(lane),
@@ -439,7 +433,7 @@ impl Deref for Loan {
                 // server only while a call this loan makes is in flight,
                 // which needs `self` by value.
                 let lane = lane.as_ref().expect("a loan holds its lane");
-                lane.chan.loan(&lane.keys[0], 0, *len)
+                lane.rings.chan.loan(&lane.keys[0], 0, *len)
             }
             LoanBuf::Heap(v) => v,
         }
@@ -451,7 +445,7 @@ impl DerefMut for Loan {
         match &mut self.buf {
             LoanBuf::Lane { lane, len, .. } => {
                 let lane = lane.as_mut().expect("a loan holds its lane");
-                lane.chan.loan_mut(&mut lane.keys[0], 0, *len)
+                lane.rings.chan.loan_mut(&mut lane.keys[0], 0, *len)
             }
             LoanBuf::Heap(v) => v,
         }
@@ -521,7 +515,7 @@ impl Deref for LoanReply {
                 // writes segment 1 only while handling a call, and none can
                 // be sent on this lane while `self` holds it.
                 let lane = lane.as_ref().expect("a reply holds its lane");
-                lane.chan.loan(&lane.keys[1], *off, *len)
+                lane.rings.chan.loan(&lane.keys[1], *off, *len)
             }
             ReplyBuf::Heap(v) => v,
         }

@@ -6,7 +6,7 @@
 use std::any::type_name;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,10 +27,10 @@ use super::{
 use crate::conn::listen;
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Counters, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
+use crate::conn::ring::{Chan, RingError, Rings};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, Namespace};
-use crate::ring::{self, Chan, RingError};
 use crate::transport::{Transport, WaitStrategy};
 
 type RawHandler =
@@ -922,8 +922,8 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
         let _ = answer_lane(conn, Some(why));
         conn.close(None);
     };
-    let chan = match Chan::open(memfd.as_fd(), shared.max_frame) {
-        Ok(c) => c,
+    let rings = match Rings::accept(memfd, conn.fd(), shared.max_frame, shared.wait) {
+        Ok(r) => r,
         Err(why) => {
             (shared.log)(&format!(
                 "refused a shared-memory lane of client {peer}: {why}"
@@ -932,14 +932,6 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
             return;
         }
     };
-    // The object's fd stays open while the lane lives (one fd per lane), so
-    // the object shows in /proc/PID/fd for tools and tests.
-    let _memfd = memfd;
-    let Ok(watch) = conn.fd().try_clone_to_owned() else {
-        refuse("the server is out of file descriptors");
-        return;
-    };
-    let chan = Arc::new(chan.watch(watch));
     let id = shared.next_lane.fetch_add(1, Ordering::Relaxed);
     {
         let mut lanes = shared.lanes();
@@ -948,10 +940,10 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
             refuse("the server is shutting down");
             return;
         }
-        lanes.insert(id, chan.clone());
+        lanes.insert(id, rings.chan.clone());
     }
     if answer_lane(conn, None) {
-        lane_loop(shared, &chan, &peer);
+        lane_loop(shared, rings, &peer);
     }
     shared.lanes().remove(&id);
     conn.close(None);
@@ -959,8 +951,14 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
 
 /// Serve calls on a lane: each one is received from the ring, handled
 /// right here (no hand-off to another thread), and answered on the ring.
-fn lane_loop(shared: &Shared, chan: &Arc<Chan>, peer: &str) {
-    let (mut tx, mut rx) = ring::split(chan.clone(), false, shared.wait);
+fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
+    let Rings {
+        chan,
+        mut tx,
+        mut rx,
+        ..
+    } = rings;
+    let chan = &chan;
     let Some(mut keys) = chan.take_loan_keys() else {
         return;
     };

@@ -603,6 +603,76 @@ pub(crate) struct Rx {
     eof: bool,
 }
 
+/// The ring flavor of a connection: both rings of one channel, the
+/// object kept open (one descriptor per connection, so it shows in
+/// `/proc/PID/fd`), watching the connection's socket for the peer's death.
+///
+/// Every mechanism upgrades a socket connection to rings the same way: the
+/// connecting side creates a sealed object and passes it over the socket
+/// attached to the mechanism's upgrade frame ([`Rings::offer`]); the
+/// accepting side checks the object it received and maps it
+/// ([`Rings::accept`]).
+pub(crate) struct Rings {
+    pub chan: Arc<Chan>,
+    pub tx: Tx,
+    pub rx: Rx,
+    _object: OwnedFd,
+}
+
+impl std::fmt::Debug for Rings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rings").field("chan", &self.chan).finish()
+    }
+}
+
+impl Rings {
+    /// Connecting side: create a channel of `ring_cap`-byte rings and
+    /// `loan_cap`-byte loan segments, send `frame` on `socket` with the
+    /// object attached (`SCM_RIGHTS`), and take the connecting ends.
+    pub(crate) fn offer(
+        socket: BorrowedFd<'_>,
+        frame: &[u8],
+        ring_cap: usize,
+        loan_cap: usize,
+        wait: WaitStrategy,
+    ) -> std::io::Result<Rings> {
+        let (chan, object) = Chan::create(ring_cap, loan_cap)?;
+        sys::net::send_with_fd(socket, frame, object.as_fd())?;
+        Rings::start(chan, object, socket, true, wait)
+    }
+
+    /// Accepting side: check the object a peer passed (sealed size, layout,
+    /// loan segments at most `max_loan`), map it and take the accepting
+    /// ends. `Err` says why it was refused.
+    pub(crate) fn accept(
+        object: OwnedFd,
+        socket: BorrowedFd<'_>,
+        max_loan: usize,
+        wait: WaitStrategy,
+    ) -> Result<Rings, String> {
+        let chan = Chan::open(object.as_fd(), max_loan)?;
+        Rings::start(chan, object, socket, false, wait)
+            .map_err(|e| format!("cannot watch the connection: {e}"))
+    }
+
+    fn start(
+        chan: Chan,
+        object: OwnedFd,
+        socket: BorrowedFd<'_>,
+        connector: bool,
+        wait: WaitStrategy,
+    ) -> std::io::Result<Rings> {
+        let chan = Arc::new(chan.watch(socket.try_clone_to_owned()?));
+        let (tx, rx) = split(chan.clone(), connector, wait);
+        Ok(Rings {
+            chan,
+            tx,
+            rx,
+            _object: object,
+        })
+    }
+}
+
 /// The two halves for one side: `connector` is the side that created the
 /// object and connected (it sends on ring 0).
 pub(crate) fn split(chan: Arc<Chan>, connector: bool, strategy: WaitStrategy) -> (Tx, Rx) {
