@@ -2,36 +2,29 @@
 //!
 //! Each test runs the receiver (or a fake one, or a flood of raw
 //! connections) in a child process: this test binary re-exec'd to run the
-//! ignored test [`child`] in the role named by `IPCKIT_TEST_ROLE`. Children
+//! ignored test [`child_role`] in a role (see `support::role`). Children
 //! print what they did on stdout, one line each, and exit when their stdin
 //! closes; the parent kills and reaps them on drop. Every wait is bounded
 //! by [`DEADLINE`]; nothing sleeps to synchronise.
 //!
 //! Wire constants are taken from `docs/PROTOCOL.md`, "Window messages".
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod support;
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipckit::message::{Messenger, ReceiverOptions, Reply};
-use ipckit::{ErrorKind, Limits, Namespace};
-
-/// Bound on every wait: long for a loaded CI machine, short enough that a
-/// hang fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// Selects a re-exec'd child's role.
-const ROLE_ENV: &str = "IPCKIT_TEST_ROLE";
-
-/// Request kinds, response kinds and error codes of the wire.
-const REQ_SEND: u8 = 1;
-const RESP_REPLY: u8 = 1;
-const RESP_ERROR: u8 = 3;
-const ERR_TOO_LARGE: u8 = 2;
-/// Hello status byte (offset 9): 1 = busy.
-const STATUS_BUSY: u8 = 1;
+use ipckit::{ErrorKind, Namespace};
+use support::proc_stats::{rss_kib, threads};
+use support::raw::message::{
+    request, response, ERR_TOO_LARGE, MAGIC, REQ_SEND, RESP_ERROR, RESP_REPLY, STATUS_BUSY,
+};
+use support::raw::{self, closed_by_peer};
+use support::{flag, flag_num, say, wait_for_parent, Proc, TestNs, DEADLINE};
 
 /// Message ids the child receiver treats specially.
 const ID_PANIC: u32 = 0xDEAD;
@@ -42,83 +35,34 @@ const ID_BLOCK: u32 = 0xB10C;
 /// The entry point of every child process; does nothing in a normal run.
 #[test]
 #[ignore = "a child role, started by the other tests"]
-fn child() {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
+fn child_role() {
+    let Some((role, args)) = support::role() else {
         return;
     };
     match role.as_str() {
-        "receiver" => receiver_role(),
-        "half-hello" => half_hello_role(),
-        "hold" => hold_role(),
+        "receiver" => receiver_role(&args),
+        "half-hello" => raw::half_hello_role(Path::new(flag(&args, "--socket").unwrap()), MAGIC),
+        "hold" => hold_role(&args),
         other => panic!("unknown role {other}"),
     }
 }
 
-fn env(key: &str) -> Option<String> {
-    std::env::var(key).ok()
-}
-
-fn env_num(key: &str) -> Option<u64> {
-    env(key).map(|v| v.parse().unwrap_or_else(|_| panic!("{key}={v}")))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
-
-/// Raise this process's soft descriptor limit as far as `want` (or the
-/// hard limit); returns the new soft limit.
-fn raise_nofile(want: u64) -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let l = getrlimit(Resource::Nofile);
-    let soft = l.current.unwrap_or(u64::MAX);
-    let target = want.min(l.maximum.unwrap_or(u64::MAX));
-    if soft >= target {
-        return soft;
-    }
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(target),
-            maximum: l.maximum,
-        },
-    )
-    .expect("raise RLIMIT_NOFILE");
-    target
-}
-
-/// A real receiver named `$NAME` with limits from the environment. Its
+/// A real receiver named `--name` with limits from its arguments. Its
 /// handler panics on [`ID_PANIC`], blocks on [`ID_BLOCK`] until the parent
 /// writes a line, and otherwise answers the data's length. Exits when
 /// stdin closes.
-fn receiver_role() {
-    raise_nofile(8192);
-    let name = env("NAME").unwrap();
-    let mut limits = Limits::new();
-    if let Some(n) = env_num("MAX_CONN") {
-        limits = limits
-            .max_connections(n as usize)
-            .max_connections_per_user(n as usize);
-    }
-    if let Some(n) = env_num("PER_PROCESS") {
-        limits = limits.max_connections_per_process(n as usize);
-    }
-    if let Some(ms) = env_num("STALL_MS") {
-        limits = limits.stall_timeout(Duration::from_millis(ms));
-    }
-    if let Some(n) = env_num("QUEUED_BYTES") {
-        limits = limits.max_queued_bytes(n as usize);
-    }
+fn receiver_role(args: &[String]) {
+    support::limits::raise_nofile(8192);
+    let name = flag(args, "--name").unwrap();
+    let limits = raw::limits_from(args);
     let mut opts = ReceiverOptions::new();
     opts.limits(limits);
-    if let Some(n) = env_num("MAX_DATA") {
+    if let Some(n) = flag_num(args, "--max-data") {
         opts.max_data(n as usize);
     }
     let (gate_tx, gate) = mpsc::channel::<()>();
     let _rx = opts
-        .register(&name, move |m| {
+        .register(name, move |m| {
             match m.id {
                 ID_PANIC => panic!("boom from the handler"),
                 ID_BLOCK => {
@@ -138,214 +82,35 @@ fn receiver_role() {
     }
 }
 
-/// A fake receiver at `$SOCKET` that sends 8 of its 16 hello bytes to each
-/// sender and then says nothing more.
-fn half_hello_role() {
-    let path = PathBuf::from(env("SOCKET").unwrap());
-    let listener = UnixListener::bind(&path).unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let _ = s.write_all(b"IPCKWMSG");
-            held.push(s);
-        }
-    });
-    say("READY");
-    let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
-    std::process::exit(0);
-}
-
-/// Open `$COUNT` raw connections to `$SOCKET` and keep them, idle; report
-/// how many were accepted and refused. With `$TRY_SEND`, then send a
-/// message to that receiver through the library and report the outcome,
-/// and open one more raw connection and report its hello status.
-fn hold_role() {
-    let count = env_num("COUNT").unwrap();
-    let limit = raise_nofile(count + 256);
-    let count = count.min(limit.saturating_sub(128)) as usize;
-    let path = PathBuf::from(env("SOCKET").unwrap());
-    let mut held = Vec::with_capacity(count);
-    let mut busy = 0;
-    for _ in 0..count {
-        let (s, hello) = raw_connect(&path);
-        if hello[9] == STATUS_BUSY {
-            busy += 1;
-        }
-        held.push(s);
-    }
-    say(&format!("HELD {count} busy={busy}"));
-    if let Some(name) = env("TRY_SEND") {
-        let r = Messenger::new().send(&name, 1, b"", Duration::from_secs(5));
+/// Open `--count` raw connections to `--socket` and keep them, idle;
+/// report how many were accepted and refused. With `--try-send NAME`,
+/// then send a message to that receiver through the library and report
+/// the outcome, and open one more raw connection and report its hello
+/// status.
+fn hold_role(args: &[String]) {
+    let held = raw::hold(args, MAGIC, |status| status == STATUS_BUSY);
+    if let Some(name) = flag(args, "--try-send") {
+        let r = Messenger::new().send(name, 1, b"", Duration::from_secs(5));
         match r {
             Ok(r) => say(&format!("SEND ok {}", r.result)),
             Err(e) => say(&format!("SEND {} {e}", e.kind())),
         }
-        let (mut s, hello) = raw_connect(&path);
+        let path = Path::new(flag(args, "--socket").unwrap());
+        let (mut s, hello) = raw::connect_to(path, MAGIC);
         let closed = matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_));
         say(&format!("EXTRA status={} closed={closed}", hello[9]));
     }
-    let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+    wait_for_parent();
     drop(held);
 }
 
 // ----------------------------------------------------------------- parent
 
-/// A child process: stdout lines arrive on a channel; killed and reaped
-/// on drop.
-struct Kid {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Kid {
-    fn start(ns: &Namespace, role: &str, vars: &[(&str, String)]) -> Kid {
-        let exe = std::env::current_exe().unwrap();
-        let mut c = Command::new(exe);
-        c.args([
-            "--exact",
-            "child",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        // (The receiver's expected handler panic prints one line, no trace.)
-        .env("RUST_BACKTRACE", "0")
-        .env(ipckit::name::NAMESPACE_ENV, ns.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in vars {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().unwrap();
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        Kid {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The rest of the next line holding `prefix`, from `prefix` on
-    /// (other lines, like the test harness's, are skipped).
-    fn expect(&self, prefix: &str) -> String {
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                // The harness prints "test child ... " without a newline
-                // before the child's first line.
-                Ok(l) => {
-                    if let Some(i) = l.find(prefix) {
-                        return l[i..].to_string();
-                    }
-                }
-                Err(e) => panic!("no line starting with {prefix:?} from the child: {e}"),
-            }
-        }
-    }
-
-    fn tell(&mut self, line: &str) {
-        let s = self.stdin.as_mut().unwrap();
-        writeln!(s, "{line}").unwrap();
-        s.flush().unwrap();
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh namespace for one test.
-fn test_ns() -> (tempfile::TempDir, Namespace) {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Namespace::at(dir.path().join("ns")).unwrap();
-    (dir, ns)
-}
-
-/// A receiver child named `name`, registered and ready.
-fn receiver(ns: &Namespace, name: &str, vars: &[(&str, String)]) -> Kid {
-    let mut all = vec![("NAME", name.to_string())];
-    all.extend(vars.iter().map(|(k, v)| (*k, v.clone())));
-    let kid = Kid::start(ns, "receiver", &all);
-    kid.expect("READY");
-    kid
-}
-
-/// Connect to the socket at `path` and read the 16-byte hello.
-fn raw_connect(path: &Path) -> (UnixStream, [u8; 16]) {
-    let mut s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    let mut hello = [0u8; 16];
-    s.read_exact(&mut hello).unwrap();
-    assert_eq!(&hello[..8], b"IPCKWMSG");
-    (s, hello)
-}
-
-fn request(kind: u8, id: u32, len: u32) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0] = kind;
-    b[4..8].copy_from_slice(&id.to_le_bytes());
-    b[8..12].copy_from_slice(&len.to_le_bytes());
-    b
-}
-
-/// Read one response: `(kind, code, result, body)`.
-fn response(s: &mut UnixStream) -> (u8, u8, i64, Vec<u8>) {
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).unwrap();
-    let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
-    let result = i64::from_le_bytes(h[8..16].try_into().unwrap());
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (h[0], h[1], result, body)
-}
-
-/// Whether the receiver closed `s` (end of stream or reset) before the
-/// deadline.
-fn closed_by_peer(s: &mut UnixStream) -> bool {
-    let mut b = [0u8; 64];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(e) => panic!("the receiver did not close the connection: {e}"),
-        }
-    }
-}
-
-/// `(threads, VmRSS in KiB)` of process `pid`.
-fn proc_status(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
-    (field("Threads:"), field("VmRSS:"))
+/// A receiver child named `name` (with more role arguments `args`),
+/// registered and ready. (Its expected handler panic prints one line, no
+/// trace.)
+fn receiver(t: &TestNs, name: &str, args: &[&str]) -> Proc {
+    raw::endpoint(t, "receiver", name, args)
 }
 
 /// A well-behaved sender in this process: one `send`, its result.
@@ -363,25 +128,17 @@ fn good_send(ns: &Namespace, name: &str) -> i64 {
 /// out at its deadline instead of hanging.
 #[test]
 fn a_half_hello_then_silence_is_a_timeout_not_a_hang() {
-    let (_d, ns) = test_ns();
+    let t = TestNs::new();
+    let ns = &t.ns;
     let socket = ns.socket_path("half");
-    let kid = Kid::start(
-        &ns,
-        "half-hello",
-        &[("SOCKET", socket.display().to_string())],
-    );
-    kid.expect("READY");
+    let _kid = raw::half_hello(&t, &socket);
     let ns2 = ns.clone();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = Messenger::new()
+    let r = support::within(DEADLINE, move || {
+        Messenger::new()
             .namespace(&ns2)
-            .send("half", 1, b"x", Duration::from_secs(1));
-        let _ = tx.send(r);
-    });
-    let r = rx
-        .recv_timeout(DEADLINE)
-        .expect("send hung on a half hello");
+            .send("half", 1, b"x", Duration::from_secs(1))
+    })
+    .expect("send hung on a half hello");
     let e = r.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert_eq!(e.name(), Some("half"));
@@ -391,62 +148,41 @@ fn a_half_hello_then_silence_is_a_timeout_not_a_hang() {
 /// from another process is still answered.
 #[test]
 fn two_thousand_idle_connections_cost_no_threads() {
-    let (_d, ns) = test_ns();
-    let rx = receiver(
-        &ns,
-        "idle",
-        &[("MAX_CONN", "4096".into()), ("PER_PROCESS", "4096".into())],
-    );
-    let (threads_before, _) = proc_status(rx.pid());
-    let flood = Kid::start(
-        &ns,
-        "hold",
-        &[
-            ("SOCKET", ns.socket_path("idle").display().to_string()),
-            ("COUNT", "2000".into()),
-        ],
-    );
-    let held = flood.expect("HELD ");
-    let n: usize = held.split(' ').nth(1).unwrap().parse().unwrap();
-    assert!(
-        n >= 900,
-        "the flooder could open only {n} descriptors: {held}"
-    );
-    assert!(held.ends_with("busy=0"), "{held}");
-    let (threads_idle, _) = proc_status(rx.pid());
-    assert_eq!(good_send(&ns, "idle"), 5);
-    let (threads_after, _) = proc_status(rx.pid());
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let rx = receiver(&t, "idle", &["--max-conn", "4096", "--per-process", "4096"]);
+    let flood = raw::idle_flood(&t, rx.pid(), &ns.socket_path("idle"), &[]);
+    let (n, threads_before, threads_idle) = (flood.held, flood.threads_before, flood.threads_idle);
+    assert_eq!(good_send(ns, "idle"), 5);
+    let threads_after = threads(rx.pid());
     eprintln!(
         "receiver threads: {threads_before} at start, {threads_idle} with {n} idle connections, {threads_after} after a send"
     );
-    assert!(
-        threads_idle <= 8,
-        "{threads_idle} threads for {n} idle connections"
-    );
-    assert!(threads_after <= 8, "{threads_after} threads");
+    flood.assert_few_threads(threads_after, 8);
 }
 
 /// (c) A sender that announces 16 MiB, sends one byte and stalls is
 /// dropped after the stall timeout, pins no memory, and others are served.
 #[test]
 fn a_sender_stalled_inside_a_big_message_is_dropped() {
-    let (_d, ns) = test_ns();
-    let rx = receiver(&ns, "stall", &[("STALL_MS", "500".into())]);
-    assert_eq!(good_send(&ns, "stall"), 5);
-    let (_, rss_before) = proc_status(rx.pid());
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let rx = receiver(&t, "stall", &["--stall-ms", "500"]);
+    assert_eq!(good_send(ns, "stall"), 5);
+    let rss_before = rss_kib(rx.pid());
     let path = ns.socket_path("stall");
     let mut stalled: Vec<UnixStream> = (0..8)
         .map(|_| {
-            let (mut s, _) = raw_connect(&path);
+            let (mut s, _) = raw::connect_to(&path, MAGIC);
             s.write_all(&request(REQ_SEND, 1, 16 << 20)).unwrap();
             s.write_all(b"x").unwrap();
             s
         })
         .collect();
     for s in &mut stalled {
-        assert!(closed_by_peer(s));
+        assert!(closed_by_peer(s, "receiver"));
     }
-    let (_, rss_after) = proc_status(rx.pid());
+    let rss_after = rss_kib(rx.pid());
     eprintln!(
         "receiver VmRSS: {rss_before} KiB before, {rss_after} KiB after 8 senders announced 16 MiB each and stalled"
     );
@@ -454,7 +190,7 @@ fn a_sender_stalled_inside_a_big_message_is_dropped() {
         rss_after < rss_before + 16 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
-    assert_eq!(good_send(&ns, "stall"), 5);
+    assert_eq!(good_send(ns, "stall"), 5);
 }
 
 /// (d) Posts over the receiver's queued-bytes limit get `Full`; the queue
@@ -462,10 +198,11 @@ fn a_sender_stalled_inside_a_big_message_is_dropped() {
 /// moves on.
 #[test]
 fn a_post_flood_over_the_queued_bytes_is_full() {
-    let (_d, ns) = test_ns();
-    let mut rx = receiver(&ns, "flood", &[("QUEUED_BYTES", (1 << 20).to_string())]);
-    let (_, rss_before) = proc_status(rx.pid());
-    let mut w = Messenger::new().namespace(&ns).connect("flood").unwrap();
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let mut rx = receiver(&t, "flood", &["--queued-bytes", &(1 << 20).to_string()]);
+    let rss_before = rss_kib(rx.pid());
+    let mut w = Messenger::new().namespace(ns).connect("flood").unwrap();
     // The handler takes this (empty) post and blocks until told.
     w.post(ID_BLOCK, b"").unwrap();
     let chunk = vec![7u8; 64 << 10];
@@ -478,7 +215,7 @@ fn a_post_flood_over_the_queued_bytes_is_full() {
             Err(e) => panic!("{e}"),
         }
     }
-    let (_, rss_flooded) = proc_status(rx.pid());
+    let rss_flooded = rss_kib(rx.pid());
     eprintln!(
         "post flood: {queued} queued, {full} full; receiver VmRSS {rss_before} KiB before, {rss_flooded} KiB with the queue full"
     );
@@ -500,16 +237,17 @@ fn a_post_flood_over_the_queued_bytes_is_full() {
             Err(e) => panic!("the queue did not drain: {e}"),
         }
     }
-    assert_eq!(good_send(&ns, "flood"), 5);
+    assert_eq!(good_send(ns, "flood"), 5);
 }
 
 /// (e) A handler that panics is answered as an error naming the panic,
 /// and the receiver goes on.
 #[test]
 fn a_handler_panic_comes_back_as_an_error() {
-    let (_d, ns) = test_ns();
-    let _rx = receiver(&ns, "panic", &[]);
-    let mut w = Messenger::new().namespace(&ns).connect("panic").unwrap();
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _rx = receiver(&t, "panic", &[]);
+    let mut w = Messenger::new().namespace(ns).connect("panic").unwrap();
     let e = w.send(ID_PANIC, b"", Duration::from_secs(10)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
     assert!(e.to_string().contains("boom from the handler"), "{e}");
@@ -517,30 +255,27 @@ fn a_handler_panic_comes_back_as_an_error() {
         w.send(1, b"abc", Duration::from_secs(10)).unwrap().result,
         3
     );
-    assert_eq!(good_send(&ns, "panic"), 5);
+    assert_eq!(good_send(ns, "panic"), 5);
 }
 
 /// (f) One process holding its per-process share of connections is
 /// refused (a busy hello, `Busy`), and does not lock out another process.
 #[test]
 fn one_process_at_its_connection_limit_does_not_lock_out_others() {
-    let (_d, ns) = test_ns();
-    let _rx = receiver(&ns, "share", &[("PER_PROCESS", "4".into())]);
-    let hog = Kid::start(
-        &ns,
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _rx = receiver(&t, "share", &["--per-process", "4"]);
+    let socket = ns.socket_path("share").display().to_string();
+    let mut hog = t.talk(
         "hold",
-        &[
-            ("SOCKET", ns.socket_path("share").display().to_string()),
-            ("COUNT", "4".into()),
-            ("TRY_SEND", "share".into()),
-        ],
+        &["--socket", &socket, "--count", "4", "--try-send", "share"],
     );
-    assert_eq!(hog.expect("HELD "), "HELD 4 busy=0");
-    let sent = hog.expect("SEND ");
+    assert_eq!(hog.stdout_line("HELD "), "HELD 4 busy=0");
+    let sent = hog.stdout_line("SEND ");
     assert!(sent.starts_with("SEND busy "), "{sent}");
-    assert_eq!(hog.expect("EXTRA "), "EXTRA status=1 closed=true");
-    assert_eq!(good_send(&ns, "share"), 5);
-    let mut w = Messenger::new().namespace(&ns).connect("share").unwrap();
+    assert_eq!(hog.stdout_line("EXTRA "), "EXTRA status=1 closed=true");
+    assert_eq!(good_send(ns, "share"), 5);
+    let mut w = Messenger::new().namespace(ns).connect("share").unwrap();
     assert_eq!(w.send(1, b"ab", Duration::from_secs(10)).unwrap().result, 2);
 }
 
@@ -548,10 +283,11 @@ fn one_process_at_its_connection_limit_does_not_lock_out_others() {
 /// "too large", and the connection goes on; a malformed header closes it.
 #[test]
 fn oversized_data_is_refused_and_a_bad_header_closes() {
-    let (_d, ns) = test_ns();
-    let _rx = receiver(&ns, "big", &[("MAX_DATA", "1024".into())]);
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _rx = receiver(&t, "big", &["--max-data", "1024"]);
     let path = ns.socket_path("big");
-    let (mut s, hello) = raw_connect(&path);
+    let (mut s, hello) = raw::connect_to(&path, MAGIC);
     assert_eq!(hello[9], 0, "status ok");
     assert_eq!(u32::from_le_bytes(hello[12..16].try_into().unwrap()), 1024);
     s.write_all(&request(REQ_SEND, 1, 4096)).unwrap();
@@ -568,6 +304,6 @@ fn oversized_data_is_refused_and_a_bad_header_closes() {
     let (kind, _, result, _) = response(&mut s);
     assert_eq!((kind, result), (RESP_REPLY, 3));
     s.write_all(&[0xFF; 16]).unwrap();
-    assert!(closed_by_peer(&mut s));
-    assert_eq!(good_send(&ns, "big"), 5);
+    assert!(closed_by_peer(&mut s, "receiver"));
+    assert_eq!(good_send(ns, "big"), 5);
 }

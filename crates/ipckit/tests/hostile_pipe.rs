@@ -1,7 +1,7 @@
 //! Hostile peers against named pipes, across real processes.
 //!
 //! The server (or a fake one) runs in a child process: this test binary
-//! re-exec'd in a role (`IPCKIT_TEST_ROLE`, see [`child_role`]). The test
+//! re-exec'd in a role (see `support::role` and [`child_role`]). The test
 //! process is the hostile peer, or a good client checking that the server
 //! still serves. Every wait is bounded; children are killed on drop.
 //!
@@ -14,30 +14,19 @@
 //! - per-process limit: one process at its limit does not lock out
 //!   another; refused peers see `Busy`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipckit::pipe::{ClientOptions, NamedPipe, ServerOptions};
 use ipckit::{ErrorKind, Limits, Namespace};
+use support::limits::{raise_nofile, set_nofile};
+use support::proc_stats::{cpu_share, fds_below, threads};
+use support::raw::{self, pipe::MAGIC};
+use support::{flag, flag_num, wait_for_parent, wait_until, Proc, TestNs, DEADLINE};
 
-/// Generous bound for every wait: a hang fails instead of stalling CI.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// Selects the role of a re-exec'd child.
-const ROLE_ENV: &str = "IPCKIT_TEST_ROLE";
-/// The pipe a child serves or connects to.
-const PIPE_ENV: &str = "IPCKIT_TEST_PIPE";
-/// Settings passed to a server child (see [`child_role`]).
-const HANDSHAKE_ENV: &str = "IPCKIT_TEST_HANDSHAKE_MS";
-const PER_PROCESS_ENV: &str = "IPCKIT_TEST_PER_PROCESS";
-const PER_USER_ENV: &str = "IPCKIT_TEST_PER_USER";
-const TOTAL_ENV: &str = "IPCKIT_TEST_MAX_CONNECTIONS";
-const INSTANCES_ENV: &str = "IPCKIT_TEST_INSTANCES";
-const NOFILE_ENV: &str = "IPCKIT_TEST_NOFILE";
-const COUNT_ENV: &str = "IPCKIT_TEST_COUNT";
 /// What children print before a line meant for the parent (the test
 /// harness writes its own lines on the same stdout).
 const MARK: &str = "@@";
@@ -46,115 +35,34 @@ const MARK: &str = "@@";
 // Processes
 // ---------------------------------------------------------------------------
 
-/// A child process, killed and reaped on drop; its stdout lines that carry
-/// [`MARK`] are forwarded to [`Proc::line`].
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// This test binary re-exec'd to run [`child_role`] as `role` with `args`
+/// in `t`'s namespace (with the shared-memory opt-out cleared).
+fn spawn(t: &TestNs, role: &str, args: &[&str]) -> Proc {
+    Proc::talking(
+        t.role(role, args)
+            .env_remove(ipckit::transport::TRANSPORT_ENV),
+    )
 }
 
-impl Proc {
-    /// This test binary re-exec'd to run [`child_role`] as `role` in `ns`,
-    /// with `env` set (and the shared-memory opt-out cleared).
-    fn spawn(role: &str, ns: &Namespace, env: &[(&str, String)]) -> Proc {
-        let exe = std::env::current_exe().expect("find the test binary");
-        let mut c = Command::new(exe);
-        c.args([
-            "--exact",
-            "child_role",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        .env(ipckit::name::NAMESPACE_ENV, ns.dir())
-        .env_remove(ipckit::transport::TRANSPORT_ENV)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().expect("start the child");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if let Some(i) = line.find(MARK) {
-                    if tx.send(line[i + MARK.len()..].to_string()).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The next marked line, waiting at most [`DEADLINE`].
-    fn line(&mut self) -> String {
-        match self.lines.recv_timeout(DEADLINE) {
-            Ok(l) => l,
-            Err(e) => {
-                let status = self.child.try_wait();
-                panic!(
-                    "no line from child {} ({e}); status {status:?}",
-                    self.child.id()
-                )
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// The next line the child marked with [`MARK`], without the mark,
+/// waiting at most [`DEADLINE`].
+fn line(p: &mut Proc) -> String {
+    p.stdout_line(MARK)[MARK.len()..].to_string()
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh namespace in a temporary directory.
-fn namespace() -> (tempfile::TempDir, Namespace) {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let ns = Namespace::at(dir.path().join("ns")).expect("create the namespace");
-    (dir, ns)
-}
-
-/// An echo server child named `name`, started and confirmed serving.
-fn serve(ns: &Namespace, name: &str, env: &[(&str, String)]) -> Proc {
-    let mut env = env.to_vec();
-    env.push((PIPE_ENV, name.to_string()));
-    let mut p = Proc::spawn("server", ns, &env);
-    assert_eq!(p.line(), "ready");
+/// An echo server child named `name` (with the settings `args`), started
+/// and confirmed serving.
+fn serve(t: &TestNs, name: &str, args: &[&str]) -> Proc {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--pipe", name]);
+    let mut p = spawn(t, "server", &all);
+    assert_eq!(line(&mut p), "ready");
     p
-}
-
-/// Poll `cond` until it holds, at most `limit`.
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
 }
 
 /// Run `f` on a thread; panic (instead of hanging) if it takes over `limit`.
 fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("did not return within {limit:?}: it hung"))
+    support::within(limit, f).unwrap_or_else(|_| panic!("did not return within {limit:?}: it hung"))
 }
 
 /// A good client: connects (waiting up to [`DEADLINE`]) and gets an echo.
@@ -169,84 +77,6 @@ fn good_client(ns: &Namespace, name: &str) {
             .unwrap_or_else(|e| panic!("a good client cannot connect: {e}"));
         assert_eq!(c.transact(b"still serving").unwrap(), b"still serving");
     });
-}
-
-// ---------------------------------------------------------------------------
-// /proc and limits
-// ---------------------------------------------------------------------------
-
-fn threads_of(pid: u32) -> usize {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a Threads: line")
-}
-
-/// CPU time (user + system) the process used so far.
-fn cpu_of(pid: u32) -> Duration {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the command name (which may hold spaces): state is the
-    // first, utime the 12th, stime the 13th.
-    let rest: Vec<&str> = s[s.rfind(')').expect("comm") + 1..]
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
-}
-
-/// Clock ticks per second (`_SC_CLK_TCK`), the unit of /proc CPU times.
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// How many of the descriptor numbers below `limit` the process has open.
-fn fds_below(pid: u32, limit: usize) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
-        d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
-            .filter(|&n| n < limit)
-            .count()
-    })
-}
-
-/// Share of one core the process used over `window`.
-fn cpu_share(pid: u32, window: Duration) -> f64 {
-    let (c0, t0) = (cpu_of(pid), Instant::now());
-    // Measuring over a window, not synchronising: nothing waits on this.
-    while t0.elapsed() < window {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let used = cpu_of(pid).saturating_sub(c0);
-    used.as_secs_f64() / t0.elapsed().as_secs_f64()
-}
-
-/// Raise this process's descriptor limit to at least `want` (if the hard
-/// limit allows); returns the soft limit now in force.
-fn raise_nofile(want: u64) -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut l = getrlimit(Resource::Nofile);
-    let cur = l.current.unwrap_or(u64::MAX);
-    if cur >= want {
-        return cur;
-    }
-    l.current = Some(l.maximum.map_or(want, |m| m.min(want)));
-    let _ = setrlimit(Resource::Nofile, l);
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
-/// Connect a raw socket and read the server's hello.
-fn raw_connect(path: &Path) -> (UnixStream, [u8; 16]) {
-    let mut s = UnixStream::connect(path).expect("raw connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut hello = [0u8; 16];
-    s.read_exact(&mut hello).expect("read the hello");
-    (s, hello)
 }
 
 /// Wait (bounded by the socket's read timeout) for the server to close
@@ -270,9 +100,9 @@ fn closed_by_server(s: &mut UnixStream) -> bool {
 /// instead of waiting forever.
 #[test]
 fn half_a_hello_then_silence_is_a_timeout_not_a_hang() {
-    let (_d, ns) = namespace();
-    let mut fake = Proc::spawn("half-hello", &ns, &[(PIPE_ENV, "fake".to_string())]);
-    assert_eq!(fake.line(), "ready");
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _fake = raw::half_hello(&t, &ns.socket_path("fake"));
     let ns2 = ns.clone();
     let (r, took) = bounded(DEADLINE, move || {
         let t = Instant::now();
@@ -292,7 +122,8 @@ fn half_a_hello_then_silence_is_a_timeout_not_a_hang() {
 /// after the handshake deadline, and a good client is served meanwhile.
 #[test]
 fn unanswered_shared_memory_offers_are_dropped_without_a_thread_each() {
-    let (_d, ns) = namespace();
+    let t = TestNs::new();
+    let ns = &t.ns;
     let have = raise_nofile(2500);
     let n = 2000.min(have.saturating_sub(400) as usize);
     assert!(
@@ -300,29 +131,34 @@ fn unanswered_shared_memory_offers_are_dropped_without_a_thread_each() {
         "this test needs about 2400 descriptors; the limit is {have}"
     );
     let server = serve(
-        &ns,
+        &t,
         "flood",
         &[
-            (HANDSHAKE_ENV, "2000".into()),
-            (TOTAL_ENV, "4096".into()),
-            (PER_PROCESS_ENV, "4096".into()),
-            (PER_USER_ENV, "4096".into()),
-            (NOFILE_ENV, "4400".into()),
+            "--handshake-ms",
+            "2000",
+            "--max-connections",
+            "4096",
+            "--per-process",
+            "4096",
+            "--per-user",
+            "4096",
+            "--nofile",
+            "4400",
         ],
     );
     let path = ns.socket_path("flood");
-    let threads_before = threads_of(server.pid());
+    let threads_before = threads(server.pid());
     let mut flood = Vec::with_capacity(n);
     for _ in 0..n {
-        let (s, hello) = raw_connect(&path);
-        assert_eq!(&hello[..8], b"IPCKPIPE");
+        let (s, hello) = raw::connect(&path);
+        assert_eq!(&hello[..8], MAGIC);
         assert_eq!(hello[9], 0, "status ok");
         assert_ne!(hello[10] & 0x80, 0, "the server offers shared memory");
         flood.push(s);
     }
     let flooded_at = Instant::now();
-    let threads_flooded = threads_of(server.pid());
-    good_client(&ns, "flood");
+    let threads_flooded = threads(server.pid());
+    good_client(ns, "flood");
     let mut dropped = 0;
     for s in &mut flood {
         if closed_by_server(s) {
@@ -330,7 +166,7 @@ fn unanswered_shared_memory_offers_are_dropped_without_a_thread_each() {
         }
     }
     let took = flooded_at.elapsed();
-    let threads_after = threads_of(server.pid());
+    let threads_after = threads(server.pid());
     eprintln!(
         "{n} unanswered offers: server threads {threads_before} before, {threads_flooded} flooded, \
          {threads_after} after; all {dropped} dropped within {took:?} of the last connect"
@@ -340,7 +176,7 @@ fn unanswered_shared_memory_offers_are_dropped_without_a_thread_each() {
         threads_flooded <= threads_before + 4,
         "{threads_flooded} threads with {n} pending handshakes (from {threads_before})"
     );
-    good_client(&ns, "flood");
+    good_client(ns, "flood");
 }
 
 /// (c) A server out of descriptors does not spin on its listener, and
@@ -348,14 +184,12 @@ fn unanswered_shared_memory_offers_are_dropped_without_a_thread_each() {
 #[test]
 fn out_of_descriptors_the_server_waits_instead_of_spinning() {
     const NOFILE: usize = 64;
-    let (_d, ns) = namespace();
+    let t = TestNs::new();
+    let ns = &t.ns;
     let server = serve(
-        &ns,
+        &t,
         "fds",
-        &[
-            (HANDSHAKE_ENV, "60000".into()),
-            (NOFILE_ENV, NOFILE.to_string()),
-        ],
+        &["--handshake-ms", "60000", "--nofile", &NOFILE.to_string()],
     );
     let pid = server.pid();
     let idle = cpu_share(pid, Duration::from_secs(1));
@@ -382,7 +216,7 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
     );
     drop(flood);
     let t = Instant::now();
-    good_client(&ns, "fds");
+    good_client(ns, "fds");
     eprintln!(
         "after the flood: a good client served within {:?}",
         t.elapsed()
@@ -394,62 +228,60 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
 /// hello with status 1 (busy) and then end-of-stream.
 #[test]
 fn one_process_at_its_limit_does_not_lock_out_another() {
-    let (_d, ns) = namespace();
-    let _server = serve(&ns, "per", &[(PER_PROCESS_ENV, "4".into())]);
-    let mut holder = Proc::spawn(
-        "holder",
-        &ns,
-        &[(PIPE_ENV, "per".into()), (COUNT_ENV, "4".into())],
-    );
-    assert_eq!(holder.line(), "held 4; next: Busy");
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _server = serve(&t, "per", &["--per-process", "4"]);
+    let mut holder = spawn(&t, "holder", &["--pipe", "per", "--count", "4"]);
+    assert_eq!(line(&mut holder), "held 4; next: Busy");
     // This process is another pid: not locked out.
     let mut c = ClientOptions::new()
-        .namespace(&ns)
+        .namespace(ns)
         .timeout(Duration::ZERO)
         .connect("per")
         .unwrap_or_else(|e| panic!("another process is locked out: {e}"));
     assert_eq!(c.transact(b"mine").unwrap(), b"mine");
     // At this process's limit too, a raw peer sees the busy hello and the end.
     let more: Vec<NamedPipe> = (0..3)
-        .map(|_| ClientOptions::new().namespace(&ns).connect("per").unwrap())
+        .map(|_| ClientOptions::new().namespace(ns).connect("per").unwrap())
         .collect();
-    let (mut raw, hello) = raw_connect(&ns.socket_path("per"));
-    assert_eq!(&hello[..8], b"IPCKPIPE");
+    let (mut raw, hello) = raw::connect(&ns.socket_path("per"));
+    assert_eq!(&hello[..8], MAGIC);
     assert_eq!(hello[9], 1, "status busy");
     assert!(closed_by_server(&mut raw));
     let e = ClientOptions::new()
-        .namespace(&ns)
+        .namespace(ns)
         .connect("per")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     // Connections given back free their places.
     drop(more);
     drop(c);
-    good_client(&ns, "per");
+    good_client(ns, "per");
 }
 
 /// (e) Every instance in use: the next client gets `Busy` at once, and a
 /// place frees up when a connection ends.
 #[test]
 fn instances_exhausted_is_busy_until_one_ends() {
-    let (_d, ns) = namespace();
-    let _server = serve(&ns, "one", &[(INSTANCES_ENV, "1".into())]);
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _server = serve(&t, "one", &["--instances", "1"]);
     let mut first = ClientOptions::new()
-        .namespace(&ns)
+        .namespace(ns)
         .timeout(DEADLINE)
         .connect("one")
         .unwrap();
     assert_eq!(first.transact(b"1").unwrap(), b"1");
     let e = ClientOptions::new()
-        .namespace(&ns)
+        .namespace(ns)
         .connect("one")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
-    let (mut raw, hello) = raw_connect(&ns.socket_path("one"));
+    let (mut raw, hello) = raw::connect(&ns.socket_path("one"));
     assert_eq!(hello[9], 1, "status busy");
     assert!(closed_by_server(&mut raw));
     drop(first);
-    good_client(&ns, "one");
+    good_client(ns, "one");
 }
 
 /// A client that declines the shared-memory offer and sends its first
@@ -458,14 +290,10 @@ fn instances_exhausted_is_busy_until_one_ends() {
 /// first.
 #[test]
 fn a_message_arriving_with_the_answer_to_the_offer_is_not_lost() {
-    let (_d, ns) = namespace();
-    let _server = serve(&ns, "eager", &[]);
-    let frame = |kind: u8, body: &[u8]| {
-        let mut f = vec![kind, 0, 0, 0];
-        f.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        f.extend_from_slice(body);
-        f
-    };
+    let t = TestNs::new();
+    let ns = &t.ns;
+    let _server = serve(&t, "eager", &[]);
+    let frame = raw::pipe::frame;
     let echo = |s: &mut UnixStream| {
         let mut h = [0u8; 8];
         s.read_exact(&mut h).expect("an echo");
@@ -474,13 +302,13 @@ fn a_message_arriving_with_the_answer_to_the_offer_is_not_lost() {
         body
     };
     let path = ns.socket_path("eager");
-    let (mut s, hello) = raw_connect(&path);
+    let (mut s, hello) = raw::connect(&path);
     assert_ne!(hello[10] & 0x80, 0, "the server offers shared memory");
     let mut bytes = frame(3, b"");
     bytes.extend(frame(1, b"declined"));
     s.write_all(&bytes).unwrap();
     assert_eq!(echo(&mut s), b"declined");
-    let (mut s, _) = raw_connect(&path);
+    let (mut s, _) = raw::connect(&path);
     let mut bytes = frame(1, b"ignored the offer");
     bytes.extend(frame(1, b"and sent more"));
     s.write_all(&bytes).unwrap();
@@ -492,30 +320,8 @@ fn a_message_arriving_with_the_answer_to_the_offer_is_not_lost() {
 // The re-exec'd child
 // ---------------------------------------------------------------------------
 
-fn env_num(key: &str) -> Option<u64> {
-    std::env::var(key)
-        .ok()
-        .map(|v| v.parse().expect("a number"))
-}
-
 fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK}{line}").unwrap();
-    out.flush().unwrap();
-}
-
-/// Set this process's soft descriptor limit to `n` (within the hard one).
-fn set_nofile(n: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut l = getrlimit(Resource::Nofile);
-    l.current = Some(l.maximum.map_or(n, |m| m.min(n)));
-    setrlimit(Resource::Nofile, l).expect("setrlimit");
-}
-
-/// Block until the parent closes our stdin (or kills us).
-fn wait_for_parent() {
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    support::say(&format!("{MARK}{line}"));
 }
 
 /// Runs only when re-exec'd by a test above; a plain
@@ -523,35 +329,35 @@ fn wait_for_parent() {
 #[test]
 #[ignore = "child process of the other tests"]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
+    let Some((role, args)) = support::role() else {
         return;
     };
-    let name = std::env::var(PIPE_ENV).expect("the pipe's name");
     match role.as_str() {
         // An echo server with the limits the parent asked for.
         "server" => {
-            if let Some(n) = env_num(NOFILE_ENV) {
+            let name = flag(&args, "--pipe").expect("the pipe's name");
+            if let Some(n) = flag_num(&args, "--nofile") {
                 set_nofile(n);
             }
             let mut limits = Limits::new();
-            if let Some(ms) = env_num(HANDSHAKE_ENV) {
+            if let Some(ms) = flag_num(&args, "--handshake-ms") {
                 limits = limits.handshake_timeout(Duration::from_millis(ms));
             }
-            if let Some(n) = env_num(PER_PROCESS_ENV) {
+            if let Some(n) = flag_num(&args, "--per-process") {
                 limits = limits.max_connections_per_process(n as usize);
             }
-            if let Some(n) = env_num(PER_USER_ENV) {
+            if let Some(n) = flag_num(&args, "--per-user") {
                 limits = limits.max_connections_per_user(n as usize);
             }
-            if let Some(n) = env_num(TOTAL_ENV) {
+            if let Some(n) = flag_num(&args, "--max-connections") {
                 limits = limits.max_connections(n as usize);
             }
             let mut opts = ServerOptions::new();
             opts.limits(limits);
-            if let Some(n) = env_num(INSTANCES_ENV) {
+            if let Some(n) = flag_num(&args, "--instances") {
                 opts.max_instances(n as usize);
             }
-            let server = opts.create(&name).expect("create the server");
+            let server = opts.create(name).expect("create the server");
             say("ready");
             while let Ok(mut conn) = server.accept() {
                 std::thread::spawn(move || {
@@ -565,29 +371,23 @@ fn child_role() {
         }
         // A fake server: sends the first 8 bytes of a hello to everyone
         // who connects, then nothing.
-        "half-hello" => {
-            let ns = Namespace::from_env().unwrap();
-            let l = std::os::unix::net::UnixListener::bind(ns.socket_path(&name)).unwrap();
-            say("ready");
-            let mut held = Vec::new();
-            for s in l.incoming() {
-                let mut s = s.unwrap();
-                s.write_all(b"IPCKPIPE").unwrap();
-                held.push(s);
-            }
-        }
-        // Hold COUNT connections, try one more, report, wait.
+        "half-hello" => raw::half_hello_role(
+            std::path::Path::new(flag(&args, "--socket").unwrap()),
+            MAGIC,
+        ),
+        // Hold --count connections, try one more, report, wait.
         "holder" => {
-            let n = env_num(COUNT_ENV).unwrap() as usize;
+            let name = flag(&args, "--pipe").expect("the pipe's name");
+            let n = flag_num(&args, "--count").unwrap() as usize;
             let held: Vec<NamedPipe> = (0..n)
                 .map(|_| {
                     ClientOptions::new()
                         .timeout(DEADLINE)
-                        .connect(&name)
+                        .connect(name)
                         .expect("connect within the limit")
                 })
                 .collect();
-            let next = match ClientOptions::new().connect(&name) {
+            let next = match ClientOptions::new().connect(name) {
                 Ok(_) => "connected".to_string(),
                 Err(e) => format!("{:?}", e.kind()),
             };

@@ -864,6 +864,16 @@ fn ring_cap(m: &ipckit::shm::Mapping) -> usize {
     u64::from_le_bytes(b) as usize
 }
 
+/// Move the producer's tail of the ring whose control block is at `ctl`
+/// far past anything written.
+fn tail_far_out(ctl: usize) -> Corrupter {
+    Box::new(move |m| {
+        m.atomic_u64(ctl)
+            .unwrap()
+            .store(1 << 40, std::sync::atomic::Ordering::Release)
+    })
+}
+
 /// Write one record (16-byte header + payload) at the consumer's head of
 /// the ring whose control block is at `ctl` and publish it.
 fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8, payload: &[u8]) {
@@ -904,14 +914,7 @@ fn garbage_in_the_clients_ring_closes_that_lane_and_the_server_goes_on() {
     loan_call.extend_from_slice(&(1u64 << 40).to_le_bytes());
     loan_call.extend_from_slice(&8u64.to_le_bytes());
     let cases: Vec<(&str, Corrupter)> = vec![
-        (
-            "tail far out",
-            Box::new(|m| {
-                m.atomic_u64(CTL0)
-                    .unwrap()
-                    .store(1 << 40, std::sync::atomic::Ordering::Release)
-            }),
-        ),
+        ("tail far out", tail_far_out(CTL0)),
         (
             "huge record length",
             Box::new(|m| inject(m, CTL0, RING0, 0xffff_fff0, 3, &[0; 16])),
@@ -966,14 +969,7 @@ fn garbage_in_the_servers_ring_fails_the_waiting_call_without_a_hang() {
     }
     let srv = DemoServer::start(false);
     let cases: Vec<(&str, Corrupter)> = vec![
-        (
-            "tail far out",
-            Box::new(|m| {
-                m.atomic_u64(CTL1)
-                    .unwrap()
-                    .store(1 << 40, std::sync::atomic::Ordering::Release)
-            }),
-        ),
+        ("tail far out", tail_far_out(CTL1)),
         (
             "bad flags",
             Box::new(|m| {

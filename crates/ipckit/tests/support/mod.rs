@@ -15,14 +15,22 @@
 //!   process holds, found through `/proc/<pid>/fd`, to corrupt them.
 //! - [`pattern`], [`Gen`], [`Checksum`]: deterministic data and a
 //!   streaming hash of it.
+//! - [`proc_stats`]: threads, memory, CPU and descriptors of another
+//!   process; [`limits`]: resource limits a helper sets on itself;
+//! - [`raw`]: hostile peers' raw sockets and wire formats, and the roles
+//!   the hostile-peer tests share.
 #![allow(dead_code)] // each test binary uses its own subset
+
+pub mod limits;
+pub mod proc_stats;
+pub mod raw;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -87,6 +95,13 @@ impl TestNs {
     /// Start a role as a long-running child (e.g. a server).
     pub fn start(&self, role: &str, args: &[&str]) -> Proc {
         Proc::spawn(&mut self.role(role, args))
+    }
+
+    /// Start a role that takes commands on stdin ([`Proc::talking`]),
+    /// with `RUST_BACKTRACE=0` (a panic it is meant to survive prints one
+    /// line).
+    pub fn talk(&self, role: &str, args: &[&str]) -> Proc {
+        Proc::talking(self.role(role, args).env("RUST_BACKTRACE", "0"))
     }
 
     /// Run a role to completion (bounded), collecting its output.
@@ -159,6 +174,11 @@ pub fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .map(|i| args.get(i + 1).expect("a value after the flag").as_str())
 }
 
+/// The number after `--flag` in a role's arguments.
+pub fn flag_num(args: &[String], flag: &str) -> Option<u64> {
+    self::flag(args, flag).map(|v| v.parse().unwrap_or_else(|_| panic!("{flag} {v}")))
+}
+
 /// Whether a role's arguments hold the switch `flag`.
 pub fn switch(args: &[String], flag: &str) -> bool {
     args.iter().any(|a| a == flag)
@@ -179,6 +199,11 @@ pub fn say(line: &str) {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{line}").unwrap();
     o.flush().unwrap();
+}
+
+/// Block until the parent closes this process's stdin (or kills it).
+pub fn wait_for_parent() {
+    let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
 }
 
 // ---------------------------------------------------------------------------
@@ -272,6 +297,24 @@ impl Proc {
         (p, out)
     }
 
+    /// Spawn `cmd` to talk to: its stdin piped (see [`Proc::tell`]; it
+    /// closes when the `Proc` drops), stdout collected, stderr passed
+    /// through to the test's own.
+    pub fn talking(cmd: &mut Command) -> Proc {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Self::spawn_raw(cmd)
+    }
+
+    /// Write `line` to the child's stdin (started by [`Proc::talking`]).
+    pub fn tell(&mut self, line: &str) {
+        use std::io::Write as _;
+        let s = self.child().stdin.as_mut().expect("piped stdin");
+        writeln!(s, "{line}").unwrap();
+        s.flush().unwrap();
+    }
+
     /// Spawn, collecting stderr if piped.
     fn start(cmd: &mut Command) -> Proc {
         let mut child = cmd
@@ -332,12 +375,28 @@ impl Proc {
         self.line(0, prefix)
     }
 
+    /// [`Proc::stdout_line`], but `None` if the child's output ends first
+    /// (it exited or died).
+    pub fn try_stdout_line(&mut self, prefix: &str) -> Option<String> {
+        self.next_line(0, prefix)
+    }
+
     /// [`Proc::stdout_line`] on stderr.
     pub fn stderr_line(&mut self, prefix: &str) -> String {
         self.line(1, prefix)
     }
 
     fn line(&mut self, which: usize, prefix: &str) -> String {
+        self.next_line(which, prefix).unwrap_or_else(|| {
+            panic!(
+                "the child ended without printing a line starting with {prefix:?}; stdout: {} stderr: {}",
+                self.stdout_so_far(),
+                self.stderr_so_far()
+            )
+        })
+    }
+
+    fn next_line(&mut self, which: usize, prefix: &str) -> Option<String> {
         let buf = [&self.stdout, &self.stderr][which].clone();
         let mut found = None;
         let mut ended = false;
@@ -370,13 +429,7 @@ impl Proc {
                 false
             },
         );
-        found.unwrap_or_else(|| {
-            panic!(
-                "the child ended without printing a line starting with {prefix:?}; stdout: {} stderr: {}",
-                self.stdout_so_far(),
-                self.stderr_so_far()
-            )
-        })
+        found
     }
 
     /// Wait for the child to exit, at most `limit` (then kill it and
@@ -447,6 +500,19 @@ pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// Run `f` on a thread and wait at most `limit` for its result (the
+/// thread is left behind if it hangs).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, mpsc::RecvTimeoutError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
 }
 
 /// Poll `cond` until it holds, at most `limit`; panic naming `what` if it
