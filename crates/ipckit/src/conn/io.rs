@@ -3,7 +3,7 @@
 //! deadline.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -94,20 +94,6 @@ pub(crate) fn send_with_fd(
 /// stream before the first byte.
 pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
     sys::net::recv_exact(fd, buf)
-}
-
-/// Receive what is there (waiting for at least one byte); 0 at the end.
-pub(crate) fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    sys::net::recv_some(fd, buf)
-}
-
-/// Like [`recv_some`], also taking passed descriptors into `fds`.
-pub(crate) fn recv_some_with_fds(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
-    sys::net::recv_some_with_fds(fd, buf, fds)
 }
 
 /// Wait until one of `fds` is readable, at most `timeout`; the ready ones.

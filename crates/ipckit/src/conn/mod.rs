@@ -25,5 +25,6 @@ pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod reactor;
 pub(crate) mod ring;
+pub(crate) mod stream;
 
 pub use reactor::ConnStats;

@@ -18,6 +18,7 @@ use crate::conn::reactor::{
     Admission, Conn, Flow, Frame, FrameLen, Peer, Protocol, Reactor, Refusal,
 };
 use crate::conn::ring::{RingError, Rings};
+use crate::conn::stream::{SocketReader, READ_BUF};
 use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
@@ -1003,18 +1004,15 @@ pub struct NamedPipe {
     peer: PeerInfo,
     /// Messages read while waiting for a flush acknowledgement.
     inbox: VecDeque<Item>,
-    /// Descriptors received with `SCM_RIGHTS`, not yet matched to their frame.
-    passed: VecDeque<OwnedFd>,
     /// Byte mode: the unread rest of the last chunk.
     chunk: Vec<u8>,
     chunk_pos: usize,
     /// Set once the stream is out of sync or closed; every call then fails.
     broken: Option<ErrorKind>,
     scratch: Vec<u8>,
-    /// Bytes read from the socket but not yet consumed: `rbuf[rpos..rlen]`.
-    rbuf: Vec<u8>,
-    rpos: usize,
-    rlen: usize,
+    /// The socket flavor's read side: bytes and descriptors (`SCM_RIGHTS`)
+    /// read and not consumed yet.
+    rd: SocketReader,
     /// Set once both sides moved to shared-memory rings.
     shm: Option<Box<Rings>>,
     /// Server side: the instance this connection occupies.
@@ -1048,10 +1046,6 @@ enum Item {
 /// system call.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// Size of the read buffer: one receive call usually brings a whole small
-/// message, header and body.
-const READ_BUF: usize = 64 * 1024;
-
 impl NamedPipe {
     fn new(
         name: String,
@@ -1071,14 +1065,11 @@ impl NamedPipe {
             max_message: max_message as usize,
             peer,
             inbox: VecDeque::new(),
-            passed: VecDeque::new(),
             chunk: Vec::new(),
             chunk_pos: 0,
             broken: None,
             scratch: Vec::new(),
-            rbuf: Vec::new(),
-            rpos: 0,
-            rlen: 0,
+            rd: SocketReader::new(true),
             shm: None,
             _slot: None,
             _admission: None,
@@ -1106,18 +1097,7 @@ impl NamedPipe {
     /// Server side: bytes and descriptors already read from the socket
     /// (by the server's connection loop) come before what is still in it.
     fn unread(&mut self, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
-        self.passed.extend(fds);
-        if bytes.is_empty() {
-            return;
-        }
-        let mut buf = self.rbuf[self.rpos..self.rlen].to_vec();
-        buf.extend_from_slice(&bytes);
-        self.rlen = buf.len();
-        self.rpos = 0;
-        if buf.len() < READ_BUF {
-            buf.resize(READ_BUF, 0);
-        }
-        self.rbuf = buf;
+        self.rd.unread(&bytes, fds);
     }
 
     /// Which path this connection's messages take:
@@ -1384,59 +1364,9 @@ impl NamedPipe {
     }
 
     /// Make at least `n` bytes (`n <= READ_BUF`) available in the read
-    /// buffer. `Ok(false)`: the stream ended cleanly with nothing buffered.
-    /// Past `deadline`: `TimedOut`, with what arrived kept buffered.
+    /// buffer (see [`SocketReader::fill`]).
     fn fill(&mut self, n: usize, deadline: Option<Instant>) -> io::Result<bool> {
-        if self.rlen - self.rpos >= n {
-            return Ok(true);
-        }
-        if self.rbuf.len() < READ_BUF {
-            self.rbuf.resize(READ_BUF, 0);
-        }
-        if self.rpos > 0 {
-            self.rbuf.copy_within(self.rpos..self.rlen, 0);
-            self.rlen -= self.rpos;
-            self.rpos = 0;
-        }
-        while self.rlen < n {
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if crate::conn::io::wait_readable(&[self.fd.as_fd()], Some(left))?.is_empty() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            let mut fds = Vec::new();
-            let got = crate::conn::io::recv_some_with_fds(
-                self.fd.as_fd(),
-                &mut self.rbuf[self.rlen..],
-                &mut fds,
-            )?;
-            self.passed.extend(fds);
-            if got == 0 {
-                if self.rlen == 0 {
-                    return Ok(false);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the connection in the middle of a frame",
-                ));
-            }
-            self.rlen += got;
-        }
-        Ok(true)
-    }
-
-    /// Fill `out` from the read buffer, then straight from the socket.
-    fn read_body(&mut self, out: &mut [u8]) -> io::Result<()> {
-        let from_buf = out.len().min(self.rlen - self.rpos);
-        out[..from_buf].copy_from_slice(&self.rbuf[self.rpos..self.rpos + from_buf]);
-        self.rpos += from_buf;
-        if from_buf < out.len()
-            && !crate::conn::io::recv_exact(self.fd.as_fd(), &mut out[from_buf..])?
-        {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
+        self.rd.fill(self.fd.as_fd(), n, deadline)
     }
 
     /// Read the next item. `Ok(None)`: clean end of stream.
@@ -1466,7 +1396,7 @@ impl NamedPipe {
             }
         }
         let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + HEADER_LEN]);
+        h.copy_from_slice(&self.rd.buffered()[..HEADER_LEN]);
         // With a deadline, wait for a whole frame that fits the buffer
         // before consuming its header, so a timeout leaves it in step.
         // (A larger frame's body is read without a deadline.)
@@ -1485,10 +1415,10 @@ impl NamedPipe {
                 }
             }
         }
-        self.rpos += HEADER_LEN;
+        self.rd.consume(HEADER_LEN);
         let len = match frame::parse_header(&h, &self.name) {
             Ok((frame::KIND_FD, _)) => {
-                return match self.passed.pop_front() {
+                return match self.rd.take_fd() {
                     Some(fd) => Ok(Some(Item::Fd(fd))),
                     None => {
                         let e = Error::new(
@@ -1517,17 +1447,13 @@ impl NamedPipe {
         }
         // The body grows as its bytes arrive: a peer announcing a huge
         // message and stopping pins only what it sent.
-        let mut body = Vec::with_capacity(len.min(READ_BUF));
-        while body.len() < len {
-            let start = body.len();
-            let step = (len - start).min(start.max(READ_BUF));
-            body.resize(start + step, 0);
-            if let Err(e) = self.read_body(&mut body[start..]) {
+        match self.rd.read_body(self.fd.as_fd(), len) {
+            Ok(body) => Ok(Some(Item::Msg(body))),
+            Err(e) => {
                 let e = self.io_err(e, "cannot read from the pipe");
-                return Err(self.fail(e));
+                Err(self.fail(e))
             }
         }
-        Ok(Some(Item::Msg(body)))
     }
 
     /// Read and drop `len` bytes of an oversized message, keeping the
@@ -1537,7 +1463,7 @@ impl NamedPipe {
         let mut buf = vec![0u8; len.min(64 * 1024)];
         while left > 0 {
             let n = left.min(buf.len());
-            if let Err(e) = self.read_body(&mut buf[..n]) {
+            if let Err(e) = self.rd.read_exact(self.fd.as_fd(), &mut buf[..n]) {
                 let e = self.io_err(e, "cannot read from the pipe");
                 return Err(self.fail(e));
             }

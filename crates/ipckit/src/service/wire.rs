@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use super::Encoding;
+use crate::conn::stream::SocketReader;
 
 /// Magic bytes opening the server hello.
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSERV";
@@ -277,16 +278,20 @@ pub(crate) fn parse_header(
     })
 }
 
-/// Size of the read buffer: one receive usually brings several small frames.
-const READ_BUF: usize = 64 * 1024;
-
-/// Reads frames from a socket through a buffer.
+/// Reads reply frames from a socket (the service client's side).
 pub(crate) struct FrameReader {
-    buf: Vec<u8>,
-    pos: usize,
-    len: usize,
+    rd: SocketReader,
     limit: usize,
     allowed: &'static [u8],
+}
+
+/// A read error while inside `what`.
+fn truncated(e: io::Error, what: &str) -> WireError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        WireError::Truncated(format!("the connection ended inside {what}"))
+    } else {
+        WireError::Io(e)
+    }
 }
 
 impl FrameReader {
@@ -294,97 +299,36 @@ impl FrameReader {
     /// most `limit` bytes.
     pub(crate) fn new(limit: usize, allowed: &'static [u8]) -> Self {
         FrameReader {
-            buf: vec![0u8; READ_BUF],
-            pos: 0,
-            len: 0,
+            // A service never passes descriptors: any that come are closed.
+            rd: SocketReader::new(false),
             limit,
             allowed,
         }
     }
 
-    /// Make `n <= READ_BUF` bytes available. `Ok(false)`: clean end of
-    /// stream with nothing buffered.
-    fn fill(&mut self, fd: BorrowedFd<'_>, n: usize, what: &str) -> Result<bool, WireError> {
-        if self.len - self.pos >= n {
-            return Ok(true);
-        }
-        if self.pos > 0 {
-            self.buf.copy_within(self.pos..self.len, 0);
-            self.len -= self.pos;
-            self.pos = 0;
-        }
-        while self.len < n {
-            let got =
-                crate::conn::io::recv_some(fd, &mut self.buf[self.len..]).map_err(WireError::Io)?;
-            if got == 0 {
-                if self.len == 0 {
-                    return Ok(false);
-                }
-                return Err(WireError::Truncated(format!(
-                    "the connection ended {} bytes into {what} of {n} bytes",
-                    self.len
-                )));
-            }
-            self.len += got;
-        }
-        Ok(true)
-    }
-
-    /// Read exactly `out.len()` bytes: from the buffer, then the socket.
-    fn read_exact(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        out: &mut [u8],
-        what: &str,
-    ) -> Result<(), WireError> {
-        let from_buf = out.len().min(self.len - self.pos);
-        out[..from_buf].copy_from_slice(&self.buf[self.pos..self.pos + from_buf]);
-        self.pos += from_buf;
-        if from_buf < out.len() {
-            match crate::conn::io::recv_exact(fd, &mut out[from_buf..]) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(WireError::Truncated(format!(
-                        "the connection ended {from_buf} bytes into {what} of {} bytes",
-                        out.len()
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(WireError::Truncated(format!(
-                        "the connection ended inside {what} of {} bytes",
-                        out.len()
-                    )))
-                }
-                Err(e) => return Err(WireError::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
     /// The next frame; `Ok(None)` at a clean end of stream (between frames).
     pub(crate) fn next(&mut self, fd: BorrowedFd<'_>) -> Result<Option<Frame>, WireError> {
-        if !self.fill(fd, HEADER_LEN, "a header")? {
+        if !self
+            .rd
+            .fill(fd, HEADER_LEN, None)
+            .map_err(|e| truncated(e, "a header"))?
+        {
             return Ok(None);
         }
         let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.buf[self.pos..self.pos + HEADER_LEN]);
-        self.pos += HEADER_LEN;
-        // Checked before any allocation: a hostile length never reaches
-        // `vec!` below.
+        h.copy_from_slice(&self.rd.buffered()[..HEADER_LEN]);
+        self.rd.consume(HEADER_LEN);
+        // Checked before any allocation.
         let hdr = parse_header(&h, self.allowed, self.limit)?;
         // Replies name no method; whatever is there is read and dropped.
         let mut method = [0u8; MAX_METHOD];
-        self.read_exact(fd, &mut method[..hdr.method_len], "a method name")?;
-        // The body grows as its bytes arrive: a peer announcing a huge body
-        // and stopping pins only what it sent.
-        let len = hdr.body_len as usize;
-        let mut body = Vec::with_capacity(len.min(READ_BUF));
-        while body.len() < len {
-            let start = body.len();
-            let step = (len - start).min(start.max(READ_BUF));
-            body.resize(start + step, 0);
-            self.read_exact(fd, &mut body[start..], "a body")?;
-        }
+        self.rd
+            .read_exact(fd, &mut method[..hdr.method_len])
+            .map_err(|e| truncated(e, "a method name"))?;
+        let body = self
+            .rd
+            .read_body(fd, hdr.body_len as usize)
+            .map_err(|e| truncated(e, "a body"))?;
         Ok(Some(Frame {
             kind: hdr.kind,
             encoding: hdr.encoding,
