@@ -17,6 +17,14 @@
 //!   readability with a timeout, peer credentials (pid, uid, gid), shutting
 //!   down only the receiving direction so a blocked reader wakes with
 //!   end-of-stream while replies can still be written (service shutdown).
+//! - **readiness** ([`poll`], and in [`net`]): one poller watching many
+//!   sockets for readability and hang-up (epoll; an I/O completion port or
+//!   `WSAPoll` on Windows), listeners that accept without blocking, receives
+//!   that return at once when nothing is there (passing descriptors along),
+//!   sends bounded by a timeout, and telling "out of descriptors or kernel
+//!   memory" from other accept failures (a server then backs off). On
+//!   Windows, named pipes take the place of Unix sockets behind the same
+//!   calls.
 //! - **pipes** ([`pipe`]): an anonymous pipe with both ends close-on-exec,
 //!   and placing one fd at a chosen number in a child about to be started.
 //! - **registries** ([`lock_exclusive`]): a blocking exclusive advisory lock
