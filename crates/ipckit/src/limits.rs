@@ -29,7 +29,7 @@ use std::time::Duration;
 /// let l = ipckit::Limits::default();
 /// assert_eq!(l.get_max_connections(), 1024);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Limits {
     max_connections: usize,
     per_process: usize,
@@ -40,6 +40,8 @@ pub struct Limits {
     max_in_flight: usize,
     max_queued_bytes: usize,
     max_lanes: usize,
+    allow_uids: Vec<u32>,
+    allow_any_uid: bool,
 }
 
 impl Default for Limits {
@@ -54,6 +56,8 @@ impl Default for Limits {
             max_in_flight: 256,
             max_queued_bytes: 64 << 20,
             max_lanes: 16,
+            allow_uids: Vec::new(),
+            allow_any_uid: false,
         }
     }
 }
@@ -190,4 +194,54 @@ impl Limits {
         /// ```
         max_lanes, get_max_lanes, max_lanes, usize
     );
+
+    /// Local users (uids) accepted besides the server's own. By default a
+    /// server accepts only peers of its own uid (checked on the socket's
+    /// peer credentials); anyone else is refused with `PermissionDenied`
+    /// and counted (`refused_denied`). TCP peers carry no uid: TCP has no
+    /// authentication (bind it to loopback unless you mean otherwise).
+    ///
+    /// ```
+    /// let l = ipckit::Limits::new().allow_uids(&[1001, 1002]);
+    /// assert_eq!(l.get_allow_uids(), &[1001, 1002]);
+    /// ```
+    pub fn allow_uids(mut self, uids: &[u32]) -> Self {
+        self.allow_uids = uids.to_vec();
+        self
+    }
+
+    /// The uids set by [`allow_uids`](Self::allow_uids).
+    ///
+    /// ```
+    /// assert!(ipckit::Limits::default().get_allow_uids().is_empty());
+    /// ```
+    pub fn get_allow_uids(&self) -> &[u32] {
+        &self.allow_uids
+    }
+
+    /// Accept local peers of any uid (the explicit opt-out of the uid
+    /// check). Default `false`.
+    ///
+    /// ```
+    /// let l = ipckit::Limits::new().allow_any_uid(true);
+    /// assert!(l.get_allow_any_uid());
+    /// ```
+    pub fn allow_any_uid(mut self, yes: bool) -> Self {
+        self.allow_any_uid = yes;
+        self
+    }
+
+    /// The value set by [`allow_any_uid`](Self::allow_any_uid).
+    ///
+    /// ```
+    /// assert!(!ipckit::Limits::default().get_allow_any_uid());
+    /// ```
+    pub fn get_allow_any_uid(&self) -> bool {
+        self.allow_any_uid
+    }
+
+    /// Whether a local peer of `uid` may connect to a server run by `own`.
+    pub(crate) fn admits_uid(&self, uid: u32, own: u32) -> bool {
+        uid == own || self.allow_any_uid || self.allow_uids.contains(&uid)
+    }
 }

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::conn::dial::Dialer;
-use crate::conn::hello::{self, Hello, STATUS_BUSY};
+use crate::conn::hello::{self, Hello};
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
 use crate::conn::{io as conn_io, listen, ConnStats};
@@ -383,7 +383,7 @@ impl ReceiverOptions {
             &format!("wmsg-{name}"),
             Arc::new(Wire(shared.clone())),
             bound.listening,
-            self.limits,
+            self.limits.clone(),
         );
         let reactor = match reactor {
             Ok(r) => r,
@@ -516,9 +516,9 @@ impl Protocol for Wire {
             .to_vec()
     }
 
-    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+    fn refusal(&self, why: Refusal) -> Vec<u8> {
         Hello::ok(wire::MAGIC, wire::VERSION, self.0.max_data as u32)
-            .with_status(STATUS_BUSY)
+            .with_status(why.status())
             .encode()
             .to_vec()
     }

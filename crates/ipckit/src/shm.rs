@@ -74,6 +74,46 @@
 //!   [`replaced_stale`](Mapping::replaced_stale). A mapping some live
 //!   process has open is never replaced: `create` fails with
 //!   [`ErrorKind::AlreadyExists`].
+//!
+//! # Who may open a named mapping
+//!
+//! `/dev/shm` is shared by every user and the name above is predictable,
+//! so another user could create the object first ("squat" it) to read
+//! what you write, feed you their bytes, or shrink it under your mapping
+//! (your next access would die of `SIGBUS`). So:
+//!
+//! - ipckit creates every named object with mode **0600** (or the mode
+//!   given to [`MappingOptions::mode`]), set before the object gets its
+//!   name; nobody else can read, write or truncate it.
+//! - before mapping an existing object (open, [`open_or_create`] finding
+//!   it, or `create` looking at an orphan to replace), ipckit checks the
+//!   open descriptor (`fstat`): it must be a regular file **owned by you
+//!   or by the owner of the namespace directory**, and grant no permission
+//!   beyond the options' mode (0600 unless you set [`MappingOptions::mode`]).
+//!   Otherwise the call fails with [`ErrorKind::PermissionDenied`], naming
+//!   the object, its owner and mode; the object is not mapped, not
+//!   replaced and not removed.
+//!
+//! ```
+//! use std::os::unix::fs::PermissionsExt;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ns = ipckit::Namespace::at(dir.path()).unwrap();
+//! let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+//! let m = opts.create("private", 16).unwrap();
+//! let path = format!("/dev/shm/{}", m.os_name().unwrap());
+//! assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+//!
+//! // Someone made it readable by all: default opens refuse it.
+//! std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+//! let e = opts.open("private").unwrap_err();
+//! assert_eq!(e.kind(), ipckit::ErrorKind::PermissionDenied);
+//! // ...unless you accept that mode.
+//! assert!(opts.clone().mode(0o644).open("private").is_ok());
+//! opts.remove("private").unwrap();
+//! ```
+//!
+//! [`open_or_create`]: MappingOptions::open_or_create
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -202,7 +242,12 @@ impl Header {
 #[derive(Debug, Clone, Default)]
 pub struct MappingOptions {
     ns: Option<Namespace>,
+    mode: Option<u32>,
 }
+
+/// The mode named objects get, and the most an opened one may grant,
+/// unless [`MappingOptions::mode`] says otherwise.
+const DEFAULT_MODE: u32 = 0o600;
 
 impl MappingOptions {
     /// Options with the default namespace.
@@ -224,6 +269,98 @@ impl MappingOptions {
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.ns = Some(ns.clone());
         self
+    }
+
+    /// Permission bits for the named objects these options create, and the
+    /// most an existing object may grant for these options to open it.
+    /// Default `0o600`: only its owner can read or write it. Only read and
+    /// write bits are allowed, and the owner's (`0o600`) are required; an
+    /// invalid mode fails the create or open with
+    /// [`ErrorKind::InvalidInput`].
+    ///
+    /// Widening lets other users open the object directly (`shm_open`,
+    /// another language; see the [module docs](self#who-may-open-a-named-mapping)):
+    /// `0o660` for the object's group, `0o666` for everyone. It also lets
+    /// them write and truncate it: map such an object only among users you
+    /// trust. The mode is set with `fchmod` before the object gets its name
+    /// (the umask does not apply). On the open side, an object granting
+    /// more than `mode` is refused with [`ErrorKind::PermissionDenied`], so
+    /// openers of a widened object set the same mode.
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let shared = ipckit::shm::MappingOptions::new().namespace(&ns).mode(0o660);
+    /// let m = shared.create("team", 16).unwrap();
+    /// let path = format!("/dev/shm/{}", m.os_name().unwrap());
+    /// assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+    /// assert!(shared.open("team").is_ok());
+    /// // Default options refuse an object others can write.
+    /// let strict = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// assert_eq!(strict.open("team").unwrap_err().kind(), ipckit::ErrorKind::PermissionDenied);
+    /// assert_eq!(strict.mode(0o700).create("x", 1).unwrap_err().kind(), ipckit::ErrorKind::InvalidInput);
+    /// shared.remove("team").unwrap();
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// The options' mode, checked.
+    fn checked_mode(&self, name: &str) -> Result<u32> {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        if mode & !0o666 != 0 || mode & 0o600 != 0o600 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} is not allowed for shared memory: give read and write bits only (0o666 at most), including the owner's 0o600"),
+            )
+            .with_name(name));
+        }
+        Ok(mode)
+    }
+
+    /// Refuse to map the existing object `fd` (at `/dev/shm/{os}`) unless it
+    /// is a regular file owned by the caller or by the namespace
+    /// directory's owner, granting nothing beyond `mode`.
+    fn check_owner(&self, name: &str, os: &str, fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
+        let o = sys::shm::owner(fd).ctx(name, "cannot inspect the shared memory")?;
+        let me = sys::uid();
+        let ns_owner = self
+            .ns()
+            .ok()
+            .and_then(|ns| std::fs::metadata(ns.dir()).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        let trusted_owner = o.uid == me || Some(o.uid) == ns_owner;
+        if o.regular && trusted_owner && o.mode & !mode == 0 {
+            return Ok(());
+        }
+        let whose = match ns_owner {
+            Some(n) if n != me => format!("you (uid {me}) or the namespace's owner (uid {n})"),
+            _ => format!("you (uid {me})"),
+        };
+        let why = if !o.regular {
+            format!(
+                "/dev/shm/{os} is not a regular file (owner uid {}, mode {:#o})",
+                o.uid, o.mode
+            )
+        } else if !trusted_owner {
+            format!(
+                "/dev/shm/{os} belongs to uid {} (mode {:#o}), not to {whose}; another user may have created it to read or corrupt your data",
+                o.uid, o.mode
+            )
+        } else {
+            format!(
+                "/dev/shm/{os} (owner uid {}) has mode {:#o}, which grants more than the {mode:#o} these options accept; other users may read or truncate it",
+                o.uid, o.mode
+            )
+        };
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("{why}. Not opened: remove it (as its owner or root) or use another namespace, or, if you made it so on purpose, open it with MappingOptions::mode({:#o})", o.mode & 0o666),
+        )
+        .with_name(name))
     }
 
     fn ns(&self) -> Result<Namespace> {
@@ -251,7 +388,11 @@ impl MappingOptions {
 
     /// Create the mapping `name` with `size` usable bytes (zeroed). Fails
     /// with [`ErrorKind::AlreadyExists`] if a mapping of that name is open
-    /// in a live process; replaces an orphaned one.
+    /// in a live process; replaces an orphaned one, but only one of ours
+    /// ([`ErrorKind::PermissionDenied`] for another user's object; see
+    /// [who may open a named mapping](self#who-may-open-a-named-mapping)).
+    /// The new object has mode 0600 unless [`MappingOptions::mode`] says
+    /// otherwise.
     #[doc(alias = "CreateFileMapping")]
     ///
     /// ```
@@ -269,6 +410,9 @@ impl MappingOptions {
     }
 
     /// Open the existing mapping `name`, at the size its creator chose.
+    /// Fails with [`ErrorKind::PermissionDenied`] if the object belongs to
+    /// another user or grants more than the options' [mode](Self::mode)
+    /// (see [who may open a named mapping](self#who-may-open-a-named-mapping)).
     #[doc(alias = "OpenFileMapping")]
     ///
     /// ```
@@ -283,7 +427,8 @@ impl MappingOptions {
 
     /// Open `name`, creating it with `size` bytes if absent;
     /// [`Mapping::existed`] tells which happened (Win32
-    /// `ERROR_ALREADY_EXISTS`). An existing mapping keeps its own size.
+    /// `ERROR_ALREADY_EXISTS`). An existing mapping keeps its own size,
+    /// and is checked as [`open`](Self::open) checks it.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -360,9 +505,12 @@ impl MappingOptions {
         exclusive: bool,
     ) -> Result<Mapping> {
         let os = self.os_name(name)?;
+        let mode = self.checked_mode(name)?;
         let total = check_size(name, size, HEADER_LEN as u64, Path::new(sys::shm::SHM_DIR))?;
         let fd =
             sys::shm::create_unnamed(total).ctx(name, "cannot create shared memory in /dev/shm")?;
+        // Exactly the chosen mode, before anyone can open it by name.
+        sys::shm::set_mode(fd.as_fd(), mode).ctx(name, "cannot set the shared memory's mode")?;
         let map = sys::shm::Map::new(fd.as_fd(), total as usize)
             .ctx(name, "cannot map the shared memory")?;
         let mut m = Mapping {
@@ -414,6 +562,9 @@ impl MappingOptions {
                     )
                 }
             };
+            // Someone else's object is neither ours to judge nor to remove
+            // (its mode does not matter: it is about to go).
+            self.check_owner(name, &os, old.as_fd(), 0o7777)?;
             let orphan = sys::shm::try_lock_exclusive(old.as_fd())
                 .ctx(name, "cannot lock the shared memory")?
                 && sys::shm::is_named(old.as_fd(), &os)
@@ -432,6 +583,7 @@ impl MappingOptions {
 
     pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
         let os = self.os_name(name)?;
+        let mode = self.checked_mode(name)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let fd = sys::shm::open(&os).map_err(|e| {
@@ -445,6 +597,8 @@ impl MappingOptions {
                     Error::os(e, "cannot open the shared memory").with_name(name)
                 }
             })?;
+            // Before locking or mapping anything of it.
+            self.check_owner(name, &os, fd.as_fd(), mode)?;
             // A replacer holds it exclusively for an instant; and the name
             // may have moved to a new object meanwhile: then start again.
             if !sys::shm::try_lock_shared(fd.as_fd()).ctx(name, "cannot lock the shared memory")?

@@ -2,7 +2,7 @@
 //! the caller's timeout, with back-off, retrying only what a later attempt
 //! can fix (no server yet, every instance busy, a TCP peer unreachable).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,10 @@ pub(crate) const HELLO_GRACE: Duration = Duration::from_secs(5);
 /// Where a dial goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    /// The endpoint's Unix socket in a namespace.
-    Unix(PathBuf),
+    /// The endpoint's Unix socket in a namespace, and the uid the
+    /// namespace directory belongs to (a server of that uid, or of the
+    /// caller's, is trusted).
+    Unix(PathBuf, u32),
     /// `HOST:PORT`.
     Tcp(String),
 }
@@ -50,9 +52,30 @@ pub(crate) struct Dialer<'a> {
 }
 
 /// Connect to the Unix socket at `path` once (a second connection to an
-/// endpoint already reached, such as a service lane).
-pub(crate) fn connect_path(path: &std::path::Path) -> std::io::Result<OwnedFd> {
-    sys::net::unix_connect(path)
+/// endpoint already reached, such as a service lane), checking that the
+/// server is still of uid `server_uid`.
+pub(crate) fn connect_path(path: &std::path::Path, server_uid: u32) -> std::io::Result<OwnedFd> {
+    let fd = sys::net::unix_connect(path)?;
+    check_server(fd.as_fd(), &[server_uid])
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))?;
+    Ok(fd)
+}
+
+/// The uid of the server at the other end of a Unix socket.
+pub(crate) fn server_uid(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
+    sys::net::peer_cred(fd).map(|(_, uid, _)| uid)
+}
+
+/// Check that the process listening at the other end of `fd` runs as one
+/// of `trusted` (its credentials as of `listen`, from the kernel).
+fn check_server(fd: BorrowedFd<'_>, trusted: &[u32]) -> Result<(), String> {
+    match sys::net::peer_cred(fd) {
+        Ok((pid, uid, _)) if !trusted.contains(&uid) => Err(format!(
+            "its server (pid {pid}) runs as uid {uid}, not as this user or the namespace's owner"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot read its server's credentials: {e}")),
+    }
 }
 
 impl Dialer<'_> {
@@ -76,7 +99,7 @@ impl Dialer<'_> {
             Some(ns) => ns.clone(),
             None => Namespace::from_env()?,
         };
-        Ok(Target::Unix(ns.socket_path(self.name)))
+        Ok(Target::Unix(ns.socket_path(self.name), ns.owner_uid()))
     }
 
     /// Connect and run `handshake` on each new socket until it succeeds,
@@ -139,22 +162,39 @@ impl Dialer<'_> {
                         .with_name(self.name)
                 })
             }
-            Target::Unix(path) => sys::net::unix_connect(path).map_err(|e| {
-                use std::io::ErrorKind as K;
-                match e.kind() {
-                    K::NotFound | K::ConnectionRefused => Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "no {} has this name; start it or check the namespace",
-                            self.what
-                        ),
-                    )
-                    .with_name(self.name)
-                    .with_source(e),
-                    _ => Error::os(e, format!("cannot connect to the {}", self.what))
-                        .with_name(self.name),
-                }
-            }),
+            Target::Unix(path, owner) => sys::net::unix_connect(path)
+                .map_err(|e| {
+                    use std::io::ErrorKind as K;
+                    match e.kind() {
+                        K::NotFound | K::ConnectionRefused => Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "no {} has this name; start it or check the namespace",
+                                self.what
+                            ),
+                        )
+                        .with_name(self.name)
+                        .with_source(e),
+                        _ => Error::os(e, format!("cannot connect to the {}", self.what))
+                            .with_name(self.name),
+                    }
+                })
+                .and_then(|fd| {
+                    check_server(fd.as_fd(), &[sys::uid(), *owner])
+                        .map_err(|why| self.impostor(&why))?;
+                    Ok(fd)
+                }),
         }
+    }
+
+    fn impostor(&self, why: &str) -> Error {
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "refused the {}: {why}; another user may have put an impostor in the namespace",
+                self.what
+            ),
+        )
+        .with_name(self.name)
     }
 }

@@ -85,6 +85,17 @@ pub(crate) enum Refusal {
     Denied,
 }
 
+impl Refusal {
+    /// The hello status that tells a refused peer why: denied (2) for a
+    /// peer that is not allowed, busy (1) for every limit.
+    pub(crate) fn status(self) -> u8 {
+        match self {
+            Refusal::Denied => super::hello::STATUS_DENIED,
+            _ => super::hello::STATUS_BUSY,
+        }
+    }
+}
+
 /// What a server refused or dropped, and why (shown by
 /// `ipckit.describe` and `ipckit ls --json`).
 #[derive(Debug, Default)]
@@ -552,6 +563,7 @@ impl Reactor {
             wake: wake_r,
             listeners,
             limits,
+            own_uid: sys::uid(),
             ctl: Arc::downgrade(&ctl),
             ctl_strong: ctl.clone(),
             counters: counters.clone(),
@@ -653,6 +665,9 @@ struct Loop<P: Protocol> {
     wake: OwnedFd,
     listeners: Vec<(OwnedFd, bool)>,
     limits: Limits,
+    /// The server's uid: local peers of another uid are refused unless
+    /// the limits allow them.
+    own_uid: u32,
     ctl: Weak<Ctl>,
     /// Keeps the command queue alive while the loop runs.
     ctl_strong: Arc<Ctl>,
@@ -718,7 +733,7 @@ impl<P: Protocol> Loop<P> {
         if self.published.as_ref() == Some(&snap) {
             return;
         }
-        let tmp = self.stats_path.with_extension("stats.tmp");
+        let tmp = self.stats_path.with_extension("stats.part");
         let text = serde_json::to_vec(&snap).expect("counters serialise");
         if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &self.stats_path).is_ok() {
             self.published = Some(snap);
@@ -830,6 +845,10 @@ impl<P: Protocol> Loop<P> {
                 c.by_uid.get(&u).copied().unwrap_or(0) >= l.get_max_connections_per_user()
             }) {
                 Some(Refusal::User)
+            } else if peer.uid.is_some_and(|u| !l.admits_uid(u, self.own_uid))
+                || (!tcp && peer.uid.is_none())
+            {
+                Some(Refusal::Denied)
             } else if peer.addr.is_some_and(|a| {
                 c.by_ip.get(&a.ip()).copied().unwrap_or(0) >= l.get_max_connections_per_address()
             }) {

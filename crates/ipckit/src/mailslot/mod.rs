@@ -332,7 +332,7 @@ impl MailslotOptions {
             &format!("slot-{name}"),
             protocol.clone(),
             bound.listening,
-            self.limits,
+            self.limits.clone(),
         )
         .ctx(name, "cannot start the mailslot's connection loop")?;
         Ok(Mailslot {
@@ -632,8 +632,8 @@ impl Protocol for Writers {
         wire::hello(self.shared.advertised).to_vec()
     }
 
-    fn refusal(&self, _why: Refusal) -> Vec<u8> {
-        wire::hello_refused(self.shared.advertised).to_vec()
+    fn refusal(&self, why: Refusal) -> Vec<u8> {
+        wire::hello_refused(self.shared.advertised, why.status()).to_vec()
     }
 
     /// One write at a time per writer: the connection pauses until the

@@ -6,9 +6,9 @@ use crate::error::Result;
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSLOT";
 /// Protocol version this build speaks.
 pub(crate) const VERSION: u8 = 1;
+use crate::conn::hello::Hello;
 /// Size of the hello, a write header and an acknowledgement.
 pub(crate) use crate::conn::hello::HELLO_LEN;
-use crate::conn::hello::{Hello, STATUS_BUSY};
 /// Size of a write header.
 pub(crate) const WRITE_LEN: usize = 16;
 /// Size of an acknowledgement.
@@ -36,9 +36,9 @@ pub(crate) fn hello(max_message: u32) -> [u8; HELLO_LEN] {
 }
 
 /// The hello a writer over the server's connection limits gets.
-pub(crate) fn hello_refused(max_message: u32) -> [u8; HELLO_LEN] {
+pub(crate) fn hello_refused(max_message: u32, status: u8) -> [u8; HELLO_LEN] {
     Hello::ok(HELLO_MAGIC, VERSION, max_message)
-        .with_status(STATUS_BUSY)
+        .with_status(status)
         .encode()
 }
 

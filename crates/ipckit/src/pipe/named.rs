@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::frame::{self, HEADER_LEN, HELLO_MAGIC, HELLO_SHM_OFFER, VERSION};
 use crate::conn::dial::{Dialed, Dialer};
-use crate::conn::hello::{self, Hello, STATUS_BUSY, STATUS_DENIED};
+use crate::conn::hello::{self, Hello};
 use crate::conn::listen;
 use crate::conn::reactor::{
     Admission, Conn, Flow, Frame, FrameLen, Peer, Protocol, Reactor, Refusal,
@@ -365,7 +365,16 @@ impl ServerOptions {
             &format!("pipe-{name}"),
             protocol,
             bound.listening,
-            self.limits,
+            // The reactor admits the allow-listed uids; `Pipes::admit` then
+            // keeps only them.
+            match &self.allowed_uids {
+                Some(a) => {
+                    let mut uids = self.limits.get_allow_uids().to_vec();
+                    uids.extend_from_slice(a);
+                    self.limits.clone().allow_uids(&uids)
+                }
+                None => self.limits.clone(),
+            },
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -513,11 +522,7 @@ impl Protocol for Pipes {
     }
 
     fn refusal(&self, why: Refusal) -> Vec<u8> {
-        let status = match why {
-            Refusal::Denied => STATUS_DENIED,
-            _ => STATUS_BUSY,
-        };
-        self.hello.with_status(status).encode().to_vec()
+        self.hello.with_status(why.status()).encode().to_vec()
     }
 
     fn owes_handshake(&self, conn: &Conn) -> bool {

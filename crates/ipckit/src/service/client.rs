@@ -233,7 +233,7 @@ impl ClientOptions {
             tcp: true,
         };
         let path = match dialer.target()? {
-            Target::Unix(p) => Some(p),
+            Target::Unix(p, _) => Some(p),
             Target::Tcp(_) => None,
         };
         let (fd, hello) = dialer.run(|d| {
@@ -245,6 +245,8 @@ impl ClientOptions {
             Some(p) if hello.shm && self.transport.allows_shm() => LanePool::start(LaneConfig {
                 name: name.to_string(),
                 path: p.clone(),
+                server_uid: crate::conn::dial::server_uid(fd.as_fd())
+                    .map_err(|e| Error::os(e, "cannot read the server's credentials"))?,
                 server_max,
                 client_max: self.max_frame,
                 wait: self.wait,

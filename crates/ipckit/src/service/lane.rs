@@ -39,6 +39,9 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct LaneConfig {
     pub name: String,
     pub path: PathBuf,
+    /// The server's uid, as the first connection found it: a lane must
+    /// reach the same server.
+    pub server_uid: u32,
     /// The server's `max_frame`: size of each loan segment.
     pub server_max: usize,
     /// This client's reply limit.
@@ -177,7 +180,7 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
 
 fn open_lane_inner(cfg: &LaneConfig) -> Result<Rings> {
     let name = cfg.name.as_str();
-    let fd = crate::conn::dial::connect_path(&cfg.path)
+    let fd = crate::conn::dial::connect_path(&cfg.path, cfg.server_uid)
         .map_err(|e| Error::os(e, "cannot open a shared-memory lane").with_name(name))?;
     // A server that stops halfway through the handshake must not hang the
     // call that opens the lane: every receive below is bounded.

@@ -440,7 +440,7 @@ impl ServerBuilder {
             wait: self.wait,
             lanes: Mutex::new(HashMap::new()),
             lanes_by_pid: Mutex::new(HashMap::new()),
-            limits: self.limits,
+            limits: self.limits.clone(),
             counters: Mutex::new(None),
             next_lane: AtomicU64::new(1),
         });
@@ -765,8 +765,8 @@ impl Protocol for Calls {
         wire::hello(self.0.max_frame, self.0.offer_shm && !conn.is_tcp()).to_vec()
     }
 
-    fn refusal(&self, _why: Refusal) -> Vec<u8> {
-        wire::hello_refused(self.0.max_frame).to_vec()
+    fn refusal(&self, why: Refusal) -> Vec<u8> {
+        wire::hello_refused(self.0.max_frame, why.status()).to_vec()
     }
 
     fn on_frame(&self, conn: &Arc<Conn>, frame: Frame) -> Flow {

@@ -65,9 +65,9 @@ pub(crate) fn hello(max_frame: usize, shm: bool) -> [u8; HELLO_LEN] {
 
 /// The hello a client over the server's connection limits gets (status
 /// busy), before the connection closes.
-pub(crate) fn hello_refused(max_frame: usize) -> [u8; HELLO_LEN] {
+pub(crate) fn hello_refused(max_frame: usize, status: u8) -> [u8; HELLO_LEN] {
     let mut b = hello(max_frame, false);
-    b[9] = crate::conn::hello::STATUS_BUSY;
+    b[9] = status;
     b
 }
 

@@ -34,7 +34,8 @@ pub(crate) fn create_unnamed(len: u64) -> io::Result<OwnedFd> {
 
 /// Give the unnamed object `fd` the name `os_name`; fails with
 /// `AlreadyExists` if the name is taken (atomically: exactly one of several
-/// racing creators wins).
+/// racing creators wins). `linkat` never replaces or follows what is
+/// already at the name, whoever owns it.
 pub(crate) fn link(fd: BorrowedFd<'_>, os_name: &str) -> io::Result<()> {
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     rustix::fs::linkat(
@@ -47,13 +48,45 @@ pub(crate) fn link(fd: BorrowedFd<'_>, os_name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// `shm_open(os_name, O_RDWR)`.
+/// `shm_open(os_name, O_RDWR)`, except that a symbolic link is not
+/// followed (`O_NOFOLLOW`: `/dev/shm` is world-writable, so a link there
+/// may be anyone's).
 pub(crate) fn open(os_name: &str) -> io::Result<OwnedFd> {
-    Ok(rustix::shm::open(
-        os_name,
-        rustix::shm::OFlags::RDWR,
+    Ok(rustix::fs::open(
+        shm_path(os_name).as_str(),
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Who owns an open object and what it lets others do (`fstat`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner {
+    /// The owner's user id.
+    pub(crate) uid: u32,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub(crate) mode: u32,
+    /// Whether it is a regular file (a shared-memory object is one; a FIFO
+    /// or device someone put in `/dev/shm` is not).
+    pub(crate) regular: bool,
+}
+
+/// `fstat(fd)`: the owner and permission bits of the object behind `fd`
+/// (checked on the descriptor, so the name cannot be swapped in between).
+pub(crate) fn owner(fd: BorrowedFd<'_>) -> io::Result<Owner> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(Owner {
+        uid: st.st_uid,
+        mode: st.st_mode & 0o7777,
+        regular: rustix::fs::FileType::from_raw_mode(st.st_mode)
+            == rustix::fs::FileType::RegularFile,
+    })
+}
+
+/// `fchmod(fd, mode)`: set the permission bits exactly (the umask does not
+/// apply).
+pub(crate) fn set_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?)
 }
 
 /// `shm_unlink(os_name)`.
