@@ -23,7 +23,7 @@
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +58,7 @@ const STATS_SUFFIX: &str = ".stats";
 /// assert!(err.to_string().contains("empty"));
 /// assert!(validate_name(&"a".repeat(300)).is_err());
 /// assert!(validate_name("a//b").is_err());
+/// assert!(validate_name(".s/0123456789abcdef").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |why: String| {
@@ -84,6 +85,12 @@ pub fn validate_name(name: &str) -> Result<()> {
         match seg {
             "" => return bad("empty segment (leading, trailing or doubled '/')".into()),
             "." | ".." => return bad(format!("segment '{seg}' is not allowed")),
+            // ipckit's own files (hashed socket paths, counters) start
+            // with a dot; a name cannot, so it can never collide with them
+            // (and `ipckit ls` shows every name).
+            s if s.starts_with('.') => {
+                return bad(format!("segment '{seg}' starts with a dot; names may not"))
+            }
             _ => {}
         }
         if seg.ends_with(RECORD_SUFFIX) || seg.ends_with(".sock") {
@@ -203,8 +210,11 @@ impl Namespace {
         }
     }
 
-    /// Use `dir` as a namespace, creating it (mode 0700) if needed. An
-    /// existing directory owned by another user is refused.
+    /// Use `dir` as a namespace, creating it (mode 0700) if needed. It
+    /// must be a real directory (not a symbolic link) owned by the caller
+    /// and not writable by group or others; anything else is refused with
+    /// [`ErrorKind::PermissionDenied`] (another user could otherwise plant
+    /// links or impostor sockets in it).
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -219,7 +229,24 @@ impl Namespace {
             .mode(0o700)
             .create(&dir)
             .ctx(&shown, "cannot create the namespace directory")?;
-        let meta = fs::metadata(&dir).ctx(&shown, "cannot read the namespace directory")?;
+        let meta = fs::symlink_metadata(&dir).ctx(&shown, "cannot read the namespace directory")?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "the namespace path is a symbolic link or not a directory; use a real directory of your own",
+            )
+            .with_name(shown));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the namespace directory has mode {:o}: others could plant links or impostor sockets in it; make it 0700 (chmod go-w) or choose another",
+                    meta.mode() & 0o777
+                ),
+            )
+            .with_name(shown));
+        }
         if meta.uid() != sys::uid() {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
@@ -248,6 +275,13 @@ impl Namespace {
         &self.dir
     }
 
+    /// The uid the namespace directory belongs to.
+    pub(crate) fn owner_uid(&self) -> u32 {
+        fs::metadata(&self.dir)
+            .map(|m| m.uid())
+            .unwrap_or_else(|_| sys::uid())
+    }
+
     fn record_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}{RECORD_SUFFIX}"))
     }
@@ -255,7 +289,12 @@ impl Namespace {
     /// Where a live server publishes its connection counters
     /// (`<dir>/<name>.stats`, JSON [`ConnStats`]); removed with its record.
     pub(crate) fn stats_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}{STATS_SUFFIX}"))
+        // `a/b` → `a/.b.stats`: a leading dot, which no name can have.
+        let (dir, last) = match name.rsplit_once('/') {
+            Some((d, l)) => (self.dir.join(d), l),
+            None => (self.dir.clone(), name),
+        };
+        dir.join(format!(".{last}{STATS_SUFFIX}"))
     }
 
     /// The path of the Unix socket for `name`: `<dir>/<name>.sock`, or, when
@@ -326,13 +365,18 @@ impl Namespace {
     pub fn info(&self, name: &str) -> Result<Option<EndpointInfo>> {
         validate_name(name)?;
         let path = self.record_path(name);
-        let file = match File::open(&path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::no_follow_flag())
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::os(e, "cannot read the endpoint record").with_name(name)),
         };
         let live = sys::is_locked(&file).ctx(name, "cannot probe the endpoint record")?;
-        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut text = String::new();
+        let _ = (&file).read_to_string(&mut text);
         if live && text.is_empty() {
             // Being created: not reachable yet (see `Claim::publish`).
             return Ok(None);
@@ -382,6 +426,9 @@ impl Namespace {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
+                // A link planted at the record's path is refused, never
+                // followed to a file of ours.
+                .custom_flags(sys::no_follow_flag())
                 .open(&path)
                 .ctx(name, "cannot create the endpoint record")?;
             if !sys::try_lock_exclusive(&file).ctx(name, "cannot lock the endpoint record")? {
@@ -421,6 +468,7 @@ impl Namespace {
             return Ok(Claim {
                 name: name.to_string(),
                 kind: kind.to_string(),
+                stats: Some(self.stats_path(name)),
                 path,
                 file: Some(file),
                 replaced_stale: previous_len > 0,
@@ -430,9 +478,14 @@ impl Namespace {
 
     /// Whether the pid in the record at `path` names a running process.
     fn owner_alive(&self, path: &Path) -> bool {
-        fs::read_to_string(path)
+        let mut text = String::new();
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::no_follow_flag())
+            .open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
             .ok()
-            .and_then(|t| serde_json::from_str::<Record>(&t).ok())
+            .and_then(|_| serde_json::from_str::<Record>(&text).ok())
             .is_some_and(|r| sys::process_exists(r.pid))
     }
 
@@ -467,6 +520,8 @@ impl Namespace {
 pub(crate) struct Claim {
     name: String,
     kind: String,
+    /// The counters file a server of this name publishes.
+    stats: Option<PathBuf>,
     path: PathBuf,
     file: Option<File>,
     replaced_stale: bool,
@@ -502,7 +557,9 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         // Unlink while still holding the lock, then release it by closing.
-        let _ = fs::remove_file(self.path.with_extension(&STATS_SUFFIX[1..]));
+        if let Some(stats) = self.stats.take() {
+            let _ = fs::remove_file(stats);
+        }
         let _ = fs::remove_file(&self.path);
         self.file.take();
     }

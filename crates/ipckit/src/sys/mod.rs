@@ -68,6 +68,12 @@ use rustix::fs::FlockOperation;
 /// Longest path a Unix socket address can hold (sun_path minus the NUL).
 pub(crate) const MAX_UNIX_PATH: usize = 107;
 
+/// `open` flag: fail (`ELOOP`) instead of following a symbolic link in the
+/// last component of the path.
+pub(crate) fn no_follow_flag() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
 /// The caller's real user id.
 pub(crate) fn uid() -> u32 {
     rustix::process::getuid().as_raw()
