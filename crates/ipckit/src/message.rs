@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::conn::dial::Dialer;
+use crate::conn::dial::{Dialer, Trust};
 use crate::conn::hello::{self, Hello};
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
@@ -779,6 +779,7 @@ impl Drop for Receiver {
 pub struct Window {
     name: String,
     ns: Namespace,
+    trust: Trust,
     conn: Option<(OwnedFd, usize)>,
 }
 
@@ -799,7 +800,7 @@ impl Window {
 
     fn ensure(&mut self, deadline: Instant) -> Result<(BorrowedFd<'_>, usize)> {
         if self.conn.is_none() {
-            self.conn = Some(connect(&self.ns, &self.name, deadline)?);
+            self.conn = Some(connect(&self.ns, &self.name, &self.trust, deadline)?);
         }
         let (fd, max) = self.conn.as_ref().expect("connected above");
         Ok((fd.as_fd(), *max))
@@ -972,13 +973,19 @@ impl Window {
 
 /// Connect to the receiver `name` (one attempt) and read its hello by
 /// `deadline`: its data limit, or why it refused (busy).
-fn connect(ns: &Namespace, name: &str, deadline: Instant) -> Result<(OwnedFd, usize)> {
+fn connect(
+    ns: &Namespace,
+    name: &str,
+    trust: &Trust,
+    deadline: Instant,
+) -> Result<(OwnedFd, usize)> {
     let dialer = Dialer {
         name,
         what: WHAT,
         namespace: Some(ns),
         timeout: Duration::ZERO,
         tcp: false,
+        trust,
     };
     dialer.run(|d| {
         let b = hello::read(d.fd.as_fd(), deadline, WHAT, name)?;
@@ -1023,9 +1030,33 @@ struct RegistryEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Messenger {
     namespace: Option<Namespace>,
+    trust: Trust,
 }
 
 impl Messenger {
+    /// Also trust receivers running as these uids. By default a sender
+    /// talks only to a receiver running as its own uid or as the owner of
+    /// the namespace directory (checked on the socket's peer credentials),
+    /// and refuses any other with [`ErrorKind::PermissionDenied`].
+    ///
+    /// ```
+    /// let _ = ipckit::message::Messenger::new().allow_server_uids(&[1001]);
+    /// ```
+    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.trust.uids = uids.to_vec();
+        self
+    }
+
+    /// Talk to a receiver of any uid (the explicit opt-out of the check).
+    ///
+    /// ```
+    /// let _ = ipckit::message::Messenger::new().allow_any_server();
+    /// ```
+    pub fn allow_any_server(&mut self) -> &mut Self {
+        self.trust.any = true;
+        self
+    }
+
     /// A messenger for the namespace from the environment.
     ///
     /// ```
@@ -1067,10 +1098,16 @@ impl Messenger {
     /// ```
     pub fn connect(&self, name: &str) -> Result<Window> {
         let ns = self.ns()?;
-        let conn = connect(&ns, name, Instant::now() + Duration::from_secs(10))?;
+        let conn = connect(
+            &ns,
+            name,
+            &self.trust,
+            Instant::now() + Duration::from_secs(10),
+        )?;
         Ok(Window {
             name: name.to_string(),
             ns,
+            trust: self.trust.clone(),
             conn: Some(conn),
         })
     }
@@ -1104,10 +1141,11 @@ impl Messenger {
     pub fn send(&self, name: &str, id: u32, data: &[u8], timeout: Duration) -> Result<Reply> {
         let ns = self.ns()?;
         let deadline = Instant::now() + timeout;
-        let conn = connect(&ns, name, deadline)?;
+        let conn = connect(&ns, name, &self.trust, deadline)?;
         let mut w = Window {
             name: name.to_string(),
             ns,
+            trust: self.trust.clone(),
             conn: Some(conn),
         };
         w.call(wire::REQ_SEND, id, data, deadline)
@@ -1162,6 +1200,7 @@ impl Messenger {
             .map(|name| {
                 let me = Messenger {
                     namespace: Some(ns.clone()),
+                    trust: self.trust.clone(),
                 };
                 let data = data.clone();
                 let n = name.clone();

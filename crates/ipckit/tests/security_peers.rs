@@ -171,4 +171,17 @@ fn a_client_refuses_an_impostor_server_of_another_uid() {
         .connect("svc")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // A client told to trust that uid (or any) goes through the check.
+    Client::options()
+        .namespace(&t.ns)
+        .allow_server_uids(&[NOBODY])
+        .connect("svc")
+        .unwrap();
+    let e = ipckit::pipe::ClientOptions::new()
+        .namespace(&t.ns)
+        .allow_any_server()
+        .connect("svc")
+        .unwrap_err();
+    // Past the identity check, the impostor's service hello is not a pipe's.
+    assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
 }

@@ -17,6 +17,16 @@ pub(crate) const TCP_PREFIX: &str = "tcp://";
 /// timeout (a live server answers at once; a hung one is still bounded).
 pub(crate) const HELLO_GRACE: Duration = Duration::from_secs(5);
 
+/// Which servers a client trusts besides those of its own uid and of the
+/// namespace directory's owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Trust {
+    /// Further uids a server may run as.
+    pub uids: Vec<u32>,
+    /// Any server (the explicit opt-out of the check).
+    pub any: bool,
+}
+
 /// Where a dial goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
@@ -49,6 +59,8 @@ pub(crate) struct Dialer<'a> {
     pub timeout: Duration,
     /// Whether `tcp://` names are allowed.
     pub tcp: bool,
+    /// Servers trusted beyond the default.
+    pub trust: &'a Trust,
 }
 
 /// Connect to the Unix socket at `path` once (a second connection to an
@@ -180,8 +192,11 @@ impl Dialer<'_> {
                     }
                 })
                 .and_then(|fd| {
-                    check_server(fd.as_fd(), &[sys::uid(), *owner])
-                        .map_err(|why| self.impostor(&why))?;
+                    if !self.trust.any {
+                        let mut trusted = vec![sys::uid(), *owner];
+                        trusted.extend_from_slice(&self.trust.uids);
+                        check_server(fd.as_fd(), &trusted).map_err(|why| self.impostor(&why))?;
+                    }
                     Ok(fd)
                 }),
         }

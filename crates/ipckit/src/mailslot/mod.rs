@@ -49,7 +49,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::conn::dial::Dialer;
+use crate::conn::dial::{Dialer, Trust};
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
 use crate::conn::{hello, io, listen};
@@ -755,6 +755,7 @@ fn udp_loop(shared: Arc<Shared>, sock: UdpSocket) {
 pub struct WriterOptions {
     timeout: Option<Duration>,
     namespace: Option<Namespace>,
+    trust: Trust,
 }
 
 impl Default for WriterOptions {
@@ -762,11 +763,36 @@ impl Default for WriterOptions {
         WriterOptions {
             timeout: Some(DEFAULT_WRITE_TIMEOUT),
             namespace: None,
+            trust: Trust::default(),
         }
     }
 }
 
 impl WriterOptions {
+    /// Also trust servers running as these uids. By default a client talks
+    /// only to a server running as its own uid or as the owner of the
+    /// namespace directory (checked on the socket's peer credentials), and
+    /// refuses any other with [`ErrorKind::PermissionDenied`]: another user
+    /// may have put an impostor in the namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::WriterOptions::new().allow_server_uids(&[1001]);
+    /// ```
+    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.trust.uids = uids.to_vec();
+        self
+    }
+
+    /// Talk to a server of any uid (the explicit opt-out of the check).
+    ///
+    /// ```
+    /// let _ = ipckit::mailslot::WriterOptions::new().allow_any_server();
+    /// ```
+    pub fn allow_any_server(&mut self) -> &mut Self {
+        self.trust.any = true;
+        self
+    }
+
     /// Defaults: writes wait up to [`DEFAULT_WRITE_TIMEOUT`] for queue
     /// space; the namespace from the environment.
     ///
@@ -843,6 +869,7 @@ impl WriterOptions {
             namespace: Some(ns),
             timeout: Duration::ZERO,
             tcp: false,
+            trust: &self.trust,
         };
         let (fd, h) = dialer.run(|d| {
             let h = hello::read(d.fd.as_fd(), Instant::now() + HELLO_WAIT, "mailslot", name)?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::frame::{self, HEADER_LEN, HELLO_MAGIC, HELLO_SHM_OFFER, VERSION};
+use crate::conn::dial::Trust;
 use crate::conn::dial::{Dialed, Dialer};
 use crate::conn::hello::{self, Hello};
 use crate::conn::listen;
@@ -818,9 +819,34 @@ pub struct ClientOptions {
     namespace: Option<Namespace>,
     transport: Transport,
     wait: WaitStrategy,
+    trust: Trust,
 }
 
 impl ClientOptions {
+    /// Also trust servers running as these uids. By default a client talks
+    /// only to a server running as its own uid or as the owner of the
+    /// namespace directory (checked on the socket's peer credentials), and
+    /// refuses any other with [`ErrorKind::PermissionDenied`]: another user
+    /// may have put an impostor in the namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new().allow_server_uids(&[1001]);
+    /// ```
+    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.trust.uids = uids.to_vec();
+        self
+    }
+
+    /// Talk to a server of any uid (the explicit opt-out of the check).
+    ///
+    /// ```
+    /// let _ = ipckit::pipe::ClientOptions::new().allow_any_server();
+    /// ```
+    pub fn allow_any_server(&mut self) -> &mut Self {
+        self.trust.any = true;
+        self
+    }
+
     /// Defaults: no waiting, the namespace from the environment.
     ///
     /// ```
@@ -903,6 +929,7 @@ impl ClientOptions {
             namespace: self.namespace.as_ref(),
             timeout: self.timeout,
             tcp: true,
+            trust: &self.trust,
         };
         dialer.run(|dialed| handshake(name, dialed, self.transport, self.wait))
     }

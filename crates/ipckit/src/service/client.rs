@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::lane::{self, LaneConfig, LanePool, Loan, LoanReply};
 use super::wire::{self, FrameReader, Hello, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY};
 use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE};
-use crate::conn::dial::{Dialer, Target};
+use crate::conn::dial::{Dialer, Target, Trust};
 use crate::conn::hello;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
@@ -116,6 +116,7 @@ pub struct ClientOptions {
     encoding: Encoding,
     transport: Transport,
     wait: WaitStrategy,
+    trust: Trust,
 }
 
 impl Default for ClientOptions {
@@ -127,11 +128,36 @@ impl Default for ClientOptions {
             encoding: Encoding::Postcard,
             transport: Transport::Auto,
             wait: WaitStrategy::default(),
+            trust: Trust::default(),
         }
     }
 }
 
 impl ClientOptions {
+    /// Also trust servers running as these uids. By default a client talks
+    /// only to a server running as its own uid or as the owner of the
+    /// namespace directory (checked on the socket's peer credentials), and
+    /// refuses any other with [`ErrorKind::PermissionDenied`]: another user
+    /// may have put an impostor in the namespace.
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().allow_server_uids(&[1001]);
+    /// ```
+    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.trust.uids = uids.to_vec();
+        self
+    }
+
+    /// Talk to a server of any uid (the explicit opt-out of the check).
+    ///
+    /// ```
+    /// let _ = ipckit::service::Client::options().allow_any_server();
+    /// ```
+    pub fn allow_any_server(&mut self) -> &mut Self {
+        self.trust.any = true;
+        self
+    }
+
     /// Defaults: no waiting for the server, the namespace from the
     /// environment, 64 MiB replies, postcard bodies.
     ///
@@ -231,6 +257,7 @@ impl ClientOptions {
             namespace: self.namespace.as_ref(),
             timeout: self.timeout,
             tcp: true,
+            trust: &self.trust,
         };
         let path = match dialer.target()? {
             Target::Unix(p, _) => Some(p),
