@@ -15,6 +15,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "IPCKIT_NAMESPACE", value_name = "DIR")]
     pub namespace: Option<PathBuf>,
 
+    /// Also let this uid connect to servers this command runs, and trust
+    /// servers of this uid when connecting (repeatable, or comma
+    /// separated). By default both sides accept only your own uid (and a
+    /// server of the namespace's owner).
+    #[arg(
+        long = "allow-uid",
+        global = true,
+        env = "IPCKIT_ALLOW_UIDS",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub allow_uid: Vec<u32>,
+
     #[command(subcommand)]
     pub command: Command,
 }

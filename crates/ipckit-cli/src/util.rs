@@ -3,6 +3,24 @@
 use std::process::{Child, ChildStdout};
 use std::time::{Duration, Instant};
 
+static ALLOWED_UIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Remember `--allow-uid` for every server and client this command makes.
+pub fn set_allowed_uids(uids: Vec<u32>) {
+    let _ = ALLOWED_UIDS.set(uids);
+}
+
+/// The uids `--allow-uid` named (none by default).
+pub fn allowed_uids() -> &'static [u32] {
+    ALLOWED_UIDS.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// The limits a server this command runs applies: the defaults, plus the
+/// `--allow-uid` users.
+pub fn limits() -> ipckit::Limits {
+    ipckit::Limits::default().allow_uids(allowed_uids())
+}
+
 /// A child process killed and reaped when dropped, so no command leaks one.
 pub struct Reaped(pub Child);
 

@@ -17,6 +17,7 @@ pub fn run(args: CallArgs) -> Result<(), ipckit::Error> {
         .with_name(&args.name)
     })?;
     let client = Client::options()
+        .allow_server_uids(crate::util::allowed_uids())
         .timeout(args.timeout)
         .transport(args.transport.get())
         .connect(&args.name)?;

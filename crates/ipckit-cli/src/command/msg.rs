@@ -23,7 +23,7 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             json,
         } => {
             let t = Instant::now();
-            let r = message::send(&name, id, data.as_bytes(), timeout)?;
+            let r = messenger().send(&name, id, data.as_bytes(), timeout)?;
             let rtt = t.elapsed();
             if json {
                 println!(
@@ -39,7 +39,7 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             }
             Ok(())
         }
-        MsgCommand::Post { name, id, data } => message::post(&name, id, data.as_bytes()),
+        MsgCommand::Post { name, id, data } => messenger().post(&name, id, data.as_bytes()),
         MsgCommand::Register { text, json } => {
             let id = message::register_message(&text)?;
             if json {
@@ -55,7 +55,7 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             timeout,
             json,
         } => {
-            let all = message::broadcast(id, data.as_bytes(), timeout)?;
+            let all = messenger().broadcast(id, data.as_bytes(), timeout)?;
             if json {
                 let v: Vec<serde_json::Value> = all
                     .iter()
@@ -80,25 +80,35 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
     }
 }
 
+/// A messenger for this command: the namespace from the environment, and
+/// the servers `--allow-uid` trusts.
+fn messenger() -> message::Messenger {
+    message::Messenger::new()
+        .allow_server_uids(crate::util::allowed_uids())
+        .clone()
+}
+
 fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Error> {
     let (tx, rx) = mpsc::channel::<()>();
-    let _rx = message::Receiver::register(name, move |m| {
-        let text = String::from_utf8_lossy(m.data);
-        let line = if json {
-            serde_json::json!({
-                "id": m.id, "data": text, "sender_pid": m.sender_pid, "posted": m.posted
-            })
-            .to_string()
-        } else {
-            format!("{} {}", m.id, text.replace('\n', "\\n"))
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-        drop(out);
-        let _ = tx.send(());
-        Reply::new(m.data.len() as i64)
-    })?;
+    let _rx = message::ReceiverOptions::new()
+        .limits(crate::util::limits())
+        .register(name, move |m| {
+            let text = String::from_utf8_lossy(m.data);
+            let line = if json {
+                serde_json::json!({
+                    "id": m.id, "data": text, "sender_pid": m.sender_pid, "posted": m.posted
+                })
+                .to_string()
+            } else {
+                format!("{} {}", m.id, text.replace('\n', "\\n"))
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            drop(out);
+            let _ = tx.send(());
+            Reply::new(m.data.len() as i64)
+        })?;
     eprintln!("listening as '{name}'");
     let mut seen = 0;
     while count.is_none_or(|k| seen < k) {

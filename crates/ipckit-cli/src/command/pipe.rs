@@ -19,6 +19,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             wait,
         } => {
             let mut pipe = ClientOptions::new()
+                .allow_server_uids(crate::util::allowed_uids())
                 .timeout(timeout)
                 .transport(transport.into())
                 .wait_strategy(wait.into())
@@ -69,6 +70,7 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     if let Some(a) = &args.tcp {
         opts.tcp(a.clone());
     }
+    opts.limits(crate::util::limits());
     let server = opts.create(&args.name)?;
     match server.tcp_addr() {
         Some(a) => eprintln!("serving pipe '{}' (and tcp://{a})", args.name),

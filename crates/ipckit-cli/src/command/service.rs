@@ -119,7 +119,7 @@ fn serve_demo(
     if let Some(a) = tcp {
         b = b.tcp(a);
     }
-    let server = b.bind()?;
+    let server = b.limits(crate::util::limits()).bind()?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "serving service '{name}'");
     if let Some(a) = server.tcp_addr() {

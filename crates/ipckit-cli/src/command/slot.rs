@@ -23,6 +23,7 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
         } => match udp {
             Some(addr) => mailslot::send_datagram(&addr, &name, message.as_bytes()),
             None => WriterOptions::new()
+                .allow_server_uids(crate::util::allowed_uids())
                 .timeout(timeout)
                 .open(&name)?
                 .send(message.as_bytes()),
@@ -38,6 +39,7 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
                 mailslot::send_datagram(addr, &name, message.as_bytes())?;
             }
             let d = WriterOptions::new()
+                .allow_server_uids(crate::util::allowed_uids())
                 .timeout(timeout)
                 .send_to_group(&name, message.as_bytes())?;
             if json {
@@ -64,7 +66,8 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
 
 fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     let mut opts = MailslotOptions::new();
-    opts.max_message_size(args.max_message_size)
+    opts.limits(crate::util::limits())
+        .max_message_size(args.max_message_size)
         .read_timeout(args.timeout);
     if let Some(n) = args.queue_bound {
         opts.queue_bound(n);

@@ -389,3 +389,13 @@ fn send_json_reports_the_transport_agreed_and_both_sides_can_opt_out() {
     );
     assert_eq!(v["transport"], "socket", "{v}");
 }
+
+#[test]
+fn allow_uid_is_a_global_flag_of_uids() {
+    let t = TestNs::new();
+    t.run(&["--allow-uid", "1001,1002", "ls"]).assert_success();
+    t.run(&["ls", "--allow-uid", "1003"]).assert_success();
+    let bad = t.run(&["--allow-uid", "nobody", "ls"]);
+    assert!(!bad.status.success(), "{bad:#?}");
+    assert!(bad.stderr.contains("allow-uid"), "{bad:#?}");
+}
