@@ -40,6 +40,12 @@
 //! published content, and the next writer (who gets the mutex as abandoned)
 //! simply rewrites the half-filled buffer. The byte layout is in
 //! `docs/PROTOCOL.md`.
+//!
+//! A write waits at most [`SharedMapOptions::lock_timeout`] (default
+//! [`DEFAULT_LOCK_TIMEOUT`], 30 s) for the map's mutex, then fails with
+//! [`ErrorKind::Timeout`]; reads and watches never take the mutex. A
+//! writer that died holding it, or garbage in its lock word, is recovered
+//! in well under a second (see [`crate::sync`]).
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,6 +61,10 @@ use crate::sys::futex;
 /// Default `max_size`: 64 KiB.
 pub const DEFAULT_MAX_SIZE: usize = 64 * 1024;
 
+/// Default [`SharedMapOptions::lock_timeout`]: how long a write waits for
+/// the map's mutex before failing with [`ErrorKind::Timeout`] (30 s).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
 // Layout of a shared map's data region (offsets from the data start).
 const OFF_MUTEX: usize = 0; // u32 lock word (see sync::Mutex)
 const OFF_NOTIFY: usize = 4; // u32 futex word, +1 per published version
@@ -62,6 +72,7 @@ const OFF_SEQ: usize = 8; // u64 seqlock: 2v = v published, 2v+1 = writing v+1
 const OFF_MAX: usize = 16; // u64 max_size
 const OFF_LEN: usize = 24; // u64 x 2: content length in buffer 0 / 1
 const OFF_WRITER: usize = 40; // u64 (pid << 32 | handle id) of the last writer
+const OFF_MUTEX_OWNER: usize = 48; // u32 owner word of the mutex (see sync::Mutex)
 const OFF_BUF: usize = 64; // buffer 0, then buffer 1 at OFF_BUF + stride
 
 fn stride(max_size: usize) -> usize {
@@ -98,6 +109,7 @@ static HANDLE_IDS: AtomicU32 = AtomicU32::new(1);
 pub struct SharedMapOptions {
     shm: MappingOptions,
     max_size: usize,
+    lock_timeout: Duration,
 }
 
 impl Default for SharedMapOptions {
@@ -105,6 +117,7 @@ impl Default for SharedMapOptions {
         SharedMapOptions {
             shm: MappingOptions::new(),
             max_size: DEFAULT_MAX_SIZE,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -139,6 +152,21 @@ impl SharedMapOptions {
     /// ```
     pub fn max_size(mut self, bytes: usize) -> Self {
         self.max_size = bytes;
+        self
+    }
+
+    /// How long a write waits for the map's mutex (held by another writer)
+    /// before failing with [`ErrorKind::Timeout`]; default
+    /// [`DEFAULT_LOCK_TIMEOUT`] (30 s). A writer that died holding it, or
+    /// a garbage lock word, is recovered well within that (see
+    /// [`crate::sync`]); only a live writer stuck inside a write makes
+    /// others time out. Change it later with [`SharedMap::set_lock_timeout`].
+    ///
+    /// ```
+    /// let _ = ipckit::map::SharedMapOptions::new().lock_timeout(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -178,7 +206,7 @@ impl SharedMapOptions {
         let m = self
             .shm
             .create_kind(name, self.size(name)?, Kind::Map, self.init(), true)?;
-        SharedMap::new(m)
+        SharedMap::new(m, self.lock_timeout)
     }
 
     /// Open the existing shared map `name` and load its content.
@@ -190,7 +218,7 @@ impl SharedMapOptions {
     /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
     /// ```
     pub fn open(&self, name: &str) -> Result<SharedMap> {
-        SharedMap::new(self.shm.open_kind(name, Kind::Map)?)
+        SharedMap::new(self.shm.open_kind(name, Kind::Map)?, self.lock_timeout)
     }
 
     /// Open `name`, creating it if absent; [`SharedMap::existed`] says which
@@ -211,7 +239,7 @@ impl SharedMapOptions {
         let m = self
             .shm
             .open_or_create_kind(name, self.size(name)?, Kind::Map, self.init())?;
-        SharedMap::new(m)
+        SharedMap::new(m, self.lock_timeout)
     }
 }
 
@@ -257,6 +285,7 @@ pub struct SharedMap {
     local: Vec<u8>,
     auto_sync: bool,
     id: u64,
+    lock_timeout: Duration,
 }
 
 impl SharedMap {
@@ -271,10 +300,10 @@ impl SharedMap {
         SharedMapOptions::new().open_or_create(name)
     }
 
-    fn new(map: Mapping) -> Result<SharedMap> {
+    fn new(map: Mapping, lock_timeout: Duration) -> Result<SharedMap> {
         let map = Arc::new(map);
         let max_size = checked_max(&map)?;
-        let mutex = Mutex::at(map.clone(), OFF_MUTEX)?;
+        let mutex = Mutex::at_parts(map.clone(), OFF_MUTEX, OFF_MUTEX_OWNER)?;
         let id = (u64::from(std::process::id()) << 32)
             | u64::from(HANDLE_IDS.fetch_add(1, Ordering::Relaxed));
         let mut m = SharedMap {
@@ -285,6 +314,7 @@ impl SharedMap {
             local: Vec::new(),
             auto_sync: true,
             id,
+            lock_timeout,
         };
         m.read()?;
         Ok(m)
@@ -294,12 +324,13 @@ impl SharedMap {
     fn twin(&self) -> Result<SharedMap> {
         Ok(SharedMap {
             map: self.map.clone(),
-            mutex: Mutex::at(self.map.clone(), OFF_MUTEX)?,
+            mutex: Mutex::at_parts(self.map.clone(), OFF_MUTEX, OFF_MUTEX_OWNER)?,
             max_size: self.max_size,
             seen: self.seen,
             local: self.local.clone(),
             auto_sync: self.auto_sync,
             id: self.id,
+            lock_timeout: self.lock_timeout,
         })
     }
 
@@ -327,6 +358,36 @@ impl SharedMap {
     /// ```
     pub fn max_size(&self) -> usize {
         self.max_size
+    }
+
+    /// How long a write waits for the map's mutex before
+    /// [`ErrorKind::Timeout`] (see [`SharedMapOptions::lock_timeout`]).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let mut m = ipckit::map::SharedMapOptions::new().namespace(&ns).create("m").unwrap();
+    /// assert_eq!(m.lock_timeout(), ipckit::map::DEFAULT_LOCK_TIMEOUT);
+    /// m.set_lock_timeout(std::time::Duration::from_secs(1));
+    /// assert_eq!(m.lock_timeout(), std::time::Duration::from_secs(1));
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
+    /// ```
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// Set how long a write waits for the map's mutex (this handle only).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let mut m = ipckit::map::SharedMapOptions::new().namespace(&ns).create("m").unwrap();
+    /// m.set_lock_timeout(std::time::Duration::from_millis(500));
+    /// m.write(b"x").unwrap();
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
+    /// ```
+    pub fn set_lock_timeout(&mut self, timeout: Duration) {
+        self.lock_timeout = timeout;
     }
 
     /// The map's name.
@@ -517,7 +578,16 @@ impl SharedMap {
         }
         // An abandoned lock needs no repair here: the seqlock left the
         // published version intact, and we rewrite the half-filled buffer.
-        let _guard = self.mutex.lock()?.into_guard();
+        let _guard = match self.mutex.lock_timeout(self.lock_timeout) {
+            Ok(lock) => lock.into_guard(),
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                return Err(self.err(
+                    ErrorKind::Timeout,
+                    format!("another writer held the map's lock for longer than the lock timeout ({:?}); retry, or raise lock_timeout", self.lock_timeout),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let seq = self.seq();
         let v = seq.load(Ordering::Relaxed) / 2;
         let target = ((v + 1) % 2) as usize;

@@ -8,19 +8,37 @@
 //! does not), then sleeps on a futex; every wait can be bounded and then
 //! returns [`ErrorKind::Timeout`].
 //!
-//! # Owner death
+//! # Owner death, garbage and reused ids
 //!
-//! A mutex's lock word holds the kernel thread id of its owner (the Linux
-//! robust-futex word format: bits 0–29 owner tid, bit 31 "waiters").
-//! ipckit does not use the kernel's robust-futex list (glibc owns the one
-//! list a thread may register); instead a waiter that has slept 50 ms
-//! without the word changing checks whether the owner thread still exists
-//! (`kill(tid, 0)` and `/proc/<tid>/stat`, a zombie counting as dead). If
-//! not, the waiter takes the lock and gets [`Lock::Abandoned`] (Win32
-//! `WAIT_ABANDONED`, POSIX `EOWNERDEAD`): the data the lock protected may be
-//! half-updated and the caller must look. The mutex is then usable as
-//! normal. Limits: all users must share a pid namespace, and a recycled tid
-//! delays detection until that new thread exits.
+//! A mutex is two 32-bit words: the lock word holds the kernel thread id
+//! of its owner (the Linux robust-futex word format: bits 0–29 owner tid,
+//! bit 31 "waiters"), and the owner word beside it holds a stamp of that
+//! thread's start time (from `/proc/<tid>/task/<tid>/stat`), written by the
+//! locker right after it takes the lock word. ipckit does not use the
+//! kernel's robust-futex list (glibc owns the one list a thread may
+//! register); instead a waiter that has slept 50 ms without the lock word
+//! changing looks the owner tid up in `/proc`:
+//!
+//! - no such thread, or a zombie: the owner died holding the lock;
+//! - a live thread whose start time matches the owner word: a real owner,
+//!   keep waiting;
+//! - a live thread whose start time does *not* match (the tid was reused
+//!   by another thread, or the lock word is garbage such as `1`, init), or
+//!   a thread `/proc` does not describe: the lock word is not trusted, and
+//!   once it and the owner word have stayed so for a grace of 100 ms (a
+//!   real new owner writes its owner word within nanoseconds of taking the
+//!   lock) the owner counts as dead.
+//!
+//! A waiter that finds a dead owner takes the lock and gets
+//! [`Lock::Abandoned`] (Win32 `WAIT_ABANDONED`, POSIX `EOWNERDEAD`): the
+//! data the lock protected may be half-updated and the caller must look.
+//! The mutex is then usable as normal. So a garbage lock word is recovered
+//! in about 150–200 ms, and a lock held by a killed process in about 50 ms.
+//! Limits: all users must share a pid namespace and see `/proc`; a thread
+//! that stalls for more than the grace between taking the lock word and
+//! writing the owner word (a stopped process, say) can have its lock taken
+//! over. The owner identity of the calling thread is cached per thread and
+//! is right in the child of a `fork`.
 //!
 //! ```
 //! use ipckit::sync::{Lock, MutexOptions};
@@ -54,6 +72,10 @@ const TID_MASK: u32 = 0x3fff_ffff;
 const WAITERS: u32 = 1 << 31;
 /// How long a waiter sleeps before checking whether the owner died.
 const OWNER_CHECK: Duration = Duration::from_millis(50);
+/// How long a lock word whose owner cannot be verified (garbage, reused
+/// tid, owner word not written yet) must stay unchanged before the owner
+/// counts as dead.
+const UNVERIFIED_GRACE: Duration = Duration::from_millis(100);
 const SPIN_MIN: u32 = 16;
 const SPIN_MAX: u32 = 2000;
 
@@ -169,6 +191,7 @@ impl MutexOptions {
 pub struct Mutex {
     map: Arc<Mapping>,
     offset: usize,
+    owner_offset: usize,
     spin: AtomicU32,
 }
 
@@ -189,7 +212,7 @@ impl<'a> Lock<'a> {
     /// Whether the previous owner died holding the lock.
     ///
     /// ```
-    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap()), 0).unwrap();
     /// assert!(!m.lock().unwrap().is_abandoned());
     /// ```
     pub fn is_abandoned(&self) -> bool {
@@ -199,7 +222,7 @@ impl<'a> Lock<'a> {
     /// The guard, whichever way the lock was taken.
     ///
     /// ```
-    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap()), 0).unwrap();
     /// let g = m.lock().unwrap().into_guard();
     /// drop(g);
     /// ```
@@ -225,21 +248,54 @@ impl Drop for MutexGuard<'_> {
 }
 
 impl Mutex {
-    /// A mutex in the 4 bytes at `offset` (4-byte aligned) of `map`. Zeroed
-    /// memory is an unlocked mutex, so a fresh mapping needs no set-up.
+    /// A mutex in the 8 bytes at `offset` (4-byte aligned) of `map`: the
+    /// lock word at `offset`, the owner word at `offset + 4` (see the
+    /// [module docs](self)). Zeroed memory is an unlocked mutex, so a fresh
+    /// mapping needs no set-up.
     ///
     /// ```
     /// use std::sync::Arc;
     /// let map = Arc::new(ipckit::shm::Mapping::anonymous(64).unwrap());
     /// let m = ipckit::sync::Mutex::at(map.clone(), 8).unwrap();
     /// let _g = m.lock().unwrap();
-    /// assert!(ipckit::sync::Mutex::at(map, 3).is_err());
+    /// assert!(ipckit::sync::Mutex::at(map.clone(), 3).is_err());
+    /// assert!(ipckit::sync::Mutex::at(map, 60).is_err()); // needs 8 bytes
     /// ```
     pub fn at(map: Arc<Mapping>, offset: usize) -> Result<Mutex> {
-        map.atomic_u32(offset)?;
+        let owner = offset.checked_add(4).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("offset {offset} is out of range"),
+            )
+        })?;
+        Mutex::at_parts(map, offset, owner)
+    }
+
+    /// A mutex whose lock word is at `lock_offset` and whose owner word is
+    /// at `owner_offset` of `map` (both 4-byte aligned, distinct, and used
+    /// for nothing else), for layouts where the word after the lock word is
+    /// taken.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let map = Arc::new(ipckit::shm::Mapping::anonymous(64).unwrap());
+    /// let m = ipckit::sync::Mutex::at_parts(map.clone(), 0, 48).unwrap();
+    /// let _g = m.lock().unwrap();
+    /// assert!(ipckit::sync::Mutex::at_parts(map, 0, 0).is_err());
+    /// ```
+    pub fn at_parts(map: Arc<Mapping>, lock_offset: usize, owner_offset: usize) -> Result<Mutex> {
+        map.atomic_u32(lock_offset)?;
+        map.atomic_u32(owner_offset)?;
+        if lock_offset.abs_diff(owner_offset) < 4 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the lock word at {lock_offset} and the owner word at {owner_offset} overlap; give them 4 bytes each"),
+            ));
+        }
         Ok(Mutex {
             map,
-            offset,
+            offset: lock_offset,
+            owner_offset,
             spin: AtomicU32::new(100),
         })
     }
@@ -247,7 +303,7 @@ impl Mutex {
     /// Whether a named mutex existed before this handle opened it.
     ///
     /// ```
-    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap()), 0).unwrap();
     /// assert!(m.existed());
     /// ```
     pub fn existed(&self) -> bool {
@@ -257,8 +313,8 @@ impl Mutex {
     /// The mapping holding the lock word.
     ///
     /// ```
-    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
-    /// assert_eq!(m.mapping().len(), 4);
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap()), 0).unwrap();
+    /// assert_eq!(m.mapping().len(), 8);
     /// ```
     pub fn mapping(&self) -> &Arc<Mapping> {
         &self.map
@@ -267,13 +323,19 @@ impl Mutex {
     fn word(&self) -> &AtomicU32 {
         self.map
             .atomic_u32(self.offset)
-            .expect("offset checked in Mutex::at")
+            .expect("offset checked in Mutex::at_parts")
+    }
+
+    fn owner_word(&self) -> &AtomicU32 {
+        self.map
+            .atomic_u32(self.owner_offset)
+            .expect("offset checked in Mutex::at_parts")
     }
 
     /// Lock, waiting as long as it takes (but never for a dead owner).
     ///
     /// ```
-    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap()), 0).unwrap();
+    /// let m = ipckit::sync::Mutex::at(std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap()), 0).unwrap();
     /// let lock = m.lock().unwrap();
     /// assert!(!lock.is_abandoned());
     /// ```
@@ -286,7 +348,7 @@ impl Mutex {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(4).unwrap());
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
     /// let m = ipckit::sync::Mutex::at(map.clone(), 0).unwrap();
     /// let _held = m.lock().unwrap();
     /// let other = std::thread::spawn(move || {
@@ -299,7 +361,9 @@ impl Mutex {
         self.lock_until(Some(Instant::now() + timeout))
     }
 
-    fn guard(&self, abandoned: bool) -> Lock<'_> {
+    /// The guard for a lock just taken: record who owns it first.
+    fn guard(&self, me: futex::Me, abandoned: bool) -> Lock<'_> {
+        self.owner_word().store(me.stamp, Ordering::Relaxed);
         let g = MutexGuard {
             mutex: self,
             _not_send: PhantomData,
@@ -313,55 +377,90 @@ impl Mutex {
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<Lock<'_>> {
         let w = self.word();
-        let me = futex::tid();
-        if w.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        let me = futex::me();
+        if w.compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return Ok(self.guard(false));
+            return Ok(self.guard(me, false));
         }
         // Adaptive spin: the budget doubles when spinning won, halves when not.
         let budget = self.spin.load(Ordering::Relaxed).clamp(SPIN_MIN, SPIN_MAX);
         for _ in 0..budget {
             std::hint::spin_loop();
             if w.load(Ordering::Relaxed) == 0
-                && w.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                && w.compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
                 self.spin
                     .store((budget * 2).min(SPIN_MAX), Ordering::Relaxed);
-                return Ok(self.guard(false));
+                return Ok(self.guard(me, false));
             }
         }
         self.spin
             .store((budget / 2).max(SPIN_MIN), Ordering::Relaxed);
         let name = label(&self.map);
         let mut suspect = false;
+        // (lock word, owner word) first seen unverifiable, and when.
+        let mut unverified: Option<(u32, u32, Instant)> = None;
         loop {
             let v = w.load(Ordering::Relaxed);
             let owner = v & TID_MASK;
             if owner == 0 {
                 // Free. Others may be asleep, so keep the waiters bit.
-                if w.compare_exchange(v, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Ok(self.guard(false));
+                    return Ok(self.guard(me, false));
                 }
                 continue;
             }
-            if owner == me {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "this thread already holds the mutex (ipckit mutexes are not recursive); drop the guard first",
-                )
-                .with_name(name));
-            }
-            if suspect && !futex::thread_alive(owner) {
-                if w.compare_exchange(v, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            let stamp = self.owner_word().load(Ordering::Relaxed);
+            if owner == me.tid {
+                if stamp == me.stamp {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "this thread already holds the mutex (ipckit mutexes are not recursive); drop the guard first",
+                    )
+                    .with_name(name));
+                }
+                // Our tid, but not our owner word: garbage (or a dead
+                // thread's word whose tid we reuse). Nobody else can be
+                // taking it under our tid, so take it now.
+                if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Ok(self.guard(true));
+                    return Ok(self.guard(me, true));
                 }
                 continue;
+            }
+            if suspect {
+                let dead = match futex::owner(owner) {
+                    futex::Owner::Dead => true,
+                    futex::Owner::Alive(s) if s == stamp => {
+                        unverified = None;
+                        false
+                    }
+                    futex::Owner::Alive(_) | futex::Owner::Unknown => {
+                        let now = Instant::now();
+                        match unverified {
+                            Some((uv, us, since)) if uv == v & !WAITERS && us == stamp => {
+                                now.duration_since(since) >= UNVERIFIED_GRACE
+                            }
+                            _ => {
+                                unverified = Some((v & !WAITERS, stamp, now));
+                                false
+                            }
+                        }
+                    }
+                };
+                if dead {
+                    if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Ok(self.guard(me, true));
+                    }
+                    continue;
+                }
             }
             if v & WAITERS == 0
                 && w.compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
@@ -369,11 +468,22 @@ impl Mutex {
             {
                 continue;
             }
-            let wait = slice(deadline, Some(OWNER_CHECK), &name)?;
+            // While an unverified owner's grace runs, look again when it ends.
+            let cap = match unverified {
+                Some((_, _, since)) => UNVERIFIED_GRACE
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_millis(1))
+                    .min(OWNER_CHECK),
+                None => OWNER_CHECK,
+            };
+            let wait = slice(deadline, Some(cap), &name)?;
             futex::wait(w, v | WAITERS, wait)
                 .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
             // Unchanged after a full slice: the owner may be dead; check.
             suspect = w.load(Ordering::Relaxed) == v | WAITERS;
+            if !suspect {
+                unverified = None;
+            }
         }
     }
 
@@ -939,4 +1049,12 @@ pub fn __futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) 
 #[doc(hidden)]
 pub fn __futex_wake(word: &AtomicU32, n: u32) {
     futex::wake(word, n);
+}
+
+/// Test support: the calling thread's cached owner tid beside a fresh
+/// `gettid` (they differ only if the cache is stale, e.g. after `fork`).
+/// Not part of the API.
+#[doc(hidden)]
+pub fn __thread_ids() -> (u32, u32) {
+    (futex::tid(), futex::gettid_uncached())
 }
