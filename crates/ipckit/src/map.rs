@@ -123,6 +123,28 @@ impl Default for SharedMapOptions {
 }
 
 impl SharedMapOptions {
+    /// Who besides the creator may open the object: its mode, as
+    /// [`MappingOptions::mode`] (read/write bits, `0o600` at least; default
+    /// `0o600`). An opener accepts an object no wider than its own mode.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::map::SharedMapOptions;
+    /// let team = SharedMapOptions::new().namespace(&ns).mode(0o660);
+    /// let m = team.create("team").unwrap();
+    /// // An opener with the default (0600) refuses an object others can write.
+    /// let e = SharedMapOptions::new().namespace(&ns).open("team").unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::PermissionDenied);
+    /// assert!(team.open("team").is_ok());
+    /// # drop(m);
+    /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("team").unwrap();
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.shm = self.shm.mode(mode);
+        self
+    }
+
     /// Default namespace, `max_size` [`DEFAULT_MAX_SIZE`].
     ///
     /// ```

@@ -114,6 +114,18 @@ pub struct MutexOptions {
 }
 
 impl MutexOptions {
+    /// Who besides the creator may open the object: its mode, as
+    /// [`MappingOptions::mode`] (read/write bits, `0o600` at least; default
+    /// `0o600`). An opener accepts an object no wider than its own mode.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::MutexOptions::new().mode(0o660);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.shm = self.shm.mode(mode);
+        self
+    }
+
     /// Default options.
     ///
     /// ```
@@ -516,6 +528,18 @@ pub struct EventOptions {
 }
 
 impl EventOptions {
+    /// Who besides the creator may open the object: its mode, as
+    /// [`MappingOptions::mode`] (read/write bits, `0o600` at least; default
+    /// `0o600`). An opener accepts an object no wider than its own mode.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::EventOptions::new().mode(0o660);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.shm = self.shm.mode(mode);
+        self
+    }
+
     /// Auto-reset, initially not set, default namespace.
     ///
     /// ```
@@ -796,6 +820,18 @@ impl Default for SemaphoreOptions {
 }
 
 impl SemaphoreOptions {
+    /// Who besides the creator may open the object: its mode, as
+    /// [`MappingOptions::mode`] (read/write bits, `0o600` at least; default
+    /// `0o600`). An opener accepts an object no wider than its own mode.
+    ///
+    /// ```
+    /// let _ = ipckit::sync::SemaphoreOptions::new().mode(0o660);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.shm = self.shm.mode(mode);
+        self
+    }
+
     /// Initial count 0, maximum `u32::MAX`, default namespace.
     ///
     /// ```
