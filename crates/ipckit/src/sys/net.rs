@@ -134,13 +134,24 @@ pub(crate) fn recv_some_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
+    recvmsg_fds(fd, buf, fds, RecvFlags::empty()).map(|n| n.unwrap_or(0))
+}
+
+/// One `recvmsg` with `flags` (plus `CMSG_CLOEXEC`), retried on `EINTR`,
+/// collecting passed descriptors into `fds`; `Ok(None)` on `EAGAIN`.
+fn recvmsg_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: RecvFlags,
+) -> io::Result<Option<usize>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, ReturnFlags};
     use std::mem::MaybeUninit;
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     loop {
         let mut iov = [io::IoSliceMut::new(&mut *buf)];
-        match rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+        match rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC | flags) {
             Ok(msg) => {
                 for m in control.drain() {
                     if let RecvAncillaryMessage::ScmRights(rights) = m {
@@ -153,9 +164,12 @@ pub(crate) fn recv_some_with_fds(
                         "the peer passed more file descriptors than fit; they were dropped",
                     ));
                 }
-                return Ok(msg.bytes);
+                return Ok(Some(msg.bytes));
             }
             Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => {
+                return Ok(None)
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -357,37 +371,7 @@ pub(crate) fn recv_nowait_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, ReturnFlags};
-    use std::mem::MaybeUninit;
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    loop {
-        let mut iov = [io::IoSliceMut::new(&mut *buf)];
-        match rustix::net::recvmsg(
-            fd,
-            &mut iov,
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
-        ) {
-            Ok(msg) => {
-                for m in control.drain() {
-                    if let RecvAncillaryMessage::ScmRights(rights) = m {
-                        fds.extend(rights);
-                    }
-                }
-                if msg.flags.contains(ReturnFlags::CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the peer passed more file descriptors than fit; they were dropped",
-                    ));
-                }
-                return Ok(Some(msg.bytes));
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    recvmsg_fds(fd, buf, fds, RecvFlags::DONTWAIT)
 }
 
 /// Send without waiting (a refusal to a peer we are about to close);
