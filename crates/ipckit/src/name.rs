@@ -264,6 +264,62 @@ impl Namespace {
         Ok(Namespace { dir })
     }
 
+    /// Use `dir` as a namespace **shared with other users** (the explicit
+    /// shared mode): a real directory (not a symbolic link) with the sticky
+    /// bit, as `/tmp` has, so that nobody can remove or replace a record,
+    /// socket or directory another user made in it; created with mode
+    /// `01777` if absent. Everything else stays per user: a server still
+    /// serves only its own uid unless its [`crate::Limits`] allow more,
+    /// and a client still trusts only servers of its own uid or of the
+    /// directory's owner unless told otherwise.
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at_shared(dir.path().join("team")).unwrap();
+    /// let mode = std::fs::metadata(ns.dir()).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o7777, 0o1777);
+    /// // A directory others can write without the sticky bit is refused.
+    /// let open = dir.path().join("open");
+    /// std::fs::create_dir(&open).unwrap();
+    /// std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    /// assert!(ipckit::Namespace::at_shared(&open).is_err());
+    /// ```
+    pub fn at_shared(dir: impl Into<PathBuf>) -> Result<Namespace> {
+        let dir: PathBuf = dir.into();
+        let shown = dir.display().to_string();
+        if fs::symlink_metadata(&dir).is_err() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .create(&dir)
+                .ctx(&shown, "cannot create the namespace directory")?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777))
+                .ctx(&shown, "cannot make the namespace directory shared")?;
+        }
+        let meta = fs::symlink_metadata(&dir).ctx(&shown, "cannot read the namespace directory")?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "the namespace path is a symbolic link or not a directory; use a real directory",
+            )
+            .with_name(shown));
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the shared namespace directory has mode {:o} without the sticky bit: others could replace what you make in it; chmod +t it",
+                    meta.mode() & 0o7777
+                ),
+            )
+            .with_name(shown));
+        }
+        let dir = dir
+            .canonicalize()
+            .ctx(&shown, "cannot resolve the namespace directory")?;
+        Ok(Namespace { dir })
+    }
+
     /// The namespace directory.
     ///
     /// ```

@@ -41,6 +41,18 @@ fn child_role() {
             std::os::unix::fs::symlink(to, at).unwrap();
             say("PLANTED");
         }
+        // Another user serving in a shared namespace, open to root.
+        "shared-serve" => {
+            let ns = Namespace::at_shared(flag(&args, "--dir").unwrap()).unwrap();
+            let _s = ipckit::service::Server::builder("theirs")
+                .namespace(&ns)
+                .limits(ipckit::Limits::new().allow_uids(&[0]))
+                .handler("who", |_: ()| Ok::<_, String>("nobody".to_string()))
+                .bind()
+                .unwrap();
+            say("READY");
+            support::wait_for_parent();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -110,4 +122,38 @@ fn no_valid_name_collides_with_ipckit_files() {
         assert_eq!(e.kind(), ErrorKind::InvalidName, "{bad}: {e}");
     }
     assert!(validate_name("a.b/c.d").is_ok());
+}
+
+#[test]
+fn a_shared_namespace_holds_two_users_and_trust_stays_explicit() {
+    if !as_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("team");
+    let ns = Namespace::at_shared(&dir).unwrap();
+    let mut c = support::role_command("shared-serve", &["--dir", dir.to_str().unwrap()]);
+    c.uid(65534).gid(65534);
+    let mut theirs = support::Proc::talking(&mut c);
+    theirs.stdout_line("READY");
+    // Not trusted by default: another user's server.
+    let e = ipckit::service::Client::options()
+        .namespace(&ns)
+        .connect("theirs")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // Trusted explicitly, and the server admits root explicitly.
+    let c = ipckit::service::Client::options()
+        .namespace(&ns)
+        .allow_server_uids(&[65534])
+        .connect("theirs")
+        .unwrap();
+    assert_eq!(c.call::<_, String>("who", &()).unwrap(), "nobody");
+    // Root's own endpoint in the same namespace is root's alone.
+    let _mine = ipckit::pipe::ServerOptions::new()
+        .namespace(&ns)
+        .create("mine")
+        .unwrap();
+    assert!(ns.info("mine").unwrap().is_some());
 }
