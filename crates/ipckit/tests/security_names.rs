@@ -8,7 +8,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 
 use ipckit::name::validate_name;
 use ipckit::{ErrorKind, Namespace};
@@ -72,11 +71,11 @@ fn a_namespace_link_planted_by_another_user_is_refused() {
     std::fs::create_dir(&mine).unwrap();
     std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).unwrap();
     let at = public.join("ipckit-0");
-    let mut c = support::role_command(
+    let mut c = support::role_command_as(
+        65534,
         "plant",
         &["--at", at.to_str().unwrap(), "--to", mine.to_str().unwrap()],
     );
-    c.uid(65534).gid(65534);
     let mut p = support::Proc::spawn(&mut c);
     p.stdout_line("PLANTED");
     let e = Namespace::at(&at).unwrap_err();
@@ -133,8 +132,7 @@ fn a_shared_namespace_holds_two_users_and_trust_stays_explicit() {
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tmp.path().join("team");
     let ns = Namespace::at_shared(&dir).unwrap();
-    let mut c = support::role_command("shared-serve", &["--dir", dir.to_str().unwrap()]);
-    c.uid(65534).gid(65534);
+    let mut c = support::role_command_as(65534, "shared-serve", &["--dir", dir.to_str().unwrap()]);
     let mut theirs = support::Proc::talking(&mut c);
     theirs.stdout_line("READY");
     // Not trusted by default: another user's server.

@@ -10,7 +10,6 @@ mod support;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use ipckit::service::{Client, Server};
@@ -42,8 +41,10 @@ fn shared_ns() -> TestNs {
     t
 }
 
-fn nobody(mut c: std::process::Command) -> std::process::Command {
-    c.uid(NOBODY).gid(NOBODY);
+/// This test binary in `role`, as `nobody`, in the namespace of `t`.
+fn nobody(t: &TestNs, role: &str, args: &[&str]) -> std::process::Command {
+    let mut c = support::role_command_as(NOBODY, role, args);
+    c.env(ipckit::name::NAMESPACE_ENV, t.path());
     c
 }
 
@@ -112,7 +113,9 @@ fn a_server_refuses_a_peer_of_another_uid_and_counts_it() {
     open_socket(&t, "svc");
     let path = t.ns.socket_path("svc");
     let mut c = support::Proc::spawn(&mut nobody(
-        t.role("knock", &["--path", path.to_str().unwrap()]),
+        &t,
+        "knock",
+        &["--path", path.to_str().unwrap()],
     ));
     // Status 2: denied (the client would report PermissionDenied).
     let line = c.stdout_line("RESULT ");
@@ -138,7 +141,9 @@ fn limits_may_allow_another_uid() {
     open_socket(&t, "svc");
     let path = t.ns.socket_path("svc");
     let mut c = support::Proc::spawn(&mut nobody(
-        t.role("knock", &["--path", path.to_str().unwrap()]),
+        &t,
+        "knock",
+        &["--path", path.to_str().unwrap()],
     ));
     let line = c.stdout_line("RESULT ");
     assert!(line.contains("RESULT status 0"), "{line}");
@@ -154,7 +159,9 @@ fn a_client_refuses_an_impostor_server_of_another_uid() {
     let _s = Server::builder("svc").namespace(&t.ns).bind().unwrap();
     let path = t.ns.socket_path("svc");
     let mut imp = support::Proc::talking(&mut nobody(
-        t.role("impostor", &["--path", path.to_str().unwrap()]),
+        &t,
+        "impostor",
+        &["--path", path.to_str().unwrap()],
     ));
     imp.stdout_line("READY");
     let e = Client::options()

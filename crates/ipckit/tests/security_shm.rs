@@ -15,7 +15,6 @@ mod support;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 
 use ipckit::map::SharedMapOptions;
@@ -49,8 +48,7 @@ fn can_switch_uid() -> bool {
 
 /// This test binary in `role`, run as the other user, to completion.
 fn as_other(role: &str, args: &[&str]) -> Output {
-    let mut cmd = support::role_command(role, args);
-    cmd.uid(OTHER).gid(OTHER);
+    let mut cmd = support::role_command_as(OTHER, role, args);
     Proc::spawn(&mut cmd).finish(DEADLINE)
 }
 

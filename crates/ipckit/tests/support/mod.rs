@@ -158,6 +158,48 @@ pub fn role_command(role: &str, args: &[&str]) -> Command {
     c
 }
 
+/// [`role_command`] run as another user (`uid`, with the same gid). The
+/// test binary must be reachable by that user: if any directory above it
+/// (or the file) is closed to others, as a checkout under `/root` is, the
+/// binary is copied once to a world-readable temporary directory first.
+pub fn role_command_as(uid: u32, role: &str, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = role_command(role, args);
+    let exe = exe_for_others();
+    let mut with_exe = Command::new(exe);
+    with_exe.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            with_exe.env(k, v);
+        }
+    }
+    c = with_exe;
+    c.uid(uid).gid(uid);
+    c
+}
+
+/// This test binary, or a copy of it that every user can run.
+fn exe_for_others() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let exe = std::env::current_exe().expect("find the test binary");
+        let open =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+        if exe.ancestors().all(open) {
+            return exe;
+        }
+        let dir = std::env::temp_dir().join(format!("ipckit-test-exe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for the copy");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join(exe.file_name().expect("a file name"));
+        std::fs::copy(&exe, &copy).expect("copy the test binary");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
+}
+
 /// The role and arguments this process was started with, if it is a
 /// re-exec'd child; `None` when a person runs the ignored tests.
 pub fn role() -> Option<(String, Vec<String>)> {
