@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod clipboard;
 mod conn;
 pub mod error;
 #[cfg(fuzzing)]
@@ -47,6 +48,7 @@ pub mod map;
 pub mod message;
 pub mod name;
 pub mod pipe;
+mod registry;
 pub mod service;
 pub mod shm;
 pub mod sync;

@@ -42,37 +42,33 @@
 //! the wire format is in `docs/PROTOCOL.md`, "Window messages".
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
-use std::io::{Read as _, Seek as _, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::conn::dial::{Dialer, Trust};
 use crate::conn::hello::{self, Hello};
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
 use crate::conn::{io as conn_io, listen, ConnStats};
-use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, EndpointState, Namespace};
+use crate::registry::Registry;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
 pub const WM_COPYDATA: u32 = 0x004A;
 /// `WM_USER`: ids from here to `0x7FFF` are for a receiver's private use.
 pub const WM_USER: u32 = 0x0400;
 /// Lowest id [`register_message`] hands out.
-pub const REGISTERED_MIN: u32 = 0xC000;
+pub const REGISTERED_MIN: u32 = crate::registry::MIN;
 /// Highest id [`register_message`] hands out.
-pub const REGISTERED_MAX: u32 = 0xFFFF;
+pub const REGISTERED_MAX: u32 = crate::registry::MAX;
 /// Longest text [`register_message`] accepts, in bytes.
-pub const MAX_MESSAGE_TEXT: usize = 255;
+pub const MAX_MESSAGE_TEXT: usize = crate::registry::MAX_TEXT;
 /// Default limit on the bytes of one message: 16 MiB.
 pub const DEFAULT_MAX_DATA: usize = 16 << 20;
 /// Most posted messages waiting in a receiver's queue (as Win32's 10 000);
@@ -95,8 +91,11 @@ const RESPONDERS: usize = 8;
 const MAX_REPLY: usize = 1 << 30;
 
 /// Registry of message texts, and its lock, in the namespace directory.
-const REGISTRY: &str = ".messages";
-const REGISTRY_LOCK: &str = ".messages.lock";
+const REGISTRY: Registry = Registry {
+    file: ".messages",
+    lock: ".messages.lock",
+    what: "message",
+};
 
 mod wire {
     //! See `docs/PROTOCOL.md`, "Window messages". The hello is the common
@@ -1011,12 +1010,6 @@ pub struct BroadcastReply {
     pub reply: Result<Reply>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct RegistryEntry {
-    id: u32,
-    text: String,
-}
-
 /// Sender-side calls in one namespace: connect, send, post, broadcast,
 /// find, register message ids. The free functions ([`send`], [`post`], …)
 /// are shortcuts using the namespace from the environment.
@@ -1241,47 +1234,7 @@ impl Messenger {
     /// ```
     #[doc(alias = "RegisterWindowMessage")]
     pub fn register_message(&self, text: &str) -> Result<u32> {
-        if text.is_empty() || text.len() > MAX_MESSAGE_TEXT {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "a message text must be 1 to {MAX_MESSAGE_TEXT} bytes, this one is {}",
-                    text.len()
-                ),
-            )
-            .with_name(text));
-        }
-        let ns = self.ns()?;
-        let _lock = lock_registry(&ns)?;
-        let path = ns.dir().join(REGISTRY);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .ctx(text, "cannot open the message registry")?;
-        let entries = read_registry(&mut file, text)?;
-        if let Some(e) = entries.iter().find(|e| e.text.eq_ignore_ascii_case(text)) {
-            return Ok(e.id);
-        }
-        let id = REGISTERED_MIN + entries.len() as u32;
-        if id > REGISTERED_MAX {
-            return Err(Error::new(
-                ErrorKind::Full,
-                "all 16384 registered message ids of this namespace are taken; clear the namespace",
-            )
-            .with_name(text));
-        }
-        let mut line = serde_json::to_string(&RegistryEntry {
-            id,
-            text: text.to_string(),
-        })
-        .expect("registry entry serialises");
-        line.push('\n');
-        file.write_all(line.as_bytes())
-            .ctx(text, "cannot write the message registry")?;
-        Ok(id)
+        REGISTRY.register(&self.ns()?, text)
     }
 
     /// The text registered for `id`, if any (`GetClipboardFormatName`'s
@@ -1293,54 +1246,8 @@ impl Messenger {
     /// assert_eq!(ipckit::message::Messenger::new().namespace(&ns).message_name(0xC000).unwrap(), None);
     /// ```
     pub fn message_name(&self, id: u32) -> Result<Option<String>> {
-        let ns = self.ns()?;
-        let _lock = lock_registry(&ns)?;
-        let path = ns.dir().join(REGISTRY);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::os(e, "cannot open the message registry")),
-        };
-        Ok(read_registry(&mut file, "registry")?
-            .into_iter()
-            .find(|e| e.id == id)
-            .map(|e| e.text))
+        REGISTRY.text(&self.ns()?, id)
     }
-}
-
-fn lock_registry(ns: &Namespace) -> Result<std::fs::File> {
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(ns.dir().join(REGISTRY_LOCK))
-        .ctx(REGISTRY_LOCK, "cannot open the message registry lock")?;
-    crate::name::lock_file(&lock).ctx(REGISTRY_LOCK, "cannot lock the message registry")?;
-    Ok(lock)
-}
-
-/// Read every entry; a torn last line (a writer died mid-append) is ignored,
-/// and ids are re-checked to be dense from [`REGISTERED_MIN`].
-fn read_registry(file: &mut std::fs::File, name: &str) -> Result<Vec<RegistryEntry>> {
-    let mut text = String::new();
-    file.rewind()
-        .ctx(name, "cannot read the message registry")?;
-    file.read_to_string(&mut text)
-        .ctx(name, "cannot read the message registry")?;
-    let mut out: Vec<RegistryEntry> = Vec::new();
-    for line in text.lines() {
-        match serde_json::from_str::<RegistryEntry>(line) {
-            Ok(e) if e.id == REGISTERED_MIN + out.len() as u32 => out.push(e),
-            _ => return Err(Error::new(
-                ErrorKind::Decode,
-                "the message registry (.messages in the namespace) is corrupt; clear the namespace",
-            )
-            .with_name(name)),
-        }
-    }
-    Ok(out)
 }
 
 /// [`Messenger::send`] in the namespace from the environment.
@@ -1443,7 +1350,7 @@ mod tests {
             m.register_message(&long).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
-        std::fs::write(ns.dir().join(REGISTRY), "garbage\n").unwrap();
+        std::fs::write(ns.dir().join(REGISTRY.file), "garbage\n").unwrap();
         assert_eq!(
             m.register_message("a").unwrap_err().kind(),
             ErrorKind::Decode
