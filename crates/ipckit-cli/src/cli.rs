@@ -46,6 +46,12 @@ pub enum Command {
     /// Shared maps (named text/bytes with change notification).
     #[command(subcommand)]
     Map(MapCommand),
+    /// The clipboard board: set, get, formats, watch, register formats.
+    #[command(subcommand)]
+    Clip(crate::command::clip::ClipCommand),
+    /// DDE links: serve topics and items, request, poke, execute, advise.
+    #[command(subcommand)]
+    Dde(crate::command::dde::DdeCommand),
     /// List the endpoints in the namespace.
     Ls {
         /// Print JSON instead of a table.

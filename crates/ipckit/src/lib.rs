@@ -38,6 +38,7 @@
 
 pub mod clipboard;
 mod conn;
+pub mod dde;
 pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]

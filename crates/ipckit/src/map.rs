@@ -81,7 +81,12 @@ fn stride(max_size: usize) -> usize {
 
 /// Bytes of the data region for a given `max_size`.
 fn region_len(max_size: usize) -> Option<usize> {
-    stride(max_size).checked_mul(2)?.checked_add(OFF_BUF)
+    // Checked all the way: `max_size` may come from shared memory.
+    max_size
+        .div_ceil(8)
+        .checked_mul(8)?
+        .checked_mul(2)?
+        .checked_add(OFF_BUF)
 }
 
 /// Validate the `max_size` read from shared memory (untrusted) against the
@@ -592,24 +597,170 @@ impl SharedMap {
         self.write_inner(bytes, mid)
     }
 
-    fn write_inner(&mut self, bytes: &[u8], mid: impl FnOnce()) -> Result<u64> {
-        if bytes.len() > self.max_size {
-            return Err(self
-                .err(ErrorKind::TooLarge, format!("content of {} bytes exceeds max_size {}; write less or recreate the map larger", bytes.len(), self.max_size))
-                .with_needed(bytes.len()));
-        }
+    fn too_large(&self, len: usize) -> Option<Error> {
+        (len > self.max_size).then(|| {
+            self.err(ErrorKind::TooLarge, format!("content of {len} bytes exceeds max_size {}; write less or recreate the map larger", self.max_size))
+                .with_needed(len)
+        })
+    }
+
+    /// Take the map's mutex for a write, within the lock timeout.
+    fn lock_for_write(&self) -> Result<crate::sync::MutexGuard<'_>> {
         // An abandoned lock needs no repair here: the seqlock left the
         // published version intact, and we rewrite the half-filled buffer.
-        let _guard = match self.mutex.lock_timeout(self.lock_timeout) {
-            Ok(lock) => lock.into_guard(),
-            Err(e) if e.kind() == ErrorKind::Timeout => {
+        match self.mutex.lock_timeout(self.lock_timeout) {
+            Ok(lock) => Ok(lock.into_guard()),
+            Err(e) if e.kind() == ErrorKind::Timeout => Err(self.err(
+                ErrorKind::Timeout,
+                format!("another writer held the map's lock for longer than the lock timeout ({:?}); retry, or raise lock_timeout", self.lock_timeout),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Read-modify-write under the map's mutex: `f` gets the first `head`
+    /// bytes of the current content (all of it if shorter; no other writer
+    /// can publish until `f` returns) and gives the new content, or `None`
+    /// to leave it as it is. Returns the new version if something was
+    /// written. Over `max_size` is [`ErrorKind::TooLarge`] and nothing
+    /// changes.
+    pub(crate) fn update<T>(
+        &mut self,
+        head: usize,
+        f: impl FnOnce(&[u8]) -> Result<(Option<Vec<u8>>, T)>,
+    ) -> Result<(Option<u64>, T)> {
+        let (v, bytes, out) = {
+            let _guard = self.lock_for_write()?;
+            // No writer can run: the last published buffer is stable (a
+            // writer that died mid-write left seq odd and wrote the other).
+            let v = self.seq().load(Ordering::Acquire) / 2;
+            let buf = (v % 2) as usize;
+            let len = self.len_word(buf).load(Ordering::Relaxed);
+            let Some(len) = usize::try_from(len).ok().filter(|l| *l <= self.max_size) else {
                 return Err(self.err(
-                    ErrorKind::Timeout,
-                    format!("another writer held the map's lock for longer than the lock timeout ({:?}); retry, or raise lock_timeout", self.lock_timeout),
+                    ErrorKind::Decode,
+                    format!(
+                        "published length {len} exceeds max_size {}; the map is corrupt, remove it",
+                        self.max_size
+                    ),
                 ));
+            };
+            let mut current = vec![0u8; len.min(head)];
+            self.map.read_at(self.buf_off(buf), &mut current)?;
+            let (new, out) = f(&current)?;
+            let Some(bytes) = new else {
+                return Ok((None, out));
+            };
+            if let Some(e) = self.too_large(bytes.len()) {
+                return Err(e);
             }
-            Err(e) => return Err(e),
+            (self.publish_locked(&bytes, || {})?, bytes, out)
         };
+        self.seen = v;
+        self.local = bytes;
+        Ok((Some(v), out))
+    }
+
+    /// A consistent read of parts of the published content without copying
+    /// all of it: `f` gets a reader (`read(offset, buf)`, bounded to the
+    /// content) and the content's length. If a writer overtook the read,
+    /// `f`'s result (which may then come from torn bytes, so `f` must
+    /// treat them as untrusted) is dropped and `f` runs again. Returns its
+    /// result and the version read.
+    pub(crate) fn read_with<T>(
+        &self,
+        mut f: impl FnMut(&dyn Fn(usize, &mut [u8]) -> Result<()>, usize) -> Result<T>,
+    ) -> Result<(T, u64)> {
+        let seq = self.seq();
+        for _ in 0..10_000 {
+            let s1 = seq.load(Ordering::Acquire);
+            let v = s1 / 2;
+            let buf = (v % 2) as usize;
+            let len = self.len_word(buf).load(Ordering::Relaxed);
+            let len_ok = usize::try_from(len).ok().filter(|l| *l <= self.max_size);
+            let out = len_ok.map(|len| {
+                let base = self.buf_off(buf);
+                let read = |off: usize, out: &mut [u8]| -> Result<()> {
+                    match off.checked_add(out.len()) {
+                        Some(end) if end <= len => self.map.read_at(base + off, out),
+                        _ => Err(self.err(
+                            ErrorKind::Decode,
+                            format!(
+                                "a read of {} bytes at {off} passes the content's {len} bytes",
+                                out.len()
+                            ),
+                        )),
+                    }
+                };
+                f(&read, len)
+            });
+            fence(Ordering::Acquire);
+            let s2 = seq.load(Ordering::Relaxed);
+            if s2 < 2 * v + 3 {
+                return match out {
+                    Some(r) => r.map(|t| (t, v)),
+                    None => Err(self.err(ErrorKind::Decode, format!("published length {len} exceeds max_size {}; the map is corrupt, remove it", self.max_size))),
+                };
+            }
+            std::hint::spin_loop();
+        }
+        Err(self.err(
+            ErrorKind::Busy,
+            "writers kept overtaking this reader; retry".into(),
+        ))
+    }
+
+    /// [`wait_change`](Self::wait_change) without reading the content:
+    /// wait for a version newer than this handle last saw, mark it seen
+    /// and return it.
+    pub(crate) fn wait_newer(&mut self, timeout: Option<Duration>) -> Result<u64> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let n = self.notify().load(Ordering::Acquire);
+            let v = self.version()?;
+            if v > self.seen {
+                self.seen = v;
+                return Ok(v);
+            }
+            let wait = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(self.err(
+                            ErrorKind::Timeout,
+                            "no change within the timeout; wait longer or check the writer".into(),
+                        ));
+                    }
+                    Some(left)
+                }
+            };
+            futex::wait(self.notify(), n, wait)
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(self.name()))?;
+        }
+    }
+
+    /// A second handle on the same memory, for a watcher thread.
+    pub(crate) fn twin_handle(&self) -> Result<SharedMap> {
+        self.twin()
+    }
+
+    fn write_inner(&mut self, bytes: &[u8], mid: impl FnOnce()) -> Result<u64> {
+        if let Some(e) = self.too_large(bytes.len()) {
+            return Err(e);
+        }
+        let v = {
+            let _guard = self.lock_for_write()?;
+            self.publish_locked(bytes, mid)?
+        };
+        self.seen = v;
+        self.local.clear();
+        self.local.extend_from_slice(bytes);
+        Ok(v)
+    }
+
+    /// Publish `bytes` as the next version; the caller holds the mutex.
+    fn publish_locked(&self, bytes: &[u8], mid: impl FnOnce()) -> Result<u64> {
         let seq = self.seq();
         let v = seq.load(Ordering::Relaxed) / 2;
         let target = ((v + 1) % 2) as usize;
@@ -628,9 +779,6 @@ impl SharedMap {
         seq.store(2 * v + 2, Ordering::Release);
         self.notify().fetch_add(1, Ordering::Release);
         futex::wake(self.notify(), i32::MAX as u32);
-        self.seen = v + 1;
-        self.local.clear();
-        self.local.extend_from_slice(bytes);
         Ok(v + 1)
     }
 

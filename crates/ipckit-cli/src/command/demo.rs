@@ -124,6 +124,8 @@ fn steps(ns: &Path) -> Result<(), Error> {
     msg::demo_step(ns)?;
     service::demo_step(ns)?;
     map::demo_step(ns)?;
+    step_clipboard(ns)?;
+    step_dde(ns)?;
     println!("\ndemo finished: every step ran between separate processes.");
     Ok(())
 }
@@ -204,6 +206,230 @@ fn step_pipe(ns: &Path) -> Result<(), Error> {
         bytes.len(),
         us(percentile(&lat, 50.0)),
         us(percentile(&lat, 99.0)),
+    );
+    Ok(())
+}
+
+/// The raw floor for one step's latencies: round trips of `size` bytes
+/// over a bare Unix socket pair to another process (`cat`, echoing its
+/// stdin to its stdout, both the socket), sorted, in ns.
+pub(super) fn raw_socket_round_trips(rounds: usize, size: usize) -> Result<Vec<u64>, Error> {
+    use std::io::Write as _;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let (mut mine, theirs) = UnixStream::pair().map_err(|e| io(e, "cannot make a socket pair"))?;
+    let theirs: OwnedFd = theirs.into();
+    let out = theirs
+        .try_clone()
+        .map_err(|e| io(e, "cannot duplicate a socket"))?;
+    let mut c = Command::new("cat");
+    c.stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null());
+    let _cat = spawn(c)?;
+    mine.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| io(e, "cannot set a socket timeout"))?;
+    let msg = vec![7u8; size];
+    let mut back = vec![0u8; size];
+    let mut lat = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        let t = Instant::now();
+        mine.write_all(&msg)
+            .and_then(|_| mine.read_exact(&mut back))
+            .map_err(|e| io(e, "the raw echo process (cat) stopped answering"))?;
+        if i >= rounds / 10 {
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    lat.sort_unstable();
+    Ok(lat)
+}
+
+/// p50 of `rounds` timings of `f` (after a tenth as many untimed), in ns.
+fn p50_of(rounds: usize, mut f: impl FnMut() -> Result<(), Error>) -> Result<u64, Error> {
+    for _ in 0..rounds / 10 {
+        f()?;
+    }
+    let mut lat = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        f()?;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    Ok(percentile(&lat, 50.0))
+}
+
+fn step_clipboard(ns: &Path) -> Result<(), Error> {
+    use ipckit::clipboard::{BoardOptions, Format};
+    println!("\n[clipboard] board: this process sets an item in three formats, one rendered on demand; other processes list, read and watch it");
+    let board_name = "demo/clipboard";
+    let nsp = ipckit::Namespace::at(ns)?;
+    let opts = BoardOptions::new().namespace(&nsp);
+    let board = opts.open(board_name)?;
+    let mut watch = child(
+        ns,
+        &["clip", "watch", "--board", board_name, "--count", "1"],
+    )?;
+    watch.stdout(Stdio::piped());
+    let mut watcher = spawn(watch)?;
+    let changes = lines(watcher.stdout().expect("piped above"));
+    // The watcher prints its first line for the first set after it started
+    // watching: set until it reports one.
+    let csv = Format::register_in(&nsp, "demo/csv")?;
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let (first, owner) = loop {
+        let mut tx = board.begin();
+        tx.empty();
+        tx.set(
+            Format::TEXT,
+            ipckit::clipboard::text_to_bytes("EURUSD 1.0842"),
+        )?;
+        tx.set(csv, b"pair,price\nEURUSD,1.0842\n".to_vec())?;
+        tx.promise(Format::UNICODE_TEXT)?;
+        let me = std::process::id();
+        let owner = tx.close_with_renderer(move |f| {
+            (f == Format::UNICODE_TEXT).then(|| {
+                ipckit::clipboard::text_to_unicode(&format!(
+                    "EURUSD 1.0842 (rendered on demand by pid {me})"
+                ))
+            })
+        })?;
+        match changes.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => break (line, owner),
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "demo: the clip watch process reported no change",
+                ))
+            }
+        }
+    };
+    println!(
+        "  `clip watch` process pid {} printed: {first}",
+        watcher.0.id()
+    );
+    let formats = child_output(child(ns, &["clip", "formats", "--board", board_name])?)?;
+    println!(
+        "  `clip formats` process listed: {}",
+        formats.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    let got = child_output(child(
+        ns,
+        &["clip", "get", "--board", board_name, "--format", "demo/csv"],
+    )?)?;
+    println!("  `clip get --format demo/csv` process read: {:?}", got);
+    let rendered = child_output(child(
+        ns,
+        &[
+            "clip",
+            "get",
+            "--board",
+            board_name,
+            "--format",
+            "unicode-text",
+        ],
+    )?)?;
+    println!(
+        "  `clip get --format unicode-text` process read: {:?}",
+        rendered.trim_end()
+    );
+    drop(owner);
+    // Set and get cost, beside a plain copy of the same bytes.
+    for size in [64usize, 1 << 20] {
+        let data = vec![b'x'; size];
+        let set = p50_of(200, || board.set(csv, data.clone()).map(|_| ()))?;
+        let get = p50_of(200, || board.get(csv).map(|_| ()))?;
+        let mut dst = vec![0u8; size];
+        let copy = p50_of(200, || {
+            dst.copy_from_slice(std::hint::black_box(&data));
+            std::hint::black_box(&dst);
+            Ok(())
+        })?;
+        println!(
+            "  {size} bytes: set p50 {} ({:.1}x a memcpy of them, {}), get p50 {} ({:.1}x)",
+            us(set),
+            set as f64 / copy.max(1) as f64,
+            us(copy),
+            us(get),
+            get as f64 / copy.max(1) as f64,
+        );
+    }
+    drop(board);
+    opts.remove(board_name)?;
+    Ok(())
+}
+
+fn step_dde(ns: &Path) -> Result<(), Error> {
+    use ipckit::clipboard::Format;
+    use ipckit::dde::{ConversationOptions, Link};
+    println!("\n[dde] DDE: a `dde serve` process with topic 'prices'; client processes request, poke and execute; this process holds a hot link");
+    let service = "demo/quotes";
+    let mut server = child(
+        ns,
+        &[
+            "dde",
+            "serve",
+            service,
+            "--topic",
+            "prices",
+            "--item",
+            "EURUSD=1.0842",
+        ],
+    )?;
+    server.stdout(Stdio::null()).stderr(Stdio::null());
+    let _server = spawn(server)?;
+    let nsp = ipckit::Namespace::at(ns)?;
+    wait_live(&nsp, service)?;
+    let v = child_output(child(ns, &["dde", "request", service, "prices", "EURUSD"])?)?;
+    println!("  `dde request` process got EURUSD = {}", v.trim());
+    let conv = ConversationOptions::new()
+        .namespace(&nsp)
+        .timeout(Duration::from_secs(10))
+        .connect(service, "prices")?;
+    let mut hot = conv.advise("EURUSD", Format::TEXT, Link::Hot)?;
+    run_child(child(
+        ns,
+        &["dde", "poke", service, "prices", "EURUSD", "1.0851"],
+    )?)?;
+    let u = hot.recv_timeout(Duration::from_secs(10))?;
+    println!(
+        "  a `dde poke` process set EURUSD; this process's hot link received {:?}",
+        ipckit::clipboard::text_from_bytes(u.data.as_deref().unwrap_or_default())
+    );
+    run_child(child(
+        ns,
+        &["dde", "execute", service, "prices", "set EURUSD 1.0860"],
+    )?)?;
+    let u = hot.recv_timeout(Duration::from_secs(10))?;
+    println!(
+        "  a `dde execute \"set EURUSD 1.0860\"` process; the hot link received {:?}",
+        ipckit::clipboard::text_from_bytes(u.data.as_deref().unwrap_or_default())
+    );
+    // Latency: execute `set` and wait for the value pushed back on the hot
+    // link (one round trip between the two processes), beside a bare
+    // Unix-socket round trip to another process.
+    let mut i = 0u64;
+    let update = p50_of(500, || {
+        i += 1;
+        conv.execute(&format!("set EURUSD {i}"))?;
+        loop {
+            let u = hot.recv_timeout(Duration::from_secs(10))?;
+            let text = ipckit::clipboard::text_from_bytes(u.data.as_deref().unwrap_or_default());
+            if text == i.to_string() {
+                return Ok(());
+            }
+        }
+    })?;
+    let floor = raw_socket_round_trips(500, 64)?;
+    let floor = percentile(&floor, 50.0);
+    println!(
+        "  execute `set` + hot-link update back: p50 {} = {:.1}x a bare Unix-socket round trip between two processes ({})",
+        us(update),
+        update as f64 / floor.max(1) as f64,
+        us(floor)
     );
     Ok(())
 }

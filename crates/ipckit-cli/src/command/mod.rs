@@ -2,6 +2,8 @@
 
 mod bench;
 mod call;
+pub mod clip;
+pub mod dde;
 mod demo;
 mod ls;
 mod map;
@@ -28,5 +30,7 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
             filter,
         } => bench::run(quick, json, filter),
         Command::Map(c) => map::run(c),
+        Command::Clip(c) => clip::run(c),
+        Command::Dde(c) => dde::run(c),
     }
 }

@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod clip;
+mod dde;
 mod demo;
 mod map;
 mod msg;

@@ -63,3 +63,20 @@ pub(crate) fn namespace(explicit: Option<&Namespace>) -> Result<Namespace> {
         None => Namespace::from_env(),
     }
 }
+
+/// Listen on a Unix socket at `path` that no name records (an endpoint
+/// whose path is published some other way, such as a clipboard owner's
+/// render endpoint, whose path is in the board). The caller removes the
+/// socket file when done; the reactor publishes its counters at
+/// `stats_path` and removes them when it stops.
+pub(crate) fn listen_unrecorded(
+    name: &str,
+    path: &std::path::Path,
+    stats_path: PathBuf,
+) -> Result<Listening> {
+    let unix = sys::net::unix_listen(path).ctx(name, "cannot listen on the endpoint's socket")?;
+    Ok(Listening {
+        listeners: vec![(unix, false)],
+        stats_path,
+    })
+}
