@@ -89,8 +89,11 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Format nanoseconds as µs with one decimal.
+/// Format nanoseconds as µs with one decimal (as ns below 100 ns).
 pub fn us(ns: u64) -> String {
+    if ns < 100 {
+        return format!("{ns} ns");
+    }
     format!("{:.1} µs", ns as f64 / 1000.0)
 }
 

@@ -795,34 +795,14 @@ impl SharedMap {
     /// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("m").unwrap();
     /// ```
     pub fn wait_change(&mut self, timeout: Option<Duration>) -> Result<Change> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let n = self.notify().load(Ordering::Acquire);
-            if self.version()? > self.seen {
-                let before = self.seen;
-                let s = self.read()?;
-                return Ok(Change {
-                    skipped: s.version - before - 1,
-                    version: s.version,
-                    content: s.content,
-                });
-            }
-            let wait = match deadline {
-                None => None,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(self.err(
-                            ErrorKind::Timeout,
-                            "no change within the timeout; wait longer or check the writer".into(),
-                        ));
-                    }
-                    Some(left)
-                }
-            };
-            futex::wait(self.notify(), n, wait)
-                .map_err(|e| Error::os(e, "futex wait failed").with_name(self.name()))?;
-        }
+        let before = self.seen;
+        self.wait_newer(timeout)?;
+        let s = self.read()?;
+        Ok(Change {
+            skipped: s.version - before - 1,
+            version: s.version,
+            content: s.content,
+        })
     }
 
     /// An endless iterator of changes ([`wait_change`](SharedMap::wait_change)
@@ -866,33 +846,18 @@ impl SharedMap {
         mut callback: impl FnMut(Change) + Send + 'static,
     ) -> Result<Subscription> {
         let mut twin = self.twin()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
         let me = self.id;
-        let thread = std::thread::Builder::new()
-            .name("ipckit-map-watch".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    match twin.wait_change(Some(Duration::from_millis(100))) {
-                        Ok(c) => {
-                            let writer = twin
-                                .map
-                                .atomic_u64(OFF_WRITER)
-                                .map(|w| w.load(Ordering::Relaxed))
-                                .unwrap_or(0);
-                            if writer != me {
-                                callback(c);
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::Timeout => {}
-                        Err(_) => break,
-                    }
-                }
-            })
-            .map_err(|e| Error::os(e, "cannot start the watcher thread").with_name(self.name()))?;
-        Ok(Subscription {
-            stop,
-            thread: Some(thread),
+        Subscription::spawn("ipckit-map-watch", self.name(), move |wait| {
+            let c = twin.wait_change(Some(wait))?;
+            let writer = twin
+                .map
+                .atomic_u64(OFF_WRITER)
+                .map(|w| w.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if writer != me {
+                callback(c);
+            }
+            Ok(())
         })
     }
 
@@ -983,11 +948,43 @@ impl Iterator for Watch<'_> {
     }
 }
 
-/// Keeps an [`SharedMap::on_change`] callback running; stops it when dropped.
+/// Keeps an `on_change` callback running ([`SharedMap::on_change`],
+/// [`crate::clipboard::Board::on_change`]); stops it when dropped.
 #[derive(Debug)]
 pub struct Subscription {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Subscription {
+    /// Call `step` on a new thread named `thread` until dropped: `step`
+    /// waits at most the duration it is given for one change and hands it
+    /// to the callback; its `Timeout` means "nothing yet", any other error
+    /// ends the thread.
+    pub(crate) fn spawn(
+        thread: &str,
+        object: &str,
+        mut step: impl FnMut(Duration) -> Result<()> + Send + 'static,
+    ) -> Result<Subscription> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match step(Duration::from_millis(100)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::Timeout => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::os(e, "cannot start the watcher thread").with_name(object))?;
+        Ok(Subscription {
+            stop,
+            thread: Some(thread),
+        })
+    }
 }
 
 impl Drop for Subscription {

@@ -94,6 +94,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use crate::map::Subscription;
 pub use format::Format;
 
 use crate::conn::listen;
@@ -1053,23 +1054,9 @@ impl Board {
         mut callback: impl FnMut(Change) + Send + 'static,
     ) -> Result<Subscription> {
         let mut w = self.watch()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("ipckit-clip-watch".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    match w.next_timeout(Some(Duration::from_millis(100))) {
-                        Ok(c) => callback(c),
-                        Err(e) if e.kind() == ErrorKind::Timeout => {}
-                        Err(_) => break,
-                    }
-                }
-            })
-            .map_err(|e| Error::os(e, "cannot start the listener thread").with_name(&self.name))?;
-        Ok(Subscription {
-            stop,
-            thread: Some(thread),
+        Subscription::spawn("ipckit-clip-watch", &self.name, move |wait| {
+            callback(w.next_timeout(Some(wait))?);
+            Ok(())
         })
     }
 
@@ -1656,21 +1643,5 @@ impl Iterator for Watch {
     type Item = Result<Change>;
     fn next(&mut self) -> Option<Result<Change>> {
         Some(self.next_timeout(None))
-    }
-}
-
-/// Keeps a [`Board::on_change`] callback running; stops it when dropped.
-#[derive(Debug)]
-pub struct Subscription {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
