@@ -131,7 +131,7 @@ fn service(ns: Namespace, shm: bool) {
     let Ok(c) = Client::options()
         .namespace(&ns)
         .timeout(Duration::ZERO)
-        .max_frame(1 << 16)
+        .max_message_size(1 << 16)
         .transport(transport(shm))
         .connect(NAME)
     else {
@@ -168,7 +168,7 @@ fn message(ns: Namespace) {
     use ipckit::message::Messenger;
     let m = {
         let mut m = Messenger::new();
-        m.namespace(&ns);
+        m = m.namespace(&ns);
         m
     };
     let Ok(mut w) = m.connect(NAME) else { return };

@@ -31,7 +31,7 @@ fn fixture() -> &'static Fixture {
         let ns = common::namespace();
         let rx = ReceiverOptions::new()
             .namespace(&ns)
-            .max_data(MAX_DATA)
+            .max_message_size(MAX_DATA)
             .register(NAME, |m| {
                 assert!(
                     m.data.len() <= MAX_DATA,

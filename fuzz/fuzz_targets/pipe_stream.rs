@@ -32,7 +32,7 @@ fn fixture() -> &'static Fixture {
         let ns = common::namespace();
         let server = ServerOptions::new()
             .namespace(&ns)
-            .max_message(MAX)
+            .max_message_size(MAX)
             .create("fuzz")
             .unwrap();
         let path = ns.socket_path("fuzz");

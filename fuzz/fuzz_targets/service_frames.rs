@@ -37,7 +37,7 @@ fn fixture() -> &'static Fixture {
         let ns = common::namespace();
         let server = Server::builder(NAME)
             .namespace(&ns)
-            .max_frame(MAX_FRAME)
+            .max_message_size(MAX_FRAME)
             .raw_handler("echo", |_enc, body| Ok::<_, RemoteError>(body.to_vec()))
             .handler("add", |(a, b): (u32, u32)| {
                 Ok::<_, String>(a.wrapping_add(b))

@@ -165,7 +165,7 @@ fn pipe(ns: Namespace, ops: usize) {
     }
     for _ in 0..ops + 2 {
         match p.recv_timeout(common::HANG) {
-            Ok(m) => assert!(m.len() <= p.max_message()),
+            Ok(m) => assert!(m.len() <= p.max_message_size()),
             Err(e) if e.kind() == ErrorKind::InvalidInput => {
                 let _ = p.recv_fd();
             }
@@ -181,7 +181,7 @@ fn service(ns: Namespace) {
     let Ok(c) = ipckit::service::Client::options()
         .namespace(&ns)
         .timeout(Duration::ZERO)
-        .max_frame(1 << 16)
+        .max_message_size(1 << 16)
         .connect(NAME)
     else {
         return;

@@ -66,13 +66,13 @@ fn fixture() -> &'static Fixture {
         let ns = common::namespace();
         let pipe = ServerOptions::new()
             .namespace(&ns)
-            .max_message(MAX)
+            .max_message_size(MAX)
             .wait_strategy(WaitStrategy::Spin)
             .create(PIPE)
             .expect("create the pipe under test");
         let svc = Server::builder(SERVICE)
             .namespace(&ns)
-            .max_frame(MAX)
+            .max_message_size(MAX)
             .wait_strategy(WaitStrategy::Spin)
             .raw_handler("echo", |_enc, body| Ok::<_, RemoteError>(body.to_vec()))
             .handler("add", |(a, b): (u32, u32)| {

@@ -19,6 +19,14 @@ use ipckit::shm::Mapping;
 
 use crate::io;
 
+/// The descriptor `ipckit bench` passed to this process as fd number `fd`.
+fn inherited(fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: the parent (`ipckit bench`) passed this fd number on the
+    // command line for this one use; nothing else in this process owns it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
 /// The value that tells a `shm-spin` peer to exit (odd, so checked first).
 pub const STOP_U64: u64 = u64::MAX;
 /// The value that tells a `futex` peer to exit.
@@ -42,8 +50,8 @@ pub fn raw_echo(path: &Path) -> ipckit::Result<()> {
 
 /// Echo 64-byte blocks between two inherited pipe ends.
 pub fn pipe_echo(in_fd: i32, out_fd: i32) -> ipckit::Result<()> {
-    let mut input = PipeReader::from_inherited_fd(in_fd)?;
-    let mut output = PipeWriter::from_inherited_fd(out_fd)?;
+    let mut input = PipeReader::from_inherited_fd(inherited(in_fd))?;
+    let mut output = PipeWriter::from_inherited_fd(inherited(out_fd))?;
     let mut buf = [0u8; 64];
     while input.read_exact(&mut buf).is_ok() {
         if output.write_all(&buf).is_err() {
@@ -79,7 +87,7 @@ fn orphaned(ppid: u32) -> bool {
 /// Answer each odd value n in the shared word with n + 1, busy-polling.
 pub fn shm_spin(fd: i32) -> ipckit::Result<()> {
     let ppid = std::os::unix::process::parent_id();
-    let map = Mapping::from_inherited_fd(fd)?;
+    let map = Mapping::from_inherited_fd(inherited(fd))?;
     let w = map.atomic_u64(0)?;
     let mut spins = 0u32;
     loop {
@@ -107,7 +115,7 @@ pub fn shm_spin(fd: i32) -> ipckit::Result<()> {
 /// The same, parking on the futex between values (no spinning).
 pub fn futex(fd: i32) -> ipckit::Result<()> {
     let ppid = std::os::unix::process::parent_id();
-    let map = Mapping::from_inherited_fd(fd)?;
+    let map = Mapping::from_inherited_fd(inherited(fd))?;
     let w = map.atomic_u32(0)?;
     loop {
         let v = w.load(Ordering::Acquire);
@@ -116,10 +124,10 @@ pub fn futex(fd: i32) -> ipckit::Result<()> {
         }
         if v % 2 == 1 {
             w.store(v + 1, Ordering::Release);
-            ipckit::sync::__futex_wake(w, 1);
+            crate::futex::wake(w, 1);
             continue;
         }
-        ipckit::sync::__futex_wait(w, v, Some(Duration::from_secs(1)))?;
+        crate::futex::wait(w, v, Some(Duration::from_secs(1)))?;
         if w.load(Ordering::Acquire) == v && orphaned(ppid) {
             return Ok(());
         }

@@ -24,9 +24,9 @@ fn fail(msg: String) -> Error {
 /// and each call answered exactly once.
 pub fn run(name: &str, client: u64, calls: u64, threads: u64, json: bool) -> ipckit::Result<()> {
     let mut opts = Client::options();
-    opts.timeout(Duration::from_secs(20));
+    opts = opts.timeout(Duration::from_secs(20));
     if json {
-        opts.encoding(Encoding::Json);
+        opts = opts.encoding(Encoding::Json);
     }
     let c = Arc::new(opts.connect(name)?);
     let threads = threads.max(1);

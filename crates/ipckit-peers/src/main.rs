@@ -15,6 +15,7 @@
 //!   baselines, with their own peers `map-echo` and `msg-receiver`).
 
 mod floors;
+mod futex;
 mod load;
 mod measure;
 mod stream;

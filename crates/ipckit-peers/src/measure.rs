@@ -93,7 +93,7 @@ fn raw_lock(w: &AtomicU32) {
 
 fn raw_unlock(w: &AtomicU32) {
     if w.swap(0, Ordering::Release) == 2 {
-        ipckit::sync::__futex_wake(w, 1);
+        crate::futex::wake(w, 1);
     }
 }
 
@@ -147,13 +147,13 @@ pub fn shm(rounds: u64) -> ipckit::Result<()> {
         for r in 1..=rounds as u32 {
             let t = Instant::now();
             a.store(r, Ordering::Release);
-            ipckit::sync::__futex_wake(a, 1);
+            crate::futex::wake(a, 1);
             loop {
                 let v = b.load(Ordering::Acquire);
                 if v == r {
                     break;
                 }
-                ipckit::sync::__futex_wait(b, v, Some(WAIT))?;
+                crate::futex::wait(b, v, Some(WAIT))?;
             }
             raw_rtt.push(t.elapsed().as_nanos() as u64);
         }
@@ -193,10 +193,10 @@ pub fn map_echo(prefix: &str, rounds: u64) -> ipckit::Result<()> {
             if v == r {
                 break;
             }
-            ipckit::sync::__futex_wait(a, v, Some(WAIT))?;
+            crate::futex::wait(a, v, Some(WAIT))?;
         }
         b.store(r, Ordering::Release);
-        ipckit::sync::__futex_wake(b, 1);
+        crate::futex::wake(b, 1);
     }
     Ok(())
 }

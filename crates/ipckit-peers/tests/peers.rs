@@ -153,13 +153,13 @@ fn shm_spin_and_futex_answer_odd_values_and_stop_on_all_ones() {
     let w = map.atomic_u32(0).unwrap();
     for n in [1u32, 3, 5] {
         w.store(n, Ordering::Release);
-        ipckit::sync::__futex_wake(w, 1);
+        let _ = rustix::thread::futex::wake(w, rustix::thread::futex::Flags::empty(), 1);
         wait_until("the futex peer answered", || {
             w.load(Ordering::Acquire) == n + 1
         });
     }
     w.store(u32::MAX, Ordering::Release);
-    ipckit::sync::__futex_wake(w, 1);
+    let _ = rustix::thread::futex::wake(w, rustix::thread::futex::Flags::empty(), 1);
     p.wait_success();
 }
 

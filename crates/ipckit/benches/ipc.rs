@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipckit::pipe::{ClientOptions as PipeClientOptions, ServerOptions as PipeServerOptions};
-use ipckit::service::{ClientOptions as ServiceClientOptions, RemoteError, Server, ServerBuilder};
+use ipckit::service::{ClientBuilder as ServiceClientOptions, RemoteError, Server, ServerBuilder};
 use ipckit::{ErrorKind, Namespace};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -25,18 +25,18 @@ const MIB: usize = 1 << 20;
 /// How both ends of a path are configured for one transport.
 struct Transport {
     name: &'static str,
-    pipe_server: fn(&mut PipeServerOptions),
-    pipe_client: fn(&mut PipeClientOptions),
+    pipe_server: fn(PipeServerOptions) -> PipeServerOptions,
+    pipe_client: fn(PipeClientOptions) -> PipeClientOptions,
     service_server: fn(ServerBuilder) -> ServerBuilder,
-    service_client: fn(&mut ServiceClientOptions),
+    service_client: fn(ServiceClientOptions) -> ServiceClientOptions,
 }
 
 const TRANSPORTS: &[Transport] = &[Transport {
     name: "unix",
-    pipe_server: |_| {},
-    pipe_client: |_| {},
+    pipe_server: |o| o,
+    pipe_client: |o| o,
     service_server: |b| b,
-    service_client: |_| {},
+    service_client: |o| o,
 }];
 
 /// A byte buffer postcard carries as one length-prefixed block.
@@ -109,8 +109,8 @@ fn pipes(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         let ns = Namespace::at(dir.path()).expect("namespace");
         let mut so = PipeServerOptions::new();
-        so.namespace(&ns);
-        (t.pipe_server)(&mut so);
+        so = so.namespace(&ns);
+        so = (t.pipe_server)(so);
         let server = so.create("bench/echo").expect("create the pipe");
         let echo = std::thread::spawn(move || {
             let mut conn = server.accept_timeout(WAIT).expect("accept");
@@ -124,8 +124,8 @@ fn pipes(c: &mut Criterion) {
             }
         });
         let mut co = PipeClientOptions::new();
-        co.namespace(&ns).timeout(WAIT);
-        (t.pipe_client)(&mut co);
+        co = co.namespace(&ns).timeout(WAIT);
+        co = (t.pipe_client)(co);
         let mut pipe = co.connect("bench/echo").expect("connect");
         let msg = [0u8; 64];
         g.bench_function(format!("{}/64B", t.name), |bench| {
@@ -149,8 +149,8 @@ fn services(c: &mut Criterion) {
             });
         let _server = (t.service_server)(b).bind().expect("bind the service");
         let mut co = ServiceClientOptions::new();
-        co.namespace(&ns).timeout(WAIT);
-        (t.service_client)(&mut co);
+        co = co.namespace(&ns).timeout(WAIT);
+        co = (t.service_client)(co);
         let client = co.connect("bench/echo").expect("connect");
         for (label, size) in [("64B", 64), ("1MiB", MIB)] {
             let req = vec![1u8; size];

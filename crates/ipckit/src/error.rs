@@ -302,9 +302,29 @@ impl From<Error> for std::io::Error {
     }
 }
 
-impl From<rustix::io::Errno> for Error {
-    fn from(e: rustix::io::Errno) -> Self {
-        Error::os(e.into(), "system call failed")
+/// An I/O error from outside ipckit (a `?` on `File::open` in a function
+/// returning [`Result`]): its kind is mapped as for OS errors inside ipckit
+/// (`NotFound`, `PermissionDenied`, `Timeout`, `PeerGone` …, else `Io`), and
+/// it stays the [`source`](std::error::Error::source).
+///
+/// ```
+/// fn read_config() -> ipckit::Result<String> {
+///     Ok(std::fs::read_to_string("/nonexistent/ipckit.conf")?)
+/// }
+/// assert_eq!(read_config().unwrap_err().kind(), ipckit::ErrorKind::NotFound);
+///
+/// // An ipckit error that went through std::io::Error comes back whole.
+/// let e = ipckit::Error::new(ipckit::ErrorKind::Busy, "all instances busy").with_name("p");
+/// let back = ipckit::Error::from(std::io::Error::from(e));
+/// assert_eq!((back.kind(), back.name()), (ipckit::ErrorKind::Busy, Some("p")));
+/// ```
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::os(e, "I/O failed")
     }
 }
 

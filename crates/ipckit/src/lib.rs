@@ -32,11 +32,17 @@
 //! assert_eq!(pipe.transact(b"ping").unwrap(), b"ping");
 //! t.join().unwrap();
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod clipboard;
+// Unit tests that run the crate's own test helpers (tests/support) name
+// it `ipckit`, as the integration tests do.
+#[cfg(test)]
+extern crate self as ipckit;
+
 mod conn;
 pub mod dde;
 pub mod error;
@@ -49,6 +55,8 @@ pub mod map;
 pub mod message;
 pub mod name;
 pub mod pipe;
+#[cfg(test)]
+mod process_tests;
 mod registry;
 pub mod service;
 pub mod shm;

@@ -708,6 +708,36 @@ pub struct Mapping {
     creator_pid: u32,
 }
 
+/// The descriptor of the shared-memory object (to pass to a child with
+/// [`crate::pipe::CommandExt::pass_fd`] after `try_clone`, or to `fstat`).
+///
+/// ```
+/// use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+/// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
+/// assert!(m.as_fd().as_raw_fd() >= 0 && m.as_raw_fd() >= 0);
+/// let fd: OwnedFd = m.into(); // unmapped; the object lives on in `fd`
+/// assert_eq!(ipckit::shm::Mapping::from_fd(fd).unwrap().len(), 1);
+/// ```
+impl AsFd for Mapping {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// See [`AsFd for Mapping`](#impl-AsFd-for-Mapping).
+impl std::os::fd::AsRawFd for Mapping {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+}
+
+/// Unmap and keep the object's descriptor (see [`AsFd for Mapping`](#impl-AsFd-for-Mapping)).
+impl From<Mapping> for OwnedFd {
+    fn from(m: Mapping) -> OwnedFd {
+        m.fd
+    }
+}
+
 impl Mapping {
     /// Create the named mapping `name` in the default namespace; see
     /// [`MappingOptions::create`].
@@ -811,21 +841,22 @@ impl Mapping {
         })
     }
 
-    /// Map the object a parent handed to this process at fd number `fd`
-    /// (see [`crate::pipe::CommandExt::pass_fd`]). Fails if `fd` is not open
-    /// or was already taken; only call it for an fd number given to you for
-    /// this purpose.
+    /// Map the object a parent handed to this process (see
+    /// [`crate::pipe::CommandExt::pass_fd`]), making its descriptor
+    /// close-on-exec again. The child turns the fd number it was told into an
+    /// `OwnedFd` itself (`unsafe { OwnedFd::from_raw_fd(n) }`, asserting that
+    /// nothing else in the process owns it, as std's I/O safety asks).
     ///
     /// ```
-    /// let e = ipckit::shm::Mapping::from_inherited_fd(9999).unwrap_err();
-    /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
+    /// let m = ipckit::shm::Mapping::anonymous(64).unwrap();
+    /// let fd = m.try_clone_fd().unwrap();
+    /// assert_eq!(ipckit::shm::Mapping::from_inherited_fd(fd).unwrap().len(), 64);
     /// ```
-    pub fn from_inherited_fd(fd: std::os::fd::RawFd) -> Result<Mapping> {
-        let owned = sys::pipe::take_inherited(fd).ctx(
-            &format!("fd {fd}"),
-            "cannot take the inherited shared memory",
-        )?;
-        Self::from_fd(owned)
+    pub fn from_inherited_fd(fd: OwnedFd) -> Result<Mapping> {
+        let shown = format!("fd {}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        sys::pipe::adopt_inherited(&fd, false)
+            .ctx(&shown, "cannot adopt the inherited shared memory")?;
+        Self::from_fd(fd)
     }
 
     /// Map the file at `path`, creating it with `size` zero bytes if it is
@@ -926,17 +957,6 @@ impl Mapping {
     /// ```
     pub fn creator_pid(&self) -> u32 {
         self.creator_pid
-    }
-
-    /// The file descriptor of the shared-memory object.
-    ///
-    /// ```
-    /// use std::os::fd::AsRawFd;
-    /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
-    /// assert!(m.as_fd().as_raw_fd() >= 0);
-    /// ```
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// A new close-on-exec descriptor for the same object (`dup`), e.g. to

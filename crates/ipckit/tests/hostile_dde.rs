@@ -127,7 +127,7 @@ fn server_role(args: &[String]) {
     }
     let mut opts = ServerOptions::new().topic("t").limits(limits);
     if let Some(n) = flag_num(args, "--max-data") {
-        opts = opts.max_data(n as usize);
+        opts = opts.max_message_size(n as usize);
     }
     if let Some(n) = flag_num(args, "--queue") {
         opts = opts.queue_per_link(n as usize);

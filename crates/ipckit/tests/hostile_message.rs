@@ -56,9 +56,9 @@ fn receiver_role(args: &[String]) {
     let name = flag(args, "--name").unwrap();
     let limits = raw::limits_from(args);
     let mut opts = ReceiverOptions::new();
-    opts.limits(limits);
+    opts = opts.limits(limits);
     if let Some(n) = flag_num(args, "--max-data") {
-        opts.max_data(n as usize);
+        opts = opts.max_message_size(n as usize);
     }
     let (gate_tx, gate) = mpsc::channel::<()>();
     let _rx = opts

@@ -353,9 +353,9 @@ fn child_role() {
                 limits = limits.max_connections(n as usize);
             }
             let mut opts = ServerOptions::new();
-            opts.limits(limits);
+            opts = opts.limits(limits);
             if let Some(n) = flag_num(&args, "--instances") {
-                opts.max_instances(n as usize);
+                opts = opts.max_instances(n as usize);
             }
             let server = opts.create(name).expect("create the server");
             say("ready");

@@ -106,16 +106,17 @@ fn child_role() {
 /// <error>` on stderr and exit 1 on failure.
 fn slot_reader(ns: &Namespace, args: &[String]) {
     let mut opts = MailslotOptions::new();
-    opts.namespace(ns)
+    opts = opts
+        .namespace(ns)
         .read_timeout(support::flag(args, "--timeout").map(support::duration));
     if let Some(n) = support::flag(args, "--max-message-size") {
-        opts.max_message_size(n.parse().unwrap());
+        opts = opts.max_message_size(n.parse().unwrap());
     }
     if let Some(n) = support::flag(args, "--queue-bound") {
-        opts.queue_bound(n.parse().unwrap());
+        opts = opts.queue_bound(n.parse().unwrap());
     }
     if let Some(a) = support::flag(args, "--udp") {
-        opts.udp(a);
+        opts = opts.udp(a);
     }
     let slot: ipckit::Result<Mailslot> = if support::switch(args, "--group") {
         opts.join_group(&args[0])

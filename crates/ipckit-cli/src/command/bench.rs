@@ -102,10 +102,10 @@ pub struct Transport {
     /// (service cases only).
     tcp: bool,
     /// Applied to this process's pipe client / server options.
-    pipe_client: fn(&mut ipckit::pipe::ClientOptions),
-    pipe_server: fn(&mut ipckit::pipe::ServerOptions),
+    pipe_client: fn(ipckit::pipe::ClientOptions) -> ipckit::pipe::ClientOptions,
+    pipe_server: fn(ipckit::pipe::ServerOptions) -> ipckit::pipe::ServerOptions,
     /// Applied to this process's service client options.
-    service_client: fn(&mut ipckit::service::ClientOptions),
+    service_client: fn(ipckit::service::ClientBuilder) -> ipckit::service::ClientBuilder,
     /// Extra arguments for a service peer (`ipckit service demo`).
     peer_args: &'static [&'static str],
 }
@@ -115,15 +115,9 @@ pub struct Transport {
 const UNIX: Transport = Transport {
     env: Some("socket"),
     tcp: false,
-    pipe_client: |o| {
-        o.transport(ipckit::Transport::Socket);
-    },
-    pipe_server: |o| {
-        o.transport(ipckit::Transport::Socket);
-    },
-    service_client: |o| {
-        o.transport(ipckit::Transport::Socket);
-    },
+    pipe_client: |o| o.transport(ipckit::Transport::Socket),
+    pipe_server: |o| o.transport(ipckit::Transport::Socket),
+    service_client: |o| o.transport(ipckit::Transport::Socket),
     peer_args: &["--transport", "socket"],
 };
 
@@ -131,15 +125,9 @@ const UNIX: Transport = Transport {
 const SHM: Transport = Transport {
     env: Some("auto"),
     tcp: false,
-    pipe_client: |o| {
-        o.transport(ipckit::Transport::SharedMemory);
-    },
-    pipe_server: |o| {
-        o.transport(ipckit::Transport::SharedMemory);
-    },
-    service_client: |o| {
-        o.transport(ipckit::Transport::SharedMemory);
-    },
+    pipe_client: |o| o.transport(ipckit::Transport::SharedMemory),
+    pipe_server: |o| o.transport(ipckit::Transport::SharedMemory),
+    service_client: |o| o.transport(ipckit::Transport::SharedMemory),
     peer_args: &[],
 };
 
@@ -375,14 +363,19 @@ fn floor_futex(s: &Settings) -> Result<Row, Error> {
     let mut seq = 1u32;
     let row = measure("floor/futex", 4, None, s, || {
         w.store(seq, Ordering::Release);
-        ipckit::sync::__futex_wake(w, 1);
+        futex_wake(w);
         futex_until(w, seq + 1)?;
         seq += 2;
         Ok(())
     });
     w.store(STOP_U32, Ordering::Release);
-    ipckit::sync::__futex_wake(w, 1);
+    futex_wake(w);
     row
+}
+
+/// Wake the peer sleeping on `w` (a bare shared futex: the raw floor).
+fn futex_wake(w: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(w, rustix::thread::futex::Flags::empty(), 1);
 }
 
 /// Sleep on `w` until it holds `target` (no spinning), failing after [`WAIT`].
@@ -396,7 +389,12 @@ fn futex_until(w: &AtomicU32, target: u32) -> Result<(), Error> {
         if Instant::now() > deadline {
             return Err(timeout("the futex peer did not answer"));
         }
-        ipckit::sync::__futex_wait(w, v, Some(WAIT))?;
+        let ts = rustix::time::Timespec {
+            tv_sec: WAIT.as_secs() as i64,
+            tv_nsec: i64::from(WAIT.subsec_nanos()),
+        };
+        // A changed value, a spurious wake-up or the timeout: look again.
+        let _ = rustix::thread::futex::wait(w, rustix::thread::futex::Flags::empty(), v, Some(&ts));
     }
 }
 
@@ -476,8 +474,8 @@ fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Resul
     let _peer = spawn(&mut cmd)?;
     let nsp = ipckit::Namespace::at(ns)?;
     let mut opts = ipckit::pipe::ClientOptions::new();
-    opts.namespace(&nsp).timeout(WAIT);
-    (t.pipe_client)(&mut opts);
+    opts = opts.namespace(&nsp).timeout(WAIT);
+    opts = (t.pipe_client)(opts);
     let mut pipe = opts.connect(&name)?;
     let msg = [0u8; 64];
     let floor = if case.ends_with("/shm") {
@@ -512,8 +510,8 @@ fn stream_case(
     let name = format!("bench/{}", case.replace('/', "-"));
     let nsp = ipckit::Namespace::at(ns)?;
     let mut opts = ipckit::pipe::ServerOptions::new();
-    opts.namespace(&nsp);
-    (t.pipe_server)(&mut opts);
+    opts = opts.namespace(&nsp);
+    opts = (t.pipe_server)(opts);
     let server = opts.create(&name)?;
     let mut cmd = peer()?;
     cmd.args(["stream-sink", &name])
@@ -638,9 +636,9 @@ fn service_case(
         name.clone()
     };
     let nsp = ipckit::Namespace::at(ns)?;
-    let mut opts = ipckit::service::ClientOptions::new();
-    opts.namespace(&nsp).timeout(WAIT);
-    (t.service_client)(&mut opts);
+    let mut opts = ipckit::service::ClientBuilder::new();
+    opts = opts.namespace(&nsp).timeout(WAIT);
+    opts = (t.service_client)(opts);
     let client = opts.connect(&target)?;
     let req: Vec<u8> = (0..payload).map(|i| i as u8).collect();
     let s = s.for_payload(payload);

@@ -55,22 +55,23 @@ pub fn transport_name(t: ipckit::Transport) -> &'static str {
 
 fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     let mut opts = ServerOptions::new();
-    opts.transport(args.transport.into())
+    opts = opts
+        .transport(args.transport.into())
         .wait_strategy(args.wait.into());
-    opts.mode(match args.mode {
+    opts = opts.mode(match args.mode {
         ModeArg::Message => PipeMode::Message,
         ModeArg::Byte => PipeMode::Byte,
     });
     if let Some(n) = args.max_instances {
-        opts.max_instances(n);
+        opts = opts.max_instances(n);
     }
     if let Some(n) = args.max_message {
-        opts.max_message(n);
+        opts = opts.max_message_size(n);
     }
     if let Some(a) = &args.tcp {
-        opts.tcp(a.clone());
+        opts = opts.tcp(a.clone());
     }
-    opts.limits(crate::util::limits());
+    opts = opts.limits(crate::util::limits());
     let server = opts.create(&args.name)?;
     match server.tcp_addr() {
         Some(a) => eprintln!("serving pipe '{}' (and tcp://{a})", args.name),

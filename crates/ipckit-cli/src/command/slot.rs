@@ -66,14 +66,15 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
 
 fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     let mut opts = MailslotOptions::new();
-    opts.limits(crate::util::limits())
+    opts = opts
+        .limits(crate::util::limits())
         .max_message_size(args.max_message_size)
         .read_timeout(args.timeout);
     if let Some(n) = args.queue_bound {
-        opts.queue_bound(n);
+        opts = opts.queue_bound(n);
     }
     if let Some(a) = &args.udp {
-        opts.udp(a.clone());
+        opts = opts.udp(a.clone());
     }
     let slot: Mailslot = if group {
         opts.join_group(&args.name)?

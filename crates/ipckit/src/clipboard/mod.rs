@@ -83,6 +83,9 @@
 mod format;
 mod item;
 mod render;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 use std::collections::HashMap;
 use std::io::Write as _;

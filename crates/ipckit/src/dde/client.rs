@@ -930,6 +930,26 @@ impl Advise {
         self.wait(Some(Instant::now() + timeout))
     }
 
+    /// The next update if one is queued, without waiting: `Ok(None)` if
+    /// none is; `Err` once the link ended, as [`recv`](Self::recv).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"0").unwrap();
+    /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
+    /// let mut a = c.advise("x", ipckit::clipboard::Format::TEXT, ipckit::dde::Link::Hot).unwrap();
+    /// assert!(a.try_recv().unwrap().is_none());
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<Update>> {
+        match self.wait(Some(Instant::now())) {
+            Ok(u) => Ok(Some(u)),
+            Err(e) if e.kind() == ErrorKind::Timeout => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn wait(&mut self, deadline: Option<Instant>) -> Result<Update> {
         let inner = &self.inner;
         let mut st = inner.lock();

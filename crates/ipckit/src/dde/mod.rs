@@ -66,6 +66,9 @@
 
 mod client;
 mod server;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 pub(crate) mod wire;
 
 use crate::clipboard::Format;
@@ -76,8 +79,8 @@ pub use client::{
     Advise, Conversation, ConversationOptions, CLIENT_QUEUE_PER_LINK, DEFAULT_TIMEOUT,
 };
 pub use server::{
-    Execute, Poke, Server, ServerEvent, ServerHandle, ServerOptions, DEFAULT_MAX_DATA,
-    DEFAULT_MAX_LINKS, DEFAULT_MAX_POKED_ITEMS, DEFAULT_QUEUE_PER_LINK,
+    Execute, Poke, Server, ServerEvent, ServerHandle, ServerOptions, DEFAULT_MAX_LINKS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_POKED_ITEMS, DEFAULT_QUEUE_PER_LINK,
 };
 
 /// Endpoint kind of a DDE server in the namespace.

@@ -23,7 +23,7 @@ use crate::name::{Claim, Namespace};
 
 /// Default limit on one item's data, a poke's data and an execute
 /// command: 64 MiB.
-pub const DEFAULT_MAX_DATA: usize = 64 << 20;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// Default number of updates queued per advise link before the oldest
 /// are dropped (and counted as skipped): 64.
 pub const DEFAULT_QUEUE_PER_LINK: usize = 64;
@@ -141,7 +141,7 @@ impl Default for ServerOptions {
             namespace: None,
             limits: Limits::default(),
             tcp: None,
-            max_data: DEFAULT_MAX_DATA,
+            max_data: DEFAULT_MAX_MESSAGE_SIZE,
             queue_per_link: DEFAULT_QUEUE_PER_LINK,
             max_links: DEFAULT_MAX_LINKS,
             max_poked_items: DEFAULT_MAX_POKED_ITEMS,
@@ -154,7 +154,7 @@ impl Default for ServerOptions {
 
 impl ServerOptions {
     /// The defaults: the namespace from the environment, [`Limits::default`],
-    /// no TCP, [`DEFAULT_MAX_DATA`], [`DEFAULT_QUEUE_PER_LINK`],
+    /// no TCP, [`DEFAULT_MAX_MESSAGE_SIZE`], [`DEFAULT_QUEUE_PER_LINK`],
     /// [`DEFAULT_MAX_LINKS`], [`DEFAULT_MAX_POKED_ITEMS`], no topics, pokes
     /// accepted and stored, executes refused.
     ///
@@ -213,12 +213,12 @@ impl ServerOptions {
 
     /// Largest item value, poke data and execute command, in bytes (1 to
     /// 1 GiB). Larger ones are refused with [`ErrorKind::TooLarge`].
-    /// Default [`DEFAULT_MAX_DATA`].
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`].
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().max_data(1 << 20);
+    /// let _ = ipckit::dde::ServerOptions::new().max_message_size(1 << 20);
     /// ```
-    pub fn max_data(mut self, bytes: usize) -> Self {
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_data = bytes;
         self
     }
@@ -607,7 +607,7 @@ impl Server {
     /// holds up this call or the other clients. A link advised in another
     /// format than `format` is not served. Errors: [`ErrorKind::NotFound`]
     /// for an unknown topic, [`ErrorKind::TooLarge`] over
-    /// [`ServerOptions::max_data`].
+    /// [`ServerOptions::max_message_size`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();

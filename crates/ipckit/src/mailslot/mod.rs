@@ -139,7 +139,8 @@ impl MailslotOptions {
     /// ```
     /// let _ = ipckit::mailslot::MailslotOptions::new().max_message_size(424);
     /// ```
-    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
@@ -151,7 +152,8 @@ impl MailslotOptions {
     /// ```
     /// let _ = ipckit::mailslot::MailslotOptions::new().read_timeout(Some(std::time::Duration::ZERO));
     /// ```
-    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.read_timeout = timeout;
         self
     }
@@ -163,7 +165,8 @@ impl MailslotOptions {
     /// ```
     /// let _ = ipckit::mailslot::MailslotOptions::new().queue_bound(16);
     /// ```
-    pub fn queue_bound(&mut self, messages: usize) -> &mut Self {
+    #[must_use]
+    pub fn queue_bound(mut self, messages: usize) -> Self {
         self.queue_bound = messages;
         self
     }
@@ -178,7 +181,8 @@ impl MailslotOptions {
     /// let l = ipckit::Limits::new().max_queued_bytes(1 << 20);
     /// let _ = ipckit::mailslot::MailslotOptions::new().limits(l);
     /// ```
-    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
@@ -194,7 +198,8 @@ impl MailslotOptions {
     /// ```
     /// let _ = ipckit::mailslot::MailslotOptions::new().udp("127.0.0.1:0");
     /// ```
-    pub fn udp(&mut self, addr: impl Into<String>) -> &mut Self {
+    #[must_use]
+    pub fn udp(mut self, addr: impl Into<String>) -> Self {
         self.udp = Some(addr.into());
         self
     }
@@ -207,7 +212,8 @@ impl MailslotOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::mailslot::MailslotOptions::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -778,7 +784,8 @@ impl WriterOptions {
     /// ```
     /// let _ = ipckit::mailslot::WriterOptions::new().allow_server_uids(&[1001]);
     /// ```
-    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+    #[must_use]
+    pub fn allow_server_uids(mut self, uids: &[u32]) -> Self {
         self.trust.uids = uids.to_vec();
         self
     }
@@ -788,7 +795,8 @@ impl WriterOptions {
     /// ```
     /// let _ = ipckit::mailslot::WriterOptions::new().allow_any_server();
     /// ```
-    pub fn allow_any_server(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn allow_any_server(mut self) -> Self {
         self.trust.any = true;
         self
     }
@@ -809,7 +817,8 @@ impl WriterOptions {
     /// ```
     /// let _ = ipckit::mailslot::WriterOptions::new().timeout(std::time::Duration::ZERO);
     /// ```
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
@@ -820,7 +829,8 @@ impl WriterOptions {
     /// ```
     /// let _ = ipckit::mailslot::WriterOptions::new().wait_forever();
     /// ```
-    pub fn wait_forever(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn wait_forever(mut self) -> Self {
         self.timeout = None;
         self
     }
@@ -832,7 +842,8 @@ impl WriterOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::mailslot::WriterOptions::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }

@@ -1,7 +1,7 @@
 //! Anonymous pipes (`CreatePipe` + handle inheritance).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 
 use crate::error::{Context as _, Result};
@@ -47,33 +47,40 @@ pub struct PipeReader(OwnedFd);
 pub struct PipeWriter(OwnedFd);
 
 impl PipeReader {
-    /// Take the read end a parent handed to this process at fd number `fd`
-    /// (see [`CommandExt::pass_fd`]). Fails if `fd` is not open or was
-    /// already taken. Only call it for an fd number you were given for this
-    /// purpose: nothing else in the process may own it.
+    /// Adopt the read end a parent handed to this process (see
+    /// [`CommandExt::pass_fd`]): checks that `fd` is a pipe and makes it
+    /// close-on-exec again. The child turns the fd number it was told into
+    /// an `OwnedFd` itself (`unsafe { OwnedFd::from_raw_fd(n) }`, asserting
+    /// that nothing else in the process owns it, as std's I/O safety asks).
     ///
     /// ```
-    /// let e = ipckit::pipe::PipeReader::from_inherited_fd(9999).unwrap_err();
-    /// assert_eq!(e.kind(), ipckit::ErrorKind::Io);
+    /// let (r, _w) = ipckit::pipe::pipe().unwrap();
+    /// let fd: std::os::fd::OwnedFd = r.into();
+    /// let _r = ipckit::pipe::PipeReader::from_inherited_fd(fd).unwrap();
+    /// let file: std::os::fd::OwnedFd = tempfile::tempfile().unwrap().into();
+    /// let e = ipckit::pipe::PipeReader::from_inherited_fd(file).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::InvalidInput);
     /// ```
-    pub fn from_inherited_fd(fd: RawFd) -> Result<PipeReader> {
-        sys::pipe::take_inherited(fd)
-            .map(PipeReader)
-            .ctx(&format!("fd {fd}"), "cannot take the inherited pipe end")
+    pub fn from_inherited_fd(fd: OwnedFd) -> Result<PipeReader> {
+        let shown = format!("fd {}", fd.as_raw_fd());
+        sys::pipe::adopt_inherited(&fd, true).ctx(&shown, "cannot adopt the inherited pipe end")?;
+        Ok(PipeReader(fd))
     }
 }
 
 impl PipeWriter {
-    /// Take the write end a parent handed to this process at fd number `fd`;
-    /// see [`PipeReader::from_inherited_fd`].
+    /// Adopt the write end a parent handed to this process; see
+    /// [`PipeReader::from_inherited_fd`].
     ///
     /// ```
-    /// assert!(ipckit::pipe::PipeWriter::from_inherited_fd(-1).is_err());
+    /// let (_r, w) = ipckit::pipe::pipe().unwrap();
+    /// let fd: std::os::fd::OwnedFd = w.into();
+    /// assert!(ipckit::pipe::PipeWriter::from_inherited_fd(fd).is_ok());
     /// ```
-    pub fn from_inherited_fd(fd: RawFd) -> Result<PipeWriter> {
-        sys::pipe::take_inherited(fd)
-            .map(PipeWriter)
-            .ctx(&format!("fd {fd}"), "cannot take the inherited pipe end")
+    pub fn from_inherited_fd(fd: OwnedFd) -> Result<PipeWriter> {
+        let shown = format!("fd {}", fd.as_raw_fd());
+        sys::pipe::adopt_inherited(&fd, true).ctx(&shown, "cannot adopt the inherited pipe end")?;
+        Ok(PipeWriter(fd))
     }
 }
 
@@ -108,6 +115,11 @@ macro_rules! fd_conversions {
         impl AsFd for $t {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.0.as_fd()
+            }
+        }
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.0.as_raw_fd()
             }
         }
         impl From<$t> for OwnedFd {
@@ -158,7 +170,6 @@ impl CommandExt for Command {
 #[cfg(test)]
 mod review_tests {
     use super::*;
-    use std::os::fd::AsRawFd as _;
 
     #[test]
     fn negative_child_fd_is_a_spawn_error_not_a_panic_in_the_child() {

@@ -42,5 +42,5 @@ mod named;
 pub use anon::{pipe, CommandExt, PipeReader, PipeWriter};
 pub use named::{
     ClientOptions, Direction, NamedPipe, PeerInfo, PipeMode, PipeServer, ServerOptions,
-    DEFAULT_MAX_MESSAGE, MAX_MAX_MESSAGE, TCP_PREFIX,
+    DEFAULT_MAX_MESSAGE_SIZE, MAX_MAX_MESSAGE_SIZE, TCP_PREFIX,
 };

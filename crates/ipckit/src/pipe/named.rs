@@ -27,9 +27,9 @@ use crate::name::{Claim, Namespace};
 use crate::transport::{Transport, WaitStrategy};
 
 /// Default limit on one message: 1 MiB.
-pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
-/// Largest `max_message` a pipe accepts: 1 GiB.
-pub const MAX_MAX_MESSAGE: usize = 1 << 30;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// Largest `max_message_size` a pipe accepts: 1 GiB.
+pub const MAX_MAX_MESSAGE_SIZE: usize = 1 << 30;
 
 /// Prefix of names that address a pipe server over TCP.
 pub const TCP_PREFIX: &str = "tcp://";
@@ -128,7 +128,7 @@ pub struct PeerInfo {
 /// let server = ServerOptions::new()
 ///     .mode(PipeMode::Message)
 ///     .max_instances(4)
-///     .max_message(16 << 20)
+///     .max_message_size(16 << 20)
 ///     .namespace(&ns)
 ///     .create("calc")
 ///     .unwrap();
@@ -155,7 +155,7 @@ impl Default for ServerOptions {
             mode: PipeMode::Message,
             direction: Direction::Duplex,
             max_instances: None,
-            max_message: DEFAULT_MAX_MESSAGE,
+            max_message: DEFAULT_MAX_MESSAGE_SIZE,
             allowed_uids: None,
             tcp: None,
             namespace: None,
@@ -182,7 +182,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().mode(ipckit::pipe::PipeMode::Byte);
     /// ```
-    pub fn mode(&mut self, mode: PipeMode) -> &mut Self {
+    #[must_use]
+    pub fn mode(mut self, mode: PipeMode) -> Self {
         self.mode = mode;
         self
     }
@@ -192,7 +193,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().direction(ipckit::pipe::Direction::Inbound);
     /// ```
-    pub fn direction(&mut self, direction: Direction) -> &mut Self {
+    #[must_use]
+    pub fn direction(mut self, direction: Direction) -> Self {
         self.direction = direction;
         self
     }
@@ -203,7 +205,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().max_instances(1);
     /// ```
-    pub fn max_instances(&mut self, n: usize) -> &mut Self {
+    #[must_use]
+    pub fn max_instances(mut self, n: usize) -> Self {
         self.max_instances = Some(n);
         self
     }
@@ -212,9 +215,10 @@ impl ServerOptions {
     /// `nInBufferSize` played this role). Default 1 MiB, at most 1 GiB.
     ///
     /// ```
-    /// let _ = ipckit::pipe::ServerOptions::new().max_message(64 << 20);
+    /// let _ = ipckit::pipe::ServerOptions::new().max_message_size(64 << 20);
     /// ```
-    pub fn max_message(&mut self, bytes: usize) -> &mut Self {
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
         self
     }
@@ -226,7 +230,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().allow_uids(&[1000]);
     /// ```
-    pub fn allow_uids(&mut self, uids: &[u32]) -> &mut Self {
+    #[must_use]
+    pub fn allow_uids(mut self, uids: &[u32]) -> Self {
         self.allowed_uids = Some(uids.to_vec());
         self
     }
@@ -255,7 +260,8 @@ impl ServerOptions {
     /// assert_eq!(e.kind(), ErrorKind::Busy);
     /// assert_eq!(server.stats().refused_per_process, 1);
     /// ```
-    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
@@ -268,7 +274,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().tcp("127.0.0.1:0");
     /// ```
-    pub fn tcp(&mut self, addr: impl Into<String>) -> &mut Self {
+    #[must_use]
+    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
         self.tcp = Some(addr.into().trim_start_matches(TCP_PREFIX).to_string());
         self
     }
@@ -280,7 +287,8 @@ impl ServerOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::pipe::ServerOptions::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -293,7 +301,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().transport(ipckit::Transport::Socket);
     /// ```
-    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
@@ -305,7 +314,8 @@ impl ServerOptions {
     /// ```
     /// let _ = ipckit::pipe::ServerOptions::new().wait_strategy(ipckit::WaitStrategy::Park);
     /// ```
-    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+    #[must_use]
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
         self
     }
@@ -323,11 +333,11 @@ impl ServerOptions {
     /// # drop(a);
     /// ```
     pub fn create(&self, name: &str) -> Result<PipeServer> {
-        if self.max_message == 0 || self.max_message > MAX_MAX_MESSAGE {
+        if self.max_message == 0 || self.max_message > MAX_MAX_MESSAGE_SIZE {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "max_message {} is out of range; use 1 to {MAX_MAX_MESSAGE} bytes",
+                    "max_message {} is out of range; use 1 to {MAX_MAX_MESSAGE_SIZE} bytes",
                     self.max_message
                 ),
             )
@@ -832,7 +842,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::pipe::ClientOptions::new().allow_server_uids(&[1001]);
     /// ```
-    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+    #[must_use]
+    pub fn allow_server_uids(mut self, uids: &[u32]) -> Self {
         self.trust.uids = uids.to_vec();
         self
     }
@@ -842,7 +853,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::pipe::ClientOptions::new().allow_any_server();
     /// ```
-    pub fn allow_any_server(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn allow_any_server(mut self) -> Self {
         self.trust.any = true;
         self
     }
@@ -863,7 +875,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::pipe::ClientOptions::new().timeout(std::time::Duration::from_secs(5));
     /// ```
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -875,7 +888,8 @@ impl ClientOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::pipe::ClientOptions::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -887,7 +901,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::pipe::ClientOptions::new().transport(ipckit::Transport::Socket);
     /// ```
-    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
@@ -898,7 +913,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::pipe::ClientOptions::new().wait_strategy(ipckit::WaitStrategy::Spin);
     /// ```
-    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+    #[must_use]
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
         self
     }
@@ -1274,11 +1290,11 @@ impl NamedPipe {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message(100).create("n").unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message_size(100).create("n").unwrap();
     /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
-    /// assert_eq!(c.max_message(), 100);
+    /// assert_eq!(c.max_message_size(), 100);
     /// ```
-    pub fn max_message(&self) -> usize {
+    pub fn max_message_size(&self) -> usize {
         self.max_message
     }
 
@@ -1612,14 +1628,14 @@ impl NamedPipe {
     }
 
     /// Send one message (`WriteFile`). A message over
-    /// [`max_message`](Self::max_message) is refused with
+    /// [`max_message_size`](Self::max_message_size) is refused with
     /// [`ErrorKind::TooLarge`] before anything is written, so the connection
     /// stays usable.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message(4).create("n").unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message_size(4).create("n").unwrap();
     /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
     /// assert_eq!(c.send(b"too long").unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
     /// c.send(b"ok").unwrap();
@@ -1908,7 +1924,7 @@ mod tests {
         let (_d, ns) = ns();
         let s = ServerOptions::new()
             .namespace(&ns)
-            .max_message(16)
+            .max_message_size(16)
             .create("p")
             .unwrap();
         let mut c = ClientOptions::new()
@@ -1949,7 +1965,7 @@ mod tests {
     fn shm_pair(ns: &Namespace, max: usize) -> (NamedPipe, NamedPipe, PipeServer) {
         let s = ServerOptions::new()
             .namespace(ns)
-            .max_message(max)
+            .max_message_size(max)
             .transport(Transport::SharedMemory)
             .create("p")
             .unwrap();

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::lane::{self, LaneConfig, LanePool, Loan, LoanReply};
 use super::wire::{self, FrameReader, Hello, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY};
-use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_FRAME, DESCRIBE};
+use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_MESSAGE_SIZE, DESCRIBE};
 use crate::conn::dial::{Dialer, Target, Trust};
 use crate::conn::hello;
 use crate::error::{Error, ErrorKind, Result};
@@ -109,7 +109,7 @@ impl Drop for Registered {
 /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
+pub struct ClientBuilder {
     timeout: Duration,
     namespace: Option<Namespace>,
     max_frame: usize,
@@ -119,12 +119,12 @@ pub struct ClientOptions {
     trust: Trust,
 }
 
-impl Default for ClientOptions {
+impl Default for ClientBuilder {
     fn default() -> Self {
-        ClientOptions {
+        ClientBuilder {
             timeout: Duration::ZERO,
             namespace: None,
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: DEFAULT_MAX_MESSAGE_SIZE,
             encoding: Encoding::Postcard,
             transport: Transport::Auto,
             wait: WaitStrategy::default(),
@@ -133,7 +133,7 @@ impl Default for ClientOptions {
     }
 }
 
-impl ClientOptions {
+impl ClientBuilder {
     /// Also trust servers running as these uids. By default a client talks
     /// only to a server running as its own uid or as the owner of the
     /// namespace directory (checked on the socket's peer credentials), and
@@ -143,7 +143,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().allow_server_uids(&[1001]);
     /// ```
-    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+    #[must_use]
+    pub fn allow_server_uids(mut self, uids: &[u32]) -> Self {
         self.trust.uids = uids.to_vec();
         self
     }
@@ -153,7 +154,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().allow_any_server();
     /// ```
-    pub fn allow_any_server(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn allow_any_server(mut self) -> Self {
         self.trust.any = true;
         self
     }
@@ -162,7 +164,7 @@ impl ClientOptions {
     /// environment, 64 MiB replies, postcard bodies.
     ///
     /// ```
-    /// let _ = ipckit::service::ClientOptions::new();
+    /// let _ = ipckit::service::ClientBuilder::new();
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -175,7 +177,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().timeout(std::time::Duration::from_secs(5));
     /// ```
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -187,7 +190,8 @@ impl ClientOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::service::Client::options().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -196,9 +200,10 @@ impl ClientOptions {
     /// the connection: every call waiting on it gets [`ErrorKind::PeerGone`].
     ///
     /// ```
-    /// let _ = ipckit::service::Client::options().max_frame(1 << 20);
+    /// let _ = ipckit::service::Client::options().max_message_size(1 << 20);
     /// ```
-    pub fn max_frame(&mut self, bytes: usize) -> &mut Self {
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
     }
@@ -209,7 +214,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().encoding(ipckit::service::Encoding::Json);
     /// ```
-    pub fn encoding(&mut self, encoding: Encoding) -> &mut Self {
+    #[must_use]
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
         self.encoding = encoding;
         self
     }
@@ -222,7 +228,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().transport(ipckit::Transport::Socket);
     /// ```
-    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
@@ -233,7 +240,8 @@ impl ClientOptions {
     /// ```
     /// let _ = ipckit::service::Client::options().wait_strategy(ipckit::WaitStrategy::Spin);
     /// ```
-    pub fn wait_strategy(&mut self, wait: WaitStrategy) -> &mut Self {
+    #[must_use]
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
         self
     }
@@ -396,7 +404,7 @@ impl Drop for Client {
 impl Client {
     /// Connect to `name` (or `tcp://HOST:PORT`), waiting up to `timeout`
     /// for the server to appear; the namespace comes from the environment.
-    /// See [`ClientOptions`] for more.
+    /// See [`ClientBuilder`] for more.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -406,16 +414,16 @@ impl Client {
     /// ```
     #[doc(alias = "RpcBindingFromStringBinding")]
     pub fn connect(name: &str, timeout: Duration) -> Result<Client> {
-        ClientOptions::new().timeout(timeout).connect(name)
+        ClientBuilder::new().timeout(timeout).connect(name)
     }
 
-    /// Settings for connecting (see [`ClientOptions`]).
+    /// Settings for connecting (see [`ClientBuilder`]).
     ///
     /// ```
     /// let _ = ipckit::service::Client::options().timeout(std::time::Duration::from_secs(1));
     /// ```
-    pub fn options() -> ClientOptions {
-        ClientOptions::new()
+    pub fn options() -> ClientBuilder {
+        ClientBuilder::new()
     }
 
     /// The name connected to (as given, `tcp://…` included).
@@ -686,12 +694,12 @@ impl Client {
     /// connection's loan segment (nothing is copied when the call is made)
     /// and reserves one connection until sent or dropped; on a socket it is
     /// a heap buffer. [`ErrorKind::TooLarge`] over the server's
-    /// `max_frame`.
+    /// `max_message_size`.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).max_frame(4096).bind().unwrap();
+    /// # let _s = ipckit::service::Server::builder("s").namespace(&ns).max_message_size(4096).bind().unwrap();
     /// let c = ipckit::service::Client::options().namespace(&ns).connect("s").unwrap();
     /// let loan = c.loan(100).unwrap();
     /// assert_eq!(loan.len(), 100);

@@ -666,7 +666,7 @@ impl<'a> LoanWriter<'a> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// # use ipckit::service::{Client, Server};
-    /// let _s = Server::builder("s").namespace(&ns).max_frame(1 << 20)
+    /// let _s = Server::builder("s").namespace(&ns).max_message_size(1 << 20)
     ///     .loan_handler("cap", |_req, reply| {
     ///         let cap = reply.capacity() as u64;
     ///         reply.write(&cap.to_le_bytes())

@@ -77,7 +77,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientBuilder};
 pub use lane::{Loan, LoanReply, LoanWriter};
 pub use server::{Server, ServerBuilder};
 
@@ -85,7 +85,7 @@ pub use server::{Server, ServerBuilder};
 pub const TCP_PREFIX: &str = "tcp://";
 
 /// Default limit on one frame's body, either way: 64 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// Name of the built-in method every server answers (see [`Describe`]).
 pub const DESCRIBE: &str = "ipckit.describe";

@@ -22,7 +22,7 @@ use super::wire::{
 };
 use super::{
     Describe, Encoding, MethodInfo, RemoteError, CODE_BAD_REQUEST, CODE_BUSY, CODE_INTERNAL,
-    CODE_SHUTTING_DOWN, CODE_UNKNOWN_METHOD, DEFAULT_MAX_FRAME, DESCRIBE, TCP_PREFIX,
+    CODE_SHUTTING_DOWN, CODE_UNKNOWN_METHOD, DEFAULT_MAX_MESSAGE_SIZE, DESCRIBE, TCP_PREFIX,
 };
 use crate::conn::listen;
 use crate::conn::pool::Pool;
@@ -74,7 +74,7 @@ struct Method {
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
 /// let server = Server::builder("calc")
 ///     .namespace(&ns)
-///     .max_frame(1 << 20)
+///     .max_message_size(1 << 20)
 ///     .handler("square", |x: f64| Ok::<_, RemoteError>(x * x))
 ///     .bind()
 ///     .unwrap();
@@ -112,7 +112,7 @@ impl ServerBuilder {
             methods: BTreeMap::new(),
             tcp: None,
             namespace: None,
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: DEFAULT_MAX_MESSAGE_SIZE,
             max_workers: DEFAULT_MAX_WORKERS,
             log: None,
             problem: None,
@@ -237,7 +237,7 @@ impl ServerBuilder {
     /// Offer `method` for zero-copy loans (see
     /// [`Client::call_loan`](super::Client::call_loan)): the handler reads
     /// the request bytes in place and writes its result in place through
-    /// the [`LoanWriter`] (at most `max_frame` bytes). On a shared-memory
+    /// the [`LoanWriter`] (at most `max_message_size` bytes). On a shared-memory
     /// connection both lie in shared memory and nothing is copied; on a
     /// socket they are heap buffers carried in the frames. Ordinary calls
     /// to the method work too (the body is the request).
@@ -330,9 +330,9 @@ impl ServerBuilder {
     /// its body is read or any memory is set aside for it.
     ///
     /// ```
-    /// let _ = ipckit::service::Server::builder("s").max_frame(1 << 20);
+    /// let _ = ipckit::service::Server::builder("s").max_message_size(1 << 20);
     /// ```
-    pub fn max_frame(mut self, bytes: usize) -> Self {
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
     }

@@ -140,6 +140,7 @@ fn cached() -> Cached {
 /// Cached per thread, and right in the child of a `fork`: the cache is
 /// tagged with a fork generation kept in a `MADV_WIPEONFORK` page, so the
 /// check is one memory load (a `getpid` per call on kernels before 4.14).
+#[cfg(test)]
 pub(crate) fn tid() -> u32 {
     cached().tid
 }
@@ -164,6 +165,7 @@ pub(crate) fn me() -> Me {
 
 /// The uncached kernel tid of the calling thread (tests compare it with
 /// [`tid`]).
+#[cfg(test)]
 pub(crate) fn gettid_uncached() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }

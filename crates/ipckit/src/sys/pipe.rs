@@ -71,29 +71,16 @@ pub(crate) fn place_in_child(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
 /// Child fd numbers must be below this; sources are moved to or above it.
 pub(crate) const PASS_FD_LIMIT: RawFd = 256;
 
-/// Take ownership of an fd number this process inherited, after checking
-/// that it is open.
-pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
-    if fd < 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative fd"));
+/// Adopt a descriptor this process inherited: make it close-on-exec again
+/// (so it does not leak into this process's own children) and, if `fifo`,
+/// check that it is a pipe.
+pub(crate) fn adopt_inherited(fd: &OwnedFd, fifo: bool) -> io::Result<()> {
+    if fifo
+        && rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode)
+            != rustix::fs::FileType::Fifo
+    {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a pipe"));
     }
-    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    let set = taken.get_or_insert_with(HashSet::new);
-    if set.contains(&fd) {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "this inherited fd was already taken",
-        ));
-    }
-    // SAFETY: we only borrow `fd` to ask the kernel whether it is open; the
-    // `ManuallyDrop` guarantees we do not close it if it belongs to someone.
-    let probe = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
-    rustix::io::fcntl_getfd(&*probe)?;
-    // The fd is now ours: make it close-on-exec again so it does not leak on.
-    rustix::io::fcntl_setfd(&*probe, FdFlags::CLOEXEC)?;
-    set.insert(fd);
-    Ok(ManuallyDrop::into_inner(probe))
+    rustix::io::fcntl_setfd(fd, FdFlags::CLOEXEC)?;
+    Ok(())
 }

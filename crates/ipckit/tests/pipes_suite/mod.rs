@@ -253,7 +253,7 @@ fn oversized_message_is_too_large_and_the_connection_stays_usable() {
     let t = setup();
     let _server = serve(&t, "small", &["--echo", "--max-message", "1024"]);
     let mut c = connect(&t, "small");
-    assert_eq!(c.max_message(), 1024);
+    assert_eq!(c.max_message_size(), 1024);
 
     let e = c.send(&[b'x'; 1025]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
@@ -317,7 +317,7 @@ fn messages_of_0_1_64k_and_16m_bytes_round_trip_intact() {
     let t = setup();
     let _server = serve(&t, "sizes", &["--echo", "--max-message", "33554432"]);
     let mut c = connect(&t, "sizes");
-    assert_eq!(c.max_message(), 32 << 20);
+    assert_eq!(c.max_message_size(), 32 << 20);
     let sizes = [0usize, 1, 64 * 1024, 16 << 20];
     for (i, &n) in sizes.iter().enumerate() {
         let msg = pattern(n, i as u64 + 1);
@@ -928,7 +928,7 @@ fn child_role() {
         // Take the write end handed over at fd ARG0, write a line, wait for
         // a line on stdin, write another, exit.
         "inherited-writer" => {
-            let mut w = PipeWriter::from_inherited_fd(args[0].parse().unwrap()).unwrap();
+            let mut w = PipeWriter::from_inherited_fd(support::inherited_fd(&args[0])).unwrap();
             writeln!(w, "part 1 from pid {}", std::process::id()).unwrap();
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).unwrap();
@@ -938,7 +938,7 @@ fn child_role() {
         // byte arrives on the inherited pipe at fd ARG1; reply with what
         // was read.
         "flush-server" => {
-            let mut go = PipeReader::from_inherited_fd(args[1].parse().unwrap()).unwrap();
+            let mut go = PipeReader::from_inherited_fd(support::inherited_fd(&args[1])).unwrap();
             let server = ipckit::pipe::PipeServer::create(&args[0]).unwrap();
             let mut conn = server.accept_timeout(DEADLINE).unwrap();
             let mut b = [0u8; 1];
@@ -993,26 +993,26 @@ fn pipe_server(args: &[String]) {
     let echo = support::switch(args, "--echo");
     let byte = support::flag(args, "--mode") == Some("byte");
     let mut opts = ServerOptions::new();
-    opts.mode(if byte {
+    opts = opts.mode(if byte {
         PipeMode::Byte
     } else {
         PipeMode::Message
     });
     if let Some(n) = support::flag(args, "--max-instances") {
-        opts.max_instances(n.parse().unwrap());
+        opts = opts.max_instances(n.parse().unwrap());
     }
     if let Some(n) = support::flag(args, "--max-message") {
-        opts.max_message(n.parse().unwrap());
+        opts = opts.max_message_size(n.parse().unwrap());
     }
     if let Some(a) = support::flag(args, "--tcp") {
-        opts.tcp(a);
+        opts = opts.tcp(a);
     }
     if support::flag(args, "--transport") == Some("socket") {
-        opts.transport(Transport::Socket);
+        opts = opts.transport(Transport::Socket);
     }
     let sink = support::flag(args, "--out-fd").map(|fd| {
         Arc::new(std::sync::Mutex::new(
-            PipeWriter::from_inherited_fd(fd.parse().unwrap()).unwrap(),
+            PipeWriter::from_inherited_fd(support::inherited_fd(fd)).unwrap(),
         ))
     });
     let server = opts.create(name).unwrap_or_else(|e| fail(e));
@@ -1088,11 +1088,11 @@ fn serve_bytes(
 /// stderr and exit 1.
 fn pipe_client(args: &[String]) {
     let mut opts = ClientOptions::new();
-    opts.timeout(support::duration(
+    opts = opts.timeout(support::duration(
         support::flag(args, "--timeout").unwrap_or("5s"),
     ));
     if support::flag(args, "--transport") == Some("socket") {
-        opts.transport(Transport::Socket);
+        opts = opts.transport(Transport::Socket);
     }
     let mut pipe = opts.connect(&args[0]).unwrap_or_else(|e| fail(e));
     let reply = pipe

@@ -1101,9 +1101,9 @@ fn load(args: &[String]) {
     let calls: u64 = support::flag(args, "--calls").map_or(1000, |v| v.parse().unwrap());
     let threads: u64 = support::flag(args, "--threads").map_or(4, |v| v.parse().unwrap());
     let mut opts = Client::options();
-    opts.timeout(Duration::from_secs(20));
+    opts = opts.timeout(Duration::from_secs(20));
     if support::switch(args, "--json-bodies") {
-        opts.encoding(Encoding::Json);
+        opts = opts.encoding(Encoding::Json);
     }
     let c = Arc::new(opts.connect(name).unwrap());
     let handles: Vec<_> = (0..threads)

@@ -200,6 +200,16 @@ fn exe_for_others() -> PathBuf {
     .clone()
 }
 
+/// The descriptor a parent passed to this role as fd number `n` (a
+/// decimal argument).
+pub fn inherited_fd(n: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    let fd: i32 = n.parse().expect("an fd number argument");
+    // SAFETY: the parent test passed this fd number for this one use;
+    // nothing else in this child process owns it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
 /// The role and arguments this process was started with, if it is a
 /// re-exec'd child; `None` when a person runs the ignored tests.
 pub fn role() -> Option<(String, Vec<String>)> {

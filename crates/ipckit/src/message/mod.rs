@@ -70,7 +70,7 @@ pub const REGISTERED_MAX: u32 = crate::registry::MAX;
 /// Longest text [`register_message`] accepts, in bytes.
 pub const MAX_MESSAGE_TEXT: usize = crate::registry::MAX_TEXT;
 /// Default limit on the bytes of one message: 16 MiB.
-pub const DEFAULT_MAX_DATA: usize = 16 << 20;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Most posted messages waiting in a receiver's queue (as Win32's 10 000);
 /// a post beyond gets [`ErrorKind::Full`]. The queue is also bounded in
 /// bytes ([`Limits::max_queued_bytes`]).
@@ -236,7 +236,7 @@ type Handler = Box<dyn FnMut(&Message<'_>) -> Reply + Send + 'static>;
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
 /// let rx = ipckit::message::ReceiverOptions::new()
 ///     .namespace(&ns)
-///     .max_data(1024)
+///     .max_message_size(1024)
 ///     .register("w", |m| ipckit::message::Reply::new(m.id.into()))
 ///     .unwrap();
 /// assert_eq!(rx.name(), "w");
@@ -251,7 +251,7 @@ pub struct ReceiverOptions {
 impl Default for ReceiverOptions {
     fn default() -> Self {
         ReceiverOptions {
-            max_data: DEFAULT_MAX_DATA,
+            max_data: DEFAULT_MAX_MESSAGE_SIZE,
             namespace: None,
             limits: Limits::default(),
         }
@@ -259,7 +259,7 @@ impl Default for ReceiverOptions {
 }
 
 impl ReceiverOptions {
-    /// Defaults: [`DEFAULT_MAX_DATA`], the namespace from the environment,
+    /// Defaults: [`DEFAULT_MAX_MESSAGE_SIZE`], the namespace from the environment,
     /// [`Limits::default`].
     ///
     /// ```
@@ -270,12 +270,13 @@ impl ReceiverOptions {
     }
 
     /// Largest message data accepted, in bytes (1 to 1 GiB); larger sends and
-    /// posts fail with [`ErrorKind::TooLarge`]. Default [`DEFAULT_MAX_DATA`].
+    /// posts fail with [`ErrorKind::TooLarge`]. Default [`DEFAULT_MAX_MESSAGE_SIZE`].
     ///
     /// ```
-    /// let _ = ipckit::message::ReceiverOptions::new().max_data(4096);
+    /// let _ = ipckit::message::ReceiverOptions::new().max_message_size(4096);
     /// ```
-    pub fn max_data(&mut self, bytes: usize) -> &mut Self {
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_data = bytes;
         self
     }
@@ -287,7 +288,8 @@ impl ReceiverOptions {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::message::ReceiverOptions::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -330,7 +332,8 @@ impl ReceiverOptions {
     /// let e = m.send("w", 1, b"", Duration::from_secs(5)).unwrap_err();
     /// assert_eq!(e.kind(), ErrorKind::Busy);
     /// ```
-    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
@@ -1035,7 +1038,8 @@ impl Messenger {
     /// ```
     /// let _ = ipckit::message::Messenger::new().allow_server_uids(&[1001]);
     /// ```
-    pub fn allow_server_uids(&mut self, uids: &[u32]) -> &mut Self {
+    #[must_use]
+    pub fn allow_server_uids(mut self, uids: &[u32]) -> Self {
         self.trust.uids = uids.to_vec();
         self
     }
@@ -1045,7 +1049,8 @@ impl Messenger {
     /// ```
     /// let _ = ipckit::message::Messenger::new().allow_any_server();
     /// ```
-    pub fn allow_any_server(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn allow_any_server(mut self) -> Self {
         self.trust.any = true;
         self
     }
@@ -1066,7 +1071,8 @@ impl Messenger {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let _ = ipckit::message::Messenger::new().namespace(&ns);
     /// ```
-    pub fn namespace(&mut self, ns: &Namespace) -> &mut Self {
+    #[must_use]
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
         self
     }
@@ -1363,7 +1369,7 @@ mod tests {
         let ns = Namespace::at(d.path()).unwrap();
         let _rx = ReceiverOptions::new()
             .namespace(&ns)
-            .max_data(4)
+            .max_message_size(4)
             .register("w", |m| Reply::new(m.data.len() as i64))
             .unwrap();
         let mut w = Messenger::new().namespace(&ns).connect("w").unwrap();

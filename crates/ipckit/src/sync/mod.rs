@@ -68,6 +68,10 @@ use crate::name::Namespace;
 use crate::shm::{Kind, Mapping, MappingOptions};
 use crate::sys::futex;
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+
 const TID_MASK: u32 = 0x3fff_ffff;
 const WAITERS: u32 = 1 << 31;
 /// How long a waiter sleeps before checking whether the owner died.
@@ -373,9 +377,15 @@ impl Mutex {
         self.lock_until(Some(Instant::now() + timeout))
     }
 
-    /// The guard for a lock just taken: record who owns it first.
-    fn guard(&self, me: futex::Me, abandoned: bool) -> Lock<'_> {
+    /// Record `me` in the owner word of a lock word just taken (see the
+    /// [module docs](self)); returns `abandoned`.
+    fn owned(&self, me: futex::Me, abandoned: bool) -> bool {
         self.owner_word().store(me.stamp, Ordering::Relaxed);
+        abandoned
+    }
+
+    /// The guard for a lock just taken (and [`owned`](Self::owned)).
+    fn guard(&self, abandoned: bool) -> Lock<'_> {
         let g = MutexGuard {
             mutex: self,
             _not_send: PhantomData,
@@ -388,12 +398,34 @@ impl Mutex {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<Lock<'_>> {
-        let w = self.word();
         let me = futex::me();
+        match self.lock_with(me, deadline, true, &|| false)? {
+            Some(abandoned) => Ok(self.guard(abandoned)),
+            None => unreachable!("never cancelled"),
+        }
+    }
+
+    /// The lock algorithm, for the thread identity `me`: take the lock
+    /// word (the caller then writes `me.stamp` into the owner word, see
+    /// [`guard`](Self::guard)) and return whether it was abandoned.
+    /// `own_thread` says `me` is the calling thread (so finding `me` as the
+    /// owner is a recursive lock, or garbage); the async form passes a
+    /// per-process owner identity shared by its tasks instead (see
+    /// `sync::tokio`), for which `me` as owner is just another holder.
+    /// `cancelled` is polled at least every [`OWNER_CHECK`]; `Ok(None)`
+    /// when it said so (the lock is then not taken).
+    pub(crate) fn lock_with(
+        &self,
+        me: futex::Me,
+        deadline: Option<Instant>,
+        own_thread: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<bool>> {
+        let w = self.word();
         if w.compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return Ok(self.guard(me, false));
+            return Ok(Some(self.owned(me, false)));
         }
         // Adaptive spin: the budget doubles when spinning won, halves when not.
         let budget = self.spin.load(Ordering::Relaxed).clamp(SPIN_MIN, SPIN_MAX);
@@ -405,7 +437,7 @@ impl Mutex {
             {
                 self.spin
                     .store((budget * 2).min(SPIN_MAX), Ordering::Relaxed);
-                return Ok(self.guard(me, false));
+                return Ok(Some(self.owned(me, false)));
             }
         }
         self.spin
@@ -422,12 +454,19 @@ impl Mutex {
                 if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Ok(self.guard(me, false));
+                    return Ok(Some(self.owned(me, false)));
                 }
                 continue;
             }
             let stamp = self.owner_word().load(Ordering::Relaxed);
-            if owner == me.tid {
+            if cancelled() {
+                // A wake meant for a waiter may have come to us: pass it on.
+                if v & WAITERS != 0 && w.load(Ordering::Relaxed) & TID_MASK == 0 {
+                    futex::wake(w, 1);
+                }
+                return Ok(None);
+            }
+            if own_thread && owner == me.tid {
                 if stamp == me.stamp {
                     return Err(Error::new(
                         ErrorKind::InvalidInput,
@@ -441,7 +480,7 @@ impl Mutex {
                 if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Ok(self.guard(me, true));
+                    return Ok(Some(self.owned(me, true)));
                 }
                 continue;
             }
@@ -469,7 +508,7 @@ impl Mutex {
                     if w.compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
-                        return Ok(self.guard(me, true));
+                        return Ok(Some(self.owned(me, true)));
                     }
                     continue;
                 }
@@ -504,6 +543,85 @@ impl Mutex {
         if w.swap(0, Ordering::Release) & WAITERS != 0 {
             futex::wake(w, 1);
         }
+    }
+
+    /// Lock if that needs no waiting: `Ok(None)` when another live thread
+    /// holds the mutex (Win32 `WaitForSingleObject(h, 0)` giving
+    /// `WAIT_TIMEOUT`). A lock whose owner is found dead is taken over at
+    /// once and reported [`Lock::Abandoned`]; one whose owner cannot be
+    /// verified yet (see the [module docs](self)) counts as held.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let m = ipckit::sync::Mutex::at(map.clone(), 0).unwrap();
+    /// let held = m.try_lock().unwrap().expect("free");
+    /// let other = std::thread::spawn(move || {
+    ///     let m2 = ipckit::sync::Mutex::at(map, 0).unwrap();
+    ///     let free = m2.try_lock().unwrap().is_some();
+    ///     free
+    /// });
+    /// assert!(!other.join().unwrap()); // held by this thread
+    /// drop(held);
+    /// assert!(m.try_lock().unwrap().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Result<Option<Lock<'_>>> {
+        let me = futex::me();
+        Ok(self
+            .try_lock_with(me, true)?
+            .map(|abandoned| self.guard(abandoned)))
+    }
+
+    /// [`try_lock`](Self::try_lock) for the identity `me` (see
+    /// [`lock_with`](Self::lock_with) for `own_thread`): `Some(abandoned)`
+    /// when the lock word was taken (and the owner word written).
+    pub(crate) fn try_lock_with(&self, me: futex::Me, own_thread: bool) -> Result<Option<bool>> {
+        let w = self.word();
+        loop {
+            let v = w.load(Ordering::Relaxed);
+            let owner = v & TID_MASK;
+            // Taking a lock keeps the waiters bit: others may be asleep.
+            let mine = me.tid | (v & WAITERS);
+            if owner == 0 {
+                if w.compare_exchange(v, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(Some(self.owned(me, false)));
+                }
+                continue;
+            }
+            if own_thread && owner == me.tid {
+                if self.owner_word().load(Ordering::Relaxed) == me.stamp {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "this thread already holds the mutex (ipckit mutexes are not recursive); drop the guard first",
+                    )
+                    .with_name(label(&self.map)));
+                }
+                // Our tid but not our owner word: garbage, as in `lock_with`.
+                if w.compare_exchange(v, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(Some(self.owned(me, true)));
+                }
+                continue;
+            }
+            if futex::owner(owner) == futex::Owner::Dead {
+                if w.compare_exchange(v, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(Some(self.owned(me, true)));
+                }
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Unlock a lock taken through [`lock_with`](Self::lock_with) or
+    /// [`try_lock_with`](Self::try_lock_with) (the async guard's drop).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn unlock_raw(&self) {
+        self.unlock();
     }
 }
 
@@ -785,6 +903,48 @@ impl Event {
             let wait = slice(deadline, None, &name)?;
             futex::wait(s, 0, wait)
                 .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
+        }
+    }
+
+    /// Take the event if it is set, without waiting: `true` if it was
+    /// (an auto-reset event is reset by this, as a successful
+    /// [`wait`](Self::wait) would), `false` if not (Win32
+    /// `WaitForSingleObject(h, 0)`). [`is_set`](Self::is_set) looks without
+    /// taking.
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// let e = ipckit::sync::Event::at(map, 0).unwrap(); // auto reset
+    /// assert!(!e.try_wait());
+    /// e.set();
+    /// assert!(e.try_wait());
+    /// assert!(!e.try_wait()); // the one signal was taken
+    /// ```
+    pub fn try_wait(&self) -> bool {
+        let s = self.state();
+        if self.is_manual_reset() {
+            s.load(Ordering::Acquire) != 0
+        } else {
+            s.compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }
+    }
+
+    /// [`wait`](Self::wait) that polls `cancelled` at least every `slice`:
+    /// `Ok(true)` once the event was taken, `Ok(false)` when cancelled
+    /// (nothing taken).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn wait_with(&self, slice: Duration, cancelled: &dyn Fn() -> bool) -> Result<bool> {
+        let s = self.state();
+        loop {
+            if self.try_wait() {
+                return Ok(true);
+            }
+            if cancelled() {
+                return Ok(false);
+            }
+            futex::wait(s, 0, Some(slice))
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(label(&self.map)))?;
         }
     }
 }
@@ -1072,25 +1232,48 @@ impl Semaphore {
                 .map_err(|e| Error::os(e, "futex wait failed").with_name(name.clone()))?;
         }
     }
-}
 
-/// Benchmark support: a bare shared futex wait (the raw baseline the
-/// measurements compare with). Not part of the API.
-#[doc(hidden)]
-pub fn __futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<()> {
-    futex::wait(word, expected, timeout).map_err(|e| Error::os(e, "futex wait failed"))
-}
+    /// Take one unit if the count is above zero, without waiting: whether
+    /// one was taken (Win32 `WaitForSingleObject(h, 0)`).
+    ///
+    /// ```
+    /// let map = std::sync::Arc::new(ipckit::shm::Mapping::anonymous(8).unwrap());
+    /// ipckit::sync::Semaphore::init(&map, 0, 1, 1).unwrap();
+    /// let s = ipckit::sync::Semaphore::at(map, 0).unwrap();
+    /// assert!(s.try_acquire());
+    /// assert!(!s.try_acquire());
+    /// ```
+    pub fn try_acquire(&self) -> bool {
+        let w = self.count_word();
+        let mut c = w.load(Ordering::Relaxed);
+        while c > 0 {
+            match w.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
 
-/// Benchmark support: a bare shared futex wake. Not part of the API.
-#[doc(hidden)]
-pub fn __futex_wake(word: &AtomicU32, n: u32) {
-    futex::wake(word, n);
-}
-
-/// Test support: the calling thread's cached owner tid beside a fresh
-/// `gettid` (they differ only if the cache is stale, e.g. after `fork`).
-/// Not part of the API.
-#[doc(hidden)]
-pub fn __thread_ids() -> (u32, u32) {
-    (futex::tid(), futex::gettid_uncached())
+    /// [`acquire`](Self::acquire) that polls `cancelled` at least every
+    /// `slice`: `Ok(true)` once a unit was taken, `Ok(false)` when
+    /// cancelled (nothing taken).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn acquire_with(
+        &self,
+        slice: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        let w = self.count_word();
+        loop {
+            if self.try_acquire() {
+                return Ok(true);
+            }
+            if cancelled() {
+                return Ok(false);
+            }
+            futex::wait(w, 0, Some(slice))
+                .map_err(|e| Error::os(e, "futex wait failed").with_name(label(&self.map)))?;
+        }
+    }
 }

@@ -57,6 +57,9 @@ use crate::name::Namespace;
 use crate::shm::{Kind, Mapping, MappingOptions};
 use crate::sync::Mutex;
 use crate::sys::futex;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 /// Default `max_size`: 64 KiB.
 pub const DEFAULT_MAX_SIZE: usize = 64 * 1024;
@@ -591,9 +594,9 @@ impl SharedMap {
     }
 
     /// Test support: a write that calls `mid` after copying half of the
-    /// bytes (to kill the writer there). Not part of the API.
-    #[doc(hidden)]
-    pub fn __write_interrupted(&mut self, bytes: &[u8], mid: impl FnOnce()) -> Result<u64> {
+    /// bytes (to kill the writer there).
+    #[cfg(test)]
+    pub(crate) fn write_interrupted(&mut self, bytes: &[u8], mid: impl FnOnce()) -> Result<u64> {
         self.write_inner(bytes, mid)
     }
 
