@@ -1,5 +1,5 @@
 //! The async change streams across real processes: `map::tokio::Changes`,
-//! `clipboard::tokio::Changes` and `dde::tokio::Updates`, fed by a blocking
+//! `clipboard::tokio::BoardChanges` and `dde::tokio::Updates`, fed by a blocking
 //! peer process, consumed by the async side in the test.
 //!
 //! Children are this test binary re-executed in a role (`child_role`);
@@ -11,7 +11,7 @@ mod support;
 use futures_util::StreamExt as _;
 
 use ipckit::clipboard::{BoardOptions, Format};
-use ipckit::dde::{ConversationOptions, Link, ServerOptions};
+use ipckit::dde::{ConversationOptions, DdeServerOptions, Link};
 use ipckit::map::SharedMapOptions;
 use ipckit::{ErrorKind, Namespace};
 use support::{say, TestNs, DEADLINE};
@@ -72,7 +72,7 @@ fn child_role() {
         // DDE server ARG0 with topic `t`, item `x`; stdin: `set V` sets
         // `x` to V (says `SET`); exits (and the server goes) on `quit`.
         "dde-server" => {
-            let s = ServerOptions::new()
+            let s = DdeServerOptions::new()
                 .namespace(&ns)
                 .topic("t")
                 .create(&args[0])
@@ -172,7 +172,7 @@ fn map_stream_thread_stops_when_the_stream_is_dropped() {
 fn clipboard_stream_sees_the_latest_item_set_by_another_process() {
     let t = TestNs::new();
     let board = BoardOptions::new().namespace(&t.ns).open("b").unwrap();
-    let mut changes = ipckit::clipboard::tokio::Changes::new(&board).unwrap();
+    let mut changes = ipckit::clipboard::tokio::BoardChanges::new(&board).unwrap();
     let mut setter = t.start("clip-setter", &["b", "50"]);
     runtime().block_on(async {
         let mut last = 0;

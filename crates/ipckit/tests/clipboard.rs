@@ -412,7 +412,7 @@ fn handles_can_move_between_threads() {
     fn send<T: Send>() {}
     send_sync::<Board>();
     send_sync::<ipckit::clipboard::Owner>();
-    send::<ipckit::clipboard::Watch>();
+    send::<ipckit::clipboard::BoardWatch>();
     send::<ipckit::clipboard::Subscription>();
     send_sync::<BoardOptions>();
 }

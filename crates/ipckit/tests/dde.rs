@@ -13,7 +13,7 @@ use std::io::BufRead as _;
 use std::time::Duration;
 
 use ipckit::clipboard::Format;
-use ipckit::dde::{self, ConversationOptions, Link, ServerEvent, ServerOptions};
+use ipckit::dde::{self, ConversationOptions, DdeServerEvent, DdeServerOptions, Link};
 use ipckit::ErrorKind;
 use support::{flag, flag_num, say, Proc, TestNs, DEADLINE};
 
@@ -41,7 +41,7 @@ fn child_role() {
 fn server_role(args: &[String]) {
     let name = flag(args, "--name").unwrap();
     let topic = flag(args, "--topic").unwrap_or("t").to_string();
-    let mut opts = ServerOptions::new().topic(&topic);
+    let mut opts = DdeServerOptions::new().topic(&topic);
     if let Some(a) = flag(args, "--tcp") {
         opts = opts.tcp(a);
     }
@@ -85,10 +85,10 @@ fn server_role(args: &[String]) {
                 say("SET");
             }
             ["event"] => match server.next_event(DEADLINE) {
-                Some(ServerEvent::Connected { topic, .. }) => {
+                Some(DdeServerEvent::Connected { topic, .. }) => {
                     say(&format!("EVENT connected {topic}"))
                 }
-                Some(ServerEvent::Disconnected { topic, error, .. }) => {
+                Some(DdeServerEvent::Disconnected { topic, error, .. }) => {
                     say(&format!("EVENT disconnected {topic} {}", error.kind()))
                 }
                 Some(other) => say(&format!("EVENT other {other:?}")),
@@ -261,7 +261,7 @@ fn hot_and_warm_links_follow_each_change_of_a_server_process() {
 #[test]
 fn one_set_item_serves_many_client_processes() {
     let t = TestNs::new();
-    let server = ServerOptions::new()
+    let server = DdeServerOptions::new()
         .namespace(&t.ns)
         .topic("t")
         .create("svc")
@@ -333,7 +333,7 @@ fn a_server_that_dies_ends_calls_and_advise_loops_with_peer_gone() {
 #[test]
 fn a_client_that_dies_is_seen_by_the_server_as_peer_gone() {
     let t = TestNs::new();
-    let server = ServerOptions::new()
+    let server = DdeServerOptions::new()
         .namespace(&t.ns)
         .topic("t")
         .create("svc")
@@ -341,7 +341,7 @@ fn a_client_that_dies_is_seen_by_the_server_as_peer_gone() {
     let mut kid = t.talk("client", &["--service", "svc", "--topic", "t"]);
     kid.stdout_line("READY");
     match server.next_event(DEADLINE) {
-        Some(ServerEvent::Connected { topic, peer, .. }) => {
+        Some(DdeServerEvent::Connected { topic, peer, .. }) => {
             assert_eq!(topic, "t");
             assert!(peer.contains(&format!("pid {}", kid.pid())), "{peer}");
         }
@@ -349,7 +349,7 @@ fn a_client_that_dies_is_seen_by_the_server_as_peer_gone() {
     }
     kid.kill();
     match server.next_event(DEADLINE) {
-        Some(ServerEvent::Disconnected { topic, error, .. }) => {
+        Some(DdeServerEvent::Disconnected { topic, error, .. }) => {
             assert_eq!(topic, "t");
             assert_eq!(error.kind(), ErrorKind::PeerGone);
         }
@@ -422,13 +422,13 @@ fn the_same_api_works_over_tcp() {
 fn a_second_server_of_the_same_name_is_refused_and_a_stale_one_replaced() {
     let t = TestNs::new();
     let mut s = server(&t, "svc", &[]);
-    let e = ServerOptions::new()
+    let e = DdeServerOptions::new()
         .namespace(&t.ns)
         .create("svc")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     s.kill();
-    let again = ServerOptions::new()
+    let again = DdeServerOptions::new()
         .namespace(&t.ns)
         .topic("t")
         .create("svc")

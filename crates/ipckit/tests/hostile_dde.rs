@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipckit::clipboard::Format;
-use ipckit::dde::{ConversationOptions, Link, ServerOptions};
+use ipckit::dde::{ConversationOptions, DdeServerOptions, Link};
 use ipckit::ErrorKind;
 use support::raw::{self, closed_by_peer};
 use support::{flag, flag_num, say, wait_until, Proc, TestNs, DEADLINE};
@@ -125,7 +125,7 @@ fn server_role(args: &[String]) {
     if let Some(ms) = flag_num(args, "--handshake-ms") {
         limits = limits.handshake_timeout(Duration::from_millis(ms));
     }
-    let mut opts = ServerOptions::new().topic("t").limits(limits);
+    let mut opts = DdeServerOptions::new().topic("t").limits(limits);
     if let Some(n) = flag_num(args, "--max-data") {
         opts = opts.max_message_size(n as usize);
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use ipckit::clipboard::Format;
-use ipckit::dde::{ConversationOptions, Link, ServerOptions};
+use ipckit::dde::{ConversationOptions, DdeServerOptions, Link};
 use ipckit::{Error, ErrorKind, Namespace};
 
 use crate::util::parse_duration;
@@ -306,7 +306,7 @@ fn serve(
         };
         start.push((name.to_string(), value.to_string()));
     }
-    let mut opts = ServerOptions::new()
+    let mut opts = DdeServerOptions::new()
         .limits(crate::util::limits())
         .on_execute(|e| {
             let mut w = e.command.splitn(3, ' ');

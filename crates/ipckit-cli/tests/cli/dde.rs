@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::common::{wait_live, wait_until, Proc, TestNs, DEADLINE};
 use ipckit::clipboard::Format;
-use ipckit::dde::{ConversationOptions, Link, ServerOptions};
+use ipckit::dde::{ConversationOptions, DdeServerOptions, Link};
 
 /// `ipckit dde serve svc --topic t --item x=1`, accepting conversations.
 fn serve(t: &TestNs, extra: &[&str]) -> Proc {
@@ -74,7 +74,7 @@ fn serve_answers_request_poke_execute_and_ls() {
 #[test]
 fn advise_prints_each_change_hot_and_warm() {
     let t = TestNs::new();
-    let server = ServerOptions::new()
+    let server = DdeServerOptions::new()
         .namespace(&t.ns)
         .topic("t")
         .create("svc")

@@ -388,11 +388,11 @@ pub struct Board {
 /// newest item's sequence number, owner and available formats.
 ///
 /// ```
-/// let c = ipckit::clipboard::Change { sequence: 3, owner: Some(42), formats: vec![] };
+/// let c = ipckit::clipboard::BoardChange { sequence: 3, owner: Some(42), formats: vec![] };
 /// assert_eq!(c.sequence, 3);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
+pub struct BoardChange {
     /// The item's sequence number.
     pub sequence: u64,
     /// Pid of the process that set it.
@@ -750,7 +750,7 @@ impl Board {
     /// assert_eq!(b.current().unwrap().sequence, seq);
     /// # ipckit::clipboard::BoardOptions::new().namespace(&ns).remove("b").unwrap();
     /// ```
-    pub fn current(&self) -> Result<Change> {
+    pub fn current(&self) -> Result<BoardChange> {
         Ok(change(&self.table()?))
     }
 
@@ -1008,7 +1008,7 @@ impl Board {
 
     /// Listen for changes (`AddClipboardFormatListener`): an iterator
     /// that blocks until the board's item is replaced and yields the
-    /// newest item's [`Change`]. Changes that come faster than they are
+    /// newest item's [`BoardChange`]. BoardChanges that come faster than they are
     /// read are coalesced: the latest item is never missed.
     ///
     /// ```
@@ -1024,12 +1024,12 @@ impl Board {
     /// ```
     #[doc(alias = "AddClipboardFormatListener")]
     #[doc(alias = "WM_CLIPBOARDUPDATE")]
-    pub fn watch(&self) -> Result<Watch> {
+    pub fn watch(&self) -> Result<BoardWatch> {
         let map = lock(&self.map)
             .twin_handle()
             .map_err(|e| rename(e, &self.name))?;
         let last = self.table()?.sequence;
-        Ok(Watch {
+        Ok(BoardWatch {
             map,
             name: self.name.clone(),
             max: self.max,
@@ -1054,7 +1054,7 @@ impl Board {
     /// ```
     pub fn on_change(
         &self,
-        mut callback: impl FnMut(Change) + Send + 'static,
+        mut callback: impl FnMut(BoardChange) + Send + 'static,
     ) -> Result<Subscription> {
         let mut w = self.watch()?;
         Subscription::spawn("ipckit-clip-watch", &self.name, move |wait| {
@@ -1131,8 +1131,8 @@ impl Board {
     }
 }
 
-fn change(item: &Table) -> Change {
-    Change {
+fn change(item: &Table) -> BoardChange {
+    BoardChange {
         sequence: item.sequence,
         owner: (item.owner_pid != 0).then_some(item.owner_pid),
         formats: available(item),
@@ -1587,14 +1587,14 @@ impl Drop for Owner {
 
 /// The iterator of a board's changes (see [`Board::watch`]).
 #[derive(Debug)]
-pub struct Watch {
+pub struct BoardWatch {
     map: SharedMap,
     name: String,
     max: usize,
     last: u64,
 }
 
-impl Watch {
+impl BoardWatch {
     /// Wait for an item newer than the last one delivered (or than the
     /// current one when the watch started), at most `timeout` (`None`:
     /// for ever; [`ErrorKind::Timeout`] past it), and return the newest.
@@ -1609,7 +1609,7 @@ impl Watch {
     /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
     /// # ipckit::clipboard::BoardOptions::new().namespace(&ns).remove("b").unwrap();
     /// ```
-    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Change> {
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<BoardChange> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -1642,9 +1642,9 @@ impl Watch {
     }
 }
 
-impl Iterator for Watch {
-    type Item = Result<Change>;
-    fn next(&mut self) -> Option<Result<Change>> {
+impl Iterator for BoardWatch {
+    type Item = Result<BoardChange>;
+    fn next(&mut self) -> Option<Result<BoardChange>> {
         Some(self.next_timeout(None))
     }
 }

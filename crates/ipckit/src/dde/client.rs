@@ -32,10 +32,10 @@ const MAX_TEXT: usize = 1 << 20;
 /// Settings for opening conversations (`DdeConnect`).
 ///
 /// ```
-/// use ipckit::dde::{ConversationOptions, ServerOptions};
+/// use ipckit::dde::{ConversationOptions, DdeServerOptions};
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let _s = ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+/// let _s = DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
 /// let c = ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
 /// assert_eq!((c.service(), c.topic()), ("svc", "t"));
 /// ```
@@ -123,8 +123,8 @@ impl ConversationOptions {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// use ipckit::dde::{ConversationOptions, ServerOptions};
-    /// let _s = ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// use ipckit::dde::{ConversationOptions, DdeServerOptions};
+    /// let _s = DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let e = ConversationOptions::new().namespace(&ns).connect("svc", "other").unwrap_err();
     /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
     /// ```
@@ -176,8 +176,8 @@ impl ConversationOptions {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// use ipckit::dde::{ConversationOptions, ServerOptions};
-    /// let _s = ServerOptions::new().namespace(&ns).topic("b").topic("a").create("svc").unwrap();
+    /// use ipckit::dde::{ConversationOptions, DdeServerOptions};
+    /// let _s = DdeServerOptions::new().namespace(&ns).topic("b").topic("a").create("svc").unwrap();
     /// assert_eq!(ConversationOptions::new().namespace(&ns).topics("svc").unwrap(), ["a", "b"]);
     /// ```
     #[doc(alias = "XTYP_WILDCONNECT")]
@@ -208,9 +208,9 @@ impl ConversationOptions {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// use ipckit::dde::{ConversationOptions, ServerOptions};
-    /// let _b = ServerOptions::new().namespace(&ns).topic("t2").create("b").unwrap();
-    /// let _a = ServerOptions::new().namespace(&ns).topic("t1").create("a").unwrap();
+    /// use ipckit::dde::{ConversationOptions, DdeServerOptions};
+    /// let _b = DdeServerOptions::new().namespace(&ns).topic("t2").create("b").unwrap();
+    /// let _a = DdeServerOptions::new().namespace(&ns).topic("t1").create("a").unwrap();
     /// let names: Vec<String> = ConversationOptions::new().namespace(&ns).services().unwrap()
     ///     .into_iter().map(|s| s.service).collect();
     /// assert_eq!(names, ["a", "b"]);
@@ -556,11 +556,11 @@ fn read_loop(inner: &Inner) {
 /// Dropping it ends the conversation.
 ///
 /// ```
-/// use ipckit::dde::{ConversationOptions, ServerOptions};
+/// use ipckit::dde::{ConversationOptions, DdeServerOptions};
 /// use ipckit::clipboard::Format;
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let s = ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+/// let s = DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
 /// let c = ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
 /// c.poke("x", Format::TEXT, b"5").unwrap();
 /// assert_eq!(c.request("x", Format::TEXT).unwrap(), b"5");
@@ -587,7 +587,7 @@ impl Conversation {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let _s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let _s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// assert_eq!(c.service(), "svc");
     /// ```
@@ -600,7 +600,7 @@ impl Conversation {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let _s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let _s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// assert_eq!(c.topic(), "t");
     /// ```
@@ -617,7 +617,7 @@ impl Conversation {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// use ipckit::clipboard::Format;
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.set_item("t", "x", Format::TEXT, b"1").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// assert_eq!(c.request("x", Format::TEXT).unwrap(), b"1");
@@ -639,7 +639,7 @@ impl Conversation {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// use ipckit::clipboard::Format;
-    /// let _s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t")
+    /// let _s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t")
     ///     .on_poke(|p| if p.item == "ro" { Err("read-only".into()) } else { Ok(()) })
     ///     .create("svc").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
@@ -662,7 +662,7 @@ impl Conversation {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let _s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t")
+    /// let _s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t")
     ///     .on_execute(|e| if e.command == "ping" { Ok(()) } else { Err("unknown command".into()) })
     ///     .create("svc").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
@@ -691,7 +691,7 @@ impl Conversation {
     /// use ipckit::clipboard::Format;
     /// use ipckit::dde::Link;
     /// use std::time::Duration;
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.set_item("t", "x", Format::TEXT, b"1").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let mut warm = c.advise("x", Format::TEXT, Link::Warm).unwrap();
@@ -756,7 +756,7 @@ impl Conversation {
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// use ipckit::clipboard::Format;
     /// use ipckit::dde::Link;
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.set_item("t", "x", Format::TEXT, b"0").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let (tx, rx) = std::sync::mpsc::channel();
@@ -798,7 +798,7 @@ impl Conversation {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// use ipckit::clipboard::Format;
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.set_item("t", "x", Format::TEXT, b"1").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let mut a = c.advise("x", Format::TEXT, ipckit::dde::Link::Hot).unwrap();
@@ -828,7 +828,7 @@ impl Conversation {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// assert!(c.is_alive());
     /// ```
@@ -854,7 +854,7 @@ impl Drop for Conversation {
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
 /// use ipckit::clipboard::Format;
-/// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+/// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
 /// s.set_item("t", "x", Format::TEXT, b"0").unwrap();
 /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
 /// let a = c.advise("x", Format::TEXT, ipckit::dde::Link::Hot).unwrap();
@@ -885,7 +885,7 @@ impl Advise {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// # s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"0").unwrap();
     /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let a = c.advise("x", ipckit::clipboard::Format::TEXT, ipckit::dde::Link::Hot).unwrap();
@@ -902,7 +902,7 @@ impl Advise {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// # s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"0").unwrap();
     /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let mut a = c.advise("x", ipckit::clipboard::Format::TEXT, ipckit::dde::Link::Hot).unwrap();
@@ -919,7 +919,7 @@ impl Advise {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// # s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"0").unwrap();
     /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let mut a = c.advise("x", ipckit::clipboard::Format::TEXT, ipckit::dde::Link::Hot).unwrap();
@@ -936,7 +936,7 @@ impl Advise {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// # s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"0").unwrap();
     /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let mut a = c.advise("x", ipckit::clipboard::Format::TEXT, ipckit::dde::Link::Hot).unwrap();

@@ -10,15 +10,15 @@
 //! requests it — [`unadvise`](Conversation::unadvise),
 //! [`poke`](Conversation::poke) a value into an item, or
 //! [`execute`](Conversation::execute) a command string, which the server's
-//! handler acknowledges or refuses with a reason. [`Server::set_item`]
+//! handler acknowledges or refuses with a reason. [`DdeServer::set_item`]
 //! changes an item and serves every advise loop on it in one call.
 //!
 //! Process A (the server):
 //!
 //! ```no_run
 //! use ipckit::clipboard::Format;
-//! use ipckit::dde::ServerOptions;
-//! let server = ServerOptions::new()
+//! use ipckit::dde::DdeServerOptions;
+//! let server = DdeServerOptions::new()
 //!     .topic("prices")
 //!     .on_execute(|e| match e.command.split_once(' ') {
 //!         Some(("reset", item)) => e.server.set_item(e.topic, item, Format::TEXT, b"0")
@@ -49,18 +49,18 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
-//! A slow client never holds up [`Server::set_item`] or the other clients:
+//! A slow client never holds up [`DdeServer::set_item`] or the other clients:
 //! each advise link has a bounded queue on the server
-//! ([`ServerOptions::queue_per_link`]); when it overflows the oldest queued
+//! ([`DdeServerOptions::queue_per_link`]); when it overflows the oldest queued
 //! updates are dropped and the next one delivered says how many
 //! ([`Update::skipped`]) — the latest value always arrives. A client that
 //! stops reading altogether is dropped after the stall timeout. When
 //! either process dies the other side sees [`ErrorKind::PeerGone`](crate::ErrorKind::PeerGone): every
 //! pending call and advise iterator of the client, and a
-//! [`ServerEvent::Disconnected`] on the server.
+//! [`DdeServerEvent::Disconnected`] on the server.
 //!
 //! [`services_in`] lists the live services of a namespace with their topics
-//! (`XTYP_WILDCONNECT`). With [`ServerOptions::tcp`] a server also listens
+//! (`XTYP_WILDCONNECT`). With [`DdeServerOptions::tcp`] a server also listens
 //! on TCP and clients connect to `tcp://HOST:PORT` with the same API
 //! (NetDDE's role). The wire format is in `docs/PROTOCOL.md`, "DDE".
 
@@ -79,7 +79,7 @@ pub use client::{
     Advise, Conversation, ConversationOptions, CLIENT_QUEUE_PER_LINK, DEFAULT_TIMEOUT,
 };
 pub use server::{
-    Execute, Poke, Server, ServerEvent, ServerHandle, ServerOptions, DEFAULT_MAX_LINKS,
+    DdeServer, DdeServerEvent, DdeServerHandle, DdeServerOptions, Execute, Poke, DEFAULT_MAX_LINKS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_POKED_ITEMS, DEFAULT_QUEUE_PER_LINK,
 };
 
@@ -143,7 +143,7 @@ pub struct ServiceInfo {
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let _a = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("a").unwrap();
+/// let _a = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("a").unwrap();
 /// let all = ipckit::dde::services_in(&ns).unwrap();
 /// assert_eq!(all, [ipckit::dde::ServiceInfo { service: "a".into(), topics: vec!["t".into()] }]);
 /// ```

@@ -41,16 +41,16 @@ const HANDLERS: usize = 16;
 const OUT_HIGH: usize = 128 << 10;
 /// How often connections held back by [`OUT_HIGH`] are checked again.
 const RECHECK: Duration = Duration::from_millis(10);
-/// Events kept for [`Server::next_event`] (the oldest are dropped).
+/// Events kept for [`DdeServer::next_event`] (the oldest are dropped).
 const EVENTS_KEPT: usize = 4096;
 
 /// A poke as its handler sees it (`XTYP_POKE`).
 ///
 /// ```
-/// use ipckit::dde::ServerOptions;
+/// use ipckit::dde::DdeServerOptions;
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let _s = ServerOptions::new().namespace(&ns).topic("t")
+/// let _s = DdeServerOptions::new().namespace(&ns).topic("t")
 ///     .on_poke(|p| if p.data.is_empty() { Err("empty".into()) } else { Ok(()) })
 ///     .create("svc").unwrap();
 /// ```
@@ -65,16 +65,16 @@ pub struct Poke<'a> {
     /// The data.
     pub data: &'a [u8],
     /// The server, to change other items.
-    pub server: &'a ServerHandle,
+    pub server: &'a DdeServerHandle,
 }
 
 /// An execute as its handler sees it (`XTYP_EXECUTE`).
 ///
 /// ```
-/// use ipckit::dde::ServerOptions;
+/// use ipckit::dde::DdeServerOptions;
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let _s = ServerOptions::new().namespace(&ns).topic("t")
+/// let _s = DdeServerOptions::new().namespace(&ns).topic("t")
 ///     .on_execute(|e| e.server.set_item(e.topic, "last", ipckit::clipboard::Format::TEXT,
 ///         e.command.as_bytes()).map_err(|e| e.to_string()))
 ///     .create("svc").unwrap();
@@ -86,7 +86,7 @@ pub struct Execute<'a> {
     /// The command string.
     pub command: &'a str,
     /// The server, to change items.
-    pub server: &'a ServerHandle,
+    pub server: &'a DdeServerHandle,
 }
 
 type PokeFn = Arc<dyn Fn(&Poke<'_>) -> std::result::Result<(), String> + Send + Sync>;
@@ -96,18 +96,18 @@ type ExecFn = Arc<dyn Fn(&Execute<'_>) -> std::result::Result<(), String> + Send
 /// `DdeNameService`). Builders take and return `self`.
 ///
 /// ```
-/// use ipckit::dde::ServerOptions;
+/// use ipckit::dde::DdeServerOptions;
 /// use ipckit::clipboard::Format;
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let server = ServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
+/// let server = DdeServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
 /// server.set_item("prices", "ACME", Format::TEXT, b"12.5").unwrap();
 /// assert_eq!(server.topics(), ["prices"]);
 /// ```
 #[doc(alias = "DdeInitialize")]
 #[doc(alias = "DdeNameService")]
 #[derive(Clone)]
-pub struct ServerOptions {
+pub struct DdeServerOptions {
     namespace: Option<Namespace>,
     limits: Limits,
     tcp: Option<String>,
@@ -120,9 +120,9 @@ pub struct ServerOptions {
     on_execute: Option<ExecFn>,
 }
 
-impl std::fmt::Debug for ServerOptions {
+impl std::fmt::Debug for DdeServerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerOptions")
+        f.debug_struct("DdeServerOptions")
             .field("namespace", &self.namespace)
             .field("limits", &self.limits)
             .field("tcp", &self.tcp)
@@ -135,9 +135,9 @@ impl std::fmt::Debug for ServerOptions {
     }
 }
 
-impl Default for ServerOptions {
+impl Default for DdeServerOptions {
     fn default() -> Self {
-        ServerOptions {
+        DdeServerOptions {
             namespace: None,
             limits: Limits::default(),
             tcp: None,
@@ -152,14 +152,14 @@ impl Default for ServerOptions {
     }
 }
 
-impl ServerOptions {
+impl DdeServerOptions {
     /// The defaults: the namespace from the environment, [`Limits::default`],
     /// no TCP, [`DEFAULT_MAX_MESSAGE_SIZE`], [`DEFAULT_QUEUE_PER_LINK`],
     /// [`DEFAULT_MAX_LINKS`], [`DEFAULT_MAX_POKED_ITEMS`], no topics, pokes
     /// accepted and stored, executes refused.
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new();
+    /// let _ = ipckit::dde::DdeServerOptions::new();
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -170,7 +170,7 @@ impl ServerOptions {
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let _ = ipckit::dde::ServerOptions::new().namespace(&ns);
+    /// let _ = ipckit::dde::DdeServerOptions::new().namespace(&ns);
     /// ```
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
@@ -188,7 +188,7 @@ impl ServerOptions {
     /// this long, is dropped.
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().limits(ipckit::Limits::new().max_connections(8));
+    /// let _ = ipckit::dde::DdeServerOptions::new().limits(ipckit::Limits::new().max_connections(8));
     /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -196,12 +196,12 @@ impl ServerOptions {
     }
 
     /// Also listen on TCP at `HOST:PORT` (`tcp://` prefix allowed; port 0
-    /// picks one, see [`Server::local_addr`]); clients then connect to
+    /// picks one, see [`DdeServer::local_addr`]); clients then connect to
     /// `tcp://HOST:PORT` (NetDDE's role). TCP clients are not identified:
     /// listen on a trusted network only. Default: no TCP.
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().tcp("127.0.0.1:0");
+    /// let _ = ipckit::dde::DdeServerOptions::new().tcp("127.0.0.1:0");
     /// ```
     pub fn tcp(mut self, addr: &str) -> Self {
         self.tcp = Some(
@@ -216,7 +216,7 @@ impl ServerOptions {
     /// Default [`DEFAULT_MAX_MESSAGE_SIZE`].
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().max_message_size(1 << 20);
+    /// let _ = ipckit::dde::DdeServerOptions::new().max_message_size(1 << 20);
     /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_data = bytes;
@@ -230,7 +230,7 @@ impl ServerOptions {
     /// The latest value is never dropped. Default [`DEFAULT_QUEUE_PER_LINK`].
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().queue_per_link(8);
+    /// let _ = ipckit::dde::DdeServerOptions::new().queue_per_link(8);
     /// ```
     pub fn queue_per_link(mut self, n: usize) -> Self {
         self.queue_per_link = n.max(1);
@@ -241,7 +241,7 @@ impl ServerOptions {
     /// [`ErrorKind::Full`]. Default [`DEFAULT_MAX_LINKS`].
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().max_links(16);
+    /// let _ = ipckit::dde::DdeServerOptions::new().max_links(16);
     /// ```
     pub fn max_links(mut self, n: usize) -> Self {
         self.max_links = n;
@@ -253,17 +253,17 @@ impl ServerOptions {
     /// [`DEFAULT_MAX_POKED_ITEMS`].
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().max_poked_items(10);
+    /// let _ = ipckit::dde::DdeServerOptions::new().max_poked_items(10);
     /// ```
     pub fn max_poked_items(mut self, n: usize) -> Self {
         self.max_poked_items = n;
         self
     }
 
-    /// Serve `topic` from the start (more with [`Server::add_topic`]).
+    /// Serve `topic` from the start (more with [`DdeServer::add_topic`]).
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().topic("system").topic("prices");
+    /// let _ = ipckit::dde::DdeServerOptions::new().topic("system").topic("prices");
     /// ```
     pub fn topic(mut self, topic: &str) -> Self {
         self.topics.push(topic.to_string());
@@ -277,7 +277,7 @@ impl ServerOptions {
     /// panic is a refusal naming it. Default: accept every poke.
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().on_poke(|p| {
+    /// let _ = ipckit::dde::DdeServerOptions::new().on_poke(|p| {
     ///     if p.item.starts_with("ro.") { Err("read-only item".into()) } else { Ok(()) }
     /// });
     /// ```
@@ -295,7 +295,7 @@ impl ServerOptions {
     /// Default: refuse every command.
     ///
     /// ```
-    /// let _ = ipckit::dde::ServerOptions::new().on_execute(|e| match e.command {
+    /// let _ = ipckit::dde::DdeServerOptions::new().on_execute(|e| match e.command {
     ///     "ping" => Ok(()),
     ///     other => Err(format!("unknown command '{other}'")),
     /// });
@@ -309,18 +309,18 @@ impl ServerOptions {
     }
 
     /// Register `service` (endpoint kind `dde`, listed by `ipckit ls`) and
-    /// serve it on a background readiness loop until the [`Server`] is
+    /// serve it on a background readiness loop until the [`DdeServer`] is
     /// dropped. A live server of that name is [`ErrorKind::AlreadyExists`];
     /// a stale one is replaced.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).create("svc").unwrap();
     /// assert_eq!(s.name(), "svc");
     /// ```
     #[doc(alias = "DdeNameService")]
-    pub fn create(self, service: &str) -> Result<Server> {
+    pub fn create(self, service: &str) -> Result<DdeServer> {
         if self.max_data == 0 || self.max_data > 1 << 30 {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -390,8 +390,8 @@ impl ServerOptions {
                 return Err(Error::os(e, "cannot start the server's thread").with_name(service));
             }
         };
-        Ok(Server {
-            handle: ServerHandle(shared),
+        Ok(DdeServer {
+            handle: DdeServerHandle(shared),
             reactor: Some(reactor),
             sweeper: Some(sweeper),
             socket_path,
@@ -417,15 +417,15 @@ pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
 }
 
 /// Something that happened to a server's conversations
-/// ([`Server::next_event`]).
+/// ([`DdeServer::next_event`]).
 ///
 /// ```
-/// let e = ipckit::dde::ServerEvent::Connected { conversation: 16, topic: "t".into(), peer: "pid 1 (uid 0)".into() };
-/// assert!(matches!(e, ipckit::dde::ServerEvent::Connected { .. }));
+/// let e = ipckit::dde::DdeServerEvent::Connected { conversation: 16, topic: "t".into(), peer: "pid 1 (uid 0)".into() };
+/// assert!(matches!(e, ipckit::dde::DdeServerEvent::Connected { .. }));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum ServerEvent {
+pub enum DdeServerEvent {
     /// A client opened a conversation on `topic` (`XTYP_CONNECT_CONFIRM`).
     Connected {
         /// The conversation's number (unique in this server).
@@ -449,36 +449,36 @@ pub enum ServerEvent {
 }
 
 /// A cloneable handle to a running server's items, for handlers and other
-/// threads ([`Server::handle`]). It does not keep the server alive: once
+/// threads ([`DdeServer::handle`]). It does not keep the server alive: once
 /// the server is dropped, its calls fail with [`ErrorKind::PeerGone`].
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+/// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
 /// let h = s.handle();
 /// std::thread::spawn(move || h.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"1").unwrap())
 ///     .join().unwrap();
 /// assert_eq!(s.item("t", "x").unwrap().1, b"1");
 /// ```
 #[derive(Clone)]
-pub struct ServerHandle(Arc<Shared>);
+pub struct DdeServerHandle(Arc<Shared>);
 
-impl std::fmt::Debug for ServerHandle {
+impl std::fmt::Debug for DdeServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle")
+        f.debug_struct("DdeServerHandle")
             .field("service", &self.0.service)
             .finish()
     }
 }
 
-impl ServerHandle {
-    /// See [`Server::set_item`].
+impl DdeServerHandle {
+    /// See [`DdeServer::set_item`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.handle().set_item("t", "x", ipckit::clipboard::Format::TEXT, b"2").unwrap();
     /// ```
     #[doc(alias = "DdePostAdvise")]
@@ -486,24 +486,24 @@ impl ServerHandle {
         self.0.set_item(topic, item, format, data.to_vec(), None)
     }
 
-    /// See [`Server::add_topic`].
+    /// See [`DdeServer::add_topic`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).create("svc").unwrap();
     /// s.handle().add_topic("t").unwrap();
     /// ```
     pub fn add_topic(&self, topic: &str) -> Result<()> {
         self.0.add_topic(topic)
     }
 
-    /// See [`Server::item`].
+    /// See [`DdeServer::item`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// assert!(s.handle().item("t", "none").is_none());
     /// ```
     pub fn item(&self, topic: &str, item: &str) -> Option<(Format, Vec<u8>)> {
@@ -515,12 +515,12 @@ impl ServerHandle {
 /// every conversation (clients get [`ErrorKind::PeerGone`]).
 ///
 /// ```
-/// use ipckit::dde::{ConversationOptions, Link, ServerOptions};
+/// use ipckit::dde::{ConversationOptions, Link, DdeServerOptions};
 /// use ipckit::clipboard::Format;
 /// use std::time::Duration;
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
-/// let server = ServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
+/// let server = DdeServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
 /// server.set_item("prices", "ACME", Format::TEXT, b"12.5").unwrap();
 /// let conv = ConversationOptions::new().namespace(&ns).connect("quotes", "prices").unwrap();
 /// let mut hot = conv.advise("ACME", Format::TEXT, Link::Hot).unwrap();
@@ -531,8 +531,8 @@ impl ServerHandle {
 /// let e = hot.recv_timeout(Duration::from_secs(10)).unwrap_err();
 /// assert_eq!(e.kind(), ipckit::ErrorKind::PeerGone);
 /// ```
-pub struct Server {
-    handle: ServerHandle,
+pub struct DdeServer {
+    handle: DdeServerHandle,
     reactor: Option<Reactor>,
     sweeper: Option<JoinHandle<()>>,
     socket_path: PathBuf,
@@ -540,9 +540,9 @@ pub struct Server {
     _claim: Claim,
 }
 
-impl std::fmt::Debug for Server {
+impl std::fmt::Debug for DdeServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
+        f.debug_struct("DdeServer")
             .field("service", &self.handle.0.service)
             .field("socket", &self.socket_path)
             .field("tcp", &self.tcp_addr)
@@ -550,13 +550,13 @@ impl std::fmt::Debug for Server {
     }
 }
 
-impl Server {
+impl DdeServer {
     /// The service name.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).create("svc").unwrap();
     /// assert_eq!(s.name(), "svc");
     /// ```
     pub fn name(&self) -> &str {
@@ -568,10 +568,10 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).create("svc").unwrap();
     /// let _h = s.handle();
     /// ```
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> DdeServerHandle {
         self.handle.clone()
     }
 
@@ -581,7 +581,7 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).create("svc").unwrap();
     /// s.add_topic("system").unwrap();
     /// assert_eq!(s.topics(), ["system"]);
     /// ```
@@ -594,7 +594,7 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("b").topic("a").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("b").topic("a").create("svc").unwrap();
     /// assert_eq!(s.topics(), ["a", "b"]);
     /// ```
     pub fn topics(&self) -> Vec<String> {
@@ -607,13 +607,13 @@ impl Server {
     /// holds up this call or the other clients. A link advised in another
     /// format than `format` is not served. Errors: [`ErrorKind::NotFound`]
     /// for an unknown topic, [`ErrorKind::TooLarge`] over
-    /// [`ServerOptions::max_message_size`].
+    /// [`DdeServerOptions::max_message_size`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// use ipckit::clipboard::Format;
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// s.set_item("t", "x", Format::TEXT, b"1").unwrap();
     /// assert_eq!(s.item("t", "x"), Some((Format::TEXT, b"1".to_vec())));
     /// assert_eq!(s.set_item("none", "x", Format::TEXT, b"").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
@@ -630,7 +630,7 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// assert_eq!(s.item("t", "x"), None);
     /// ```
     pub fn item(&self, topic: &str, item: &str) -> Option<(Format, Vec<u8>)> {
@@ -643,19 +643,19 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// use ipckit::dde::{ConversationOptions, ServerEvent, ServerOptions};
+    /// use ipckit::dde::{ConversationOptions, DdeServerEvent, DdeServerOptions};
     /// use std::time::Duration;
-    /// let s = ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let c = ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let e = s.next_event(Duration::from_secs(10)).unwrap();
-    /// assert!(matches!(e, ServerEvent::Connected { ref topic, .. } if topic == "t"));
+    /// assert!(matches!(e, DdeServerEvent::Connected { ref topic, .. } if topic == "t"));
     /// drop(c);
     /// match s.next_event(Duration::from_secs(10)).unwrap() {
-    ///     ServerEvent::Disconnected { error, .. } => assert_eq!(error.kind(), ipckit::ErrorKind::PeerGone),
+    ///     DdeServerEvent::Disconnected { error, .. } => assert_eq!(error.kind(), ipckit::ErrorKind::PeerGone),
     ///     other => panic!("{other:?}"),
     /// }
     /// ```
-    pub fn next_event(&self, timeout: Duration) -> Option<ServerEvent> {
+    pub fn next_event(&self, timeout: Duration) -> Option<DdeServerEvent> {
         let s = &self.handle.0;
         let deadline = Instant::now() + timeout;
         let mut q = s.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -680,7 +680,7 @@ impl Server {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// let _c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// assert_eq!(s.stats().accepted, 1);
     /// ```
@@ -691,12 +691,12 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// The TCP address listened on, if [`ServerOptions::tcp`] was set.
+    /// The TCP address listened on, if [`DdeServerOptions::tcp`] was set.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::ServerOptions::new().namespace(&ns).tcp("127.0.0.1:0").create("svc").unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).tcp("127.0.0.1:0").create("svc").unwrap();
     /// assert_ne!(s.local_addr().unwrap().port(), 0);
     /// ```
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -704,7 +704,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for DdeServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket_path);
         let s = &self.handle.0;
@@ -815,7 +815,7 @@ struct Shared {
     handlers: Arc<Pool>,
     on_poke: Option<PokeFn>,
     on_execute: Option<ExecFn>,
-    events: Mutex<VecDeque<ServerEvent>>,
+    events: Mutex<VecDeque<DdeServerEvent>>,
     events_cv: Condvar,
     counters: OnceLock<Arc<Counters>>,
 }
@@ -825,7 +825,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn event(&self, e: ServerEvent) {
+    fn event(&self, e: DdeServerEvent) {
         let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= EVENTS_KEPT {
             q.pop_front();
@@ -1145,7 +1145,7 @@ impl Protocol for Wire {
                     conn.peer().describe()
                 ),
             };
-            self.0.event(ServerEvent::Disconnected {
+            self.0.event(DdeServerEvent::Disconnected {
                 conversation: conn.id(),
                 topic,
                 error: Error::new(ErrorKind::PeerGone, text).with_name(&self.0.service),
@@ -1191,7 +1191,7 @@ impl Protocol for Wire {
                         if let Some(c) = st.convs.get_mut(&conn.id()) {
                             c.topic = Some(name.clone());
                         }
-                        s.event(ServerEvent::Connected {
+                        s.event(DdeServerEvent::Connected {
                             conversation: conn.id(),
                             topic: name,
                             peer: conn.peer().describe(),
@@ -1361,7 +1361,7 @@ fn run_poke(
     if check_name(item, "item").is_err() {
         return wire::error(id, wire::ERR_INVALID, "an item name is 1 to 255 bytes");
     }
-    let handle = ServerHandle(s.clone());
+    let handle = DdeServerHandle(s.clone());
     let verdict = match &s.on_poke {
         None => Ok(()),
         Some(f) => {
@@ -1394,7 +1394,7 @@ fn run_poke(
 }
 
 fn run_execute(s: &Arc<Shared>, id: u64, topic: &str, command: &str) -> Vec<u8> {
-    let handle = ServerHandle(s.clone());
+    let handle = DdeServerHandle(s.clone());
     let verdict = match &s.on_execute {
         None => Err(format!(
             "the server takes no commands (it has no execute handler); '{command}' was not run"

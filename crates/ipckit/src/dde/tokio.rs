@@ -12,14 +12,14 @@
 //! ```
 //! use futures_util::StreamExt as _;
 //! use ipckit::clipboard::Format;
-//! use ipckit::dde::{tokio::Updates, ConversationOptions, Link, ServerOptions};
+//! use ipckit::dde::{tokio::Updates, ConversationOptions, Link, DdeServerOptions};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let dir = tempfile::tempdir().unwrap();
 //! let ns = ipckit::Namespace::at(dir.path()).unwrap();
 //! // process A: the server
-//! let s = ServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
+//! let s = DdeServerOptions::new().namespace(&ns).topic("prices").create("quotes").unwrap();
 //! s.set_item("prices", "ACME", Format::TEXT, b"10").unwrap();
 //! // process B (async): a hot link
 //! let c = ConversationOptions::new().namespace(&ns).connect("quotes", "prices").unwrap();
@@ -54,7 +54,7 @@ use crate::map::tokio::Feed;
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
 /// use ipckit::{clipboard::Format, dde::Link};
-/// let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+/// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
 /// s.set_item("t", "x", Format::TEXT, b"0").unwrap();
 /// let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
 /// let warm = c.advise("x", Format::TEXT, Link::Warm).unwrap();
@@ -77,7 +77,7 @@ impl Updates {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// # use ipckit::{clipboard::Format, dde::Link};
-    /// # let s = ipckit::dde::ServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
+    /// # let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).topic("t").create("svc").unwrap();
     /// # s.set_item("t", "x", Format::TEXT, b"0").unwrap();
     /// # let c = ipckit::dde::ConversationOptions::new().namespace(&ns).connect("svc", "t").unwrap();
     /// let a = c.advise("x", Format::TEXT, Link::Hot).unwrap();
