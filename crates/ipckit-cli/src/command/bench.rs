@@ -10,7 +10,10 @@
 //! Rows come in two shapes:
 //! - latency rows (`floor/*`, `pipe/*`, `service/*`): `samples` timed
 //!   round trips; p50/p99/p99.9 are of single round trips; `msgs_per_s` is
-//!   null; `ratio` = p50 / the floor's p50 (lower is better).
+//!   null; `ratio` = p50 / the floor's p50 (lower is better). The async
+//!   rows (`service/*-async`, `Client::call_async` awaited by a tokio
+//!   current-thread runtime on this thread) take the sync row of the same transport
+//!   and payload as their floor, so their ratio is async / sync.
 //! - throughput rows (`stream/*`): one-way 64-byte messages sent in batches
 //!   of [`STREAM_BATCH`], the peer acknowledging each batch. `msgs_per_s` =
 //!   all messages / total time; `samples` = messages; p50/p99/p99.9 are
@@ -600,6 +603,18 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// How a service case calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `Client::call` (blocking).
+    Sync,
+    /// `Client::call_loan` (zero-copy, blocking).
+    Loan,
+    /// `Client::call_async`, each call awaited on a current-thread tokio
+    /// runtime on this thread.
+    Async,
+}
+
 /// A call of the demo service's `echo` with `payload` bytes (copied both
 /// ways), the server in an `ipckit service demo` process.
 #[allow(clippy::too_many_arguments)]
@@ -608,7 +623,7 @@ fn service_case(
     payload: usize,
     floor: &'static str,
     t: Transport,
-    loan: bool,
+    how: Call,
     s: &Settings,
     ns: &Path,
 ) -> Result<Row, Error> {
@@ -642,7 +657,7 @@ fn service_case(
     let client = opts.connect(&target)?;
     let req: Vec<u8> = (0..payload).map(|i| i as u8).collect();
     let s = s.for_payload(payload);
-    if loan {
+    if how == Call::Loan {
         // The client fills a loan in place, the server reads every byte
         // (`sum`) and answers 8 bytes in place.
         let want: u64 = req.iter().map(|b| u64::from(*b)).sum();
@@ -662,8 +677,15 @@ fn service_case(
             Ok(())
         });
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| io(e, "cannot start a tokio runtime"))?;
     measure(case, payload, Some(floor), &s, || {
-        let r: Bytes = client.call("echo", &BytesRef(&req))?;
+        let r: Bytes = match how {
+            Call::Async => rt.block_on(client.call_async("echo", &BytesRef(&req)))?,
+            _ => client.call("echo", &BytesRef(&req))?,
+        };
         if r.0.len() != payload {
             return Err(Error::new(
                 ErrorKind::Decode,
@@ -713,10 +735,42 @@ fn cases() -> Vec<Case> {
         case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
         case("pipe/shm", |s, ns| pipe_case("pipe/shm", SHM, s, ns)),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 64, "floor/unix-stream", UNIX, false, s, ns)
+            service_case(
+                "service/unix",
+                64,
+                "floor/unix-stream",
+                UNIX,
+                Call::Sync,
+                s,
+                ns,
+            )
+        }),
+        // Async calls, compared with the sync row of the same transport
+        // in the same run (not with a raw floor).
+        case("service/unix-async", |s, ns| {
+            service_case(
+                "service/unix-async",
+                64,
+                "service/unix",
+                UNIX,
+                Call::Async,
+                s,
+                ns,
+            )
         }),
         case("service/shm", |s, ns| {
-            service_case("service/shm", 64, "floor/shm-spin", SHM, false, s, ns)
+            service_case("service/shm", 64, "floor/shm-spin", SHM, Call::Sync, s, ns)
+        }),
+        case("service/shm-async", |s, ns| {
+            service_case(
+                "service/shm-async",
+                64,
+                "service/shm",
+                SHM,
+                Call::Async,
+                s,
+                ns,
+            )
         }),
         case("service/shm-parked", |s, ns| {
             service_case(
@@ -724,31 +778,31 @@ fn cases() -> Vec<Case> {
                 64,
                 "floor/futex",
                 SHM_PARKED,
-                false,
+                Call::Sync,
                 s,
                 ns,
             )
         }),
         case("service/tcp", |s, ns| {
-            service_case("service/tcp", 64, "floor/tcp", TCP, false, s, ns)
+            service_case("service/tcp", 64, "floor/tcp", TCP, Call::Sync, s, ns)
         }),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 64 << 10, MEMCPY, UNIX, false, s, ns)
+            service_case("service/unix", 64 << 10, MEMCPY, UNIX, Call::Sync, s, ns)
         }),
         case("service/unix", |s, ns| {
-            service_case("service/unix", 1 << 20, MEMCPY, UNIX, false, s, ns)
+            service_case("service/unix", 1 << 20, MEMCPY, UNIX, Call::Sync, s, ns)
         }),
         case("service/shm", |s, ns| {
-            service_case("service/shm", 64 << 10, MEMCPY, SHM, false, s, ns)
+            service_case("service/shm", 64 << 10, MEMCPY, SHM, Call::Sync, s, ns)
         }),
         case("service/shm", |s, ns| {
-            service_case("service/shm", 1 << 20, MEMCPY, SHM, false, s, ns)
+            service_case("service/shm", 1 << 20, MEMCPY, SHM, Call::Sync, s, ns)
         }),
         case("service/shm-loan", |s, ns| {
-            service_case("service/shm-loan", 64 << 10, MEMCPY, SHM, true, s, ns)
+            service_case("service/shm-loan", 64 << 10, MEMCPY, SHM, Call::Loan, s, ns)
         }),
         case("service/shm-loan", |s, ns| {
-            service_case("service/shm-loan", 1 << 20, MEMCPY, SHM, true, s, ns)
+            service_case("service/shm-loan", 1 << 20, MEMCPY, SHM, Call::Loan, s, ns)
         }),
         case("stream/unix", |s, ns| {
             stream_case("stream/unix", None, UNIX, s, ns)
@@ -759,11 +813,18 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Fill in each row's ratio to its floor (when the floor ran).
+/// Fill in each row's ratio to its floor (when the floor ran): the floor
+/// row of the same payload if there is one (a sync service row is the
+/// floor of its async twin), else the floor's first row.
 fn add_ratios(rows: &mut [Row]) {
     for i in 0..rows.len() {
         let Some(f) = rows[i].floor else { continue };
-        let Some(base) = rows.iter().find(|r| r.case == f) else {
+        let payload = rows[i].payload;
+        let Some(base) = rows
+            .iter()
+            .find(|r| r.case == f && r.payload == payload)
+            .or_else(|| rows.iter().find(|r| r.case == f))
+        else {
             continue;
         };
         let ratio = match (rows[i].msgs_per_s, base.msgs_per_s) {
@@ -883,6 +944,19 @@ mod tests {
         add_ratios(&mut rows);
         let got: Vec<Option<f64>> = rows.iter().map(|r| r.ratio).collect();
         assert_eq!(got, [None, Some(2.5), None, None, Some(5.0)]);
+    }
+
+    #[test]
+    fn an_async_row_is_divided_by_the_sync_row_of_its_payload() {
+        let mut big = row("service/shm", 900, None, Some("floor/shm-spin"));
+        big.payload = 1 << 20;
+        let mut rows = vec![
+            big,
+            row("service/shm", 300, None, Some("floor/shm-spin")),
+            row("service/shm-async", 450, None, Some("service/shm")),
+        ];
+        add_ratios(&mut rows);
+        assert_eq!(rows[2].ratio, Some(1.5));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! socket or call the OS themselves: they go through this module, which
 //! goes through [`crate::sys`].
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_io;
 pub(crate) mod datagram;
 pub(crate) mod dial;
 pub(crate) mod hello;

@@ -1128,9 +1128,233 @@ impl Rx {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Non-blocking calls and waiting elsewhere (for the async forms)
+// ---------------------------------------------------------------------------
+
+impl Rings {
+    /// The parts, for a connection that keeps its two directions apart
+    /// (split halves): the channel, both halves and the object.
+    pub(crate) fn into_parts(self) -> (Arc<Chan>, Tx, Rx, OwnedFd) {
+        (self.chan, self.tx, self.rx, self._object)
+    }
+}
+
+/// Waits, on a thread that may block, for what one half needs (data for a
+/// receiver, room for a sender), without touching the half itself: an
+/// async task keeps its half and hands a `Waiter` to a helper thread,
+/// which parks on the futex word as a blocking waiter would (raising the
+/// sleep flag, so the peer's next publish wakes it).
+#[derive(Debug, Clone)]
+pub(crate) struct Waiter {
+    chan: Arc<Chan>,
+    dir: usize,
+    /// Waiting for data (`index` is the receiver's head) or for room
+    /// (`index` is the sender's tail, `need` bytes wanted).
+    data: bool,
+    index: u64,
+    need: u64,
+}
+
+impl Waiter {
+    /// Park until the half may proceed, the peer is gone, or `slice`
+    /// passes ([`RingError::Timeout`]: call again, or give up).
+    pub(crate) fn wait(&self, slice: Duration) -> Result<(), RingError> {
+        let ctl = self.chan.ctl(self.dir);
+        let mut spin = Spin::new(WaitStrategy::Park);
+        let deadline = Some(Instant::now() + slice);
+        if self.data {
+            self.chan
+                .wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, deadline, || {
+                    Ok(ctl.tail.load(Ordering::Acquire) != self.index
+                        || ctl.closed.load(Ordering::Acquire) != 0)
+                })
+        } else {
+            let cap = self.chan.ring_cap as u64;
+            self.chan.wait(
+                &ctl.space_seq,
+                &ctl.space_sleep,
+                &mut spin,
+                deadline,
+                || {
+                    // A hostile head only makes this say yes; the sender
+                    // checks it properly when it tries again.
+                    let head = ctl.head.load(Ordering::Acquire);
+                    Ok(cap.saturating_sub(self.index.saturating_sub(head)) >= self.need)
+                },
+            )
+        }
+    }
+}
+
+impl Tx {
+    /// Largest message [`try_send`](Self::try_send) takes (one record).
+    pub(crate) fn max_unfragmented(&self) -> usize {
+        self.chan.max_record()
+    }
+
+    /// Send one message of at most [`max_unfragmented`](Self::max_unfragmented)
+    /// bytes if the ring has room for it now; `Ok(false)` (nothing written)
+    /// if not. Never waits.
+    pub(crate) fn try_send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<bool, RingError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(
+            total <= self.chan.max_record(),
+            "a message that needs fragments"
+        );
+        let chan = self.chan.clone();
+        let ctl = chan.ctl(self.dir);
+        if ctl.closed.load(Ordering::Relaxed) != 0 {
+            return Err(RingError::PeerGone);
+        }
+        let need = self.room_needed(total) as u64;
+        let cap = self.chan.ring_cap as u64;
+        if cap - (self.tail - self.head) < need && (self.free()? as u64) < need {
+            return Ok(false);
+        }
+        // There is room for the padding and the record: nothing waits.
+        self.reserve_contiguous(REC + total.next_multiple_of(REC), None)?;
+        self.put(F_FIRST | F_LAST, tag, total as u64, parts, total);
+        notify(&ctl.data_seq, &ctl.data_sleep);
+        Ok(true)
+    }
+
+    /// Free bytes a one-record message of `len` bytes needs now (its
+    /// record, plus the padding to the ring's end if it would wrap).
+    fn room_needed(&self, len: usize) -> usize {
+        let size = REC + len.next_multiple_of(REC);
+        let off = (self.tail as usize) & (self.chan.ring_cap - 1);
+        let to_end = self.chan.ring_cap - off;
+        if to_end < size {
+            to_end + size
+        } else {
+            size
+        }
+    }
+
+    /// A [`Waiter`] for room for a one-record message of `len` bytes.
+    pub(crate) fn waiter(&self, len: usize) -> Waiter {
+        Waiter {
+            chan: self.chan.clone(),
+            dir: self.dir,
+            data: false,
+            index: self.tail,
+            need: self.room_needed(len) as u64,
+        }
+    }
+}
+
+impl Rx {
+    /// Take the next whole message if it is there now; [`RingError::Timeout`]
+    /// if not (fragments already taken are kept for the next call, as with
+    /// a timeout of [`recv`](Self::recv)). Never parks.
+    pub(crate) fn try_recv(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<Option<Got>, RingError> {
+        if !self.ready()? {
+            return Err(RingError::Timeout);
+        }
+        // Ready: the first wait returns at once; a later one (the next
+        // fragment) finds its deadline passed.
+        self.recv(out, limit, Some(Instant::now()))
+    }
+
+    /// A [`Waiter`] for the next record (or the end).
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter {
+            chan: self.chan.clone(),
+            dir: self.dir,
+            data: true,
+            index: self.head,
+            need: 0,
+        }
+    }
+}
+
 impl Drop for Tx {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+// ------------------------------------------------------------ async waits
+//
+// For the service client's `call_async` on a shared-memory lane (beside
+// `Rx::try_recv` above): the receiver's adaptive spin budget, and a
+// [`Parker`], a data [`Waiter`] that can be cancelled at once (a dropped
+// call future must not leave a helper parked on a lane that is reused).
+
+impl Rx {
+    /// Whether a record (or the end) is there now.
+    pub(crate) fn is_ready(&mut self) -> Result<bool, RingError> {
+        self.ready()
+    }
+
+    /// How long a waiter of this half spins before parking (`None`: spin
+    /// for ever; adaptive, see [`Spin`]).
+    pub(crate) fn spin_budget(&self) -> Option<Duration> {
+        self.spin.budget()
+    }
+
+    /// A wait of this half that lasted `took` ended (adapts the budget).
+    pub(crate) fn record_wait(&mut self, took: Duration) {
+        self.spin.record(took);
+    }
+
+    /// A parker for the next data of this half, from its current position.
+    pub(crate) fn parker(&self) -> Parker {
+        Parker {
+            chan: self.chan.clone(),
+            dir: self.dir,
+            head: self.head,
+        }
+    }
+}
+
+impl Chan {
+    /// Whether the peer is still there (its socket open, not marked dead,
+    /// no local interrupt).
+    pub(crate) fn alive(&self) -> Result<(), RingError> {
+        self.check_alive()
+    }
+}
+
+/// Blocks a helper thread until the receiving half it was made from
+/// ([`Rx::parker`]) has data beyond the position it had then, its ring is
+/// closed, the peer goes, or it is cancelled. It parks at once (no spin)
+/// the way a receiver does, raising the ring's "sleeping" flag, so the
+/// sender's publish wakes it with one `futex_wake`; while the flag is down
+/// (the future still spinning) the sender makes no system call.
+#[derive(Debug)]
+pub(crate) struct Parker {
+    chan: Arc<Chan>,
+    dir: usize,
+    head: u64,
+}
+
+impl Parker {
+    /// Park until data, the end, or `cancel` (see [`Parker`]). `Err`: the
+    /// peer is gone ([`RingError::PeerGone`]) or the channel was
+    /// interrupted.
+    pub(crate) fn park(&self, cancel: &AtomicBool) -> Result<(), RingError> {
+        let ctl = self.chan.ctl(self.dir);
+        let mut spin = Spin::new(WaitStrategy::Park);
+        self.chan
+            .wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, None, || {
+                Ok(cancel.load(Ordering::Acquire)
+                    || ctl.tail.load(Ordering::Acquire) != self.head
+                    || ctl.closed.load(Ordering::Acquire) != 0)
+            })
+    }
+
+    /// End a [`park`](Self::park) early (after setting its `cancel`): it
+    /// re-reads its condition at once. Costs a `futex_wake`.
+    pub(crate) fn unpark(&self) {
+        let ctl = self.chan.ctl(self.dir);
+        ctl.data_seq.fetch_add(1, Ordering::SeqCst);
+        sys::futex::wake(&ctl.data_seq, u32::MAX);
     }
 }
 

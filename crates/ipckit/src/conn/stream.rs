@@ -147,6 +147,64 @@ impl SocketReader {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Without waiting (the async forms wait for readiness themselves)
+// ---------------------------------------------------------------------------
+
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+impl SocketReader {
+    /// One receive into the buffer's free room without waiting (after
+    /// moving what is buffered to its start): `Ok(None)` if nothing is
+    /// readable yet, `Ok(Some(0))` at end of stream, else the bytes added.
+    /// The buffer must not be full.
+    pub(crate) fn fill_nowait(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<usize>> {
+        if self.buf.len() < READ_BUF {
+            self.buf.resize(READ_BUF, 0);
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+        debug_assert!(self.len < self.buf.len(), "fill_nowait on a full buffer");
+        let mut fds = Vec::new();
+        let got = sys::net::recv_nowait_with_fds(fd, &mut self.buf[self.len..], &mut fds)?;
+        if self.keep_fds {
+            self.fds.extend(fds);
+        }
+        if let Some(n) = got {
+            self.len += n;
+        }
+        Ok(got)
+    }
+
+    /// Move up to `max` buffered bytes to the end of `out`; how many.
+    pub(crate) fn take_into(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let n = max.min(self.len - self.pos);
+        out.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        n
+    }
+}
+
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+/// Send what fits of `buf` without waiting (never raising `SIGPIPE`):
+/// `Ok(None)` if the socket's buffer is full.
+pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+    match sys::net::send_some_nowait(fd, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Shut the sending direction down: the peer reads the end of the stream;
+/// receiving still works.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) {
+    sys::net::shutdown_write(fd);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,9 +36,15 @@
 //! [`send_datagram`]: that transport is lossy, as it was in Win32, and
 //! limited to [`UDP_MAX_MESSAGE`] (424) bytes.
 //!
+//! **Async.** With the `tokio` feature, [`tokio::Mailslot`] reads with
+//! `recv().await` and [`tokio::MailslotWriter`] writes with `send().await`.
+//!
 //! Transport: a Unix stream socket per mailslot in the namespace; the wire
 //! format is in `docs/PROTOCOL.md`, "Mailslots".
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 mod wire;
 
 use std::collections::VecDeque;
@@ -319,6 +325,8 @@ impl MailslotOptions {
             advertised: self.max_message_size as u32,
             stop: AtomicBool::new(false),
             udp_dropped: AtomicU64::new(0),
+            #[cfg(feature = "tokio")]
+            arrived: ::tokio::sync::Notify::new(),
         });
         let mut threads = Vec::new();
         if let Some(sock) = udp {
@@ -394,6 +402,9 @@ struct Shared {
     advertised: u32,
     stop: AtomicBool,
     udp_dropped: AtomicU64,
+    /// Wakes async readers ([`tokio::Mailslot`]) when a message is queued.
+    #[cfg(feature = "tokio")]
+    arrived: ::tokio::sync::Notify,
 }
 
 impl Shared {
@@ -403,6 +414,29 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// A message was queued: wake a blocking reader and every async one.
+    fn wake_readers(&self) {
+        self.not_empty.notify_one();
+        #[cfg(feature = "tokio")]
+        self.arrived.notify_waiters();
+    }
+
+    /// Take the next message, if any, making room for a waiting writer.
+    fn take(&self) -> Option<Vec<u8>> {
+        let m = self.lock().pop()?;
+        self.not_full.notify_all();
+        Some(m)
+    }
+
+    /// The error of a read that found nothing within `timeout`.
+    fn timed_out(&self, timeout: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("no message arrived within {timeout:?}; wait longer or check the writers"),
+        )
+        .with_name(&self.name)
     }
 }
 
@@ -557,14 +591,7 @@ impl Mailslot {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "no message arrived within {:?}; wait longer or check the writers",
-                                timeout.unwrap_or_default()
-                            ),
-                        )
-                        .with_name(self.name()));
+                        return Err(self.shared.timed_out(timeout.unwrap_or_default()));
                     }
                     self.shared
                         .not_empty
@@ -574,6 +601,21 @@ impl Mailslot {
                 }
             };
         }
+    }
+
+    /// Read the next message if one is queued, without waiting; `Ok(None)`
+    /// if none is.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).create("n").unwrap();
+    /// assert_eq!(s.try_recv().unwrap(), None);
+    /// ipckit::mailslot::WriterOptions::new().namespace(&ns).open("n").unwrap().send(b"x").unwrap();
+    /// assert_eq!(s.try_recv().unwrap().as_deref(), Some(&b"x"[..]));
+    /// ```
+    pub fn try_recv(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.shared.take())
     }
 
     /// How many messages wait, and the size of the next one
@@ -705,7 +747,7 @@ fn enqueue(shared: &Shared, body: Vec<u8>, timeout_ms: u32) -> u8 {
     }
     q.push(body);
     drop(q);
-    shared.not_empty.notify_one();
+    shared.wake_readers();
     wire::ACK_QUEUED
 }
 
@@ -729,7 +771,7 @@ fn udp_loop(shared: Arc<Shared>, sock: UdpSocket) {
                 if q.msgs.len() < shared.bound && q.bytes + payload.len() <= shared.max_bytes {
                     q.push(payload.to_vec());
                     drop(q);
-                    shared.not_empty.notify_one();
+                    shared.wake_readers();
                     true
                 } else {
                     false
@@ -914,27 +956,44 @@ impl WriterOptions {
     pub fn send_to_group(&self, group: &str, msg: &[u8]) -> Result<GroupDelivery> {
         validate_name(group)?;
         let ns = self.ns()?;
-        let prefix = format!("{group}{GROUP_SUFFIX}/");
         let mut out = GroupDelivery::default();
-        for ep in ns.list()? {
-            if !ep.name.starts_with(&prefix) || ep.name[prefix.len()..].contains('/') {
-                continue;
-            }
-            if ep.state == EndpointState::Stale {
-                let _ = ns.remove_stale(&ep.name);
-                out.stale_removed += 1;
-                continue;
-            }
-            if ep.kind != MEMBER_KIND {
-                continue;
-            }
-            match self.open_in(&ns, &ep.name).and_then(|mut w| w.send(msg)) {
-                Ok(()) => out.delivered += 1,
-                Err(e) if e.kind() == ErrorKind::NotFound => out.stale_removed += 1,
-                Err(e) => out.failed.push(e),
-            }
+        for member in group_members(&ns, group, &mut out)? {
+            let r = self.open_in(&ns, &member).and_then(|mut w| w.send(msg));
+            out.count(r);
         }
         Ok(out)
+    }
+}
+
+/// The live members of `group` in `ns`, removing (and counting in `out`)
+/// the records of dead ones.
+fn group_members(ns: &Namespace, group: &str, out: &mut GroupDelivery) -> Result<Vec<String>> {
+    let prefix = format!("{group}{GROUP_SUFFIX}/");
+    let mut live = Vec::new();
+    for ep in ns.list()? {
+        if !ep.name.starts_with(&prefix) || ep.name[prefix.len()..].contains('/') {
+            continue;
+        }
+        if ep.state == EndpointState::Stale {
+            let _ = ns.remove_stale(&ep.name);
+            out.stale_removed += 1;
+            continue;
+        }
+        if ep.kind == MEMBER_KIND {
+            live.push(ep.name);
+        }
+    }
+    Ok(live)
+}
+
+impl GroupDelivery {
+    /// Count one member's outcome.
+    fn count(&mut self, r: Result<()>) {
+        match r {
+            Ok(()) => self.delivered += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => self.stale_removed += 1,
+            Err(e) => self.failed.push(e),
+        }
     }
 }
 
@@ -1039,70 +1098,17 @@ impl MailslotWriter {
     /// ```
     #[doc(alias = "WriteFile")]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        if self.broken {
-            return Err(Error::new(
-                ErrorKind::PeerGone,
-                "an earlier write on this writer failed midway; open the mailslot again",
-            )
-            .with_name(&self.name));
-        }
-        if msg.len() > self.max_message {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "message of {} bytes exceeds the mailslot's max_message_size of {} bytes; split it",
-                    msg.len(),
-                    self.max_message
-                ),
-            )
-            .with_name(&self.name)
-            .with_needed(msg.len()));
-        }
-        let timeout_ms = match self.timeout {
-            None => wire::FOREVER,
-            Some(t) => u32::try_from(t.as_millis()).unwrap_or(wire::FOREVER - 1),
-        };
-        let r = self.exchange(msg, timeout_ms);
+        check_writable(&self.name, self.broken, msg.len(), self.max_message)?;
+        let r = self.exchange(msg, self.timeout);
         if r.is_err() {
             self.broken = true;
         }
-        let status = r?;
-        match status {
-            wire::ACK_QUEUED => Ok(()),
-            wire::ACK_FULL => Err(Error::new(
-                ErrorKind::Full,
-                format!(
-                    "the mailslot's queue stayed full for {:?}; the message was not queued, retry later or raise the reader's queue bound",
-                    self.timeout.unwrap_or_default()
-                ),
-            )
-            .with_name(&self.name)),
-            wire::ACK_TOO_LARGE => Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("message of {} bytes exceeds the mailslot's max_message_size", msg.len()),
-            )
-            .with_name(&self.name)
-            .with_needed(msg.len())),
-            wire::ACK_CLOSING => {
-                self.broken = true;
-                Err(Error::new(
-                    ErrorKind::PeerGone,
-                    "the mailslot's reader closed it before the message could be queued",
-                )
-                .with_name(&self.name))
-            }
-            other => {
-                self.broken = true;
-                Err(Error::new(
-                    ErrorKind::Decode,
-                    format!("unknown acknowledgement status {other} from the mailslot"),
-                )
-                .with_name(&self.name))
-            }
-        }
+        let (r, broken) = ack_outcome(&self.name, r?, msg.len(), self.timeout);
+        self.broken |= broken;
+        r
     }
 
-    fn exchange(&mut self, msg: &[u8], timeout_ms: u32) -> Result<u8> {
+    fn exchange(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<u8> {
         let fd = self.fd.as_fd();
         let gone = |name: &str| {
             Error::new(
@@ -1111,9 +1117,7 @@ impl MailslotWriter {
             )
             .with_name(name)
         };
-        let mut frame = Vec::with_capacity(wire::WRITE_LEN + msg.len());
-        frame.extend_from_slice(&wire::write_header(msg.len() as u32, timeout_ms));
-        frame.extend_from_slice(msg);
+        let frame = write_frame(msg, timeout);
         io::send_all(fd, &frame).map_err(|_| gone(&self.name))?;
         let deadline = self.timeout.map(|t| Instant::now() + t + ACK_GRACE);
         let mut ack = [0u8; wire::ACK_LEN];
@@ -1127,6 +1131,90 @@ impl MailslotWriter {
             .with_name(&self.name)),
             Err(_) => Err(gone(&self.name)),
         }
+    }
+}
+
+/// Refuse a write before sending anything: on a writer broken by an
+/// earlier write, or above the mailslot's `max_message_size`.
+fn check_writable(name: &str, broken: bool, len: usize, max: usize) -> Result<()> {
+    if broken {
+        return Err(Error::new(
+            ErrorKind::PeerGone,
+            "an earlier write on this writer failed midway; open the mailslot again",
+        )
+        .with_name(name));
+    }
+    if len > max {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "message of {len} bytes exceeds the mailslot's max_message_size of {max} bytes; split it"
+            ),
+        )
+        .with_name(name)
+        .with_needed(len));
+    }
+    Ok(())
+}
+
+/// The whole write request for `msg`, carrying the writer's timeout.
+fn write_frame(msg: &[u8], timeout: Option<Duration>) -> Vec<u8> {
+    let timeout_ms = match timeout {
+        None => wire::FOREVER,
+        Some(t) => u32::try_from(t.as_millis()).unwrap_or(wire::FOREVER - 1),
+    };
+    let mut frame = Vec::with_capacity(wire::WRITE_LEN + msg.len());
+    frame.extend_from_slice(&wire::write_header(msg.len() as u32, timeout_ms));
+    frame.extend_from_slice(msg);
+    frame
+}
+
+/// What an acknowledgement `status` means for a write of `len` bytes, and
+/// whether the writer is unusable after it.
+fn ack_outcome(
+    name: &str,
+    status: u8,
+    len: usize,
+    timeout: Option<Duration>,
+) -> (Result<()>, bool) {
+    match status {
+        wire::ACK_QUEUED => (Ok(()), false),
+        wire::ACK_FULL => (
+            Err(Error::new(
+                ErrorKind::Full,
+                format!(
+                    "the mailslot's queue stayed full for {:?}; the message was not queued, retry later or raise the reader's queue bound",
+                    timeout.unwrap_or_default()
+                ),
+            )
+            .with_name(name)),
+            false,
+        ),
+        wire::ACK_TOO_LARGE => (
+            Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("message of {len} bytes exceeds the mailslot's max_message_size"),
+            )
+            .with_name(name)
+            .with_needed(len)),
+            false,
+        ),
+        wire::ACK_CLOSING => (
+            Err(Error::new(
+                ErrorKind::PeerGone,
+                "the mailslot's reader closed it before the message could be queued",
+            )
+            .with_name(name)),
+            true,
+        ),
+        other => (
+            Err(Error::new(
+                ErrorKind::Decode,
+                format!("unknown acknowledgement status {other} from the mailslot"),
+            )
+            .with_name(name)),
+            true,
+        ),
     }
 }
 

@@ -36,6 +36,11 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
+//! **Async.** With the `tokio` feature, [`tokio::Receiver`] hands messages
+//! out with `recv().await` (each sent one answered with
+//! [`tokio::Incoming::reply`]) and [`tokio::Window`] sends and posts with
+//! `send().await` / `post().await`.
+//!
 //! Transport: a Unix stream socket per receiver in the namespace, served by
 //! one readiness loop (idle senders cost a descriptor, no thread) under the
 //! receiver's [`Limits`] (see [`ReceiverOptions::limits`]);
@@ -58,6 +63,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
 use crate::name::{Claim, EndpointState, Namespace};
 use crate::registry::Registry;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
 pub const WM_COPYDATA: u32 = 0x004A;
@@ -360,42 +369,12 @@ impl ReceiverOptions {
     where
         F: FnMut(&Message<'_>) -> Reply + Send + 'static,
     {
-        if self.max_data == 0 || self.max_data > 1 << 30 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "max_data {} is out of range; use 1 to {} bytes",
-                    self.max_data,
-                    1 << 30
-                ),
-            )
-            .with_name(name));
-        }
-        let ns = listen::namespace(self.namespace.as_ref())?;
-        let bound = listen::bind(&ns, name, KIND, None)?;
-        let shared = Arc::new(Shared {
-            max_data: self.max_data,
-            max_queued_bytes: self.limits.get_max_queued_bytes(),
-            queue: Mutex::new(Queue::default()),
-            work: Condvar::new(),
-            pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
-        });
-        let socket_path = bound.socket_path;
-        let reactor = Reactor::start(
-            &format!("wmsg-{name}"),
-            Arc::new(Wire(shared.clone())),
-            bound.listening,
-            self.limits.clone(),
-        );
-        let reactor = match reactor {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_file(&socket_path);
-                return Err(
-                    Error::os(e, "cannot start the receiver's readiness loop").with_name(name)
-                );
-            }
-        };
+        let Listening {
+            shared,
+            reactor,
+            socket_path,
+            claim,
+        } = self.listen(name)?;
         let handler: Handler = Box::new(handler);
         let dispatcher = {
             let shared = shared.clone();
@@ -419,9 +398,63 @@ impl ReceiverOptions {
             reactor: Some(reactor),
             dispatcher: Some(dispatcher),
             socket_path,
-            _claim: bound.claim,
+            _claim: claim,
         })
     }
+
+    /// Claim `name` and start serving its socket; messages queue in the
+    /// returned `shared` for whoever handles them.
+    fn listen(&self, name: &str) -> Result<Listening> {
+        if self.max_data == 0 || self.max_data > 1 << 30 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "max_data {} is out of range; use 1 to {} bytes",
+                    self.max_data,
+                    1 << 30
+                ),
+            )
+            .with_name(name));
+        }
+        let ns = listen::namespace(self.namespace.as_ref())?;
+        let bound = listen::bind(&ns, name, KIND, None)?;
+        let shared = Arc::new(Shared {
+            max_data: self.max_data,
+            max_queued_bytes: self.limits.get_max_queued_bytes(),
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            arrived: ::tokio::sync::Notify::new(),
+            pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
+        });
+        let socket_path = bound.socket_path;
+        let reactor = Reactor::start(
+            &format!("wmsg-{name}"),
+            Arc::new(Wire(shared.clone())),
+            bound.listening,
+            self.limits.clone(),
+        );
+        match reactor {
+            Ok(reactor) => Ok(Listening {
+                shared,
+                reactor,
+                socket_path,
+                claim: bound.claim,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                Err(Error::os(e, "cannot start the receiver's readiness loop").with_name(name))
+            }
+        }
+    }
+}
+
+/// A receiver's name claimed and its socket served.
+struct Listening {
+    shared: Arc<Shared>,
+    reactor: Reactor,
+    socket_path: PathBuf,
+    claim: Claim,
 }
 
 /// A message waiting for the handler.
@@ -462,6 +495,10 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the handler thread: a message was queued, or closing.
     work: Condvar,
+    /// Wakes async receivers ([`tokio::Receiver::recv`]): a message was
+    /// queued.
+    #[cfg(feature = "tokio")]
+    arrived: ::tokio::sync::Notify,
     /// Writes responses, so that neither the readiness loop nor the handler
     /// thread ever waits for a slow sender.
     pool: Arc<Pool>,
@@ -470,6 +507,46 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message was queued: wake the handler thread or async receivers.
+    fn wake(&self) {
+        self.work.notify_one();
+        #[cfg(feature = "tokio")]
+        self.arrived.notify_waiters();
+    }
+}
+
+impl Queue {
+    /// The next message to handle: sent ones ahead of posted ones.
+    fn take(&mut self) -> Option<Job> {
+        if let Some(j) = self.sends.pop_front() {
+            return Some(j);
+        }
+        let j = self.posts.pop_front()?;
+        self.post_bytes -= j.data().len();
+        Some(j)
+    }
+}
+
+/// The response to a sent message: its handler's reply, or why there is
+/// none (the text of a panic, a reply over the limit).
+fn reply_bytes(outcome: std::result::Result<Reply, String>) -> Vec<u8> {
+    match outcome {
+        Ok(reply) if reply.data.len() > MAX_REPLY => wire::error(
+            wire::ERR_HANDLER,
+            &format!(
+                "its handler returned {} reply bytes, over the limit of {MAX_REPLY}",
+                reply.data.len()
+            ),
+        ),
+        Ok(reply) => {
+            let mut b =
+                wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result).to_vec();
+            b.extend_from_slice(&reply.data);
+            b
+        }
+        Err(why) => wire::error(wire::ERR_HANDLER, &why),
     }
 }
 
@@ -555,7 +632,7 @@ impl Protocol for Wire {
                 pid,
                 reply_to: Some(conn.clone()),
             });
-            s.work.notify_one();
+            s.wake();
             return Flow::Pause;
         } else if q.posts.len() >= POST_QUEUE_LIMIT {
             wire::error(
@@ -578,7 +655,7 @@ impl Protocol for Wire {
                 pid,
                 reply_to: None,
             });
-            s.work.notify_one();
+            s.wake();
             wire::response(wire::RESP_QUEUED, 0, 0, 0).to_vec()
         };
         drop(q);
@@ -597,11 +674,7 @@ fn dispatch(shared: &Arc<Shared>, mut handler: Handler) {
                 if q.closing {
                     return;
                 }
-                if let Some(j) = q.sends.pop_front() {
-                    break j;
-                }
-                if let Some(j) = q.posts.pop_front() {
-                    q.post_bytes -= j.data().len();
+                if let Some(j) = q.take() {
                     break j;
                 }
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -619,31 +692,15 @@ fn dispatch(shared: &Arc<Shared>, mut handler: Handler) {
         let Some(conn) = job.reply_to else {
             continue;
         };
-        let bytes = match outcome {
-            Ok(reply) if reply.data.len() > MAX_REPLY => wire::error(
-                wire::ERR_HANDLER,
-                &format!(
-                    "its handler returned {} reply bytes, over the limit of {MAX_REPLY}",
-                    reply.data.len()
-                ),
-            ),
-            Ok(reply) => {
-                let mut b =
-                    wire::response(wire::RESP_REPLY, 0, reply.data.len() as u32, reply.result)
-                        .to_vec();
-                b.extend_from_slice(&reply.data);
-                b
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-text panic payload".into());
-                wire::error(wire::ERR_HANDLER, &format!("its handler panicked: {what}"))
-            }
-        };
-        respond(shared, conn, bytes);
+        let outcome = outcome.map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic payload".into());
+            format!("its handler panicked: {what}")
+        });
+        respond(shared, conn, reply_bytes(outcome));
     }
 }
 
@@ -882,15 +939,7 @@ impl Window {
         let name = self.name.clone();
         let (fd, max) = self.ensure(deadline)?;
         if data.len() > max {
-            return Ok(Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "message data of {} bytes exceeds the receiver's limit of {max} bytes",
-                    data.len()
-                ),
-            )
-            .with_name(name)
-            .with_needed(data.len())));
+            return Ok(Err(too_large(&name, data.len(), max)));
         }
         let gone = |what: &str| {
             Error::new(
@@ -951,25 +1000,40 @@ impl Window {
             }
             Err(_) => return Err(gone("in the middle of its reply")),
         };
-        Ok(match rkind {
-            wire::RESP_REPLY | wire::RESP_QUEUED => Ok(Reply { result, data: body }),
-            _ => {
-                let text = String::from_utf8_lossy(&body).into_owned();
-                let (kind, what) = match code {
-                    wire::ERR_FULL => (ErrorKind::Full, "the receiver refused the message"),
-                    wire::ERR_TOO_LARGE => {
-                        (ErrorKind::TooLarge, "the receiver refused the message")
-                    }
-                    wire::ERR_CLOSING => (ErrorKind::PeerGone, "the receiver refused the message"),
-                    wire::ERR_HANDLER => (
-                        ErrorKind::Remote,
-                        "the receiver failed to handle the message",
-                    ),
-                    _ => (ErrorKind::Remote, "the receiver answered with an error"),
-                };
-                Err(Error::new(kind, format!("{what}: {text}")).with_name(&name))
-            }
-        })
+        Ok(answer(&name, rkind, code, result, body))
+    }
+}
+
+/// A request refused before sending: `len` data bytes over the
+/// receiver's limit `max`.
+fn too_large(name: &str, len: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("message data of {len} bytes exceeds the receiver's limit of {max} bytes"),
+    )
+    .with_name(name)
+    .with_needed(len)
+}
+
+/// A whole response (`kind`, `code`, `result`, `body`) as the caller's
+/// result.
+fn answer(name: &str, kind: u8, code: u8, result: i64, body: Vec<u8>) -> Result<Reply> {
+    match kind {
+        wire::RESP_REPLY | wire::RESP_QUEUED => Ok(Reply { result, data: body }),
+        _ => {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let (kind, what) = match code {
+                wire::ERR_FULL => (ErrorKind::Full, "the receiver refused the message"),
+                wire::ERR_TOO_LARGE => (ErrorKind::TooLarge, "the receiver refused the message"),
+                wire::ERR_CLOSING => (ErrorKind::PeerGone, "the receiver refused the message"),
+                wire::ERR_HANDLER => (
+                    ErrorKind::Remote,
+                    "the receiver failed to handle the message",
+                ),
+                _ => (ErrorKind::Remote, "the receiver answered with an error"),
+            };
+            Err(Error::new(kind, format!("{what}: {text}")).with_name(name))
+        }
     }
 }
 

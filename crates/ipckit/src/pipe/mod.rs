@@ -32,15 +32,22 @@
 //! shared-memory handshake; see [`ServerOptions::limits`]). A refused
 //! client gets [`ErrorKind::Busy`](crate::ErrorKind::Busy).
 //!
+//! [`NamedPipe::split`] gives a receiving and a sending half for two
+//! threads, and [`NamedPipe::try_clone`] another handle. The async form,
+//! for tokio applications, is [`tokio`](mod@tokio) (feature `tokio`).
+//!
 //! An **anonymous pipe** ([`pipe()`]) is a one-way stream for a parent and
 //! the child it starts; see [`CommandExt::pass_fd`].
 
 mod anon;
 pub(crate) mod frame;
 mod named;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use anon::{pipe, CommandExt, PipeReader, PipeWriter};
 pub use named::{
-    ClientOptions, Direction, NamedPipe, PeerInfo, PipeMode, PipeServer, ServerOptions,
-    DEFAULT_MAX_MESSAGE_SIZE, MAX_MAX_MESSAGE_SIZE, TCP_PREFIX,
+    ClientOptions, Direction, NamedPipe, PeerInfo, PipeMode, PipeServer, RecvHalf, SendHalf,
+    ServerOptions, DEFAULT_MAX_MESSAGE_SIZE, MAX_MAX_MESSAGE_SIZE, TCP_PREFIX,
 };

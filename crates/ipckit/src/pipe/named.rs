@@ -3,9 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -18,7 +19,7 @@ use crate::conn::listen;
 use crate::conn::reactor::{
     Admission, Conn, Flow, Frame, FrameLen, Peer, Protocol, Reactor, Refusal,
 };
-use crate::conn::ring::{RingError, Rings};
+use crate::conn::ring::{Chan, RingError, Rings, Rx, Tx};
 use crate::conn::stream::{SocketReader, READ_BUF};
 use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
@@ -356,6 +357,7 @@ impl ServerOptions {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             active: AtomicUsize::new(0),
+            accepting: Mutex::new(Vec::new()),
         });
         let protocol = Arc::new(Pipes {
             shared: shared.clone(),
@@ -411,6 +413,17 @@ struct Shared {
     /// Instances in use: clients answering the offer, waiting in the
     /// accept queue, or accepted and not yet dropped.
     active: AtomicUsize,
+    /// Async accepts waiting for the next client (woken at each hand-over).
+    accepting: Mutex<Vec<Waker>>,
+}
+
+impl Shared {
+    /// A client was queued: wake the async accepts.
+    fn queued(&self) {
+        for w in lock(&self.accepting).drain(..) {
+            w.wake();
+        }
+    }
 }
 
 /// One occupied instance; frees its slot when dropped.
@@ -441,12 +454,36 @@ struct Pipes {
     answering: Mutex<HashMap<u64, Slot>>,
     /// The connection `on_frame` just detached, waiting in `on_detach` for
     /// the bytes the loop read past the answer.
-    detaching: Mutex<Option<(u64, NamedPipe)>>,
+    detaching: Mutex<Option<(u64, Parts)>>,
     incoming: Sender<NamedPipe>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lock `m` before `deadline` (a clone of the connection may hold it for
+/// a receive of its own), else [`ErrorKind::Timeout`].
+fn lock_until<'a, T>(m: &'a Mutex<T>, deadline: Instant, link: &Link) -> Result<MutexGuard<'a, T>> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Ok(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "another handle of this connection was receiving until the deadline; the connection stays usable",
+            )
+            .with_name(&link.name));
+        }
+        // Only with clones receiving at once (uncontended, `try_lock` wins).
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
 }
 
 impl Pipes {
@@ -459,12 +496,12 @@ impl Pipes {
     /// The server's [`NamedPipe`] on a duplicate of `conn`'s socket (the
     /// loop closes its own when it lets go), holding the instance and the
     /// connection's place in the limits for as long as it lives.
-    fn wrap(&self, conn: &Conn, slot: Slot) -> io::Result<NamedPipe> {
+    fn wrap(&self, conn: &Conn, slot: Slot) -> io::Result<Parts> {
         let fd = conn.fd().try_clone_to_owned()?;
         // The loop bounds its own writes by the stall timeout; the
         // connection's user writes like `WriteFile`, waiting for the reader.
         crate::conn::io::set_send_timeout(fd.as_fd(), None)?;
-        let mut pipe = NamedPipe::new(
+        let mut pipe = Parts::new(
             self.shared.name.clone(),
             fd,
             Role::Server,
@@ -473,15 +510,18 @@ impl Pipes {
             self.hello.max,
             peer_info(conn.peer()),
         );
-        pipe._slot = Some(slot);
-        pipe._admission = conn.take_admission();
+        pipe.link._slot = Some(slot);
+        pipe.link._admission = conn.take_admission();
         Ok(pipe)
     }
 
     /// Queue `pipe` for `accept` and let the loop forget the connection.
-    fn hand_over(&self, pipe: NamedPipe) -> Flow {
-        match self.incoming.send(pipe) {
-            Ok(()) => Flow::Detach,
+    fn hand_over(&self, pipe: Parts) -> Flow {
+        match self.incoming.send(pipe.into_pipe()) {
+            Ok(()) => {
+                self.shared.queued();
+                Flow::Detach
+            }
             Err(_) => Flow::Close(None), // the server is being dropped
         }
     }
@@ -586,8 +626,8 @@ impl Protocol for Pipes {
             // Checking and mapping a sealed memfd and duplicating a
             // descriptor involve no I/O and no waiting for the peer, so
             // this stays on the loop's thread.
-            match Rings::accept(memfd, pipe.fd.as_fd(), 0, self.wait) {
-                Ok(rings) => pipe.shm = Some(Box::new(rings)),
+            match Rings::accept(memfd, pipe.link.fd.as_fd(), 0, self.wait) {
+                Ok(rings) => pipe.rings = Some(rings),
                 Err(why) => {
                     return Flow::Close(Some(format!("its shared memory was refused: {why}")))
                 }
@@ -606,7 +646,9 @@ impl Protocol for Pipes {
         if id == conn.id() {
             pipe.unread(unread, fds);
             // A server being dropped no longer takes it: it closes.
-            let _ = self.incoming.send(pipe);
+            if self.incoming.send(pipe.into_pipe()).is_ok() {
+                self.shared.queued();
+            }
         }
     }
 
@@ -758,6 +800,32 @@ impl PipeServer {
             )
             .with_name(self.name())),
             Err(RecvTimeoutError::Disconnected) => Err(self.acceptor_gone()),
+        }
+    }
+
+    /// The next client if one is queued, else register `cx` to be woken
+    /// when one is (the async accept).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<NamedPipe>> {
+        use crossbeam_channel::TryRecvError;
+        let take = || match self.incoming.try_recv() {
+            Ok(c) => Some(Ok(c)),
+            Err(TryRecvError::Disconnected) => Some(Err(self.acceptor_gone())),
+            Err(TryRecvError::Empty) => None,
+        };
+        if let Some(r) = take() {
+            return Poll::Ready(r);
+        }
+        {
+            let mut waiting = lock(&self.shared.accepting);
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+        }
+        // A client queued between the first look and the registration.
+        match take() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         }
     }
 
@@ -981,7 +1049,7 @@ fn handshake(
         .with_name(name));
     }
     let peer = peer_info(&Peer::of(fd.as_fd(), tcp));
-    let mut conn = NamedPipe::new(
+    let mut conn = Parts::new(
         name.to_string(),
         fd,
         Role::Client,
@@ -993,7 +1061,7 @@ fn handshake(
     if hello.flags & HELLO_SHM_OFFER != 0 && !tcp {
         conn.answer_offer(transport, wait)?;
     }
-    Ok(conn)
+    Ok(conn.into_pipe())
 }
 
 /// Bytes per ring for a pipe whose messages are at most `max_message`:
@@ -1027,6 +1095,24 @@ const FD_GRACE: Duration = Duration::from_secs(5);
 /// (discarded, connection usable) on the socket but [`ErrorKind::Decode`]
 /// (connection closed) on shared memory, like any other garbage there.
 ///
+/// # Sharing a connection between threads
+///
+/// [`split`](Self::split) gives a [`RecvHalf`] and a [`SendHalf`] that two
+/// threads use at once (one receiving while the other sends), on the
+/// socket and on shared memory alike. [`try_clone`](Self::try_clone) gives
+/// another handle to the same connection: each message is received by
+/// exactly one of the handles, each send is written whole (the handles
+/// take turns per direction, as threads calling `ReadFile` on one handle
+/// do). The connection ends when every handle and half is dropped, or at
+/// [`disconnect`](Self::disconnect).
+///
+/// [`AsFd`] gives the connection's socket (to watch it for the peer's end,
+/// or to read its credentials); reading or writing it directly would break
+/// the framing. There is no `Into<OwnedFd>`: on shared memory the
+/// connection is more than its socket (two rings in a mapping the socket
+/// only watches over), and on the socket bytes already read and buffered
+/// would be lost.
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
@@ -1043,6 +1129,21 @@ const FD_GRACE: Duration = Duration::from_secs(5);
 /// assert_eq!(client.recv().unwrap(), b"4");
 /// ```
 pub struct NamedPipe {
+    link: Arc<Link>,
+    rd: Arc<Mutex<Reader>>,
+    wr: Arc<Mutex<Writer>>,
+}
+
+impl std::fmt::Debug for NamedPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.link.fmt(f)
+    }
+}
+
+/// What every handle and half of one connection shares: the socket, the
+/// settings both sides agreed on, whether the stream broke, and (on
+/// shared memory) the channel.
+pub(crate) struct Link {
     name: String,
     fd: OwnedFd,
     role: Role,
@@ -1050,26 +1151,21 @@ pub struct NamedPipe {
     direction: Direction,
     max_message: usize,
     peer: PeerInfo,
-    /// Messages read while waiting for a flush acknowledgement.
-    inbox: VecDeque<Item>,
-    /// Byte mode: the unread rest of the last chunk.
-    chunk: Vec<u8>,
-    chunk_pos: usize,
     /// Set once the stream is out of sync or closed; every call then fails.
-    broken: Option<ErrorKind>,
-    scratch: Vec<u8>,
-    /// The socket flavor's read side: bytes and descriptors (`SCM_RIGHTS`)
-    /// read and not consumed yet.
-    rd: SocketReader,
-    /// Set once both sides moved to shared-memory rings.
-    shm: Option<Box<Rings>>,
+    broken: Mutex<Option<ErrorKind>>,
+    /// Shared memory: the channel and its object, kept open (it shows in
+    /// `/proc/PID/fd`).
+    chan: Option<(Arc<Chan>, OwnedFd)>,
+    /// The ring sender of a writer dropped while a reader lives: the ring
+    /// closes (the peer sees the end) when the whole connection goes.
+    spare_tx: Mutex<Option<Tx>>,
     /// Server side: the instance this connection occupies.
     _slot: Option<Slot>,
     /// Server side: its place in the server's connection limits.
     _admission: Option<Admission>,
 }
 
-impl std::fmt::Debug for NamedPipe {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NamedPipe")
             .field("name", &self.name)
@@ -1083,9 +1179,55 @@ impl std::fmt::Debug for NamedPipe {
     }
 }
 
+/// The receiving state of a connection: what was read and not handed out
+/// yet, and the ring it receives on.
+pub(crate) struct Reader {
+    pub(crate) link: Arc<Link>,
+    /// Items put back (a descriptor asked for as a message, or the
+    /// reverse, or a message too big for `recv_into`'s buffer).
+    inbox: VecDeque<Item>,
+    /// Byte mode: the unread rest of the last chunk.
+    pub(crate) chunk: Vec<u8>,
+    pub(crate) chunk_pos: usize,
+    /// Shared memory: the spare buffer `recv_into` hands back, so a
+    /// stream of small messages allocates nothing.
+    scratch: Vec<u8>,
+    /// The socket flavor's read side: bytes and descriptors (`SCM_RIGHTS`)
+    /// read and not consumed yet.
+    pub(crate) rd: SocketReader,
+    /// Shared memory: the ring this side receives on.
+    pub(crate) rx: Option<Rx>,
+}
+
+/// The sending state of a connection.
+pub(crate) struct Writer {
+    pub(crate) link: Arc<Link>,
+    /// A small frame is built here and written in one system call.
+    scratch: Vec<u8>,
+    /// Shared memory: the ring this side sends on.
+    pub(crate) tx: Option<Tx>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Keep the ring open while other halves of the connection live.
+        if let Some(tx) = self.tx.take() {
+            *lock(&self.link.spare_tx) = Some(tx);
+        }
+    }
+}
+
+/// A connection being set up, before its state is split into the shared
+/// link, the reader and the writer.
+struct Parts {
+    link: Link,
+    rd: SocketReader,
+    rings: Option<Rings>,
+}
+
 /// What the reader hands out, in arrival order.
 #[derive(Debug)]
-enum Item {
+pub(crate) enum Item {
     Msg(Vec<u8>),
     Fd(OwnedFd),
 }
@@ -1094,7 +1236,7 @@ enum Item {
 /// system call.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-impl NamedPipe {
+impl Parts {
     fn new(
         name: String,
         fd: OwnedFd,
@@ -1104,23 +1246,23 @@ impl NamedPipe {
         max_message: u32,
         peer: PeerInfo,
     ) -> Self {
-        NamedPipe {
-            name,
-            fd,
-            role,
-            mode: PipeMode::from_code(mode).unwrap_or_default(),
-            direction: Direction::from_code(direction).unwrap_or_default(),
-            max_message: max_message as usize,
-            peer,
-            inbox: VecDeque::new(),
-            chunk: Vec::new(),
-            chunk_pos: 0,
-            broken: None,
-            scratch: Vec::new(),
+        Parts {
+            link: Link {
+                name,
+                fd,
+                role,
+                mode: PipeMode::from_code(mode).unwrap_or_default(),
+                direction: Direction::from_code(direction).unwrap_or_default(),
+                max_message: max_message as usize,
+                peer,
+                broken: Mutex::new(None),
+                chan: None,
+                spare_tx: Mutex::new(None),
+                _slot: None,
+                _admission: None,
+            },
             rd: SocketReader::new(true),
-            shm: None,
-            _slot: None,
-            _admission: None,
+            rings: None,
         }
     }
 
@@ -1131,15 +1273,16 @@ impl NamedPipe {
     /// frames may follow at once.
     fn answer_offer(&mut self, transport: Transport, wait: WaitStrategy) -> Result<()> {
         let h = frame::header(frame::KIND_SHM, 0);
-        if transport.allows_shm() && self.mode == PipeMode::Message {
+        let link = &self.link;
+        if transport.allows_shm() && link.mode == PipeMode::Message {
             // The descriptor ends the server's read of the answer: it reads
             // nothing we send after it.
-            let rings = Rings::offer(self.fd.as_fd(), &h, ring_size(self.max_message), 0, wait)
-                .ctx(&self.name, "cannot hand shared memory to the server")?;
-            self.shm = Some(Box::new(rings));
+            let rings = Rings::offer(link.fd.as_fd(), &h, ring_size(link.max_message), 0, wait)
+                .ctx(&link.name, "cannot hand shared memory to the server")?;
+            self.rings = Some(rings);
             return Ok(());
         }
-        crate::conn::io::send_all(self.fd.as_fd(), &h).ctx(&self.name, "cannot answer the server")
+        crate::conn::io::send_all(link.fd.as_fd(), &h).ctx(&link.name, "cannot answer the server")
     }
 
     /// Server side: bytes and descriptors already read from the socket
@@ -1148,34 +1291,154 @@ impl NamedPipe {
         self.rd.unread(&bytes, fds);
     }
 
-    /// Which path this connection's messages take:
-    /// [`Transport::SharedMemory`] when both sides agreed on shared-memory
-    /// rings (local, message mode, neither opted out), else
-    /// [`Transport::Socket`].
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// use ipckit::Transport;
-    /// let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
-    /// let c = ipckit::pipe::ClientOptions::new()
-    ///     .namespace(&ns)
-    ///     .transport(Transport::Socket)
-    ///     .connect("n")
-    ///     .unwrap();
-    /// assert_eq!(c.transport(), Transport::Socket);
-    /// ```
-    pub fn transport(&self) -> Transport {
-        if self.shm.is_some() {
+    /// The shared link, the reader and the writer.
+    fn finish(self) -> (Arc<Link>, Reader, Writer) {
+        let Parts {
+            mut link,
+            rd,
+            rings,
+        } = self;
+        let (tx, rx) = match rings {
+            Some(rings) => {
+                let (chan, tx, rx, object) = rings.into_parts();
+                link.chan = Some((chan, object));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let link = Arc::new(link);
+        let reader = Reader {
+            link: link.clone(),
+            inbox: VecDeque::new(),
+            chunk: Vec::new(),
+            chunk_pos: 0,
+            scratch: Vec::new(),
+            rd,
+            rx,
+        };
+        let writer = Writer {
+            link: link.clone(),
+            scratch: Vec::new(),
+            tx,
+        };
+        (link, reader, writer)
+    }
+
+    fn into_pipe(self) -> NamedPipe {
+        let (link, rd, wr) = self.finish();
+        NamedPipe {
+            link,
+            rd: Arc::new(Mutex::new(rd)),
+            wr: Arc::new(Mutex::new(wr)),
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+impl Link {
+    /// The pipe's name (as the client gave it).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connection's socket.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn mode(&self) -> PipeMode {
+        self.mode
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    pub(crate) fn peer(&self) -> PeerInfo {
+        self.peer
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        if self.chan.is_some() {
             Transport::SharedMemory
         } else {
             Transport::Socket
         }
     }
 
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        match *lock(&self.broken) {
+            None => Ok(()),
+            Some(kind) => Err(Error::new(
+                kind,
+                "the connection is closed (peer gone or stream broken); connect again",
+            )
+            .with_name(&self.name)),
+        }
+    }
+
+    pub(crate) fn may_write(&self) -> Result<()> {
+        let forbidden = match (self.direction, self.role) {
+            (Direction::Inbound, Role::Server) => Some("inbound: only the client writes"),
+            (Direction::Outbound, Role::Client) => Some("outbound: only the server writes"),
+            _ => None,
+        };
+        match forbidden {
+            Some(why) => Err(
+                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
+                    .with_name(&self.name),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn may_read(&self) -> Result<()> {
+        let forbidden = match (self.direction, self.role) {
+            (Direction::Inbound, Role::Client) => Some("inbound: only the server reads"),
+            (Direction::Outbound, Role::Server) => Some("outbound: only the client reads"),
+            _ => None,
+        };
+        match forbidden {
+            Some(why) => Err(
+                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
+                    .with_name(&self.name),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Mark the connection broken with `e`'s kind and return `e`.
+    pub(crate) fn fail(&self, e: Error) -> Error {
+        if matches!(
+            e.kind(),
+            ErrorKind::PeerGone | ErrorKind::Decode | ErrorKind::Io
+        ) {
+            *lock(&self.broken) = Some(if e.kind() == ErrorKind::Decode {
+                ErrorKind::PeerGone
+            } else {
+                e.kind()
+            });
+            crate::conn::io::shutdown(&self.fd);
+        }
+        e
+    }
+
+    pub(crate) fn io_err(&self, e: io::Error, what: &str) -> Error {
+        let e = Error::os(e, what).with_name(&self.name);
+        if e.kind() == ErrorKind::PeerGone {
+            Error::new(
+                ErrorKind::PeerGone,
+                "the other end of the pipe is gone (closed or its process died)",
+            )
+            .with_name(&self.name)
+        } else {
+            e
+        }
+    }
+
     /// Turn a ring failure into the pipe's error; anything but a timeout
     /// closes the connection.
-    fn ring_err(&mut self, e: RingError) -> Error {
+    pub(crate) fn ring_err(&self, e: RingError) -> Error {
         let e = match e {
             RingError::Timeout => {
                 return Error::new(
@@ -1199,18 +1462,95 @@ impl NamedPipe {
         self.fail(e)
     }
 
+    /// The clean end of the stream, as a `recv` reports it (marking the
+    /// connection closed).
+    pub(crate) fn ended(&self) -> Error {
+        let e = Error::new(
+            ErrorKind::PeerGone,
+            "the other end closed the pipe (disconnected, or its process exited)",
+        )
+        .with_name(&self.name);
+        self.fail(e)
+    }
+
+    /// A message over this side's limit, discarded.
+    pub(crate) fn too_large(&self, len: usize) -> Error {
+        Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "the peer sent a message of {len} bytes, over this pipe's limit of {} bytes; it was discarded and the connection stays usable",
+                self.max_message
+            ),
+        )
+        .with_name(&self.name)
+        .with_needed(len)
+    }
+
+    /// A message of `len` bytes to send is over the limit.
+    pub(crate) fn check_send_size(&self, len: usize) -> Result<()> {
+        if len > self.max_message {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "message of {len} bytes exceeds the pipe's limit of {} bytes; split it or raise max_message on the server",
+                    self.max_message
+                ),
+            )
+            .with_name(&self.name)
+            .with_needed(len));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fd_not_msg(&self) -> Error {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "the next item on the pipe is a file descriptor; take it with recv_fd",
+        )
+        .with_name(&self.name)
+    }
+
+    pub(crate) fn too_small(&self, n: usize, have: usize) -> Error {
+        Error::new(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "the next message is {n} bytes but the buffer holds {have}; call again with a larger buffer"
+            ),
+        )
+        .with_name(&self.name)
+        .with_needed(n)
+    }
+
+    /// End the connection for every handle: the peer sees the end.
+    fn disconnect(&self, writer: &Writer) {
+        if let Some(tx) = &writer.tx {
+            tx.close();
+        }
+        crate::conn::io::shutdown(&self.fd);
+    }
+}
+
+impl Reader {
     /// Shared memory: read the next item from the ring (a descriptor
-    /// announced there is taken from the socket).
-    fn shm_read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
-        let limit = self.max_message;
-        // On shared memory `scratch` is only the spare buffer `recv_into`
-        // hands back, so a stream of small messages allocates nothing.
+    /// announced there is taken from the socket). With `nowait`, an empty
+    /// ring is [`ErrorKind::Timeout`] at once (the connection stays usable).
+    pub(crate) fn shm_read_item(
+        &mut self,
+        deadline: Option<Instant>,
+        nowait: bool,
+    ) -> Result<Option<Item>> {
+        let limit = self.link.max_message;
         let mut out = std::mem::take(&mut self.scratch);
-        let shm = self.shm.as_mut().expect("shared-memory flavor");
-        let r = match shm.rx.recv(&mut out, limit, deadline) {
+        let rx = self.rx.as_mut().expect("shared-memory flavor");
+        let r = if nowait {
+            rx.try_recv(&mut out, limit)
+        } else {
+            rx.recv(&mut out, limit, deadline)
+        };
+        let r = match r {
             // The peer may have sent its last message just before leaving:
             // take what is already there.
-            Err(RingError::PeerGone) => match shm.rx.recv(&mut out, limit, Some(Instant::now())) {
+            Err(RingError::PeerGone) => match rx.recv(&mut out, limit, Some(Instant::now())) {
                 Err(RingError::Timeout) => Err(RingError::PeerGone),
                 other => other,
             },
@@ -1220,6 +1560,7 @@ impl NamedPipe {
             Ok(None) => Ok(None),
             Ok(Some(got)) if got.tag == frame::TAG_DATA => Ok(Some(Item::Msg(out))),
             Ok(Some(got)) if got.tag == frame::TAG_FD && out.is_empty() => {
+                self.scratch = out;
                 let grace = Instant::now() + FD_GRACE;
                 let by = deadline.map_or(grace, |d| d.min(grace));
                 match self.read_socket_item(Some(by)) {
@@ -1230,20 +1571,355 @@ impl NamedPipe {
                             ErrorKind::Decode,
                             "the peer announced a file descriptor on the ring but none arrived on the socket; the connection was closed, reconnect",
                         )
-                        .with_name(&self.name);
-                        Err(self.fail(e))
+                        .with_name(&self.link.name);
+                        Err(self.link.fail(e))
                     }
                 }
             }
-            Ok(Some(got)) => Err(self.ring_err(RingError::Corrupt(format!(
+            Ok(Some(got)) => Err(self.link.ring_err(RingError::Corrupt(format!(
                 "a record with unknown tag {} and {} bytes",
                 got.tag,
                 out.len()
             )))),
-            Err(e) => Err(self.ring_err(e)),
+            Err(e) => {
+                self.scratch = out;
+                Err(self.link.ring_err(e))
+            }
         }
     }
 
+    /// Make at least `n` bytes (`n <= READ_BUF`) available in the read
+    /// buffer (see [`SocketReader::fill`]).
+    fn fill(&mut self, n: usize, deadline: Option<Instant>) -> io::Result<bool> {
+        self.rd.fill(self.link.fd.as_fd(), n, deadline)
+    }
+
+    /// Read the next item. `Ok(None)`: clean end of stream.
+    fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
+        if self.rx.is_some() {
+            return self.shm_read_item(deadline, false);
+        }
+        self.read_socket_item(deadline)
+    }
+
+    /// Read the next frame from the socket. `Ok(None)`: clean end of stream.
+    fn read_socket_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
+        let link = self.link.clone();
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                "no message arrived before the deadline; the connection stays usable",
+            )
+            .with_name(&link.name)
+        };
+        match self.fill(HEADER_LEN, deadline) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+            Err(e) => {
+                let e = link.io_err(e, "cannot read from the pipe");
+                return Err(link.fail(e));
+            }
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.rd.buffered()[..HEADER_LEN]);
+        // With a deadline, wait for a whole frame that fits the buffer
+        // before consuming its header, so a timeout leaves it in step.
+        // (A larger frame's body is read without a deadline.)
+        if deadline.is_some() {
+            let whole = HEADER_LEN + u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            if whole <= READ_BUF {
+                match self.fill(whole, deadline) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+                    Err(e) => {
+                        let e = link.io_err(e, "cannot read from the pipe");
+                        return Err(link.fail(e));
+                    }
+                }
+            }
+        }
+        self.rd.consume(HEADER_LEN);
+        let len = match frame::parse_header(&h, &link.name) {
+            Ok((frame::KIND_FD, _)) => {
+                return match self.rd.take_fd() {
+                    Some(fd) => Ok(Some(Item::Fd(fd))),
+                    None => {
+                        let e = Error::new(
+                            ErrorKind::Decode,
+                            "the peer announced a file descriptor but none arrived; the connection is closed",
+                        )
+                        .with_name(&link.name);
+                        Err(link.fail(e))
+                    }
+                };
+            }
+            Ok((_, len)) => len as usize,
+            Err(e) => return Err(link.fail(e)),
+        };
+        if len > link.max_message {
+            self.discard(len)?;
+            return Err(link.too_large(len));
+        }
+        // The body grows as its bytes arrive: a peer announcing a huge
+        // message and stopping pins only what it sent.
+        match self.rd.read_body(link.fd.as_fd(), len) {
+            Ok(body) => Ok(Some(Item::Msg(body))),
+            Err(e) => {
+                let e = link.io_err(e, "cannot read from the pipe");
+                Err(link.fail(e))
+            }
+        }
+    }
+
+    /// Read and drop `len` bytes of an oversized message, keeping the
+    /// stream in step.
+    fn discard(&mut self, len: usize) -> Result<()> {
+        let mut left = len;
+        let mut buf = vec![0u8; len.min(64 * 1024)];
+        while left > 0 {
+            let n = left.min(buf.len());
+            if let Err(e) = self.rd.read_exact(self.link.fd.as_fd(), &mut buf[..n]) {
+                let e = self.link.io_err(e, "cannot read from the pipe");
+                return Err(self.link.fail(e));
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// An item put back by an earlier call, if any.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn pop_inbox(&mut self) -> Option<Item> {
+        self.inbox.pop_front()
+    }
+
+    /// Put `item` back: the next call takes it first.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn push_back(&mut self, item: Item) {
+        self.inbox.push_front(item);
+    }
+
+    fn next_item(&mut self, deadline: Option<Instant>) -> Result<Item> {
+        self.link.check_usable()?;
+        self.link.may_read()?;
+        if let Some(m) = self.inbox.pop_front() {
+            return Ok(m);
+        }
+        match self.read_item(deadline)? {
+            Some(m) => Ok(m),
+            None => Err(self.link.ended()),
+        }
+    }
+
+    fn next_message(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        match self.next_item(deadline)? {
+            Item::Msg(m) => Ok(m),
+            fd @ Item::Fd(_) => {
+                self.inbox.push_front(fd);
+                Err(self.link.fd_not_msg())
+            }
+        }
+    }
+
+    fn recv_fd(&mut self) -> Result<OwnedFd> {
+        match self.next_item(None)? {
+            Item::Fd(fd) => Ok(fd),
+            m @ Item::Msg(_) => {
+                self.inbox.push_front(m);
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "the next item on the pipe is a message, not a file descriptor; take it with recv",
+                )
+                .with_name(&self.link.name))
+            }
+        }
+    }
+
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let link = self.link.clone();
+        if self.inbox.is_empty() && link.check_usable().is_ok() && link.may_read().is_ok() {
+            if let Some(rx) = self.rx.as_mut() {
+                // Look at the next message's size without taking it.
+                match rx.peek(None) {
+                    Ok(Some((frame::TAG_DATA, total)))
+                        if total > buf.len() as u64 && total <= link.max_message as u64 =>
+                    {
+                        return Err(link.too_small(total as usize, buf.len()));
+                    }
+                    Ok(_) => {}
+                    Err(RingError::PeerGone) => {} // the read below tells
+                    Err(e) => return Err(link.ring_err(e)),
+                }
+            }
+        }
+        let msg = self.next_message(None)?;
+        if msg.len() > buf.len() {
+            let n = msg.len();
+            self.inbox.push_front(Item::Msg(msg));
+            return Err(link.too_small(n, buf.len()));
+        }
+        buf[..msg.len()].copy_from_slice(&msg);
+        let n = msg.len();
+        if self.rx.is_some() && msg.capacity() <= READ_BUF {
+            self.scratch = msg;
+        }
+        Ok(n)
+    }
+
+    /// Byte mode: copy from the current chunk, reading the next when it is
+    /// used up.
+    fn read_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk_pos >= self.chunk.len() {
+            self.link.check_usable()?;
+            self.link.may_read()?;
+            let next = match self.inbox.pop_front() {
+                Some(m) => Some(m),
+                None => self.read_item(None)?,
+            };
+            match next {
+                Some(fd @ Item::Fd(_)) => {
+                    self.inbox.push_front(fd);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the next item on the pipe is a file descriptor; take it with recv_fd",
+                    ));
+                }
+                Some(Item::Msg(c)) => {
+                    self.chunk = c;
+                    self.chunk_pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        Ok(self.take_chunk(buf))
+    }
+
+    /// Byte mode: copy what `buf` holds of the current chunk.
+    pub(crate) fn take_chunk(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.chunk.len() - self.chunk_pos);
+        buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);
+        self.chunk_pos += n;
+        n
+    }
+}
+
+impl Writer {
+    fn write_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let link = self.link.clone();
+        if let Some(tx) = self.tx.as_mut() {
+            let tag = if kind == frame::KIND_FD {
+                frame::TAG_FD
+            } else {
+                frame::TAG_DATA
+            };
+            return match tx.send(tag, &[body]) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(link.ring_err(e)),
+            };
+        }
+        let h = frame::header(kind, body.len() as u32);
+        let r = if body.len() <= COALESCE_LIMIT {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&h);
+            self.scratch.extend_from_slice(body);
+            crate::conn::io::send_all(link.fd.as_fd(), &self.scratch)
+        } else {
+            crate::conn::io::send_all(link.fd.as_fd(), &h)
+                .and_then(|()| crate::conn::io::send_all(link.fd.as_fd(), body))
+        };
+        r.map_err(|e| {
+            let e = link.io_err(e, "cannot write to the pipe");
+            link.fail(e)
+        })
+    }
+
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.link.check_usable()?;
+        self.link.may_write()?;
+        self.link.check_send_size(msg.len())?;
+        self.write_frame(frame::KIND_DATA, msg)
+    }
+
+    fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        let link = self.link.clone();
+        link.check_usable()?;
+        link.may_write()?;
+        if link.peer.addr.is_some() || link.name.starts_with(TCP_PREFIX) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "file descriptors cannot cross TCP; pass it over a local pipe",
+            )
+            .with_name(&link.name));
+        }
+        let h = frame::header(frame::KIND_FD, 0);
+        crate::conn::io::send_with_fd(link.fd.as_fd(), &h, fd).map_err(|e| {
+            let e = link.io_err(e, "cannot pass the file descriptor");
+            link.fail(e)
+        })?;
+        if self.tx.is_some() {
+            // The descriptor went first, so it is there when the peer reads
+            // this record; the record keeps it in order with the messages.
+            self.write_frame(frame::KIND_FD, &[])?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let link = self.link.clone();
+        link.check_usable()?;
+        if let Some(tx) = self.tx.as_mut() {
+            return match tx.wait_drained(None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(link.ring_err(e)),
+            };
+        }
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let unread = crate::conn::io::unread_outgoing(link.fd.as_fd())
+                .map_err(|e| link.io_err(e, "cannot query the pipe"))?;
+            if unread == 0 {
+                // A peer that closes with our bytes unread in its queue also
+                // empties the queue; the kernel then leaves ECONNRESET on ours.
+                if crate::conn::io::take_error(link.fd.as_fd()) {
+                    let e = Error::new(
+                        ErrorKind::PeerGone,
+                        "the peer closed the pipe without reading everything written; reconnect and send again",
+                    )
+                    .with_name(&link.name);
+                    return Err(link.fail(e));
+                }
+                return Ok(());
+            }
+            // The peer's end closing shows as readable end-of-stream or an
+            // error on ours; check before waiting again.
+            if crate::conn::io::peer_closed(link.fd.as_fd()) {
+                let e = Error::new(
+                    ErrorKind::PeerGone,
+                    "the peer closed the pipe before reading everything written",
+                )
+                .with_name(&link.name);
+                return Err(link.fail(e));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Byte mode: write one chunk (at most `max_message` bytes of `buf`).
+    fn write_bytes(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.link.check_usable()?;
+        self.link.may_write()?;
+        let n = buf.len().min(self.link.max_message);
+        self.write_frame(frame::KIND_DATA, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl NamedPipe {
     /// Connect to `name` (or `tcp://HOST:PORT`), waiting up to `timeout`
     /// for the server to appear or an instance to free up. Uses the
     /// namespace from the environment; see [`ClientOptions`] for more.
@@ -1259,6 +1935,44 @@ impl NamedPipe {
         ClientOptions::new().timeout(timeout).connect(name)
     }
 
+    /// The reader and the writer, if this is the only handle (the async
+    /// form takes a connection over this way).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn into_reader_writer(self) -> std::result::Result<(Reader, Writer), NamedPipe> {
+        if Arc::strong_count(&self.rd) != 1 || Arc::strong_count(&self.wr) != 1 {
+            return Err(self);
+        }
+        let NamedPipe { rd, wr, .. } = self;
+        fn sole<T>(m: Arc<Mutex<T>>) -> T {
+            match Arc::try_unwrap(m) {
+                Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+                Err(_) => unreachable!("checked to be the only handle"),
+            }
+        }
+        Ok((sole(rd), sole(wr)))
+    }
+
+    /// Which path this connection's messages take:
+    /// [`Transport::SharedMemory`] when both sides agreed on shared-memory
+    /// rings (local, message mode, neither opted out), else
+    /// [`Transport::Socket`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::Transport;
+    /// let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new()
+    ///     .namespace(&ns)
+    ///     .transport(Transport::Socket)
+    ///     .connect("n")
+    ///     .unwrap();
+    /// assert_eq!(c.transport(), Transport::Socket);
+    /// ```
+    pub fn transport(&self) -> Transport {
+        self.link.transport()
+    }
+
     /// The pipe's name (as the client gave it, `tcp://…` included).
     ///
     /// ```
@@ -1269,7 +1983,7 @@ impl NamedPipe {
     /// assert_eq!(c.name(), "n");
     /// ```
     pub fn name(&self) -> &str {
-        &self.name
+        &self.link.name
     }
 
     /// The pipe's mode, as the server set it.
@@ -1282,7 +1996,7 @@ impl NamedPipe {
     /// assert_eq!(c.mode(), ipckit::pipe::PipeMode::Message);
     /// ```
     pub fn mode(&self) -> PipeMode {
-        self.mode
+        self.link.mode
     }
 
     /// The largest message either side may send.
@@ -1295,7 +2009,7 @@ impl NamedPipe {
     /// assert_eq!(c.max_message_size(), 100);
     /// ```
     pub fn max_message_size(&self) -> usize {
-        self.max_message
+        self.link.max_message
     }
 
     /// Who is at the other end (`GetNamedPipeClientProcessId` and friends).
@@ -1310,247 +2024,7 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "GetNamedPipeClientProcessId")]
     pub fn peer(&self) -> PeerInfo {
-        self.peer
-    }
-
-    fn check_usable(&self) -> Result<()> {
-        match self.broken {
-            None => Ok(()),
-            Some(kind) => Err(Error::new(
-                kind,
-                "the connection is closed (peer gone or stream broken); connect again",
-            )
-            .with_name(&self.name)),
-        }
-    }
-
-    fn may_write(&self) -> Result<()> {
-        let forbidden = match (self.direction, self.role) {
-            (Direction::Inbound, Role::Server) => Some("inbound: only the client writes"),
-            (Direction::Outbound, Role::Client) => Some("outbound: only the server writes"),
-            _ => None,
-        };
-        match forbidden {
-            Some(why) => Err(
-                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
-                    .with_name(&self.name),
-            ),
-            None => Ok(()),
-        }
-    }
-
-    fn may_read(&self) -> Result<()> {
-        let forbidden = match (self.direction, self.role) {
-            (Direction::Inbound, Role::Client) => Some("inbound: only the server reads"),
-            (Direction::Outbound, Role::Server) => Some("outbound: only the client reads"),
-            _ => None,
-        };
-        match forbidden {
-            Some(why) => Err(
-                Error::new(ErrorKind::PermissionDenied, format!("the pipe is {why}"))
-                    .with_name(&self.name),
-            ),
-            None => Ok(()),
-        }
-    }
-
-    /// Mark the connection broken with `e`'s kind and return `e`.
-    fn fail(&mut self, e: Error) -> Error {
-        if matches!(
-            e.kind(),
-            ErrorKind::PeerGone | ErrorKind::Decode | ErrorKind::Io
-        ) {
-            self.broken = Some(if e.kind() == ErrorKind::Decode {
-                ErrorKind::PeerGone
-            } else {
-                e.kind()
-            });
-            crate::conn::io::shutdown(&self.fd);
-        }
-        e
-    }
-
-    fn io_err(&self, e: io::Error, what: &str) -> Error {
-        let e = Error::os(e, what).with_name(&self.name);
-        if e.kind() == ErrorKind::PeerGone {
-            Error::new(
-                ErrorKind::PeerGone,
-                "the other end of the pipe is gone (closed or its process died)",
-            )
-            .with_name(&self.name)
-        } else {
-            e
-        }
-    }
-
-    fn write_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
-        if let Some(shm) = self.shm.as_mut() {
-            let tag = if kind == frame::KIND_FD {
-                frame::TAG_FD
-            } else {
-                frame::TAG_DATA
-            };
-            return match shm.tx.send(tag, &[body]) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.ring_err(e)),
-            };
-        }
-        let h = frame::header(kind, body.len() as u32);
-        let r = if body.len() <= COALESCE_LIMIT {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&h);
-            self.scratch.extend_from_slice(body);
-            crate::conn::io::send_all(self.fd.as_fd(), &self.scratch)
-        } else {
-            crate::conn::io::send_all(self.fd.as_fd(), &h)
-                .and_then(|()| crate::conn::io::send_all(self.fd.as_fd(), body))
-        };
-        r.map_err(|e| {
-            let e = self.io_err(e, "cannot write to the pipe");
-            self.fail(e)
-        })
-    }
-
-    /// Make at least `n` bytes (`n <= READ_BUF`) available in the read
-    /// buffer (see [`SocketReader::fill`]).
-    fn fill(&mut self, n: usize, deadline: Option<Instant>) -> io::Result<bool> {
-        self.rd.fill(self.fd.as_fd(), n, deadline)
-    }
-
-    /// Read the next item. `Ok(None)`: clean end of stream.
-    fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
-        if self.shm.is_some() {
-            return self.shm_read_item(deadline);
-        }
-        self.read_socket_item(deadline)
-    }
-
-    /// Read the next frame from the socket. `Ok(None)`: clean end of stream.
-    fn read_socket_item(&mut self, deadline: Option<Instant>) -> Result<Option<Item>> {
-        let timed_out = |name: &str| {
-            Error::new(
-                ErrorKind::Timeout,
-                "no message arrived before the deadline; the connection stays usable",
-            )
-            .with_name(name)
-        };
-        match self.fill(HEADER_LEN, deadline) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out(&self.name)),
-            Err(e) => {
-                let e = self.io_err(e, "cannot read from the pipe");
-                return Err(self.fail(e));
-            }
-        }
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.rd.buffered()[..HEADER_LEN]);
-        // With a deadline, wait for a whole frame that fits the buffer
-        // before consuming its header, so a timeout leaves it in step.
-        // (A larger frame's body is read without a deadline.)
-        if deadline.is_some() {
-            let whole = HEADER_LEN + u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-            if whole <= READ_BUF {
-                match self.fill(whole, deadline) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        return Err(timed_out(&self.name))
-                    }
-                    Err(e) => {
-                        let e = self.io_err(e, "cannot read from the pipe");
-                        return Err(self.fail(e));
-                    }
-                }
-            }
-        }
-        self.rd.consume(HEADER_LEN);
-        let len = match frame::parse_header(&h, &self.name) {
-            Ok((frame::KIND_FD, _)) => {
-                return match self.rd.take_fd() {
-                    Some(fd) => Ok(Some(Item::Fd(fd))),
-                    None => {
-                        let e = Error::new(
-                            ErrorKind::Decode,
-                            "the peer announced a file descriptor but none arrived; the connection is closed",
-                        )
-                        .with_name(&self.name);
-                        Err(self.fail(e))
-                    }
-                };
-            }
-            Ok((_, len)) => len as usize,
-            Err(e) => return Err(self.fail(e)),
-        };
-        if len > self.max_message {
-            self.discard(len)?;
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the peer sent a message of {len} bytes, over this pipe's limit of {} bytes; it was discarded and the connection stays usable",
-                    self.max_message
-                ),
-            )
-            .with_name(&self.name)
-            .with_needed(len));
-        }
-        // The body grows as its bytes arrive: a peer announcing a huge
-        // message and stopping pins only what it sent.
-        match self.rd.read_body(self.fd.as_fd(), len) {
-            Ok(body) => Ok(Some(Item::Msg(body))),
-            Err(e) => {
-                let e = self.io_err(e, "cannot read from the pipe");
-                Err(self.fail(e))
-            }
-        }
-    }
-
-    /// Read and drop `len` bytes of an oversized message, keeping the
-    /// stream in step.
-    fn discard(&mut self, len: usize) -> Result<()> {
-        let mut left = len;
-        let mut buf = vec![0u8; len.min(64 * 1024)];
-        while left > 0 {
-            let n = left.min(buf.len());
-            if let Err(e) = self.rd.read_exact(self.fd.as_fd(), &mut buf[..n]) {
-                let e = self.io_err(e, "cannot read from the pipe");
-                return Err(self.fail(e));
-            }
-            left -= n;
-        }
-        Ok(())
-    }
-
-    fn next_item(&mut self, deadline: Option<Instant>) -> Result<Item> {
-        self.check_usable()?;
-        self.may_read()?;
-        if let Some(m) = self.inbox.pop_front() {
-            return Ok(m);
-        }
-        match self.read_item(deadline)? {
-            Some(m) => Ok(m),
-            None => {
-                let e = Error::new(
-                    ErrorKind::PeerGone,
-                    "the other end closed the pipe (disconnected, or its process exited)",
-                )
-                .with_name(&self.name);
-                Err(self.fail(e))
-            }
-        }
-    }
-
-    fn next_message(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
-        match self.next_item(deadline)? {
-            Item::Msg(m) => Ok(m),
-            fd @ Item::Fd(_) => {
-                self.inbox.push_front(fd);
-                Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "the next item on the pipe is a file descriptor; take it with recv_fd",
-                )
-                .with_name(&self.name))
-            }
-        }
+        self.link.peer
     }
 
     /// Pass a file descriptor to the peer (Win32 `DuplicateHandle` into the
@@ -1576,26 +2050,7 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "DuplicateHandle")]
     pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.check_usable()?;
-        self.may_write()?;
-        if self.peer.addr.is_some() || self.name.starts_with(TCP_PREFIX) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "file descriptors cannot cross TCP; pass it over a local pipe",
-            )
-            .with_name(&self.name));
-        }
-        let h = frame::header(frame::KIND_FD, 0);
-        crate::conn::io::send_with_fd(self.fd.as_fd(), &h, fd).map_err(|e| {
-            let e = self.io_err(e, "cannot pass the file descriptor");
-            self.fail(e)
-        })?;
-        if self.shm.is_some() {
-            // The descriptor went first, so it is there when the peer reads
-            // this record; the record keeps it in order with the messages.
-            self.write_frame(frame::KIND_FD, &[])?;
-        }
-        Ok(())
+        lock(&self.wr).send_fd(fd)
     }
 
     /// Receive a file descriptor the peer passed with
@@ -1614,17 +2069,7 @@ impl NamedPipe {
     /// assert_eq!(conn.recv().unwrap(), b"not an fd");
     /// ```
     pub fn recv_fd(&mut self) -> Result<OwnedFd> {
-        match self.next_item(None)? {
-            Item::Fd(fd) => Ok(fd),
-            m @ Item::Msg(_) => {
-                self.inbox.push_front(m);
-                Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "the next item on the pipe is a message, not a file descriptor; take it with recv",
-                )
-                .with_name(&self.name))
-            }
-        }
+        lock(&self.rd).recv_fd()
     }
 
     /// Send one message (`WriteFile`). A message over
@@ -1643,21 +2088,7 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "WriteFile")]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.check_usable()?;
-        self.may_write()?;
-        if msg.len() > self.max_message {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "message of {} bytes exceeds the pipe's limit of {} bytes; split it or raise max_message on the server",
-                    msg.len(),
-                    self.max_message
-                ),
-            )
-            .with_name(&self.name)
-            .with_needed(msg.len()));
-        }
-        self.write_frame(frame::KIND_DATA, msg)
+        lock(&self.wr).send(msg)
     }
 
     /// Receive the next message, whole (`ReadFile`). [`ErrorKind::PeerGone`]
@@ -1673,7 +2104,7 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "ReadFile")]
     pub fn recv(&mut self) -> Result<Vec<u8>> {
-        self.next_message(None)
+        lock(&self.rd).next_message(None)
     }
 
     /// Like [`recv`](Self::recv), giving up with [`ErrorKind::Timeout`]
@@ -1688,7 +2119,8 @@ impl NamedPipe {
     /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.next_message(Some(Instant::now() + timeout))
+        let deadline = Instant::now() + timeout;
+        lock_until(&self.rd, deadline, &self.link)?.next_message(Some(deadline))
     }
 
     /// Receive the next message into `buf`, returning its length. If `buf`
@@ -1710,48 +2142,12 @@ impl NamedPipe {
     /// assert_eq!(&big[..5], b"hello");
     /// ```
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.inbox.is_empty() && self.broken.is_none() && self.may_read().is_ok() {
-            if let Some(shm) = self.shm.as_mut() {
-                // Look at the next message's size without taking it.
-                let next = shm.rx.peek(None);
-                match next {
-                    Ok(Some((frame::TAG_DATA, total)))
-                        if total > buf.len() as u64 && total <= self.max_message as u64 =>
-                    {
-                        return Err(self.too_small(total as usize, buf.len()));
-                    }
-                    Ok(_) => {}
-                    Err(RingError::PeerGone) => {} // the read below tells
-                    Err(e) => return Err(self.ring_err(e)),
-                }
-            }
-        }
-        let msg = self.next_message(None)?;
-        if msg.len() > buf.len() {
-            let n = msg.len();
-            self.inbox.push_front(Item::Msg(msg));
-            return Err(self.too_small(n, buf.len()));
-        }
-        buf[..msg.len()].copy_from_slice(&msg);
-        let n = msg.len();
-        if self.shm.is_some() && msg.capacity() <= READ_BUF {
-            self.scratch = msg;
-        }
-        Ok(n)
+        lock(&self.rd).recv_into(buf)
     }
 
-    fn too_small(&self, n: usize, have: usize) -> Error {
-        Error::new(
-            ErrorKind::BufferTooSmall,
-            format!(
-                "the next message is {n} bytes but the buffer holds {have}; call again with a larger buffer"
-            ),
-        )
-        .with_name(&self.name)
-        .with_needed(n)
-    }
-
-    /// Send a request and receive the reply (`TransactNamedPipe`).
+    /// Send a request and receive the reply (`TransactNamedPipe`). (With
+    /// several handles from [`try_clone`](Self::try_clone) receiving at
+    /// once, the reply goes to whichever receives first.)
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -1791,48 +2187,13 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "FlushFileBuffers")]
     pub fn flush(&mut self) -> Result<()> {
-        self.check_usable()?;
-        if let Some(shm) = self.shm.as_mut() {
-            return match shm.tx.wait_drained(None) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.ring_err(e)),
-            };
-        }
-        let mut pause = Duration::from_micros(20);
-        loop {
-            let unread = crate::conn::io::unread_outgoing(self.fd.as_fd())
-                .map_err(|e| self.io_err(e, "cannot query the pipe"))?;
-            if unread == 0 {
-                // A peer that closes with our bytes unread in its queue also
-                // empties the queue; the kernel then leaves ECONNRESET on ours.
-                if crate::conn::io::take_error(self.fd.as_fd()) {
-                    let e = Error::new(
-                        ErrorKind::PeerGone,
-                        "the peer closed the pipe without reading everything written; reconnect and send again",
-                    )
-                    .with_name(&self.name);
-                    return Err(self.fail(e));
-                }
-                return Ok(());
-            }
-            // The peer's end closing shows as readable end-of-stream or an
-            // error on ours; check before waiting again.
-            if crate::conn::io::peer_closed(self.fd.as_fd()) {
-                let e = Error::new(
-                    ErrorKind::PeerGone,
-                    "the peer closed the pipe before reading everything written",
-                )
-                .with_name(&self.name);
-                return Err(self.fail(e));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
-        }
+        lock(&self.wr).flush()
     }
 
-    /// End this connection (`DisconnectNamedPipe`); the peer sees
-    /// [`ErrorKind::PeerGone`]. On the server side the instance is freed for
-    /// the next client; the server keeps serving.
+    /// End this connection (`DisconnectNamedPipe`), for every handle and
+    /// half of it; the peer sees [`ErrorKind::PeerGone`]. On the server
+    /// side the instance is freed (once every handle is dropped) for the
+    /// next client; the server keeps serving.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -1844,60 +2205,364 @@ impl NamedPipe {
     /// ```
     #[doc(alias = "DisconnectNamedPipe")]
     pub fn disconnect(self) {
-        if let Some(shm) = &self.shm {
-            shm.tx.close();
-        }
-        crate::conn::io::shutdown(&self.fd);
+        self.link.disconnect(&lock(&self.wr));
+    }
+
+    /// Another handle to this connection (`DuplicateHandle` on a pipe
+    /// handle), for another thread. Messages are shared out: each is
+    /// received by one handle, whole; each send is written whole (the
+    /// handles take turns per direction). Works on the socket and on
+    /// shared memory. Never fails on Linux (the `Result` is std's
+    /// `try_clone` convention).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let mut conn = s.accept().unwrap();
+    /// let mut other = conn.try_clone().unwrap();
+    /// let t = std::thread::spawn(move || other.recv().unwrap());
+    /// c.send(b"to whichever handle").unwrap();
+    /// assert_eq!(t.join().unwrap(), b"to whichever handle");
+    /// conn.send(b"from the first").unwrap();
+    /// assert_eq!(c.recv().unwrap(), b"from the first");
+    /// ```
+    #[doc(alias = "DuplicateHandle")]
+    pub fn try_clone(&self) -> Result<NamedPipe> {
+        Ok(NamedPipe {
+            link: self.link.clone(),
+            rd: self.rd.clone(),
+            wr: self.wr.clone(),
+        })
+    }
+
+    /// Split into a receiving and a sending half, for two threads (one
+    /// reads while the other writes, on the socket and on shared memory
+    /// alike). The connection ends when both halves (and every clone) are
+    /// dropped.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let mut conn = s.accept().unwrap();
+    /// let (mut rx, mut tx) = c.split();
+    /// let reader = std::thread::spawn(move || rx.recv().unwrap());
+    /// tx.send(b"ping").unwrap();
+    /// assert_eq!(conn.recv().unwrap(), b"ping");
+    /// conn.send(b"pong").unwrap();
+    /// assert_eq!(reader.join().unwrap(), b"pong");
+    /// ```
+    pub fn split(self) -> (RecvHalf, SendHalf) {
+        (
+            RecvHalf {
+                link: self.link.clone(),
+                rd: self.rd,
+            },
+            SendHalf {
+                link: self.link,
+                wr: self.wr,
+            },
+        )
+    }
+}
+
+impl AsFd for NamedPipe {
+    /// The connection's socket.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use std::os::fd::AsFd;
+    /// let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// let _socket = c.as_fd();
+    /// ```
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.link.fd.as_fd()
+    }
+}
+
+impl AsRawFd for NamedPipe {
+    /// The connection's socket.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use std::os::fd::AsRawFd;
+    /// let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+    /// assert!(c.as_raw_fd() >= 0);
+    /// ```
+    fn as_raw_fd(&self) -> RawFd {
+        self.link.fd.as_raw_fd()
     }
 }
 
 impl Read for NamedPipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.chunk_pos >= self.chunk.len() {
-            self.check_usable()?;
-            self.may_read()?;
-            let next = match self.inbox.pop_front() {
-                Some(m) => Some(m),
-                None => self.read_item(None)?,
-            };
-            match next {
-                Some(fd @ Item::Fd(_)) => {
-                    self.inbox.push_front(fd);
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the next item on the pipe is a file descriptor; take it with recv_fd",
-                    ));
-                }
-                Some(Item::Msg(c)) => {
-                    self.chunk = c;
-                    self.chunk_pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.chunk_pos);
-        buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);
-        self.chunk_pos += n;
-        Ok(n)
+        lock(&self.rd).read_bytes(buf)
     }
 }
 
 impl Write for NamedPipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check_usable()?;
-        self.may_write()?;
-        let n = buf.len().min(self.max_message);
-        self.write_frame(frame::KIND_DATA, &buf[..n])?;
-        Ok(n)
+        lock(&self.wr).write_bytes(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         NamedPipe::flush(self).map_err(Into::into)
     }
 }
+
+/// The receiving half of a [`NamedPipe`], from [`NamedPipe::split`]:
+/// `recv`, `recv_timeout`, `recv_into`, `recv_fd`, and `Read` in byte mode.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+/// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+/// let (mut rx, _tx) = s.accept().unwrap().split();
+/// c.send(b"in").unwrap();
+/// assert_eq!(rx.recv().unwrap(), b"in");
+/// ```
+pub struct RecvHalf {
+    link: Arc<Link>,
+    rd: Arc<Mutex<Reader>>,
+}
+
+/// The sending half of a [`NamedPipe`], from [`NamedPipe::split`]:
+/// `send`, `send_fd`, `flush`, and `Write` in byte mode.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+/// let mut c = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap();
+/// let (_rx, mut tx) = s.accept().unwrap().split();
+/// tx.send(b"out").unwrap();
+/// assert_eq!(c.recv().unwrap(), b"out");
+/// ```
+pub struct SendHalf {
+    link: Arc<Link>,
+    wr: Arc<Mutex<Writer>>,
+}
+
+impl std::fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RecvHalf").field(&self.link).finish()
+    }
+}
+
+impl std::fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SendHalf").field(&self.link).finish()
+    }
+}
+
+impl RecvHalf {
+    /// Receive the next message, whole; see [`NamedPipe::recv`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (mut rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// s.accept().unwrap().send(b"m").unwrap();
+    /// assert_eq!(rx.recv().unwrap(), b"m");
+    /// ```
+    #[doc(alias = "ReadFile")]
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        lock(&self.rd).next_message(None)
+    }
+
+    /// Like [`recv`](Self::recv), giving up with [`ErrorKind::Timeout`]
+    /// after `timeout`; see [`NamedPipe::recv_timeout`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (mut rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// let e = rx.recv_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::Timeout);
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        lock_until(&self.rd, deadline, &self.link)?.next_message(Some(deadline))
+    }
+
+    /// Receive the next message into `buf`; see [`NamedPipe::recv_into`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (mut rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// s.accept().unwrap().send(b"abc").unwrap();
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(rx.recv_into(&mut buf).unwrap(), 3);
+    /// ```
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        lock(&self.rd).recv_into(buf)
+    }
+
+    /// Receive a file descriptor; see [`NamedPipe::recv_fd`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (mut rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// let (r, _w) = ipckit::pipe::pipe().unwrap();
+    /// s.accept().unwrap().send_fd(std::os::fd::AsFd::as_fd(&r)).unwrap();
+    /// let _fd = rx.recv_fd().unwrap();
+    /// ```
+    pub fn recv_fd(&mut self) -> Result<OwnedFd> {
+        lock(&self.rd).recv_fd()
+    }
+
+    /// The pipe's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// assert_eq!(rx.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.link.name
+    }
+
+    /// Who is at the other end; see [`NamedPipe::peer`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (rx, _tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// assert!(rx.peer().pid.is_some());
+    /// ```
+    pub fn peer(&self) -> PeerInfo {
+        self.link.peer
+    }
+}
+
+impl SendHalf {
+    /// Send one message; see [`NamedPipe::send`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (_rx, mut tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// tx.send(b"m").unwrap();
+    /// assert_eq!(s.accept().unwrap().recv().unwrap(), b"m");
+    /// ```
+    #[doc(alias = "WriteFile")]
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        lock(&self.wr).send(msg)
+    }
+
+    /// Pass a file descriptor; see [`NamedPipe::send_fd`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (_rx, mut tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// let (r, _w) = ipckit::pipe::pipe().unwrap();
+    /// tx.send_fd(std::os::fd::AsFd::as_fd(&r)).unwrap();
+    /// let _fd = s.accept().unwrap().recv_fd().unwrap();
+    /// ```
+    pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        lock(&self.wr).send_fd(fd)
+    }
+
+    /// Wait until the peer read everything sent; see [`NamedPipe::flush`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (_rx, mut tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// let t = std::thread::spawn(move || s.accept().unwrap().recv().unwrap());
+    /// tx.send(b"x").unwrap();
+    /// tx.flush().unwrap();
+    /// assert_eq!(t.join().unwrap(), b"x");
+    /// ```
+    #[doc(alias = "FlushFileBuffers")]
+    pub fn flush(&mut self) -> Result<()> {
+        lock(&self.wr).flush()
+    }
+
+    /// The pipe's name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).create("n").unwrap();
+    /// let (_rx, tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// assert_eq!(tx.name(), "n");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.link.name
+    }
+
+    /// The largest message either side may send.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # let _s = ipckit::pipe::ServerOptions::new().namespace(&ns).max_message_size(10).create("n").unwrap();
+    /// let (_rx, tx) = ipckit::pipe::ClientOptions::new().namespace(&ns).connect("n").unwrap().split();
+    /// assert_eq!(tx.max_message_size(), 10);
+    /// ```
+    pub fn max_message_size(&self) -> usize {
+        self.link.max_message
+    }
+}
+
+impl Read for RecvHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        lock(&self.rd).read_bytes(buf)
+    }
+}
+
+impl Write for SendHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.wr).write_bytes(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        SendHalf::flush(self).map_err(Into::into)
+    }
+}
+
+macro_rules! socket_of {
+    ($t:ty) => {
+        impl AsFd for $t {
+            /// The connection's socket (see [`NamedPipe`]'s `AsFd`).
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.link.fd.as_fd()
+            }
+        }
+
+        impl AsRawFd for $t {
+            /// The connection's socket.
+            fn as_raw_fd(&self) -> RawFd {
+                self.link.fd.as_raw_fd()
+            }
+        }
+    };
+}
+
+socket_of!(RecvHalf);
+socket_of!(SendHalf);
 
 #[cfg(test)]
 mod tests {
@@ -1915,6 +2580,10 @@ mod tests {
         fn send<T: Send>() {}
         send_sync::<PipeServer>();
         send::<NamedPipe>();
+        // Clones and halves are used from several threads at once.
+        send_sync::<NamedPipe>();
+        send_sync::<RecvHalf>();
+        send_sync::<SendHalf>();
         send_sync::<ServerOptions>();
         send_sync::<ClientOptions>();
     }
@@ -1934,7 +2603,9 @@ mod tests {
             .unwrap();
         let mut conn = s.accept().unwrap();
         // Bypass the client's own check, as a hostile peer would.
-        c.write_frame(frame::KIND_DATA, &[7u8; 100]).unwrap();
+        lock(&c.wr)
+            .write_frame(frame::KIND_DATA, &[7u8; 100])
+            .unwrap();
         c.send(b"next").unwrap();
         let e = conn.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TooLarge);
@@ -1952,7 +2623,7 @@ mod tests {
             .connect("p")
             .unwrap();
         let mut conn = s.accept().unwrap();
-        crate::conn::io::send_all(c.fd.as_fd(), b"GARBAGE!").unwrap();
+        crate::conn::io::send_all(c.link.fd.as_fd(), b"GARBAGE!").unwrap();
         assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::Decode);
         assert_eq!(conn.recv().unwrap_err().kind(), ErrorKind::PeerGone);
         let mut c2 = ClientOptions::new().namespace(&ns).connect("p").unwrap();
@@ -2017,7 +2688,9 @@ mod tests {
         let (_d, ns) = ns();
         let (mut c, mut conn, _s) = shm_pair(&ns, 16);
         // Bypass the client's own check, as a hostile peer would.
-        c.write_frame(frame::KIND_DATA, &[7u8; 100]).unwrap();
+        lock(&c.wr)
+            .write_frame(frame::KIND_DATA, &[7u8; 100])
+            .unwrap();
         let e = conn.recv().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
         assert!(e.to_string().contains("closed"), "{e}");
@@ -2101,6 +2774,27 @@ mod tests {
     }
 
     #[test]
+    fn recv_timeout_is_bounded_while_a_clone_receives() {
+        let (_d, ns) = ns();
+        let s = ServerOptions::new().namespace(&ns).create("p").unwrap();
+        let mut c = ClientOptions::new().namespace(&ns).connect("p").unwrap();
+        let mut conn = s.accept().unwrap();
+        let mut clone = conn.try_clone().unwrap();
+        let t = std::thread::spawn(move || clone.recv_timeout(Duration::from_secs(30)));
+        // Wait (bounded) until the clone is inside its receive.
+        let until = Instant::now() + Duration::from_secs(30);
+        while conn.rd.try_lock().is_ok() {
+            assert!(Instant::now() < until, "the clone never started receiving");
+            std::thread::yield_now();
+        }
+        // Its deadline holds although the clone holds the receiving side.
+        let e = conn.recv_timeout(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        c.send(b"one").unwrap();
+        assert_eq!(t.join().unwrap().unwrap(), b"one");
+    }
+
+    #[test]
     fn byte_mode_flush_waits_for_the_reader() {
         let (_d, ns) = ns();
         let s = ServerOptions::new()
@@ -2167,21 +2861,21 @@ mod review_timeout_tests {
         assert_eq!(conn.transport(), Transport::Socket);
         let h = frame::header(frame::KIND_DATA, 3);
         // Half a header, then (later) the rest with a partial body.
-        crate::conn::io::send_all(c.fd.as_fd(), &h[..4]).unwrap();
+        crate::conn::io::send_all(c.link.fd.as_fd(), &h[..4]).unwrap();
         let (mut conn, r) = bounded(move || {
             let r = conn.recv_timeout(Duration::from_millis(50));
             (conn, r)
         });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
-        crate::conn::io::send_all(c.fd.as_fd(), &h[4..]).unwrap();
-        crate::conn::io::send_all(c.fd.as_fd(), b"a").unwrap();
+        crate::conn::io::send_all(c.link.fd.as_fd(), &h[4..]).unwrap();
+        crate::conn::io::send_all(c.link.fd.as_fd(), b"a").unwrap();
         let (mut conn, r) = bounded(move || {
             let r = conn.recv_timeout(Duration::from_millis(50));
             (conn, r)
         });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Timeout);
         // The connection stayed in step: the rest completes the message.
-        crate::conn::io::send_all(c.fd.as_fd(), b"bc").unwrap();
+        crate::conn::io::send_all(c.link.fd.as_fd(), b"bc").unwrap();
         assert_eq!(conn.recv().unwrap(), b"abc");
     }
 }

@@ -855,13 +855,60 @@ fn finish<Resp: DeserializeOwned>(
     })
 }
 
+/// Turns a reply (kind, encoding, body) into a call's output.
+#[cfg(feature = "tokio")]
+type Done<T> = Box<dyn FnOnce(u8, Encoding, &[u8]) -> Result<T> + Send>;
+
+/// The future of [`Client::call_async`]: on a lane, on the socket, or an
+/// error found before anything was sent.
+// The lane call is held by value: boxing it would cost an allocation per
+// call on the hot path.
+#[cfg(feature = "tokio")]
+#[allow(clippy::large_enum_variant)]
+enum AsyncCall<T> {
+    Lane(lane::LaneCall<Done<T>>),
+    Socket(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>),
+    Failed(Option<Error>),
+}
+
+#[cfg(feature = "tokio")]
+impl<T> std::future::Future for AsyncCall<T> {
+    type Output = Result<T>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        match self.get_mut() {
+            AsyncCall::Lane(l) => std::pin::Pin::new(l).poll(cx),
+            AsyncCall::Socket(f) => f.as_mut().poll(cx),
+            AsyncCall::Failed(e) => std::task::Poll::Ready(Err(e
+                .take()
+                .expect("a failed call future polled after it completed"))),
+        }
+    }
+}
+
 #[cfg(feature = "tokio")]
 impl Client {
     /// Call `method` without blocking: the call is sent now, and the
-    /// returned future resolves with its result (the reader thread wakes
-    /// it). The future is `Send + 'static`, so it can be spawned; dropping
-    /// it abandons the call (a late reply is discarded). Errors as for
-    /// [`call`](Self::call).
+    /// returned future resolves with its result. The future is
+    /// `Send + 'static`, so it can be spawned; many can be in flight on one
+    /// client. Errors as for [`call`](Self::call).
+    ///
+    /// On shared memory the call takes an idle lane (see
+    /// [`transport`](Self::transport)); the future first spins on the
+    /// reply ring for the client's [`WaitStrategy`] budget (no system call,
+    /// no wake-up while the server answers quickly), then parks: a helper
+    /// thread (tokio's blocking pool, or a thread of its own outside a
+    /// runtime) blocks on the ring and wakes the task. Calls that find no
+    /// idle lane, and requests over 64 KiB, go over the socket, where the
+    /// client's reader thread wakes the task.
+    ///
+    /// Dropping the future abandons the call cleanly: on the socket its
+    /// late reply is discarded; on shared memory its lane is closed (so
+    /// its late reply can never be taken for another call's). The client
+    /// stays usable either way.
     ///
     /// Needs the `tokio` feature; any executor can await the future.
     ///
@@ -880,14 +927,11 @@ impl Client {
         method: &str,
         req: &Req,
     ) -> impl std::future::Future<Output = Result<Resp>> + Send + 'static {
-        let sent = self
-            .encode(method, req)
-            .and_then(|body| self.send_async(method, self.inner.encoding, &body));
-        let (name, method) = (self.inner.name.clone(), method.to_string());
-        async move {
-            let reply = sent?.await?;
-            finish(&name, &method, reply.kind, reply.encoding, &reply.body)
-        }
+        let body = match self.encode(method, req) {
+            Ok(b) => b,
+            Err(e) => return AsyncCall::Failed(Some(e)),
+        };
+        self.start_async(method, self.inner.encoding, &body)
     }
 
     /// [`call_json`](Self::call_json) as a future (see
@@ -909,11 +953,52 @@ impl Client {
         req: serde_json::Value,
     ) -> impl std::future::Future<Output = Result<serde_json::Value>> + Send + 'static {
         let body = serde_json::to_vec(&req).expect("a JSON value serialises");
-        let sent = self.send_async(method, Encoding::Json, &body);
-        let (name, method) = (self.inner.name.clone(), method.to_string());
-        async move {
-            let reply = sent?.await?;
-            finish(&name, &method, reply.kind, reply.encoding, &reply.body)
+        self.start_async(method, Encoding::Json, &body)
+    }
+
+    /// Send a call and return its future: on an idle lane when there is
+    /// one and the request goes out as one ring record, else on the socket.
+    fn start_async<Resp: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+    ) -> AsyncCall<Resp> {
+        let name = self.inner.name.clone();
+        let m = method.to_string();
+        if let Some(pool) = &self.lanes {
+            if body.len() <= self.inner.server_max
+                && !method.is_empty()
+                && method.len() <= wire::MAX_METHOD
+            {
+                if let Some(mut lane) = pool.take_idle() {
+                    if lane.fits_unfragmented(method, body.len()) {
+                        return match lane.start(&name, KIND_CALL, method, enc, body) {
+                            // The lane is dropped with the error.
+                            Err(e) => AsyncCall::Failed(Some(e)),
+                            Ok(id) => {
+                                let done: Done<Resp> =
+                                    Box::new(move |k, e, b| finish(&name, &m, k, e, b));
+                                AsyncCall::Lane(lane::LaneCall::new(
+                                    lane,
+                                    pool.clone(),
+                                    id,
+                                    method,
+                                    done,
+                                ))
+                            }
+                        };
+                    }
+                    pool.put(lane);
+                }
+            }
+        }
+        match self.send_async(method, enc, body) {
+            Ok(f) => AsyncCall::Socket(Box::pin(async move {
+                let reply = f.await?;
+                finish(&name, &m, reply.kind, reply.encoding, &reply.body)
+            })),
+            Err(e) => AsyncCall::Failed(Some(e)),
         }
     }
 

@@ -77,6 +77,10 @@ pub(crate) struct LanePool {
     open: Arc<AtomicUsize>,
     /// A lane could not be opened: use the socket from now on.
     disabled: AtomicBool,
+    /// A background thread is opening a lane (async calls never block on
+    /// a handshake).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    growing: AtomicBool,
 }
 
 impl std::fmt::Debug for LanePool {
@@ -96,6 +100,7 @@ impl LanePool {
             idle: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
             disabled: AtomicBool::new(false),
+            growing: AtomicBool::new(false),
         });
         pool.open.fetch_add(1, Ordering::Relaxed);
         let lane = open_lane(&pool.cfg, pool.open.clone())?;
@@ -789,4 +794,325 @@ pub(crate) fn server_segments<'a>(
         chan.loan(req_key, off, len),
         chan.loan_mut(place_key, 0, chan.loan_cap()),
     )
+}
+
+// ------------------------------------------------------------ async calls
+
+/// How long one poll of a lane call spins at most before it yields or
+/// parks, whatever the wait strategy (a poll must not hold its executor's
+/// thread long).
+#[cfg(feature = "tokio")]
+const MAX_POLL_SPIN: Duration = Duration::from_micros(200);
+
+impl LanePool {
+    /// An idle lane, never opening one (opening blocks on a handshake);
+    /// `None`: use the socket. When none is idle and the pool may grow, a
+    /// background thread opens one for later calls.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn take_idle(self: &Arc<Self>) -> Option<Lane> {
+        if let Some(l) = self.idle().pop() {
+            return Some(l);
+        }
+        if self.disabled.load(Ordering::Relaxed) || self.growing.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let pool = self.clone();
+        let grow = move || {
+            if let Some(l) = pool.take() {
+                pool.put(l);
+            }
+            pool.growing.store(false, Ordering::Release);
+        };
+        if std::thread::Builder::new()
+            .name("ipckit-svc-lane-open".into())
+            .stack_size(256 * 1024)
+            .spawn(grow)
+            .is_err()
+        {
+            self.growing.store(false, Ordering::Release);
+        }
+        None
+    }
+}
+
+impl Lane {
+    /// Send one call frame without waiting (`body` must fit in one ring
+    /// record, see [`fits_unfragmented`](Self::fits_unfragmented); the
+    /// lane's ring is empty between calls). Returns the call id. Any
+    /// error means the lane must be dropped.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn start(
+        &mut self,
+        name: &str,
+        kind: u8,
+        method: &str,
+        enc: Encoding,
+        body: &[u8],
+    ) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+        self.head.clear();
+        wire::encode_head(&mut self.head, kind, enc, id, method, body.len() as u64);
+        self.rings
+            .tx
+            .send_until(0, &[&self.head, body], Some(Instant::now()))
+            .map_err(|e| ring_error(name, method, e, None))?;
+        Ok(id)
+    }
+
+    /// Whether a call of `method` with `body` goes out as one ring record.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn fits_unfragmented(&self, method: &str, body: usize) -> bool {
+        HEADER_LEN + method.len() + body <= self.rings.tx.max_unfragmented()
+    }
+
+    /// The reply to call `id` if it is whole now (`Ok(None)`: not yet).
+    /// Any error means the lane must be dropped.
+    #[cfg(feature = "tokio")]
+    fn try_reply(&mut self, name: &str, method: &str, id: u64) -> Result<Option<LaneReply<'_>>> {
+        match self.rings.rx.try_recv(&mut self.buf, self.limit) {
+            // Not whole yet (fragments taken are kept).
+            Err(RingError::Timeout) => return Ok(None),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, None)),
+            Err(e) => return Err(ring_error(name, method, e, None)),
+        }
+        let f: FrameRef<'_> = wire::parse_frame(
+            &self.buf,
+            &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY],
+            usize::MAX,
+        )
+        .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
+        if f.call_id != id {
+            return Err(corrupt(
+                name,
+                method,
+                &format!("reply for call {} while waiting for {id}", f.call_id),
+            ));
+        }
+        Ok(Some(LaneReply {
+            kind: f.kind,
+            encoding: f.encoding,
+            body: f.body,
+        }))
+    }
+}
+
+/// What a lane call's future and its parking helper share.
+#[cfg(feature = "tokio")]
+struct ParkSlot {
+    parker: ring::Parker,
+    cancel: AtomicBool,
+    /// The helper returned (data, the end, cancelled, or an error).
+    done: AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+    error: Mutex<Option<RingError>>,
+}
+
+#[cfg(feature = "tokio")]
+impl ParkSlot {
+    fn run(&self) {
+        if let Err(e) = self.parker.park(&self.cancel) {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+        self.done.store(true, Ordering::Release);
+        let w = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Stop the helper if it still waits (it then exits at once).
+    fn cancel(&self) {
+        if !self.done.load(Ordering::Acquire) {
+            self.cancel.store(true, Ordering::Release);
+            self.parker.unpark();
+        }
+    }
+}
+
+/// The future of one call on a shared-memory lane (the request already
+/// sent): spins on the reply ring for the lane's spin budget (no system
+/// call, no wake-up: the server's publish is seen directly), then parks on
+/// a helper thread that blocks on the ring's futex and wakes the task.
+/// `done` turns the reply (kind, encoding, body borrowed from the lane's
+/// buffer) into the output. Dropped before the reply, it drops the lane
+/// (its late reply can never be mistaken for another call's) and stops the
+/// helper; the client stays usable.
+#[cfg(feature = "tokio")]
+pub(crate) struct LaneCall<F> {
+    lane: Option<Lane>,
+    pool: Arc<LanePool>,
+    id: u64,
+    method: String,
+    done: Option<F>,
+    park: Option<Arc<ParkSlot>>,
+    /// When this call started waiting (adapts the spin budget).
+    since: Option<Instant>,
+}
+
+// `LaneCall` never pins its fields (`done` is moved out by value).
+#[cfg(feature = "tokio")]
+impl<F> Unpin for LaneCall<F> {}
+
+#[cfg(feature = "tokio")]
+impl<F> LaneCall<F> {
+    pub(crate) fn new(lane: Lane, pool: Arc<LanePool>, id: u64, method: &str, done: F) -> Self {
+        LaneCall {
+            lane: Some(lane),
+            pool,
+            id,
+            method: method.to_string(),
+            done: Some(done),
+            park: None,
+            since: None,
+        }
+    }
+}
+
+/// Stop a lane call's parking helper, if any.
+#[cfg(feature = "tokio")]
+fn stop_helper(park: &mut Option<Arc<ParkSlot>>) {
+    if let Some(p) = park.take() {
+        p.cancel();
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<F> Drop for LaneCall<F> {
+    fn drop(&mut self) {
+        stop_helper(&mut self.park);
+        // An unfinished call's lane is dropped with it (closing it).
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<T, F> std::future::Future for LaneCall<F>
+where
+    F: FnOnce(u8, Encoding, &[u8]) -> Result<T>,
+{
+    type Output = Result<T>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let name = this.pool.name();
+        let entered = Instant::now();
+        let since = *this.since.get_or_insert(entered);
+        loop {
+            let Some(lane) = this.lane.as_mut() else {
+                panic!("a lane call polled after it completed");
+            };
+            match lane.try_reply(name, &this.method, this.id) {
+                Ok(Some(r)) => {
+                    let done = this.done.take().expect("a call completes once");
+                    let out = done(r.kind, r.encoding, r.body);
+                    stop_helper(&mut this.park);
+                    let mut lane = this.lane.take().expect("checked above");
+                    lane.rings.rx.record_wait(since.elapsed());
+                    this.pool.put(lane);
+                    return Poll::Ready(out);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    stop_helper(&mut this.park);
+                    this.lane = None;
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if let Some(slot) = &this.park {
+                if !slot.done.load(Ordering::Acquire) {
+                    {
+                        let mut w = slot.waker.lock().unwrap_or_else(|p| p.into_inner());
+                        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *w = Some(cx.waker().clone());
+                        }
+                    }
+                    // The helper may have finished (and taken the old
+                    // waker) meanwhile: then look again.
+                    if !slot.done.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
+                let slot = this.park.take().expect("checked above");
+                let err = slot.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(e) = err {
+                    this.lane = None;
+                    return Poll::Ready(Err(ring_error(name, &this.method, e, None)));
+                }
+                continue;
+            }
+            // Spin (no system call) for the lane's budget, at most
+            // MAX_POLL_SPIN in this poll.
+            let budget = lane.rings.rx.spin_budget();
+            let cap = budget.unwrap_or(MAX_POLL_SPIN).min(MAX_POLL_SPIN);
+            let mut n: u32 = 0;
+            let ready = loop {
+                std::hint::spin_loop();
+                match lane.rings.rx.is_ready() {
+                    Ok(true) => break true,
+                    Ok(false) => {}
+                    Err(_) => break true, // try_reply reports it
+                }
+                n = n.wrapping_add(1);
+                if n % 64 == 0 && entered.elapsed() >= cap {
+                    break false;
+                }
+            };
+            if ready {
+                continue;
+            }
+            if budget.is_none() {
+                // WaitStrategy::Spin: never park; let other tasks run and
+                // come back, noticing a dead server on the way.
+                if let Err(e) = lane.rings.chan.alive() {
+                    this.lane = None;
+                    return Poll::Ready(Err(ring_error(name, &this.method, e, None)));
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if budget.is_some_and(|b| since.elapsed() < b) {
+                // Budget left, but this poll spun its share: yield.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Park: a helper thread blocks on the ring for us.
+            let slot = Arc::new(ParkSlot {
+                parker: lane.rings.rx.parker(),
+                cancel: AtomicBool::new(false),
+                done: AtomicBool::new(false),
+                waker: Mutex::new(Some(cx.waker().clone())),
+                error: Mutex::new(None),
+            });
+            let helper = slot.clone();
+            let spawned = match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    drop(h.spawn_blocking(move || helper.run()));
+                    true
+                }
+                Err(_) => std::thread::Builder::new()
+                    .name("ipckit-svc-park".into())
+                    .stack_size(128 * 1024)
+                    .spawn(move || helper.run())
+                    .is_ok(),
+            };
+            if !spawned {
+                this.lane = None;
+                return Poll::Ready(Err(Error::new(
+                    ErrorKind::Io,
+                    "cannot start a thread to wait for the reply; the call's outcome is unknown",
+                )
+                .with_name(name)));
+            }
+            this.park = Some(slot);
+            return Poll::Pending;
+        }
+    }
 }

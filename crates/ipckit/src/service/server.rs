@@ -37,12 +37,22 @@ type RawHandler =
     dyn Fn(Encoding, &[u8]) -> std::result::Result<Vec<u8>, RemoteError> + Send + Sync;
 type LoanHandler =
     dyn Fn(&[u8], &mut LoanWriter<'_>) -> std::result::Result<(), RemoteError> + Send + Sync;
+/// An async handler's future: the result's bytes, or the remote error.
+#[cfg(feature = "tokio")]
+type BoxFut = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<Vec<u8>, RemoteError>> + Send>,
+>;
+#[cfg(feature = "tokio")]
+type AsyncHandler = dyn Fn(Encoding, Vec<u8>) -> BoxFut + Send + Sync;
 
 /// A method's handler: bytes in, bytes out; or in place (loans).
 #[derive(Clone)]
 enum Handler {
     Raw(Arc<RawHandler>),
     Loan(Arc<LoanHandler>),
+    /// Its futures run on this runtime (the registering thread's).
+    #[cfg(feature = "tokio")]
+    Async(Arc<AsyncHandler>, tokio::runtime::Handle),
 }
 
 /// A handler's result: a heap buffer, or `n` bytes written in place at the
@@ -175,26 +185,11 @@ impl ServerBuilder {
     {
         let m = method.to_string();
         let raw = move |enc: Encoding, body: &[u8]| {
-            let req: Req = enc.decode(body).map_err(|e| {
-                RemoteError::new(
-                    CODE_BAD_REQUEST,
-                    format!(
-                        "the request to '{m}' did not decode as {} ({}): {e}",
-                        type_name::<Req>(),
-                        enc.as_str()
-                    ),
-                )
-            })?;
+            let req: Req = enc
+                .decode(body)
+                .map_err(|e| bad_request::<Req>(&m, enc, &e))?;
             let resp = f(req).map_err(Into::into)?;
-            enc.encode(&resp).map_err(|e| {
-                RemoteError::new(
-                    CODE_INTERNAL,
-                    format!(
-                        "the result of '{m}' could not be encoded as {}: {e}",
-                        enc.as_str()
-                    ),
-                )
-            })
+            enc.encode(&resp).map_err(|e| unencodable(&m, enc, &e))
         };
         let info = MethodInfo {
             name: method.to_string(),
@@ -202,6 +197,99 @@ impl ServerBuilder {
             response: type_name::<Resp>().to_string(),
         };
         self.add(method, info, Handler::Raw(Arc::new(raw)));
+        self
+    }
+
+    /// Offer `method` with an async handler: like [`handler`](Self::handler),
+    /// but `f` returns a future, which runs on the tokio runtime of the
+    /// thread that calls `handler_async` (its `Handle` is kept). Call it
+    /// inside a runtime (in `Runtime::block_on`, a task, or after
+    /// `Runtime::enter`); outside one, [`bind`](Self::bind) fails with
+    /// [`ErrorKind::InvalidInput`]. The runtime must keep running while the
+    /// server serves: a multi-thread runtime, or a current-thread one whose
+    /// `block_on` is still running (it runs spawned tasks only then).
+    ///
+    /// Everything else is as for sync handlers: errors become remote errors,
+    /// a panic in the future fails only that call (code
+    /// [`CODE_INTERNAL`](super::CODE_INTERNAL)), the per-connection limit
+    /// of calls in flight applies, and shutting down waits for futures in
+    /// flight. A call that arrives on a socket costs no thread while its
+    /// future waits; one on a shared-memory lane keeps the lane's thread
+    /// waiting for the future's result (a lane carries one call at a
+    /// time). If the runtime shuts down before a future completes, the
+    /// call fails with code `CODE_INTERNAL`. Shutting the server down (or
+    /// dropping it) waits for the futures in flight, which need the
+    /// runtime: do it from a thread the runtime does not need to make
+    /// progress (not from inside a current-thread runtime's `block_on`
+    /// while calls are pending), or bound it with
+    /// [`Server::shutdown_timeout`].
+    ///
+    /// Needs the `tokio` feature.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipckit::service::{Client, RemoteError, Server};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// let _server = rt.block_on(async {
+    ///     Server::builder("slow").namespace(&ns)
+    ///         .handler_async("later", |ms: u64| async move {
+    ///             tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///             Ok::<_, RemoteError>(ms * 2)
+    ///         })
+    ///         .bind()
+    /// }).unwrap();
+    /// let c = Client::options().namespace(&ns).connect("slow").unwrap();
+    /// assert_eq!(c.call::<_, u64>("later", &5u64).unwrap(), 10);
+    /// ```
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn handler_async<Req, Resp, E, Fut>(
+        mut self,
+        method: &str,
+        f: impl Fn(Req) -> Fut + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + 'static,
+        Resp: Serialize + 'static,
+        E: Into<RemoteError> + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Resp, E>> + Send + 'static,
+    {
+        let rt = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h,
+            Err(_) => {
+                self.problem.get_or_insert_with(|| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "handler_async('{method}') was called outside a tokio runtime; its futures run on the runtime of the thread that registers them, so build the server inside Runtime::block_on or after Runtime::enter"
+                        ),
+                    )
+                    .with_name(&self.name)
+                });
+                return self;
+            }
+        };
+        let f = Arc::new(f);
+        let m: Arc<str> = method.into();
+        let raw = move |enc: Encoding, body: Vec<u8>| -> BoxFut {
+            let (f, m) = (f.clone(), m.clone());
+            Box::pin(async move {
+                let req: Req = enc
+                    .decode(&body)
+                    .map_err(|e| bad_request::<Req>(&m, enc, &e))?;
+                drop(body);
+                let resp = f(req).await.map_err(Into::into)?;
+                enc.encode(&resp).map_err(|e| unencodable(&m, enc, &e))
+            })
+        };
+        let info = MethodInfo {
+            name: method.to_string(),
+            request: type_name::<Req>().to_string(),
+            response: type_name::<Resp>().to_string(),
+        };
+        self.add(method, info, Handler::Async(Arc::new(raw), rt));
         self
     }
 
@@ -810,6 +898,12 @@ impl Protocol for Calls {
         *shared.in_flight() += 1;
         let (s, c) = (shared.clone(), conn.clone());
         let mut bytes = frame.bytes;
+        #[cfg(feature = "tokio")]
+        if let Some(Handler::Async(f, rt)) = shared.methods.get(&method) {
+            let body = bytes.split_off(body_at);
+            spawn_socket_call(s, c, f(encoding, body), rt, method, encoding, call_id);
+            return Flow::Continue;
+        }
         shared.pool.submit(Box::new(move || {
             let body = bytes.split_off(body_at);
             run_call(&s, &c, &method, encoding, call_id, &body);
@@ -1105,20 +1199,15 @@ fn execute(
                     Err(v) => Done::Heap(v),
                 })
             }
+            #[cfg(feature = "tokio")]
+            Some(Handler::Async(f, rt)) => {
+                wait_on_runtime(rt, f(enc, req.to_vec()), method).map(Done::Heap)
+            }
             None => Err(shared.unknown_method(method)),
         }
     };
-    let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".into());
-        Err(RemoteError::new(
-            CODE_INTERNAL,
-            format!("the handler of '{method}' panicked: {what}"),
-        ))
-    });
+    let result =
+        catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| Err(panicked(method, &*panic)));
     match result {
         Ok(Done::Heap(body)) if body.len() > u32::MAX as usize => Err(RemoteError::new(
             CODE_INTERNAL,
@@ -1131,14 +1220,186 @@ fn execute(
     }
 }
 
-/// Run one call and write its reply or error frame.
-fn run_call(shared: &Shared, conn: &Conn, method: &str, enc: Encoding, call_id: u64, body: &[u8]) {
-    let result = execute(shared, method, enc, body, None).map(|d| match d {
-        Done::Heap(v) => v,
-        Done::InPlace(_) => Vec::new(),
-    });
+/// The error a handler's panic turns into.
+fn panicked(method: &str, panic: &(dyn std::any::Any + Send)) -> RemoteError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    RemoteError::new(
+        CODE_INTERNAL,
+        format!("the handler of '{method}' panicked: {what}"),
+    )
+}
+
+/// A request that did not decode as `Req`.
+fn bad_request<Req>(method: &str, enc: Encoding, e: &str) -> RemoteError {
+    RemoteError::new(
+        CODE_BAD_REQUEST,
+        format!(
+            "the request to '{method}' did not decode as {} ({}): {e}",
+            type_name::<Req>(),
+            enc.as_str()
+        ),
+    )
+}
+
+/// A result that could not be encoded.
+fn unencodable(method: &str, enc: Encoding, e: &str) -> RemoteError {
+    RemoteError::new(
+        CODE_INTERNAL,
+        format!(
+            "the result of '{method}' could not be encoded as {}: {e}",
+            enc.as_str()
+        ),
+    )
+}
+
+/// An async handler's future, a panic in it turned into an error.
+#[cfg(feature = "tokio")]
+struct CatchUnwind {
+    fut: BoxFut,
+    method: String,
+}
+
+#[cfg(feature = "tokio")]
+impl std::future::Future for CatchUnwind {
+    type Output = std::result::Result<Vec<u8>, RemoteError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let r = catch_unwind(AssertUnwindSafe(|| this.fut.as_mut().poll(cx)))
+            .unwrap_or_else(|panic| std::task::Poll::Ready(Err(panicked(&this.method, &*panic))));
+        r.map(|r| match r {
+            Ok(body) if body.len() > u32::MAX as usize => Err(RemoteError::new(
+                CODE_INTERNAL,
+                format!(
+                    "the result of '{}' is {} bytes, more than a frame carries",
+                    this.method,
+                    body.len()
+                ),
+            )),
+            r => r,
+        })
+    }
+}
+
+/// The error of a call whose future the runtime dropped (it shut down).
+#[cfg(feature = "tokio")]
+fn runtime_gone(method: &str) -> RemoteError {
+    RemoteError::new(
+        CODE_INTERNAL,
+        format!("the tokio runtime running the handler of '{method}' shut down before it finished"),
+    )
+}
+
+/// Run an async handler's future on its runtime and wait for it here (a
+/// lane's thread: never a runtime thread).
+#[cfg(feature = "tokio")]
+fn wait_on_runtime(
+    rt: &tokio::runtime::Handle,
+    fut: BoxFut,
+    method: &str,
+) -> std::result::Result<Vec<u8>, RemoteError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let fut = CatchUnwind {
+        fut,
+        method: method.to_string(),
+    };
+    drop(rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    }));
+    rx.recv().unwrap_or_else(|_| Err(runtime_gone(method)))
+}
+
+/// A socket call of an async handler, answered once: by its future, or
+/// (dropped unanswered: the runtime shut down) with an error.
+#[cfg(feature = "tokio")]
+struct SocketCall {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    method: String,
+    enc: Encoding,
+    call_id: u64,
+    answered: bool,
+}
+
+#[cfg(feature = "tokio")]
+impl SocketCall {
+    fn answer(&mut self, result: std::result::Result<Vec<u8>, RemoteError>) {
+        self.answered = true;
+        let out = reply_frame(&self.shared, self.enc, self.call_id, &result);
+        self.conn.free_slot();
+        let (s, c) = (self.shared.clone(), self.conn.clone());
+        let send = move || {
+            // A client that went away just loses its reply.
+            let _ = c.send(&out);
+            s.call_done();
+            c.end();
+        };
+        // A big reply may not fit in the socket's buffer: write it from a
+        // worker, never blocking a runtime thread.
+        if result.as_ref().map_or(0, |b| b.len()) > 64 * 1024 {
+            self.shared.pool.submit(Box::new(send));
+        } else {
+            send();
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for SocketCall {
+    fn drop(&mut self) {
+        if !self.answered {
+            let e = runtime_gone(&self.method);
+            self.answer(Err(e));
+        }
+    }
+}
+
+/// Start an async handler's future for a call that came on a socket; it
+/// answers when it completes.
+#[cfg(feature = "tokio")]
+fn spawn_socket_call(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    fut: BoxFut,
+    rt: &tokio::runtime::Handle,
+    method: String,
+    enc: Encoding,
+    call_id: u64,
+) {
+    let fut = CatchUnwind {
+        fut,
+        method: method.clone(),
+    };
+    let mut call = SocketCall {
+        shared,
+        conn,
+        method,
+        enc,
+        call_id,
+        answered: false,
+    };
+    drop(rt.spawn(async move {
+        let r = fut.await;
+        call.answer(r);
+    }));
+}
+
+/// The reply or error frame answering call `call_id` (counting errors).
+fn reply_frame(
+    shared: &Shared,
+    enc: Encoding,
+    call_id: u64,
+    result: &std::result::Result<Vec<u8>, RemoteError>,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    match &result {
+    match result {
         Ok(body) => wire::encode_frame(&mut out, KIND_REPLY, enc, call_id, "", body),
         Err(err) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -1146,6 +1407,16 @@ fn run_call(shared: &Shared, conn: &Conn, method: &str, enc: Encoding, call_id: 
             wire::encode_frame(&mut out, KIND_ERROR, Encoding::Json, call_id, "", &body);
         }
     }
+    out
+}
+
+/// Run one call and write its reply or error frame.
+fn run_call(shared: &Shared, conn: &Conn, method: &str, enc: Encoding, call_id: u64, body: &[u8]) {
+    let result = execute(shared, method, enc, body, None).map(|d| match d {
+        Done::Heap(v) => v,
+        Done::InPlace(_) => Vec::new(),
+    });
+    let out = reply_frame(shared, enc, call_id, &result);
     // The slot is free before the reply goes out: a client that waits for
     // each reply never finds the connection busy.
     conn.free_slot();

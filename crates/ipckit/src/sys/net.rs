@@ -380,6 +380,37 @@ pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) {
     let _ = rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
 }
 
+/// Shut the sending direction of `fd` down (the peer reads the end of the
+/// stream; receiving still works).
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
+}
+
+/// Send what the socket takes now (at least one byte, else `WouldBlock`),
+/// never raising `SIGPIPE`; retried on `EINTR`.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn send_some_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Receive what the socket holds now (`WouldBlock` if nothing; `Ok(0)` at
+/// the end of the stream); retried on `EINTR`.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn recv_some_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::DONTWAIT) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map(|(n, _)| n).map_err(io::Error::from),
+        }
+    }
+}
+
 /// Make blocking sends on `fd` fail after `timeout` without progress
 /// (`SO_SNDTIMEO`): a peer that never reads cannot hold a writer forever.
 pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
