@@ -11,7 +11,8 @@
 //! - latency rows (`floor/*`, `pipe/*`, `service/*`): `samples` timed
 //!   round trips; p50/p99/p99.9 are of single round trips; `msgs_per_s` is
 //!   null; `ratio` = p50 / the floor's p50 (lower is better). The async
-//!   rows (`service/*-async`, `Client::call_async` awaited by a tokio
+//!   rows (`service/*-async`, `Client::call_async`, and `pipe/*-async`, an
+//!   `ipckit::pipe::tokio::NamedPipe`'s `transact`, awaited by a tokio
 //!   current-thread runtime on this thread) take the sync row of the same transport
 //!   and payload as their floor, so their ratio is async / sync.
 //! - throughput rows (`stream/*`): one-way 64-byte messages sent in batches
@@ -467,19 +468,7 @@ fn floor_memcpy(s: &Settings) -> Result<Row, Error> {
 
 /// Named-pipe message round trip (64 B) to a `pipe serve --echo` peer.
 fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Result<Row, Error> {
-    t.local_only(case)?;
-    let name = format!("bench/{}", case.replace('/', "-"));
-    let mut cmd = me()?;
-    cmd.args(["pipe", "serve", &name, "--echo"])
-        .env(ipckit::name::NAMESPACE_ENV, ns)
-        .stderr(Stdio::null());
-    t.peer_env(&mut cmd);
-    let _peer = spawn(&mut cmd)?;
-    let nsp = ipckit::Namespace::at(ns)?;
-    let mut opts = ipckit::pipe::ClientOptions::new();
-    opts = opts.namespace(&nsp).timeout(WAIT);
-    opts = (t.pipe_client)(opts);
-    let mut pipe = opts.connect(&name)?;
+    let (mut pipe, _peer) = pipe_peer(case, t, ns)?;
     let msg = [0u8; 64];
     let floor = if case.ends_with("/shm") {
         "floor/shm-spin"
@@ -488,14 +477,70 @@ fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Resul
     };
     measure(case, 64, Some(floor), s, || {
         let r = pipe.transact(&msg)?;
-        if r.len() != msg.len() {
-            return Err(Error::new(
-                ErrorKind::Decode,
-                format!("bench: {case}: the echo has {} bytes, not 64", r.len()),
-            ));
-        }
-        Ok(())
+        check_echo(case, &r, &msg)
     })
+}
+
+/// The async form of [`pipe_case`]: the same echo peer, this process's end
+/// an `ipckit::pipe::tokio::NamedPipe` on a current-thread tokio runtime,
+/// compared with the sync row `sync` of the same run.
+fn pipe_async_case(
+    case: &'static str,
+    sync: &'static str,
+    t: Transport,
+    s: &Settings,
+    ns: &Path,
+) -> Result<Row, Error> {
+    let (pipe, _peer) = pipe_peer(case, t, ns)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io(e, "cannot start a tokio runtime"))?;
+    let mut pipe = {
+        let _in_rt = rt.enter();
+        ipckit::pipe::tokio::NamedPipe::from_blocking(pipe)?
+    };
+    let msg = [0u8; 64];
+    measure(case, 64, Some(sync), s, || {
+        let r = rt.block_on(pipe.transact(&msg))?;
+        check_echo(case, &r, &msg)
+    })
+}
+
+/// Start an `ipckit pipe serve --echo` peer for `case` and connect to it.
+fn pipe_peer(
+    case: &'static str,
+    t: Transport,
+    ns: &Path,
+) -> Result<(ipckit::pipe::NamedPipe, Reaped), Error> {
+    t.local_only(case)?;
+    let name = format!("bench/{}", case.replace('/', "-"));
+    let mut cmd = me()?;
+    cmd.args(["pipe", "serve", &name, "--echo"])
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stderr(Stdio::null());
+    t.peer_env(&mut cmd);
+    let peer = spawn(&mut cmd)?;
+    let nsp = ipckit::Namespace::at(ns)?;
+    let mut opts = ipckit::pipe::ClientOptions::new();
+    opts = opts.namespace(&nsp).timeout(WAIT);
+    opts = (t.pipe_client)(opts);
+    Ok((opts.connect(&name)?, peer))
+}
+
+/// An echo that came back changed is an error, not a figure.
+fn check_echo(case: &str, got: &[u8], sent: &[u8]) -> Result<(), Error> {
+    if got != sent {
+        return Err(Error::new(
+            ErrorKind::Decode,
+            format!(
+                "bench: {case}: the echo has {} bytes, not the {} sent",
+                got.len(),
+                sent.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One-way 64-byte messages through a named pipe (message mode) to an
@@ -734,6 +779,12 @@ fn cases() -> Vec<Case> {
         case(MEMCPY, |s, _| floor_memcpy(s)),
         case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
         case("pipe/shm", |s, ns| pipe_case("pipe/shm", SHM, s, ns)),
+        case("pipe/unix-async", |s, ns| {
+            pipe_async_case("pipe/unix-async", "pipe/unix", UNIX, s, ns)
+        }),
+        case("pipe/shm-async", |s, ns| {
+            pipe_async_case("pipe/shm-async", "pipe/shm", SHM, s, ns)
+        }),
         case("service/unix", |s, ns| {
             service_case(
                 "service/unix",
