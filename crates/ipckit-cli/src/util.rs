@@ -21,6 +21,42 @@ pub fn limits() -> ipckit::Limits {
     ipckit::Limits::default().allow_uids(allowed_uids())
 }
 
+/// How often a serving command looks whether it was asked to stop.
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// From now on, Ctrl-C (SIGINT) and SIGTERM only ask this command to stop
+/// ([`stop_requested`]): a serving command then returns normally, so its
+/// server is dropped and its endpoint record removed.
+pub fn catch_stop_signals() -> Result<(), ipckit::Error> {
+    let flag = STOP.get_or_init(Default::default).clone();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).map_err(|e| {
+            ipckit::Error::new(
+                ipckit::ErrorKind::Io,
+                format!("cannot handle Ctrl-C and SIGTERM: {e}"),
+            )
+            .with_source(e)
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_stop_signals`].
+pub fn stop_requested() -> bool {
+    STOP.get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Block until SIGINT or SIGTERM (after [`catch_stop_signals`]).
+pub fn wait_for_stop() {
+    while !stop_requested() {
+        std::thread::sleep(STOP_POLL);
+    }
+}
+
 /// A child process killed and reaped when dropped, so no command leaks one.
 pub struct Reaped(pub Child);
 

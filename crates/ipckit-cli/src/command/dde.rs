@@ -327,23 +327,14 @@ fn serve(
     if let Some(a) = tcp {
         opts = opts.tcp(a);
     }
+    // Before the record exists: a stop signal from then on removes it.
+    crate::util::catch_stop_signals()?;
     let server = opts.create(service)?;
     for t in topics {
         for (name, value) in &start {
             server.set_item(t, name, Format::TEXT, &encode(Format::TEXT, value))?;
         }
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot handle Ctrl-C and SIGTERM: {e}"),
-        )
-        .with_source(e)
-    })?;
     if let Some(a) = server.local_addr() {
         println!("tcp://{a}");
         let _ = std::io::stdout().flush();
@@ -352,7 +343,7 @@ fn serve(
         "serving DDE service '{service}' (topics: {}); Ctrl-C stops",
         topics.join(", ")
     );
-    let _ = signals.forever().next();
+    crate::util::wait_for_stop();
     drop(server);
     Ok(())
 }

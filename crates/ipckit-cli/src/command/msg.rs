@@ -89,6 +89,8 @@ fn messenger() -> message::Messenger {
 }
 
 fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Error> {
+    // Before the record exists: a stop signal from then on removes it.
+    crate::util::catch_stop_signals()?;
     let (tx, rx) = mpsc::channel::<()>();
     let _rx = message::ReceiverOptions::new()
         .limits(crate::util::limits())
@@ -111,11 +113,13 @@ fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Er
         })?;
     eprintln!("listening as '{name}'");
     let mut seen = 0;
-    while count.is_none_or(|k| seen < k) {
-        if rx.recv().is_err() {
-            break;
+    // Ctrl-C or SIGTERM ends the wait, so the receiver is unregistered.
+    while count.is_none_or(|k| seen < k) && !crate::util::stop_requested() {
+        match rx.recv_timeout(crate::util::STOP_POLL) {
+            Ok(()) => seen += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        seen += 1;
     }
     Ok(())
 }

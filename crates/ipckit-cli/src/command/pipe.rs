@@ -72,13 +72,21 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
         opts = opts.tcp(a.clone());
     }
     opts = opts.limits(crate::util::limits());
+    // Before the record exists: a stop signal from then on removes it.
+    crate::util::catch_stop_signals()?;
     let server = opts.create(&args.name)?;
     match server.tcp_addr() {
         Some(a) => eprintln!("serving pipe '{}' (and tcp://{a})", args.name),
         None => eprintln!("serving pipe '{}'", args.name),
     }
-    loop {
-        let conn = server.accept()?;
+    // Ctrl-C or SIGTERM ends the loop, so the server is dropped and its
+    // record removed.
+    while !crate::util::stop_requested() {
+        let conn = match server.accept_timeout(crate::util::STOP_POLL) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ipckit::ErrorKind::Timeout => continue,
+            Err(e) => return Err(e),
+        };
         let echo = args.echo;
         let mode = args.mode;
         std::thread::spawn(move || {
@@ -93,6 +101,7 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
             }
         });
     }
+    Ok(())
 }
 
 fn serve_messages(mut conn: NamedPipe, echo: bool) -> Result<(), ipckit::Error> {

@@ -119,6 +119,8 @@ fn serve_demo(
     if let Some(a) = tcp {
         b = b.tcp(a);
     }
+    // Before the record exists: a stop signal from then on removes it.
+    crate::util::catch_stop_signals()?;
     let server = b.limits(crate::util::limits()).bind()?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "serving service '{name}'");
@@ -127,7 +129,10 @@ fn serve_demo(
     }
     let _ = out.flush();
     drop(out);
-    server.wait();
+    // Until Ctrl-C or SIGTERM: then the server is dropped (calls in flight
+    // finish) and its record removed.
+    crate::util::wait_for_stop();
+    drop(server);
     Ok(())
 }
 

@@ -76,6 +76,8 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     if let Some(a) = &args.udp {
         opts = opts.udp(a.clone());
     }
+    // Before the record exists: a stop signal from then on removes it.
+    crate::util::catch_stop_signals()?;
     let slot: Mailslot = if group {
         opts.join_group(&args.name)?
     } else {
@@ -84,9 +86,29 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     if let Some(a) = slot.udp_addr() {
         eprintln!("udp {a}");
     }
+    let next_deadline = || args.timeout.map(|t| std::time::Instant::now() + t);
+    let mut deadline = next_deadline();
     let mut seen = 0usize;
-    while args.count.is_none_or(|k| seen < k) {
-        let msg = slot.recv()?;
+    // Ctrl-C or SIGTERM ends the loop, so the mailslot is closed and its
+    // record removed; `--timeout` still bounds each wait for a message.
+    while args.count.is_none_or(|k| seen < k) && !crate::util::stop_requested() {
+        let wait = match deadline {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .min(crate::util::STOP_POLL),
+            None => crate::util::STOP_POLL,
+        };
+        let msg = match slot.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(e)
+                if e.kind() == ipckit::ErrorKind::Timeout
+                    && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        deadline = next_deadline();
         seen += 1;
         let text = String::from_utf8_lossy(&msg);
         if args.json {

@@ -13,4 +13,5 @@ mod map;
 mod msg;
 mod pipe;
 mod service;
+mod signals;
 mod slot;
