@@ -224,7 +224,8 @@ pub enum PipeCommand {
         name: String,
         /// The message (sent as UTF-8 bytes).
         message: String,
-        /// How long to wait for the server or a free instance.
+        /// How long the whole command may take: waiting for the server or a
+        /// free instance, then for the reply.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
         /// Print {"reply": ..., "rtt_us": ..., "transport": ...} instead of the bare reply.
@@ -264,6 +265,12 @@ pub struct PipeServeArgs {
     /// How connections wait for their client on shared memory.
     #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
     pub wait: WaitArg,
+    /// Exit after serving this many clients (each to its end).
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop serving after this long (a failure if --count clients had not come).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -125,6 +125,11 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// A duration in microseconds with at most three decimals (for JSON).
+pub fn micros(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1000.0
+}
+
 /// Format nanoseconds as µs with one decimal (as ns below 100 ns).
 pub fn us(ns: u64) -> String {
     if ns < 100 {

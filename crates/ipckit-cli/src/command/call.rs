@@ -29,8 +29,8 @@ pub fn run(args: CallArgs) -> Result<(), ipckit::Error> {
             "{}",
             serde_json::json!({
                 "result": result,
-                "rtt_us": rtt.as_secs_f64() * 1e6,
-                "transport": format!("{:?}", client.transport()),
+                "rtt_us": crate::util::micros(rtt),
+                "transport": super::pipe::transport_name(client.transport()),
             })
         );
     } else {

@@ -110,7 +110,13 @@ pub(super) fn bad_json(e: serde_json::Error, out: &str) -> Error {
 }
 
 pub fn run() -> Result<(), Error> {
-    let root: PathBuf = std::env::temp_dir().join(format!("ipckit-demo-{}", std::process::id()));
+    // A fresh namespace of its own, inside the one given (--namespace or
+    // IPCKIT_NAMESPACE) if any, else in the temporary directory; removed
+    // at the end.
+    let parent = std::env::var_os(ipckit::name::NAMESPACE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let root: PathBuf = parent.join(format!("ipckit-demo-{}", std::process::id()));
     let ns = ipckit::Namespace::at(&root)?;
     println!("ipckit demo — namespace {}", ns.dir().display());
     let result = steps(ns.dir());

@@ -31,7 +31,7 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
                     serde_json::json!({
                         "result": r.result,
                         "reply": String::from_utf8_lossy(&r.data),
-                        "rtt_us": rtt.as_secs_f64() * 1e6,
+                        "rtt_us": crate::util::micros(rtt),
                     })
                 );
             } else {
@@ -102,7 +102,7 @@ fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Er
                 })
                 .to_string()
             } else {
-                format!("{} {}", m.id, text.replace('\n', "\\n"))
+                format!("{:#06x} {}", m.id, text.replace('\n', "\\n"))
             };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");

@@ -18,6 +18,8 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             transport,
             wait,
         } => {
+            // `--timeout` bounds the whole command: connecting, then the reply.
+            let deadline = Instant::now() + timeout;
             let mut pipe = ClientOptions::new()
                 .allow_server_uids(crate::util::allowed_uids())
                 .timeout(timeout)
@@ -25,7 +27,19 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
                 .wait_strategy(wait.into())
                 .connect(&name)?;
             let t = Instant::now();
-            let reply = pipe.transact(message.as_bytes())?;
+            pipe.send(message.as_bytes())?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = pipe.recv_timeout(left).map_err(|e| {
+                if e.kind() == ipckit::ErrorKind::Timeout {
+                    ipckit::Error::new(
+                        ipckit::ErrorKind::Timeout,
+                        format!("no reply within --timeout {timeout:?}; is the server reading its pipe?"),
+                    )
+                    .with_name(&name)
+                } else {
+                    e
+                }
+            })?;
             let rtt = t.elapsed();
             let text = String::from_utf8_lossy(&reply);
             if json {
@@ -33,7 +47,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
                     "{}",
                     serde_json::json!({
                         "reply": text,
-                        "rtt_us": rtt.as_secs_f64() * 1e6,
+                        "rtt_us": crate::util::micros(rtt),
                         "transport": transport_name(pipe.transport()),
                     })
                 );
@@ -80,16 +94,38 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
         None => eprintln!("serving pipe '{}'", args.name),
     }
     // Ctrl-C or SIGTERM ends the loop, so the server is dropped and its
-    // record removed.
-    while !crate::util::stop_requested() {
-        let conn = match server.accept_timeout(crate::util::STOP_POLL) {
+    // record removed; so do `--count` clients served and `--timeout`.
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let mut clients = Vec::new();
+    while !crate::util::stop_requested() && args.count.is_none_or(|n| clients.len() < n) {
+        let wait = match deadline {
+            Some(d) if Instant::now() >= d => {
+                if let Some(n) = args.count {
+                    return Err(ipckit::Error::new(
+                        ipckit::ErrorKind::Timeout,
+                        format!(
+                            "{} of {n} clients came within --timeout {:?}",
+                            clients.len(),
+                            args.timeout.unwrap_or_default()
+                        ),
+                    )
+                    .with_name(&args.name));
+                }
+                break;
+            }
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(crate::util::STOP_POLL),
+            None => crate::util::STOP_POLL,
+        };
+        let conn = match server.accept_timeout(wait) {
             Ok(c) => c,
             Err(e) if e.kind() == ipckit::ErrorKind::Timeout => continue,
             Err(e) => return Err(e),
         };
         let echo = args.echo;
         let mode = args.mode;
-        std::thread::spawn(move || {
+        clients.push(std::thread::spawn(move || {
             let r = match mode {
                 ModeArg::Message => serve_messages(conn, echo),
                 ModeArg::Byte => serve_bytes(conn, echo),
@@ -99,7 +135,13 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
                     eprintln!("ipckit: client dropped: {e}");
                 }
             }
-        });
+        }));
+    }
+    // With --count, the last clients are served to their end.
+    if args.count.is_some() {
+        for c in clients {
+            let _ = c.join();
+        }
     }
     Ok(())
 }

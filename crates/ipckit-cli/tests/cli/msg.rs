@@ -96,16 +96,19 @@ fn listen_prints_posts_in_order_and_send_prints_the_handler_result() {
             .assert_success();
     }
     for i in 0..POSTS {
-        assert_eq!(listener.stdout_line(""), format!("{} post {i}", 0x400 + i));
+        assert_eq!(
+            listener.stdout_line(""),
+            format!("{:#06x} post {i}", 0x400 + i)
+        );
     }
-    assert_eq!(listener.stdout_line(""), format!("{} cli 0", 0x401));
-    assert_eq!(listener.stdout_line(""), format!("{} cli 1", 0x401));
+    assert_eq!(listener.stdout_line(""), format!("{:#06x} cli 0", 0x401));
+    assert_eq!(listener.stdout_line(""), format!("{:#06x} cli 1", 0x401));
     // A sent message may overtake queued posts (as in Win32), so it comes
     // after the posts were seen.
     let o = t.run(&["msg", "send", "p", "74", "hello"]);
     o.assert_success();
     assert_eq!(o.stdout.trim(), "5");
-    assert_eq!(listener.stdout_line(""), "74 hello");
+    assert_eq!(listener.stdout_line(""), "0x004a hello");
     listener.wait_success(DEADLINE);
 }
 
@@ -160,7 +163,7 @@ fn broadcast_prints_every_receivers_result_or_error() {
     assert_eq!(arr[3]["name"], "b4-slow");
     assert_eq!(arr[3]["kind"], "timeout", "{v}");
     for g in &mut listeners {
-        assert_eq!(g.stdout_line(""), "1 hello!");
+        assert_eq!(g.stdout_line(""), "0x0001 hello!");
         g.wait_success(DEADLINE);
     }
 }

@@ -399,3 +399,62 @@ fn allow_uid_is_a_global_flag_of_uids() {
     assert!(!bad.status.success(), "{bad:#?}");
     assert!(bad.stderr.contains("allow-uid"), "{bad:#?}");
 }
+
+#[test]
+fn send_timeout_bounds_the_wait_for_a_reply_that_never_comes() {
+    let t = TestNs::new();
+    // A server that takes the message and never answers.
+    let server = ServerOptions::new()
+        .namespace(&t.ns)
+        .create("mute")
+        .unwrap();
+    let holder = std::thread::spawn(move || {
+        let mut c = server.accept().unwrap();
+        let _ = c.recv();
+        // Hold the connection open until the client gives up.
+        let _ = c.recv();
+    });
+    let o = t
+        .start(&["pipe", "send", "mute", "hi", "--timeout", "1s"])
+        .finish(DEADLINE);
+    o.assert_one_line_failure();
+    assert!(o.stderr.contains("no reply within"), "{o:#?}");
+    holder.join().unwrap();
+}
+
+#[test]
+fn serve_count_exits_after_that_many_clients_and_timeout_bounds_the_wait() {
+    let t = TestNs::new();
+    let mut s = serve(&t, "two", &["--echo", "--count", "2"]);
+    for i in 0..2 {
+        let mut p = connect(&t, "two");
+        assert_eq!(
+            p.transact(format!("m{i}").as_bytes()).unwrap(),
+            format!("m{i}").as_bytes()
+        );
+    }
+    s.wait_success(DEADLINE);
+    assert!(t.ns.info("two").unwrap().is_none());
+    // --count not reached within --timeout: a failure naming the pipe (the
+    // last stderr line; the first is the "serving" status line).
+    let o = t
+        .start(&[
+            "pipe",
+            "serve",
+            "lonely",
+            "--count",
+            "1",
+            "--timeout",
+            "300ms",
+        ])
+        .finish(DEADLINE);
+    assert!(!o.status.success(), "{o:#?}");
+    let last = o.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("ipckit: 'lonely':") && last.contains("0 of 1 clients"),
+        "{o:#?}"
+    );
+    // --timeout alone just ends serving.
+    t.start(&["pipe", "serve", "brief", "--timeout", "300ms"])
+        .wait_success(DEADLINE);
+}

@@ -47,7 +47,7 @@ fn call_prints_the_json_results_of_the_demo_service() {
     o.assert_success();
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["result"], 3, "{v}");
-    assert_eq!(v["transport"], "SharedMemory", "{v}");
+    assert_eq!(v["transport"], "shm", "{v}");
     let o = call(
         &t,
         "svc",
@@ -56,7 +56,7 @@ fn call_prints_the_json_results_of_the_demo_service() {
         &["--json", "--transport", "socket"],
     );
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(v["transport"], "Socket", "{v}");
+    assert_eq!(v["transport"], "socket", "{v}");
     let o = t.run(&["ls"]);
     assert!(o.stdout.contains("service"), "{o:#?}");
 }
