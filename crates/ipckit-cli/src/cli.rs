@@ -289,7 +289,8 @@ pub enum SlotCommand {
         name: String,
         /// The message (sent as UTF-8 bytes).
         message: String,
-        /// How long to wait for room in a full queue.
+        /// How long to wait for the mailslot to appear, then for room in a
+        /// full queue.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
         /// Send a UDP datagram to HOST:PORT instead (lossy, at most 424 bytes).
@@ -362,7 +363,8 @@ pub enum MsgCommand {
         id: u32,
         /// The data (sent as UTF-8 bytes).
         data: String,
-        /// Give up after this long.
+        /// How long the whole command may take: waiting for the receiver
+        /// to appear, then for its reply.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
         /// Print {"result":..,"reply":..,"rtt_us":..}.
@@ -378,6 +380,9 @@ pub enum MsgCommand {
         id: u32,
         /// The data (sent as UTF-8 bytes).
         data: String,
+        /// How long to wait for the receiver to appear and take the message.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print the id registered for TEXT in this namespace.
     Register {

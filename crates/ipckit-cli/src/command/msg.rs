@@ -22,8 +22,11 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             timeout,
             json,
         } => {
+            let deadline = Instant::now() + timeout;
+            let mut w = window_within(&name, deadline)?;
             let t = Instant::now();
-            let r = messenger().send(&name, id, data.as_bytes(), timeout)?;
+            let left = deadline.saturating_duration_since(t);
+            let r = w.send(id, data.as_bytes(), left)?;
             let rtt = t.elapsed();
             if json {
                 println!(
@@ -39,7 +42,12 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             }
             Ok(())
         }
-        MsgCommand::Post { name, id, data } => messenger().post(&name, id, data.as_bytes()),
+        MsgCommand::Post {
+            name,
+            id,
+            data,
+            timeout,
+        } => window_within(&name, Instant::now() + timeout)?.post(id, data.as_bytes()),
         MsgCommand::Register { text, json } => {
             let id = message::register_message(&text)?;
             if json {
@@ -122,6 +130,20 @@ fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Er
         }
     }
     Ok(())
+}
+
+/// A window to receiver `name`, waiting until `deadline` for it to appear
+/// (a sender started just before its receiver, as `pipe send` waits).
+fn window_within(name: &str, deadline: Instant) -> Result<message::Window, ipckit::Error> {
+    let m = messenger();
+    loop {
+        match m.connect(name) {
+            Err(e) if e.kind() == ipckit::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r,
+        }
+    }
 }
 
 /// A window to receiver `name` once it accepts: its endpoint record is

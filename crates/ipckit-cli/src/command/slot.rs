@@ -22,11 +22,26 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
             udp,
         } => match udp {
             Some(addr) => mailslot::send_datagram(&addr, &name, message.as_bytes()),
-            None => WriterOptions::new()
-                .allow_server_uids(crate::util::allowed_uids())
-                .timeout(timeout)
-                .open(&name)?
-                .send(message.as_bytes()),
+            None => {
+                let opts = WriterOptions::new()
+                    .allow_server_uids(crate::util::allowed_uids())
+                    .timeout(timeout);
+                // A writer started just before its reader waits for the
+                // mailslot to appear, within --timeout (as `pipe send` does).
+                let deadline = std::time::Instant::now() + timeout;
+                let mut w = loop {
+                    match opts.open(&name) {
+                        Err(e)
+                            if e.kind() == ipckit::ErrorKind::NotFound
+                                && std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(20))
+                        }
+                        r => break r?,
+                    }
+                };
+                w.send(message.as_bytes())
+            }
         },
         SlotCommand::GroupSend {
             name,

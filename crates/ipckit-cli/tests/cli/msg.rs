@@ -167,3 +167,24 @@ fn broadcast_prints_every_receivers_result_or_error() {
         g.wait_success(DEADLINE);
     }
 }
+
+#[test]
+fn send_and_post_started_before_the_receiver_wait_for_it_within_their_timeout() {
+    let t = TestNs::new();
+    let send = t.start(&["msg", "send", "late", "0x4A", "hi", "--timeout", "20s"]);
+    let post = t.start(&["msg", "post", "late", "0x401", "later", "--timeout", "20s"]);
+    let mut listener = t.start(&["msg", "listen", "late", "--count", "2"]);
+    let o = send.finish(DEADLINE);
+    o.assert_success();
+    assert_eq!(o.stdout, "2\n");
+    post.finish(DEADLINE).assert_success();
+    let mut lines = [listener.stdout_line("0x"), listener.stdout_line("0x")];
+    lines.sort();
+    assert_eq!(lines, ["0x004a hi", "0x0401 later"]);
+    listener.wait_success(DEADLINE);
+    // Nobody there: a one-line failure once the timeout is up.
+    let o = t
+        .start(&["msg", "post", "nobody", "1", "x", "--timeout", "300ms"])
+        .finish(DEADLINE);
+    o.assert_one_line_failure();
+}
