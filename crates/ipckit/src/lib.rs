@@ -38,19 +38,23 @@
 //!
 //! # Modules
 //!
-//! | module | Win32 original | feature |
-//! |---|---|---|
-//! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always |
-//! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always |
-//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always |
-//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always |
-//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` |
-//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` |
-//! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` |
-//! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` |
-//! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) |
-//! | `service` | RPC to a compute server (the seed's `SendMessage` + `ReadProcessMemory`) | `service` |
-//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always |
+//! | module | Win32 original | feature | on Windows |
+//! |---|---|---|---|
+//! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names and [`Namespace`]; endpoint records are Linux-only |
+//! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
+//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | not yet |
+//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | not yet |
+//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | not yet |
+//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | not yet |
+//! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | not yet |
+//! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |
+//! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | not yet |
+//! | `service` | RPC to a compute server (the seed's `SendMessage` + `ReadProcessMemory`) | `service` | not yet |
+//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | [`Limits`] only |
+//! | [`error`] | `GetLastError` | always | yes |
+//!
+//! "Not yet" modules are compiled out on Windows, whatever the features
+//! say (`#[cfg(all(feature = "...", unix))]`).
 //!
 //! Every mechanism with a blocking API also has an async one for tokio
 //! applications in its `tokio` submodule (`ipckit::pipe::tokio`,
@@ -65,32 +69,48 @@
 //!   which only pipes need).
 //! - `tokio`: the async forms (off by default).
 //!
+//! On Windows the mechanism features are accepted but build nothing yet
+//! (the mechanisms are not ported): `--no-default-features` and the
+//! default features give the same crate there (see Platforms).
+//!
 //! # Platforms
 //!
-//! Linux (built and tested on x86-64). The Win32 backend is not written
-//! yet: building for any other OS stops with a `compile_error!` saying so.
+//! - **Linux**: everything (built and tested on x86-64).
+//! - **Windows** (first step of the Win32 backend; built for
+//!   `x86_64-pc-windows-gnu` and tested under Wine): [`error`], [`limits`],
+//!   [`name`] (name rules and [`Namespace`]) and [`shm`], whose named
+//!   mappings are Win32 file mappings (`CreateFileMappingW` /
+//!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`; see [`shm`] for what
+//!   differs). Sync objects, the shared map and every mechanism are
+//!   compiled out there for now.
+//!
+//! Building for any other OS stops with a `compile_error!`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 // Dead code is checked in the default build (every mechanism on); a build
 // without some mechanism leaves parts of the shared layers unused.
+// On Windows, where most of the crate is not ported yet, likewise.
 #![cfg_attr(
-    not(all(
-        feature = "pipe",
-        feature = "service",
-        feature = "mailslot",
-        feature = "message",
-        feature = "clipboard",
-        feature = "dde"
-    )),
+    any(
+        not(unix),
+        not(all(
+            feature = "pipe",
+            feature = "service",
+            feature = "mailslot",
+            feature = "message",
+            feature = "clipboard",
+            feature = "dde"
+        ))
+    ),
     allow(dead_code, unused_imports)
 )]
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("ipckit runs on Linux only for now: its Windows backend (the Win32 objects themselves) is not written yet");
+#[cfg(not(any(target_os = "linux", windows)))]
+compile_error!("ipckit builds for Linux and Windows only: this target is neither");
 
-#[cfg(feature = "clipboard")]
+#[cfg(all(feature = "clipboard", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "clipboard")))]
 pub mod clipboard;
 // Unit tests that run the crate's own test helpers (tests/support) name
@@ -98,8 +118,9 @@ pub mod clipboard;
 #[cfg(test)]
 extern crate self as ipckit;
 
+#[cfg(unix)]
 mod conn;
-#[cfg(feature = "dde")]
+#[cfg(all(feature = "dde", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "dde")))]
 pub mod dde;
 pub mod error;
@@ -107,37 +128,43 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
-#[cfg(feature = "mailslot")]
+#[cfg(all(feature = "mailslot", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mailslot")))]
 pub mod mailslot;
+#[cfg(unix)]
 pub mod map;
-#[cfg(feature = "message")]
+#[cfg(all(feature = "message", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "message")))]
 pub mod message;
 pub mod name;
-#[cfg(feature = "pipe")]
+#[cfg(all(feature = "pipe", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "pipe")))]
 pub mod pipe;
 #[cfg(all(
     test,
+    unix,
     feature = "pipe",
     feature = "service",
     feature = "mailslot",
     feature = "message"
 ))]
 mod process_tests;
-#[cfg(any(feature = "message", feature = "clipboard"))]
+#[cfg(all(any(feature = "message", feature = "clipboard"), unix))]
 mod registry;
-#[cfg(feature = "service")]
+#[cfg(all(feature = "service", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
 pub mod service;
 pub mod shm;
+#[cfg(unix)]
 pub mod sync;
 mod sys;
+#[cfg(unix)]
 pub mod transport;
 
+#[cfg(unix)]
 pub use conn::ConnStats;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;
 pub use name::Namespace;
+#[cfg(unix)]
 pub use transport::{Transport, WaitStrategy};

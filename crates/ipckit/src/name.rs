@@ -12,6 +12,12 @@
 //! such and the next create of that name takes it over. Two live owners can
 //! never hold one name: the second create gets [`ErrorKind::AlreadyExists`].
 //!
+//! On Windows (first step of the Win32 backend) the name rules and
+//! [`Namespace`] exist (the directory's path is what the Win32 object names
+//! are derived from, see [`crate::shm`]); it defaults to
+//! `%LOCALAPPDATA%\ipckit`. Endpoint records, listing and shared namespaces
+//! are Linux-only for now.
+//!
 //! ```
 //! use ipckit::name::{validate_name, Namespace};
 //!
@@ -22,16 +28,25 @@
 //! assert_eq!(validate_name("../x").unwrap_err().kind(), ipckit::ErrorKind::InvalidName);
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
+#[cfg(unix)]
+use std::fs::{File, OpenOptions};
+#[cfg(unix)]
 use std::io::{Read as _, Write as _};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(unix)]
 use serde::{Deserialize, Serialize};
 
+#[cfg(unix)]
 use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
+#[cfg(unix)]
 use crate::sys;
 
 /// Environment variable naming the namespace directory.
@@ -43,6 +58,7 @@ pub const MAX_NAME_LEN: usize = 200;
 /// Suffix of endpoint record files.
 const RECORD_SUFFIX: &str = ".ep";
 /// Suffix of the file a live server publishes its counters in.
+#[cfg(unix)]
 const STATS_SUFFIX: &str = ".stats";
 
 /// Check a name against the naming rules: 1–200 characters of
@@ -114,6 +130,7 @@ pub struct Namespace {
     dir: PathBuf,
 }
 
+#[cfg(unix)]
 /// Whether an endpoint's owner is still alive.
 ///
 /// ```
@@ -128,6 +145,7 @@ pub enum EndpointState {
     Stale,
 }
 
+#[cfg(unix)]
 impl EndpointState {
     /// `"live"` or `"stale"`.
     ///
@@ -142,6 +160,7 @@ impl EndpointState {
     }
 }
 
+#[cfg(unix)]
 /// What a record says about an endpoint (see [`Namespace::list`]).
 ///
 /// ```
@@ -173,6 +192,7 @@ pub struct EndpointInfo {
     pub limits: Option<ConnStats>,
 }
 
+#[cfg(unix)]
 #[derive(Serialize, Deserialize)]
 struct Record {
     kind: String,
@@ -197,24 +217,34 @@ impl Namespace {
         }
     }
 
-    /// The per-user default directory (not created by this call).
+    /// The per-user default directory (not created by this call). On
+    /// Windows: `%LOCALAPPDATA%\ipckit`, else `ipckit` in the temporary
+    /// directory.
     ///
     /// ```
     /// assert!(ipckit::Namespace::default_dir().ends_with("ipckit")
     ///     || ipckit::Namespace::default_dir().to_string_lossy().contains("ipckit-"));
     /// ```
     pub fn default_dir() -> PathBuf {
-        match std::env::var_os("XDG_RUNTIME_DIR") {
+        #[cfg(unix)]
+        let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(d) if !d.is_empty() => PathBuf::from(d).join("ipckit"),
             _ => PathBuf::from(format!("/tmp/ipckit-{}", sys::uid())),
-        }
+        };
+        #[cfg(windows)]
+        let dir = match std::env::var_os("LOCALAPPDATA") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("ipckit"),
+            _ => std::env::temp_dir().join("ipckit"),
+        };
+        dir
     }
 
     /// Use `dir` as a namespace, creating it (mode 0700) if needed. It
     /// must be a real directory (not a symbolic link) owned by the caller
     /// and not writable by group or others; anything else is refused with
     /// [`ErrorKind::PermissionDenied`] (another user could otherwise plant
-    /// links or impostor sockets in it).
+    /// links or impostor sockets in it). On Windows only "a real directory"
+    /// is checked (no mode or owner check yet).
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -224,9 +254,11 @@ impl Namespace {
     pub fn at(dir: impl Into<PathBuf>) -> Result<Namespace> {
         let dir: PathBuf = dir.into();
         let shown = dir.display().to_string();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder
             .create(&dir)
             .ctx(&shown, "cannot create the namespace directory")?;
         let meta = fs::symlink_metadata(&dir).ctx(&shown, "cannot read the namespace directory")?;
@@ -237,6 +269,17 @@ impl Namespace {
             )
             .with_name(shown));
         }
+        #[cfg(unix)]
+        Self::check_private(&meta, &shown)?;
+        let dir = dir
+            .canonicalize()
+            .ctx(&shown, "cannot resolve the namespace directory")?;
+        Ok(Namespace { dir })
+    }
+
+    /// Refuse a namespace directory others can write or that is not ours.
+    #[cfg(unix)]
+    fn check_private(meta: &fs::Metadata, shown: &str) -> Result<()> {
         if meta.mode() & 0o022 != 0 {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
@@ -258,10 +301,7 @@ impl Namespace {
             )
             .with_name(shown));
         }
-        let dir = dir
-            .canonicalize()
-            .ctx(&shown, "cannot resolve the namespace directory")?;
-        Ok(Namespace { dir })
+        Ok(())
     }
 
     /// Use `dir` as a namespace **shared with other users** (the explicit
@@ -285,6 +325,7 @@ impl Namespace {
     /// std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     /// assert!(ipckit::Namespace::at_shared(&open).is_err());
     /// ```
+    #[cfg(unix)]
     pub fn at_shared(dir: impl Into<PathBuf>) -> Result<Namespace> {
         let dir: PathBuf = dir.into();
         let shown = dir.display().to_string();
@@ -327,10 +368,14 @@ impl Namespace {
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// assert!(ns.dir().is_absolute());
     /// ```
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
+}
 
+/// Endpoint records (Linux-only for now).
+#[cfg(unix)]
+impl Namespace {
     /// The uid the namespace directory belongs to.
     pub(crate) fn owner_uid(&self) -> u32 {
         fs::metadata(&self.dir)
@@ -572,6 +617,7 @@ impl Namespace {
 }
 
 /// Exclusive ownership of a name, held until dropped.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) struct Claim {
     name: String,
@@ -583,6 +629,7 @@ pub(crate) struct Claim {
     replaced_stale: bool,
 }
 
+#[cfg(unix)]
 impl Claim {
     /// Write the record (kind, pid, creation time): from now on the
     /// endpoint is listed as live. Call it once the endpoint can be reached.
@@ -610,6 +657,7 @@ impl Claim {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Claim {
     fn drop(&mut self) {
         // Unlink while still holding the lock, then release it by closing.
@@ -623,6 +671,7 @@ impl Drop for Claim {
 
 /// Take an exclusive lock on a small shared file of the namespace (a
 /// registry), waiting for the holder; released when `file` closes.
+#[cfg(unix)]
 pub(crate) fn lock_file(file: &File) -> std::io::Result<()> {
     sys::lock_exclusive(file)
 }
@@ -670,6 +719,7 @@ mod tests {
         assert!(e.to_string().contains("300 characters"), "{e}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn second_claim_is_refused_and_release_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -691,6 +741,7 @@ mod tests {
         ns.claim("n/x", "test").unwrap();
     }
 
+    #[cfg(unix)]
     #[test]
     fn namespace_dir_is_private() {
         let dir = tempfile::tempdir().unwrap();

@@ -113,10 +113,47 @@
 //! opts.remove("private").unwrap();
 //! ```
 //!
+//! # On Windows
+//!
+//! A named mapping is a Win32 section backed by the paging file:
+//! `CreateFileMappingW(INVALID_HANDLE_VALUE, …, PAGE_READWRITE, size,
+//! name)` and `MapViewOfFile`; [`existed`](Mapping::existed) comes from
+//! `ERROR_ALREADY_EXISTS`, and [`Mapping::open`] is `OpenFileMappingW`. The
+//! object's name is `Local\ipckit.<H>.<NAME with '/' → ':'>`, with the same
+//! `<H>` as on Linux (the hash of the namespace directory's canonical path,
+//! which is therefore still created on Windows), and the same 64-byte
+//! header, so the opener gets the creator's size and the kind is checked.
+//! A name already in the system's form, `Local\X` or `Global\X`, is used as
+//! is, and such a mapping has **no header**: it is what a program that does
+//! not use ipckit creates, so an opener maps the whole section (its size
+//! rounded up to whole pages).
+//!
+//! What differs from Linux:
+//!
+//! - a section vanishes with its last handle (Win32's rule), so there are
+//!   no orphans: [`MappingOptions::remove`] is a no-op, `create` of a name
+//!   that exists always fails with [`ErrorKind::AlreadyExists`] (some live
+//!   process has it open) and [`Mapping::replaced_stale`] is always false.
+//!   `ipckit map set` followed by a separate `ipckit map get` would not
+//!   find the value.
+//! - security: a named section is created with a security descriptor that
+//!   grants only the calling user (`D:P(A;;GA;;;<your SID>)`); a
+//!   [`MappingOptions::mode`] with any group or other bit also grants
+//!   Everyone read and write. An existing section is not inspected before
+//!   it is mapped (the owner check above is Linux-only): the descriptor
+//!   is what keeps other users out, and `Local\` names are per session.
+//! - anonymous mappings are unnamed sections and file-backed ones are
+//!   sections over the file; they expose their handle (`AsHandle`,
+//!   `AsRawHandle`, `Into<OwnedHandle>`) instead of a descriptor. Handing one to another process (`DuplicateHandle`) is not
+//!   written yet.
+//!
 //! [`open_or_create`]: MappingOptions::open_or_create
 #![allow(unsafe_code)]
 
+#[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(windows)]
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle, RawHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
@@ -124,6 +161,41 @@ use std::time::{Duration, Instant};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::name::{fnv1a64, now_ms, validate_name, Namespace};
 use crate::sys;
+
+/// What the shared memory is called in errors about its free space.
+#[cfg(unix)]
+const SHM_SPACE: &str = sys::shm::SHM_DIR;
+#[cfg(windows)]
+const SHM_SPACE: &str = "the commit memory (RAM and paging file)";
+
+/// Prefix of the operating system's names of named mappings.
+#[cfg(unix)]
+const OS_PREFIX: &str = "";
+#[cfg(windows)]
+const OS_PREFIX: &str = "Local\\";
+
+/// Whether `name` is already in the operating system's own form (Windows:
+/// `Local\X` or `Global\X`), to be used as is; such a name must have
+/// something after the prefix, and no further `\\`. Always false on Linux.
+fn native_name(name: &str) -> Result<bool> {
+    if !cfg!(windows) {
+        return Ok(false);
+    }
+    let Some(rest) = name
+        .strip_prefix("Local\\")
+        .or_else(|| name.strip_prefix("Global\\"))
+    else {
+        return Ok(false);
+    };
+    if rest.is_empty() || rest.contains(['\\', '\0']) || name.len() > 260 {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            "invalid name: after Local\\ or Global\\ give 1 or more characters other than '\\' and NUL (260 in all at most)",
+        )
+        .with_name(name));
+    }
+    Ok(true)
+}
 
 /// Size of the header at the start of every named mapping.
 pub const HEADER_LEN: usize = 64;
@@ -287,6 +359,11 @@ impl MappingOptions {
     /// more than `mode` is refused with [`ErrorKind::PermissionDenied`], so
     /// openers of a widened object set the same mode.
     ///
+    /// On Windows the mode picks the new section's security descriptor:
+    /// `0o600` grants only the calling user (its SID); any group or other
+    /// bit also grants Everyone read and write. Existing sections are not
+    /// checked against it there.
+    ///
     /// ```
     /// use std::os::unix::fs::PermissionsExt;
     ///
@@ -324,6 +401,7 @@ impl MappingOptions {
     /// Refuse to map the existing object `fd` (at `/dev/shm/{os}`) unless it
     /// is a regular file owned by the caller or by the namespace
     /// directory's owner, granting nothing beyond `mode`.
+    #[cfg(unix)]
     fn check_owner(&self, name: &str, os: &str, fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
         let o = sys::shm::owner(fd).ctx(name, "cannot inspect the shared memory")?;
         let me = sys::uid();
@@ -370,8 +448,10 @@ impl MappingOptions {
         }
     }
 
-    /// The POSIX shared-memory name (without the leading `/`) of the
-    /// mapping `name`; see the [module docs](self) for the rule.
+    /// The operating system's name of the mapping `name`: on Linux the
+    /// POSIX shared-memory name (without the leading `/`), on Windows the
+    /// section's name `Local\ipckit.<H>.<…>` (a `Local\X` or `Global\X`
+    /// name is returned as is); see the [module docs](self) for the rule.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -380,10 +460,16 @@ impl MappingOptions {
     /// assert!(os.starts_with("ipckit.") && os.ends_with(".a:b"));
     /// ```
     pub fn os_name(&self, name: &str) -> Result<String> {
+        if native_name(name)? {
+            return Ok(name.to_string());
+        }
         validate_name(name)?;
         let ns = self.ns()?;
         let h = fnv1a64(ns.dir().as_os_str().as_encoded_bytes());
-        Ok(format!("ipckit.{h:016x}.{}", name.replace('/', ":")))
+        Ok(format!(
+            "{OS_PREFIX}ipckit.{h:016x}.{}",
+            name.replace('/', ":")
+        ))
     }
 
     /// Create the mapping `name` with `size` usable bytes (zeroed). Fails
@@ -448,6 +534,10 @@ impl MappingOptions {
     /// keep using the memory; later opens fail with
     /// [`ErrorKind::NotFound`].
     ///
+    /// On Windows this is a no-op that only checks the name: a section
+    /// vanishes by itself when its last handle closes, and cannot be
+    /// removed while one is open.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
@@ -456,6 +546,12 @@ impl MappingOptions {
     /// ```
     pub fn remove(&self, name: &str) -> Result<()> {
         let os = self.os_name(name)?;
+        #[cfg(windows)]
+        {
+            let _ = os;
+            Ok(())
+        }
+        #[cfg(unix)]
         sys::shm::unlink(&os).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::new(
@@ -469,6 +565,7 @@ impl MappingOptions {
         })
     }
 
+    #[cfg(unix)]
     pub(crate) fn open_or_create_kind(
         &self,
         name: &str,
@@ -496,6 +593,7 @@ impl MappingOptions {
     }
 
     /// Build the object unnamed, initialise it, then publish it by `link`.
+    #[cfg(unix)]
     pub(crate) fn create_kind(
         &self,
         name: &str,
@@ -506,7 +604,7 @@ impl MappingOptions {
     ) -> Result<Mapping> {
         let os = self.os_name(name)?;
         let mode = self.checked_mode(name)?;
-        let total = check_size(name, size, HEADER_LEN as u64, Path::new(sys::shm::SHM_DIR))?;
+        let total = check_size(name, size, HEADER_LEN as u64, None)?;
         let fd =
             sys::shm::create_unnamed(total).ctx(name, "cannot create shared memory in /dev/shm")?;
         // Exactly the chosen mode, before anyone can open it by name.
@@ -515,7 +613,7 @@ impl MappingOptions {
             .ctx(name, "cannot map the shared memory")?;
         let mut m = Mapping {
             map,
-            fd,
+            obj: fd,
             data_off: HEADER_LEN,
             data_len: size as usize,
             name: Some(name.to_string()),
@@ -533,9 +631,9 @@ impl MappingOptions {
         m.write_raw(0, &header.encode());
         init(&m)?;
         // Held for as long as this handle lives: "someone has it open".
-        sys::shm::try_lock_shared(m.fd.as_fd()).ctx(name, "cannot lock the shared memory")?;
+        sys::shm::try_lock_shared(m.obj.as_fd()).ctx(name, "cannot lock the shared memory")?;
         loop {
-            match sys::shm::link(m.fd.as_fd(), &os) {
+            match sys::shm::link(m.obj.as_fd(), &os) {
                 Ok(()) => return Ok(m),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
@@ -581,6 +679,7 @@ impl MappingOptions {
         }
     }
 
+    #[cfg(unix)]
     pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
         let os = self.os_name(name)?;
         let mode = self.checked_mode(name)?;
@@ -628,7 +727,7 @@ impl MappingOptions {
                 .ctx(name, "cannot map the shared memory")?;
             let mut m = Mapping {
                 map,
-                fd,
+                obj: fd,
                 data_off: 0,
                 data_len: object_len as usize,
                 name: Some(name.to_string()),
@@ -637,37 +736,156 @@ impl MappingOptions {
                 replaced_stale: false,
                 creator_pid: 0,
             };
-            let mut raw = [0u8; HEADER_LEN];
-            m.read_at(0, &mut raw)?;
-            let h = Header::decode(&raw, object_len).map_err(|why| {
-                Error::new(
-                    ErrorKind::Decode,
-                    format!("/dev/shm/{os}: {why}; remove it and create it again"),
-                )
-                .with_name(name)
-            })?;
-            if h.kind != kind {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "'{name}' is a {}, not a {}; open it as what it is or pick another name",
-                        h.kind.as_str(),
-                        kind.as_str()
-                    ),
-                )
-                .with_name(name));
-            }
-            m.data_off = HEADER_LEN;
-            m.data_len = h.data_len as usize;
-            m.creator_pid = h.creator_pid;
-            let _ = h.created_ms;
+            m.apply_header(name, &format!("/dev/shm/{os}"), kind)?;
             return Ok(m);
         }
     }
 }
 
-/// Refuse a zero size and one the memory cannot hold.
-fn check_size(name: &str, size: u64, extra: u64, fs: &Path) -> Result<u64> {
+#[cfg(windows)]
+impl MappingOptions {
+    /// Open `name`, or create it when absent (`exclusive`: fail with
+    /// `AlreadyExists` instead of opening).
+    pub(crate) fn create_kind(
+        &self,
+        name: &str,
+        size: u64,
+        kind: Kind,
+        init: impl FnOnce(&Mapping) -> Result<()>,
+        exclusive: bool,
+    ) -> Result<Mapping> {
+        let os = self.os_name(name)?;
+        let mode = self.checked_mode(name)?;
+        let raw = native_name(name)?;
+        let header = if raw { 0 } else { HEADER_LEN };
+        let total = check_size(name, size, header as u64, None)?;
+        let (h, existed) = sys::shm::create_named(&os, total, mode)
+            .ctx(name, "cannot create the shared memory")?;
+        if existed {
+            if exclusive {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("shared memory {os} exists (a live process has it open: a Windows section lives as long as a handle to it); use open, or pick another name"),
+                )
+                .with_name(name));
+            }
+            return self.adopt(name, &os, h, kind, raw);
+        }
+        let map = sys::shm::Map::new(h.as_handle(), total as usize)
+            .ctx(name, "cannot map the shared memory")?;
+        let mut m = Mapping {
+            map,
+            obj: h,
+            data_off: header,
+            data_len: size as usize,
+            name: Some(name.to_string()),
+            os_name: Some(os),
+            existed: false,
+            replaced_stale: false,
+            creator_pid: std::process::id(),
+        };
+        if !raw {
+            // Everything but the magic, then the magic (release): an opener
+            // that sees the magic sees the whole header.
+            let h = Header {
+                kind,
+                data_len: size,
+                creator_pid: std::process::id(),
+                created_ms: now_ms(),
+            };
+            m.write_raw(8, &h.encode()[8..]);
+            init(&m)?;
+            m.header_magic().store(
+                u64::from_ne_bytes(MAGIC),
+                std::sync::atomic::Ordering::Release,
+            );
+        } else {
+            init(&m)?;
+        }
+        Ok(m)
+    }
+
+    pub(crate) fn open_or_create_kind(
+        &self,
+        name: &str,
+        size: u64,
+        kind: Kind,
+        init: impl Fn(&Mapping) -> Result<()>,
+    ) -> Result<Mapping> {
+        self.create_kind(name, size, kind, init, false)
+    }
+
+    pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
+        let os = self.os_name(name)?;
+        self.checked_mode(name)?;
+        let h = sys::shm::open_named(&os).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no {} named '{name}' ({os}); create it first or check the namespace (a Windows section vanishes with its last handle)", kind.as_str()),
+                )
+                .with_name(name)
+            } else {
+                Error::os(e, "cannot open the shared memory").with_name(name)
+            }
+        })?;
+        self.adopt(name, &os, h, kind, native_name(name)?)
+    }
+
+    /// Map the whole existing section `h`; unless it is `raw` (a name in
+    /// the system's form), wait (5 s at most) for its creator to finish the
+    /// header, then check it.
+    fn adopt(
+        &self,
+        name: &str,
+        os: &str,
+        h: OwnedHandle,
+        kind: Kind,
+        raw: bool,
+    ) -> Result<Mapping> {
+        let map = sys::shm::Map::whole(h.as_handle()).ctx(name, "cannot map the shared memory")?;
+        let object_len = map.len();
+        let mut m = Mapping {
+            map,
+            obj: h,
+            data_off: 0,
+            data_len: object_len,
+            name: Some(name.to_string()),
+            os_name: Some(os.to_string()),
+            existed: true,
+            replaced_stale: false,
+            creator_pid: 0,
+        };
+        if raw {
+            return Ok(m);
+        }
+        if object_len < HEADER_LEN {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("{os} is too short to be an ipckit mapping"),
+            )
+            .with_name(name));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.header_magic().load(std::sync::atomic::Ordering::Acquire) == 0 {
+            if Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{os} exists but its creator did not finish its header within 5 s (it may have died while creating it); retry"),
+                )
+                .with_name(name));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        m.apply_header(name, os, kind)?;
+        Ok(m)
+    }
+}
+
+/// Refuse a zero size and one the memory cannot hold: the shared memory
+/// (`None`: `/dev/shm` on Linux, the commit memory on Windows) or the
+/// filesystem holding the directory `fs`.
+fn check_size(name: &str, size: u64, extra: u64, fs: Option<&Path>) -> Result<u64> {
     if size == 0 {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -683,7 +901,7 @@ fn check_size(name: &str, size: u64, extra: u64, fs: &Path) -> Result<u64> {
         Some(t) if t <= free => Ok(t),
         _ => Err(Error::new(
             ErrorKind::TooLarge,
-            format!("a mapping of {size} bytes is more than the memory available ({free} bytes free in {}); ask for less", fs.display()),
+            format!("a mapping of {size} bytes is more than the memory available ({free} bytes free in {}); ask for less", fs.map_or(SHM_SPACE.into(), |p| p.display().to_string())),
         )
         .with_name(name)
         .with_needed(size.min(usize::MAX as u64) as usize)),
@@ -698,7 +916,9 @@ fn check_size(name: &str, size: u64, extra: u64, fs: &Path) -> Result<u64> {
 #[derive(Debug)]
 pub struct Mapping {
     map: sys::shm::Map,
-    fd: OwnedFd,
+    /// The object (a descriptor on Linux, a section handle on Windows);
+    /// dropped after `map`.
+    obj: sys::shm::Object,
     data_off: usize,
     data_len: usize,
     name: Option<String>,
@@ -708,6 +928,7 @@ pub struct Mapping {
     creator_pid: u32,
 }
 
+#[cfg(unix)]
 /// The descriptor of the shared-memory object (to pass to a child with
 /// [`crate::pipe::CommandExt::pass_fd`] after `try_clone`, or to `fstat`).
 ///
@@ -720,21 +941,48 @@ pub struct Mapping {
 /// ```
 impl AsFd for Mapping {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.obj.as_fd()
     }
 }
 
 /// See [`AsFd for Mapping`](#impl-AsFd-for-Mapping).
+#[cfg(unix)]
 impl std::os::fd::AsRawFd for Mapping {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+        std::os::fd::AsRawFd::as_raw_fd(&self.obj)
     }
 }
 
 /// Unmap and keep the object's descriptor (see [`AsFd for Mapping`](#impl-AsFd-for-Mapping)).
+#[cfg(unix)]
 impl From<Mapping> for OwnedFd {
     fn from(m: Mapping) -> OwnedFd {
-        m.fd
+        m.obj
+    }
+}
+
+/// The section handle of the mapping (Windows), e.g. for
+/// `DuplicateHandle` into another process.
+#[cfg(windows)]
+impl AsHandle for Mapping {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.obj.as_handle()
+    }
+}
+
+/// See [`AsHandle for Mapping`](#impl-AsHandle-for-Mapping).
+#[cfg(windows)]
+impl AsRawHandle for Mapping {
+    fn as_raw_handle(&self) -> RawHandle {
+        self.obj.as_raw_handle()
+    }
+}
+
+/// Unmap and keep the section handle (Windows).
+#[cfg(windows)]
+impl From<Mapping> for OwnedHandle {
+    fn from(m: Mapping) -> OwnedHandle {
+        m.obj
     }
 }
 
@@ -786,8 +1034,9 @@ impl Mapping {
         MappingOptions::new().remove(name)
     }
 
-    /// An anonymous mapping of `size` zeroed bytes (`memfd_create`), for a
-    /// child to inherit or to send over a connection.
+    /// An anonymous mapping of `size` zeroed bytes (`memfd_create`; on
+    /// Windows an unnamed section), for a child to inherit or to send over a
+    /// connection.
     ///
     /// ```
     /// let m = ipckit::shm::Mapping::anonymous(64).unwrap();
@@ -799,10 +1048,48 @@ impl Mapping {
     /// assert_eq!(&b, b"x");
     /// ```
     pub fn anonymous(size: u64) -> Result<Mapping> {
-        let total = check_size("(anonymous)", size, 0, Path::new(sys::shm::SHM_DIR))?;
-        let fd =
+        let total = check_size("(anonymous)", size, 0, None)?;
+        #[cfg(unix)]
+        let obj =
             sys::shm::memfd(total).ctx("(anonymous)", "cannot create anonymous shared memory")?;
-        Self::from_fd(fd)
+        #[cfg(windows)]
+        let obj = sys::shm::anonymous(total)
+            .ctx("(anonymous)", "cannot create anonymous shared memory")?;
+        Self::from_object(obj, total, "(anonymous)")
+    }
+
+    /// Map the whole object `obj` of `len` bytes, with no header.
+    #[cfg(windows)]
+    fn from_object(obj: sys::shm::Object, len: u64, shown: &str) -> Result<Mapping> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the object has size {len}; it must be non-empty and addressable"),
+                )
+                .with_name(shown)
+            })?;
+        let map =
+            sys::shm::Map::new(obj.as_handle(), len).ctx(shown, "cannot map the shared memory")?;
+        Ok(Mapping {
+            map,
+            obj,
+            data_off: 0,
+            data_len: len,
+            name: None,
+            os_name: None,
+            existed: true,
+            replaced_stale: false,
+            creator_pid: 0,
+        })
+    }
+
+    /// Map the whole object `obj` (its own size).
+    #[cfg(unix)]
+    fn from_object(obj: sys::shm::Object, _len: u64, _shown: &str) -> Result<Mapping> {
+        Self::from_fd(obj)
     }
 
     /// Map the whole of `fd` (an inherited or received `memfd`, a file):
@@ -813,6 +1100,7 @@ impl Mapping {
     /// let n = ipckit::shm::Mapping::from_fd(m.try_clone_fd().unwrap()).unwrap();
     /// assert_eq!(n.len(), 10);
     /// ```
+    #[cfg(unix)]
     pub fn from_fd(fd: OwnedFd) -> Result<Mapping> {
         let shown = "(fd)";
         let len = sys::shm::size_of(fd.as_fd())
@@ -830,7 +1118,7 @@ impl Mapping {
         let map = sys::shm::Map::new(fd.as_fd(), len).ctx(shown, "cannot map the shared memory")?;
         Ok(Mapping {
             map,
-            fd,
+            obj: fd,
             data_off: 0,
             data_len: len,
             name: None,
@@ -852,6 +1140,7 @@ impl Mapping {
     /// let fd = m.try_clone_fd().unwrap();
     /// assert_eq!(ipckit::shm::Mapping::from_inherited_fd(fd).unwrap().len(), 64);
     /// ```
+    #[cfg(unix)]
     pub fn from_inherited_fd(fd: OwnedFd) -> Result<Mapping> {
         let shown = format!("fd {}", std::os::fd::AsRawFd::as_raw_fd(&fd));
         sys::pipe::adopt_inherited(&fd, false)
@@ -880,10 +1169,11 @@ impl Mapping {
             .unwrap_or(Path::new("."));
         let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         if existing == 0 {
-            check_size(&shown, size, 0, dir)?;
+            check_size(&shown, size, 0, Some(dir))?;
         }
-        let (fd, _) = sys::shm::open_file(path, size).ctx(&shown, "cannot open the file to map")?;
-        let mut m = Self::from_fd(fd)
+        let (obj, len) =
+            sys::shm::open_file(path, size).ctx(&shown, "cannot open the file to map")?;
+        let mut m = Self::from_object(obj, len, &shown)
             .map_err(|e| Error::new(e.kind(), e.message().to_string()).with_name(shown.clone()))?;
         m.name = Some(shown);
         m.existed = existing > 0;
@@ -941,7 +1231,8 @@ impl Mapping {
         self.name.as_deref()
     }
 
-    /// The POSIX shm name without the leading `/`, for named mappings.
+    /// The operating system's name, for named mappings: the POSIX shm name
+    /// without the leading `/` (Linux), the section's name (Windows).
     ///
     /// ```
     /// assert_eq!(ipckit::shm::Mapping::anonymous(1).unwrap().os_name(), None);
@@ -966,8 +1257,9 @@ impl Mapping {
     /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
     /// let _fd = m.try_clone_fd().unwrap();
     /// ```
+    #[cfg(unix)]
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
-        self.fd.try_clone().ctx(
+        self.obj.try_clone().ctx(
             self.name.as_deref().unwrap_or("(anonymous)"),
             "cannot duplicate the descriptor",
         )
@@ -1053,6 +1345,50 @@ impl Mapping {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.ptr().add(offset), bytes.len());
         }
+    }
+
+    /// Read and check the header of a named mapping mapped whole (data at
+    /// offset 0, `data_len` the object's size), then point the data past it.
+    /// `shown` names the object in errors.
+    fn apply_header(&mut self, name: &str, shown: &str, kind: Kind) -> Result<()> {
+        let object_len = self.data_len as u64;
+        let mut raw = [0u8; HEADER_LEN];
+        self.read_at(0, &mut raw)?;
+        let h = Header::decode(&raw, object_len).map_err(|why| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("{shown}: {why}; remove it and create it again"),
+            )
+            .with_name(name)
+        })?;
+        if h.kind != kind {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "'{name}' is a {}, not a {}; open it as what it is or pick another name",
+                    h.kind.as_str(),
+                    kind.as_str()
+                ),
+            )
+            .with_name(name));
+        }
+        self.data_off = HEADER_LEN;
+        self.data_len = h.data_len as usize;
+        self.creator_pid = h.creator_pid;
+        let _ = h.created_ms;
+        Ok(())
+    }
+
+    /// The header's magic, as an atomic word (Windows: the creator publishes
+    /// the header by storing it last).
+    #[cfg(windows)]
+    fn header_magic(&self) -> &AtomicU64 {
+        assert!(self.map.len() >= HEADER_LEN, "no header in this mapping");
+        let p = self.map.ptr();
+        assert!((p as usize) % 8 == 0, "a view starts on a page boundary");
+        // SAFETY: in bounds and 8-aligned (asserted); the memory lives as
+        // long as `self`; every bit pattern is a valid u64.
+        unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
     }
 
     /// The 4-byte-aligned word at `offset`, as an atomic (for futexes and

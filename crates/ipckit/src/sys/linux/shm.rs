@@ -15,6 +15,9 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// Directory where Linux keeps `shm_open` objects.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 
+/// What keeps a shared-memory object alive: its descriptor.
+pub(crate) type Object = OwnedFd;
+
 fn shm_path(os_name: &str) -> String {
     format!("{SHM_DIR}/{os_name}")
 }
@@ -156,10 +159,10 @@ pub(crate) fn size_of(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
-/// Bytes still free in the filesystem holding `path` (for `/dev/shm`, the
-/// shared memory the kernel will give).
-pub(crate) fn free_bytes(path: &Path) -> io::Result<u64> {
-    let s = rustix::fs::statvfs(path)?;
+/// Bytes still free in the filesystem holding `path`; with no path, in
+/// `/dev/shm` (the shared memory the kernel will give).
+pub(crate) fn free_bytes(path: Option<&Path>) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(path.unwrap_or(Path::new(SHM_DIR)))?;
     Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 

@@ -1,0 +1,29 @@
+//! The Windows backend: every call goes through `windows-sys`. This first
+//! step provides shared memory only ([`shm`]); see the contract in
+//! [`super`]. The mechanisms built on the other items (sockets, readiness,
+//! pipes, futexes, records, datagrams) are compiled out on Windows for now.
+
+pub(crate) mod shm;
+
+use std::io;
+
+/// Turn a `BOOL`-returning call's failure into the thread's last error.
+pub(crate) fn check_bool(ok: windows_sys::core::BOOL) -> io::Result<()> {
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `s` as a NUL-terminated UTF-16 string, for the `W` calls. A NUL inside
+/// `s` is refused (it would silently cut the name short).
+pub(crate) fn wide(s: &str) -> io::Result<Vec<u16>> {
+    if s.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a name passed to Windows cannot contain NUL",
+        ));
+    }
+    Ok(s.encode_utf16().chain(std::iter::once(0)).collect())
+}
