@@ -244,16 +244,28 @@ impl Namespace {
     /// and not writable by group or others; anything else is refused with
     /// [`ErrorKind::PermissionDenied`] (another user could otherwise plant
     /// links or impostor sockets in it). On Windows only "a real directory"
-    /// is checked (no mode or owner check yet).
+    /// is checked (no mode or owner check yet). A path that is a file is
+    /// [`ErrorKind::InvalidInput`], saying so.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let ns = ipckit::Namespace::at(dir.path().join("a/b")).unwrap();
     /// assert!(ns.dir().is_dir());
+    /// std::fs::write(dir.path().join("f"), b"").unwrap();
+    /// let e = ipckit::Namespace::at(dir.path().join("f")).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::InvalidInput);
+    /// assert!(e.to_string().contains("is a file"), "{e}");
     /// ```
     pub fn at(dir: impl Into<PathBuf>) -> Result<Namespace> {
         let dir: PathBuf = dir.into();
         let shown = dir.display().to_string();
+        if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the namespace path is a file, not a directory; point IPCKIT_NAMESPACE or --namespace at a directory (it is created if missing)",
+            )
+            .with_name(shown));
+        }
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]

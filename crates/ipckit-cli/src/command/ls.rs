@@ -3,6 +3,22 @@
 use ipckit::Namespace;
 
 pub fn run(json: bool) -> Result<(), ipckit::Error> {
+    // Listing creates nothing: a namespace directory that does not exist
+    // yet simply holds nothing.
+    let dir = std::env::var_os(ipckit::name::NAMESPACE_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(Namespace::default_dir);
+    if !dir.exists() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "namespace": dir, "endpoints": [], "boards": [] })
+            );
+        } else {
+            println!("no endpoints in {} (it does not exist yet)", dir.display());
+        }
+        return Ok(());
+    }
     let ns = Namespace::from_env()?;
     let list = ns.list()?;
     let boards = ipckit::clipboard::list_in(&ns)?;

@@ -9,6 +9,7 @@ mod common;
 mod clip;
 mod dde;
 mod demo;
+mod ls;
 mod map;
 mod msg;
 mod pipe;
