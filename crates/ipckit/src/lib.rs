@@ -42,7 +42,7 @@
 //! |---|---|---|---|
 //! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names and [`Namespace`]; endpoint records are Linux-only |
 //! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
-//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | not yet |
+//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves (no in-mapping forms, no async) |
 //! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | not yet |
 //! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | not yet |
 //! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | not yet |
@@ -156,6 +156,11 @@ mod registry;
 pub mod service;
 pub mod shm;
 #[cfg(unix)]
+pub mod sync;
+// On Windows the sync objects are the system's own (sync/windows.rs): the
+// same types and methods, without the in-mapping forms.
+#[cfg(windows)]
+#[path = "sync/windows.rs"]
 pub mod sync;
 mod sys;
 #[cfg(unix)]

@@ -7,8 +7,8 @@
 //! # The contract a backend meets
 //!
 //! Linux is the complete backend. A Windows (or macOS) backend provides the
-//! same items with the same meaning; the Windows one so far provides only
-//! shared memory (see "Windows" below):
+//! same items with the same meaning; the Windows one so far provides shared
+//! memory and the named sync objects (see "Windows" below):
 //!
 //! - **identity** ([`uid`]): the caller's user id; [`MAX_UNIX_PATH`], the
 //!   longest socket path the platform accepts.
@@ -57,16 +57,20 @@
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 //!
-//! # Windows (first step)
+//! # Windows (first steps)
 //!
-//! `windows/` provides **shared memory** only: named section objects
+//! `windows/` provides **shared memory**: named section objects
 //! (`CreateFileMappingW` on the paging file / `OpenFileMappingW`, with
 //! `ERROR_ALREADY_EXISTS` telling an opened object from a created one),
 //! unnamed ones, file-backed ones, views (`MapViewOfFile`), the size of a
 //! view (`VirtualQuery`), the commit memory still free, and a security
 //! descriptor granting only the calling user (plus everyone when widened).
 //! A Win32 object vanishes with its last handle, so there is no unlink, no
-//! `flock` liveness and no orphan to replace. Everything else (sockets,
+//! `flock` liveness and no orphan to replace. And the **named sync
+//! objects** (`windows/sync.rs`): `CreateMutexW` / `CreateEventW` /
+//! `CreateSemaphoreW` and their `Open…` forms under the same names as
+//! sections, waits with `WAIT_ABANDONED` reported, and the state queries
+//! (`NtQueryEvent`, `NtQuerySemaphore`). Everything else (sockets,
 //! readiness, pipes, futexes, records, datagrams) is Linux-only for now and
 //! so are the mechanisms above it.
 

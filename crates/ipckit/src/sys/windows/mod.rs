@@ -1,9 +1,11 @@
-//! The Windows backend: every call goes through `windows-sys`. This first
-//! step provides shared memory only ([`shm`]); see the contract in
-//! [`super`]. The mechanisms built on the other items (sockets, readiness,
-//! pipes, futexes, records, datagrams) are compiled out on Windows for now.
+//! The Windows backend: every call goes through `windows-sys`. It provides
+//! shared memory ([`shm`]) and the system's named sync objects ([`sync`]);
+//! see the contract in [`super`]. The mechanisms built on the other items
+//! (sockets, readiness, pipes, futexes, records, datagrams) are compiled
+//! out on Windows for now.
 
 pub(crate) mod shm;
+pub(crate) mod sync;
 
 use std::io;
 

@@ -99,7 +99,7 @@ fn user_sid() -> io::Result<String> {
 }
 
 /// A security descriptor for a new named object, freed on drop.
-struct Security(PSECURITY_DESCRIPTOR);
+pub(crate) struct Security(pub(crate) PSECURITY_DESCRIPTOR);
 
 impl Security {
     /// Grant the calling user everything and nobody else anything
@@ -108,9 +108,20 @@ impl Security {
     /// write (`(A;;GRGW;;;WD)`): Windows has no owning group for a section,
     /// so the group bits widen as far as the other bits.
     fn for_mode(mode: u32) -> io::Result<Security> {
+        Self::with_everyone(mode, "GRGW")
+    }
+
+    /// As [`for_mode`](Security::for_mode) for a sync object (mutex, event,
+    /// semaphore): widening grants Everyone `GRGWGX`, since waiting needs
+    /// `SYNCHRONIZE` (the execute right of those objects).
+    pub(crate) fn for_mode_sync(mode: u32) -> io::Result<Security> {
+        Self::with_everyone(mode, "GRGWGX")
+    }
+
+    fn with_everyone(mode: u32, rights: &str) -> io::Result<Security> {
         let mut sddl = format!("D:P(A;;GA;;;{})", user_sid()?);
         if mode & 0o066 != 0 {
-            sddl.push_str("(A;;GRGW;;;WD)");
+            sddl.push_str(&format!("(A;;{rights};;;WD)"));
         }
         let w = wide(&sddl)?;
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
@@ -229,6 +240,13 @@ pub(crate) fn free_bytes(path: Option<&Path>) -> io::Result<u64> {
             st.dwLength = size_of::<MEMORYSTATUSEX>() as u32;
             // SAFETY: `st` is a valid, sized MEMORYSTATUSEX.
             check_bool(unsafe { GlobalMemoryStatusEx(&mut st) })?;
+            // Wine has been seen to report 0 now and then while sections
+            // could still be created: a 0 counts as "unknown" (the caller
+            // then does not refuse), and a real shortage still fails in
+            // `CreateFileMappingW` with its own error.
+            if st.ullAvailPageFile == 0 {
+                return Err(io::Error::other("the commit limit reported no free memory"));
+            }
             Ok(st.ullAvailPageFile)
         }
         Some(p) => {
