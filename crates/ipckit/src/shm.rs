@@ -1061,6 +1061,12 @@ impl Mapping {
     /// Map the whole object `obj` of `len` bytes, with no header.
     #[cfg(windows)]
     fn from_object(obj: sys::shm::Object, len: u64, shown: &str) -> Result<Mapping> {
+        Self::map_whole(obj, len, shown)
+    }
+
+    /// Map all `len` bytes of `obj` (no header): `len` must be non-zero and
+    /// addressable.
+    fn map_whole(obj: sys::shm::Object, len: u64, shown: &str) -> Result<Mapping> {
         let len = usize::try_from(len)
             .ok()
             .filter(|l| *l > 0)
@@ -1071,8 +1077,11 @@ impl Mapping {
                 )
                 .with_name(shown)
             })?;
-        let map =
-            sys::shm::Map::new(obj.as_handle(), len).ctx(shown, "cannot map the shared memory")?;
+        #[cfg(unix)]
+        let borrowed = obj.as_fd();
+        #[cfg(windows)]
+        let borrowed = obj.as_handle();
+        let map = sys::shm::Map::new(borrowed, len).ctx(shown, "cannot map the shared memory")?;
         Ok(Mapping {
             map,
             obj,
@@ -1105,28 +1114,7 @@ impl Mapping {
         let shown = "(fd)";
         let len = sys::shm::size_of(fd.as_fd())
             .ctx(shown, "cannot read the size of the shared memory")?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l > 0)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("the object has size {len}; it must be non-empty and addressable"),
-                )
-                .with_name(shown)
-            })?;
-        let map = sys::shm::Map::new(fd.as_fd(), len).ctx(shown, "cannot map the shared memory")?;
-        Ok(Mapping {
-            map,
-            obj: fd,
-            data_off: 0,
-            data_len: len,
-            name: None,
-            os_name: None,
-            existed: true,
-            replaced_stale: false,
-            creator_pid: 0,
-        })
+        Self::map_whole(fd, len, shown)
     }
 
     /// Map the object a parent handed to this process (see
