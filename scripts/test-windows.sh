@@ -3,10 +3,10 @@
 # shared recipe ../shared/windows/test-under-wine.sh (beside the checkout; it installs Debian's
 # Rust, the mingw-w64 toolchain and Wine on first use, about 2 GB). Run from anywhere.
 #
-# What runs: the library's unit tests, tests/windows_shm.rs and tests/windows_sync.rs with
-# --no-default-features, windows_shm with a plain Win32 C program (scripts/windows/shm_peer.c,
-# compiled here with x86_64-w64-mingw32-gcc) as the other side of its interop tests; then a build of the crate and
-# those tests with the default features (mechanisms not ported yet are compiled out on Windows).
+# What runs: the library's unit tests and every crates/ipckit/tests/windows_*.rs, with
+# --no-default-features and with the default features. Every plain Win32 C program in
+# scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
+# (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
 #
 # The Windows build gets its own target directory: $IPCKIT_WINDOWS_TARGET_DIR, else
 # "windows" under $CARGO_TARGET_DIR (or under target/).
@@ -18,11 +18,18 @@ if [ ! -x "$recipe" ]; then
   exit 1
 fi
 export CARGO_TARGET_DIR=${IPCKIT_WINDOWS_TARGET_DIR:-$(realpath -m "${CARGO_TARGET_DIR:-target}")/windows}
+tests=()
+for t in crates/ipckit/tests/windows_*.rs; do
+  tests+=(--test "$(basename "$t" .rs)")
+done
 # The first run installs the toolchain (Wine, mingw-w64) and builds std; a no-op build does it.
-"$recipe" -p ipckit --no-default-features --lib --test windows_shm --test windows_sync --no-run
-# The C peer of the interop tests; they fail (not skip) without it here.
-mkdir -p "$CARGO_TARGET_DIR"
-x86_64-w64-mingw32-gcc -O2 -Wall -o "$CARGO_TARGET_DIR/shm_peer.exe" scripts/windows/shm_peer.c
-export IPCKIT_C_PEER=$CARGO_TARGET_DIR/shm_peer.exe IPCKIT_REQUIRE_C_PEER=1
-"$recipe" -p ipckit --no-default-features --lib --test windows_shm --test windows_sync
-"$recipe" -p ipckit --lib --test windows_shm --test windows_sync --no-run
+"$recipe" -p ipckit --no-default-features --lib "${tests[@]}" --no-run
+# The C peers of the interop tests.
+export IPCKIT_C_PEERS=$CARGO_TARGET_DIR/c-peers
+mkdir -p "$IPCKIT_C_PEERS"
+for c in scripts/windows/*.c; do
+  x86_64-w64-mingw32-gcc -O2 -Wall -Werror -o "$IPCKIT_C_PEERS/$(basename "$c" .c).exe" "$c"
+done
+export IPCKIT_C_PEER=$IPCKIT_C_PEERS/shm_peer.exe IPCKIT_REQUIRE_C_PEER=1
+"$recipe" -p ipckit --no-default-features --lib "${tests[@]}"
+"$recipe" -p ipckit --lib "${tests[@]}"

@@ -131,7 +131,15 @@ pub mod limits;
 #[cfg(all(feature = "mailslot", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mailslot")))]
 pub mod mailslot;
+// On Windows mailslots are the system's (`CreateMailslotW`): mailslot/windows.rs.
+#[cfg(all(feature = "mailslot", windows))]
+#[path = "mailslot/windows.rs"]
+pub mod mailslot;
 #[cfg(unix)]
+pub mod map;
+// On Windows the shared map is a section, a named mutex and a change event: map/windows.rs.
+#[cfg(windows)]
+#[path = "map/windows.rs"]
 pub mod map;
 #[cfg(all(feature = "message", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "message")))]
@@ -139,6 +147,10 @@ pub mod message;
 pub mod name;
 #[cfg(all(feature = "pipe", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "pipe")))]
+pub mod pipe;
+// On Windows named and anonymous pipes are the system's: pipe/windows.rs.
+#[cfg(all(feature = "pipe", windows))]
+#[path = "pipe/windows.rs"]
 pub mod pipe;
 #[cfg(all(
     test,

@@ -4,6 +4,8 @@
 //! (sockets, readiness, pipes, futexes, records, datagrams) are compiled
 //! out on Windows for now.
 
+pub(crate) mod mailslot;
+pub(crate) mod pipe;
 pub(crate) mod shm;
 pub(crate) mod sync;
 

@@ -1,0 +1,1 @@
+//! Mailslots on Windows: the system's own (being written).

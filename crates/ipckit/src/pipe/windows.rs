@@ -1,0 +1,1 @@
+//! Named and anonymous pipes on Windows: the system's own (being written).

@@ -1,0 +1,1 @@
+//! Mailslot calls (being written).
