@@ -52,16 +52,45 @@ pub enum Command {
     /// DDE links: serve topics and items, request, poke, execute, advise.
     #[command(subcommand)]
     Dde(crate::command::dde::DdeCommand),
-    /// List the endpoints in the namespace.
+    /// List everything in the namespace, with owner and state.
+    ///
+    /// Endpoints (pipes, services, mailslots, group members, message
+    /// receivers, DDE services), named shared memory (mappings, maps,
+    /// mutexes, events, semaphores) and clipboard boards.
     Ls {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Remove what is stale: endpoint records whose owner died (with
+        /// their sockets), and the shared memory of a namespace directory
+        /// that was deleted. Never touches a live endpoint or an object
+        /// some process has open. Prints what it removed.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: also remove shared memory (maps, mappings, sync
+        /// objects, boards) in the namespace that no process has open.
+        /// Their content is lost: a map set by `map set` and not read yet
+        /// is such an object.
+        #[arg(long, requires = "prune")]
+        unused: bool,
     },
+    /// Named shared memory (plain mappings): create, write, read, info, rm.
+    #[command(subcommand)]
+    Shm(ShmCommand),
+    /// Named mutexes: create, lock (and hold), run a command holding the lock, rm.
+    #[command(subcommand)]
+    Mutex(MutexCommand),
+    /// Named events: create, set, reset, wait, rm.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Named semaphores: create, release, wait, rm.
+    #[command(subcommand)]
+    Sem(SemCommand),
     /// Services (RPC): run a compute server.
     #[command(subcommand)]
     Service(ServiceCommand),
-    /// Call a method of a service and print its JSON result.
+    /// Call a method of a service and print its JSON result (or, with
+    /// --loan-file, a loan method's bytes).
     Call(CallArgs),
     /// A tour: real processes talking through each mechanism, with latencies.
     Demo,
@@ -98,6 +127,13 @@ pub enum ServiceCommand {
         /// (spin-then-park, alias auto), spin, or park at once.
         #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
         wait: WaitArg,
+        /// Exit after answering this many calls.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop serving (cleanly) after this long; a failure if --count
+        /// calls had not come.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
     },
 }
 
@@ -113,12 +149,189 @@ pub struct CallArgs {
     /// How long to wait for the server to appear, and then for the reply.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Print {"result": ..., "rtt_us": ..., "transport": ...} instead of the bare result.
+    /// Print {"result": ..., "rtt_ns": ..., "transport": ...} instead of the bare result.
     #[arg(long)]
     pub json: bool,
     /// Use shared memory when the server offers it (auto) or not (socket).
     #[arg(long, value_enum, default_value = "auto")]
     pub transport: TransportArg,
+    /// Call a loan method (`sum`, `reverse` of `service demo`) with the
+    /// bytes of FILE (`-`: stdin) instead of a JSON argument; the reply's
+    /// bytes go to stdout (or --out), or into --json as hex.
+    #[arg(long, value_name = "FILE", conflicts_with = "arg")]
+    pub loan_file: Option<PathBuf>,
+    /// With --loan-file: write the reply's bytes to FILE.
+    #[arg(long, value_name = "FILE", requires = "loan_file")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShmCommand {
+    /// Create the mapping NAME of --size bytes (zeroed); fails if a live
+    /// process has one of that name open.
+    Create {
+        /// Mapping name.
+        name: String,
+        /// Usable size in bytes.
+        #[arg(long, value_name = "BYTES")]
+        size: u64,
+        /// Print {"name","kind","size","os_name",...} after creating it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write bytes (from stdin, or --file) into NAME at --offset.
+    Write {
+        /// Mapping name.
+        name: String,
+        /// Where the bytes go (from the start of the mapping's data).
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        offset: u64,
+        /// Read the bytes from FILE instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Create the mapping with this size if it does not exist.
+        #[arg(long, value_name = "BYTES")]
+        create_size: Option<u64>,
+    },
+    /// Copy bytes of NAME to stdout (or --out).
+    Read {
+        /// Mapping name.
+        name: String,
+        /// Where to start.
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        offset: u64,
+        /// How many bytes (default: to the end).
+        #[arg(long, value_name = "BYTES")]
+        len: Option<u64>,
+        /// Write them to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print what NAME is: kind, size, owner, who has it open.
+    Info {
+        /// Mapping name (any kind of named shared memory).
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the name NAME (processes that have it open keep the memory).
+    Rm {
+        /// Name of any kind of named shared memory.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MutexCommand {
+    /// Create the mutex NAME (unlocked) if it does not exist.
+    Create {
+        /// Mutex name.
+        name: String,
+    },
+    /// Lock NAME, print `locked` (or `locked abandoned`), and hold it
+    /// until Ctrl-C/SIGTERM or --hold has passed; then release it.
+    Lock {
+        /// Mutex name (created if absent).
+        name: String,
+        /// Give up (non-zero status) if the lock is not taken within this time.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Release after holding it this long (default: until stopped).
+        #[arg(long, value_parser = parse_duration)]
+        hold: Option<Duration>,
+    },
+    /// Run CMD holding the lock NAME; exit with its status.
+    Run {
+        /// Mutex name (created if absent).
+        name: String,
+        /// Give up (non-zero status, CMD not run) if the lock is not taken
+        /// within this time.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Remove the mutex NAME.
+    Rm {
+        /// Mutex name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventCommand {
+    /// Create the event NAME if it does not exist.
+    Create {
+        /// Event name.
+        name: String,
+        /// Stay set until reset (default: auto-reset, one waiter per set).
+        #[arg(long)]
+        manual_reset: bool,
+        /// Start set.
+        #[arg(long)]
+        set: bool,
+    },
+    /// Set NAME (wakes its waiters).
+    Set {
+        /// Event name.
+        name: String,
+    },
+    /// Reset NAME.
+    Reset {
+        /// Event name.
+        name: String,
+    },
+    /// Wait until NAME is set.
+    Wait {
+        /// Event name.
+        name: String,
+        /// Give up (non-zero status) after this long.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Remove the event NAME.
+    Rm {
+        /// Event name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SemCommand {
+    /// Create the semaphore NAME if it does not exist.
+    Create {
+        /// Semaphore name.
+        name: String,
+        /// Starting count.
+        #[arg(long, default_value_t = 0)]
+        initial: u32,
+        /// Largest count.
+        #[arg(long, default_value_t = u32::MAX)]
+        max: u32,
+    },
+    /// Add --count to NAME's count; print the count before.
+    Release {
+        /// Semaphore name.
+        name: String,
+        /// How much to add.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Take one from NAME's count, waiting while it is 0.
+    Wait {
+        /// Semaphore name.
+        name: String,
+        /// Give up (non-zero status) after this long.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Remove the semaphore NAME.
+    Rm {
+        /// Semaphore name.
+        name: String,
+    },
 }
 
 /// `--transport` values.
@@ -184,6 +397,10 @@ pub enum MapCommand {
         /// Largest content, used when creating the map.
         #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
         max_size: usize,
+        /// How long to wait for the map's lock (a writer stuck inside a
+        /// write holds it).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print the content of the shared map NAME.
     Get {
@@ -228,7 +445,7 @@ pub enum PipeCommand {
         /// free instance, then for the reply.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
-        /// Print {"reply": ..., "rtt_us": ..., "transport": ...} instead of the bare reply.
+        /// Print {"reply": ..., "rtt_ns": ..., "transport": ...} instead of the bare reply.
         #[arg(long)]
         json: bool,
         /// `auto`: shared memory when the server offers it; `socket`: opt out.
@@ -324,7 +541,8 @@ pub struct SlotReadArgs {
     /// Exit after this many messages.
     #[arg(long)]
     pub count: Option<usize>,
-    /// Give up (exit non-zero) when no message comes for this long.
+    /// Stop reading after this long (a failure if --count messages had
+    /// not come), as `pipe serve` and `msg listen` do.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Largest message in bytes (0 = unlimited).
@@ -350,6 +568,10 @@ pub enum MsgCommand {
         /// Exit after this many messages.
         #[arg(long)]
         count: Option<usize>,
+        /// Stop listening after this long (a failure if --count messages
+        /// had not come).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
         /// Print {"id":..,"data":..,"sender_pid":..,"posted":..} per message.
         #[arg(long)]
         json: bool,
@@ -367,7 +589,7 @@ pub enum MsgCommand {
         /// to appear, then for its reply.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
-        /// Print {"result":..,"reply":..,"rtt_us":..}.
+        /// Print {"result":..,"reply":..,"rtt_ns":..}.
         #[arg(long)]
         json: bool,
     },

@@ -50,11 +50,39 @@ pub fn stop_requested() -> bool {
         .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// Block until SIGINT or SIGTERM (after [`catch_stop_signals`]).
-pub fn wait_for_stop() {
+/// Serve until SIGINT or SIGTERM, until `timeout` has passed, or until
+/// `done()` (units of work finished, `unit`s) reaches `count`. Not reaching
+/// `count` within `timeout` is a failure naming `name`.
+pub fn serve_until(
+    name: &str,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+    unit: &str,
+    done: impl Fn() -> u64,
+) -> Result<(), ipckit::Error> {
+    let until = timeout.map(|t| Instant::now() + t);
     while !stop_requested() {
-        std::thread::sleep(STOP_POLL);
+        if count.is_some_and(|n| done() >= n) {
+            return Ok(());
+        }
+        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return match count {
+                Some(n) => Err(ipckit::Error::new(
+                    ipckit::ErrorKind::Timeout,
+                    format!(
+                        "{} of {n} {unit} within --timeout {:?}",
+                        done().min(n),
+                        timeout.unwrap_or_default()
+                    ),
+                )
+                .with_name(name)),
+                None => Ok(()),
+            };
+        }
+        std::thread::sleep(left.unwrap_or(STOP_POLL).min(STOP_POLL));
     }
+    Ok(())
 }
 
 /// A child process killed and reaped when dropped, so no command leaks one.
@@ -125,9 +153,57 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// A duration in microseconds with at most three decimals (for JSON).
-pub fn micros(d: Duration) -> f64 {
-    d.as_nanos() as f64 / 1000.0
+/// A duration in whole nanoseconds (what every `--json` prints, as
+/// `*_ns` integers).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Fail at once if `name`'s endpoint record is stale: its server died
+/// (killed, say) without removing it. Waiting for the name to appear would
+/// only time out. A name with no record at all is waited for as usual (a
+/// server about to start). `what` names the server in the error.
+pub fn fail_if_stale(name: &str, what: &str) -> Result<(), ipckit::Error> {
+    if name.starts_with("tcp://") {
+        return Ok(());
+    }
+    let ns = ipckit::Namespace::from_env()?;
+    let Some(i) = ns.info(name)? else {
+        return Ok(());
+    };
+    // pid 0: an empty record, which a server starting right now has created
+    // but not yet locked; not a dead one.
+    if i.state != ipckit::name::EndpointState::Stale || i.pid == 0 {
+        return Ok(());
+    }
+    Err(ipckit::Error::new(
+        ipckit::ErrorKind::PeerGone,
+        format!(
+            "its {what} is gone: pid {} died without closing it (the record is stale); start it again, or remove the record with `ipckit ls --prune`",
+            i.pid
+        ),
+    )
+    .with_name(name))
+}
+
+/// Run `f` on a thread and give up after `limit` with a one-line timeout
+/// error about `name` (for library calls that take no timeout of their own).
+pub fn bounded<T: Send + 'static>(
+    name: &str,
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, ipckit::Error> + Send + 'static,
+) -> Result<T, ipckit::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(ipckit::Error::new(
+            ipckit::ErrorKind::Timeout,
+            format!("did not finish within --timeout {limit:?}; is the peer hung? try a longer --timeout"),
+        )
+        .with_name(name))
+    })
 }
 
 /// Format nanoseconds as µs with one decimal (as ns below 100 ns).

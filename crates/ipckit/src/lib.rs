@@ -43,13 +43,13 @@
 //! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names and [`Namespace`]; endpoint records are Linux-only |
 //! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
 //! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves (no in-mapping forms, no async) |
-//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | not yet |
-//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | not yet |
-//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | not yet |
+//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | yes: a section, a named mutex and one event per watcher (no async) |
+//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | yes: the system's named pipes (`\\.\pipe\ipckit.<H>.<name>`) and `CreatePipe`; no TCP, fd passing, shared-memory transport or async |
+//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | yes: the system's mailslots (`\\.\mailslot\ipckit.<H>.<name>`) and UDP; no groups or async |
 //! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | not yet |
 //! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |
 //! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | not yet |
-//! | `service` | RPC to a compute server (the seed's `SendMessage` + `ReadProcessMemory`) | `service` | not yet |
+//! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | not yet |
 //! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | [`Limits`] only |
 //! | [`error`] | `GetLastError` | always | yes |
 //!
@@ -69,20 +69,22 @@
 //!   which only pipes need).
 //! - `tokio`: the async forms (off by default).
 //!
-//! On Windows the mechanism features are accepted but build nothing yet
-//! (the mechanisms are not ported): `--no-default-features` and the
-//! default features give the same crate there (see Platforms).
+//! On Windows `pipe` builds the system's pipes and `mailslot` the system's
+//! mailslots; the other mechanism features build nothing there yet (see
+//! Platforms).
 //!
 //! # Platforms
 //!
 //! - **Linux**: everything (built and tested on x86-64).
-//! - **Windows** (first step of the Win32 backend; built for
-//!   `x86_64-pc-windows-gnu` and tested under Wine): [`error`], [`limits`],
-//!   [`name`] (name rules and [`Namespace`]) and [`shm`], whose named
-//!   mappings are Win32 file mappings (`CreateFileMappingW` /
-//!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`; see [`shm`] for what
-//!   differs). Sync objects, the shared map and every mechanism are
-//!   compiled out there for now.
+//! - **Windows** (built for `x86_64-pc-windows-gnu` and tested under Wine):
+//!   [`error`], [`limits`], [`name`] (name rules and [`Namespace`]),
+//!   [`shm`] (named mappings are Win32 file mappings, `CreateFileMappingW` /
+//!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`), [`sync`] (the Win32
+//!   named mutex, event and semaphore), [`map`] (a section, a named mutex
+//!   and an event per watcher), `pipe` (Win32 named pipes and `CreatePipe`)
+//!   and `mailslot` (Win32 mailslots); each module says what differs.
+//!   Services, window messages, the clipboard and DDE are compiled out
+//!   there for now.
 //!
 //! Building for any other OS stops with a `compile_error!`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -133,6 +135,7 @@ pub mod limits;
 pub mod mailslot;
 // On Windows mailslots are the system's (`CreateMailslotW`): mailslot/windows.rs.
 #[cfg(all(feature = "mailslot", windows))]
+#[cfg_attr(docsrs, doc(cfg(feature = "mailslot")))]
 #[path = "mailslot/windows.rs"]
 pub mod mailslot;
 #[cfg(unix)]
@@ -150,6 +153,7 @@ pub mod name;
 pub mod pipe;
 // On Windows named and anonymous pipes are the system's: pipe/windows.rs.
 #[cfg(all(feature = "pipe", windows))]
+#[cfg_attr(docsrs, doc(cfg(feature = "pipe")))]
 #[path = "pipe/windows.rs"]
 pub mod pipe;
 #[cfg(all(

@@ -628,6 +628,31 @@ impl Namespace {
     }
 }
 
+/// Who owns endpoint records (Linux-only for now).
+#[cfg(unix)]
+impl Namespace {
+    /// The uid owning the record of endpoint `name` (the user whose
+    /// process created it), or `None` if there is no record.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert_eq!(ns.record_owner("svc").unwrap(), None);
+    /// let server = ipckit::pipe::ServerOptions::new().namespace(&ns).create("svc").unwrap();
+    /// let me = std::fs::metadata(ns.dir()).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    /// assert_eq!(ns.record_owner("svc").unwrap(), Some(me));
+    /// drop(server);
+    /// ```
+    pub fn record_owner(&self, name: &str) -> Result<Option<u32>> {
+        validate_name(name)?;
+        match fs::symlink_metadata(self.record_path(name)) {
+            Ok(m) => Ok(Some(m.uid())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::os(e, "cannot read the endpoint record").with_name(name)),
+        }
+    }
+}
+
 /// Exclusive ownership of a name, held until dropped.
 #[cfg(unix)]
 #[derive(Debug)]

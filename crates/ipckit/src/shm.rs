@@ -237,6 +237,15 @@ impl Kind {
             Kind::Map => "shared map",
         }
     }
+
+    /// The one-word kind `ipckit ls` and [`ObjectInfo::kind`] use.
+    #[cfg(unix)]
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Map => "map",
+            k => k.as_str(),
+        }
+    }
 }
 
 /// The header of a named mapping, as laid out at offset 0 (native byte
@@ -739,6 +748,287 @@ impl MappingOptions {
             m.apply_header(name, &format!("/dev/shm/{os}"), kind)?;
             return Ok(m);
         }
+    }
+}
+
+/// A named shared-memory object of a namespace, as [`list_in`] finds it in
+/// `/dev/shm`: a mapping, a shared map or a sync object (Linux).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let m = ipckit::shm::MappingOptions::new().namespace(&ns).create("frame", 100).unwrap();
+/// let all = ipckit::shm::list_in(&ns).unwrap();
+/// assert_eq!((all[0].name.as_str(), all[0].kind.as_str(), all[0].size), ("frame", "mapping", 100));
+/// assert_eq!(all[0].open_by, [std::process::id()]);
+/// # drop(m);
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("frame").unwrap();
+/// ```
+#[cfg(unix)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectInfo {
+    /// Its ipckit name.
+    pub name: String,
+    /// What it holds: `mapping`, `mutex`, `event`, `semaphore` or `map`;
+    /// `unknown` when its header is not an ipckit one (or not readable).
+    pub kind: String,
+    /// Its usable size in bytes: the size its creator asked for (the whole
+    /// object's for an `unknown` one).
+    pub size: u64,
+    /// Its file name in `/dev/shm`.
+    pub os_name: String,
+    /// The uid that owns it.
+    pub owner_uid: u32,
+    /// Its permission bits (`0o600` unless its creator widened them).
+    pub mode: u32,
+    /// The process that created it (0 if unknown); it may be gone.
+    pub creator_pid: u32,
+    /// Creation time, milliseconds since the Unix epoch (0 if unknown).
+    pub created_ms: u64,
+    /// The processes that have it open now (each handle holds a shared
+    /// `flock`, which `/proc/locks` shows), sorted, without repeats. Empty:
+    /// nobody has it open; it persists (so that `ipckit map set` and `map
+    /// get` can be separate commands) until removed, and an exclusive
+    /// create of its name replaces it.
+    pub open_by: Vec<u32>,
+}
+
+#[cfg(unix)]
+impl ObjectInfo {
+    /// Whether some process has it open.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// drop(opts.create("left", 8).unwrap());
+    /// assert!(!ipckit::shm::list_in(&ns).unwrap()[0].is_open());
+    /// opts.remove("left").unwrap();
+    /// ```
+    pub fn is_open(&self) -> bool {
+        !self.open_by.is_empty()
+    }
+}
+
+/// Every named shared-memory object of namespace `ns` (mappings, shared
+/// maps, mutexes, events, semaphores; clipboard boards are shared maps
+/// named `clip/<board>`), sorted by name: what is in `/dev/shm` under the
+/// namespace's prefix (see [the `/dev/shm` name](self#the-devshm-name)).
+/// Reading it maps nothing and takes no lock, so it disturbs no user of
+/// the objects. Objects of other users are listed too (their header is
+/// read only if they let us).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// assert!(ipckit::shm::list_in(&ns).unwrap().is_empty());
+/// let _e = ipckit::sync::EventOptions::new().namespace(&ns).create("jobs/ready").unwrap();
+/// let all = ipckit::shm::list_in(&ns).unwrap();
+/// assert_eq!((all[0].name.as_str(), all[0].kind.as_str()), ("jobs/ready", "event"));
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("jobs/ready").unwrap();
+/// ```
+#[cfg(unix)]
+pub fn list_in(ns: &Namespace) -> Result<Vec<ObjectInfo>> {
+    MappingOptions::new().namespace(ns).list()
+}
+
+/// The `flock`s held now, by inode: `(device, inode) -> pids`, from
+/// `/proc/locks` (`None` if it cannot be read).
+#[cfg(unix)]
+fn flock_holders() -> Option<std::collections::HashMap<(u64, u64), Vec<u32>>> {
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    let mut out: std::collections::HashMap<(u64, u64), Vec<u32>> = Default::default();
+    for line in text.lines() {
+        // `1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF`; a waiter's
+        // line has `->` after the number and holds nothing yet.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            continue;
+        }
+        let (Ok(pid), Some(id)) = (f[4].parse::<u32>(), parse_lock_inode(f[5])) else {
+            continue;
+        };
+        out.entry(id).or_default().push(pid);
+    }
+    Some(out)
+}
+
+/// `MAJ:MIN:INODE` (major and minor in hex, the inode in decimal, as
+/// `/proc/locks` writes them) as `(st_dev, st_ino)`.
+#[cfg(unix)]
+fn parse_lock_inode(s: &str) -> Option<(u64, u64)> {
+    let mut it = s.split(':');
+    let major = u64::from_str_radix(it.next()?, 16).ok()?;
+    let minor = u64::from_str_radix(it.next()?, 16).ok()?;
+    let ino = it.next()?.parse().ok()?;
+    // Linux's `makedev`.
+    let dev = ((major & 0xfffff000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffffff00) << 12)
+        | (minor & 0xff);
+    Some((dev, ino))
+}
+
+/// The prefix of the `/dev/shm` names of the objects of the namespace
+/// directory `dir` (its canonical path).
+#[cfg(unix)]
+fn os_prefix(dir: &Path) -> String {
+    format!(
+        "ipckit.{:016x}.",
+        fnv1a64(dir.as_os_str().as_encoded_bytes())
+    )
+}
+
+/// The named shared-memory objects of the namespace directory `dir`, even
+/// if that directory no longer exists (deleting a namespace directory does
+/// not delete its objects, which live in `/dev/shm`): as [`list_in`], for
+/// the directory's canonical path, or, once it is gone, its absolute path.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path().join("ns")).unwrap();
+/// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+/// drop(opts.create("left", 8).unwrap());
+/// std::fs::remove_dir(ns.dir()).unwrap();
+/// let leaked = ipckit::shm::list_at(&dir.path().canonicalize().unwrap().join("ns")).unwrap();
+/// assert_eq!(leaked[0].name, "left");
+/// # std::fs::create_dir(ns.dir()).unwrap();
+/// # opts.remove("left").unwrap();
+/// ```
+#[cfg(unix)]
+pub fn list_at(dir: &Path) -> Result<Vec<ObjectInfo>> {
+    let shown = dir.display().to_string();
+    let path = match dir.canonicalize() {
+        Ok(p) => p,
+        Err(_) => std::path::absolute(dir).ctx(&shown, "cannot resolve the namespace path")?,
+    };
+    list_prefix(&os_prefix(&path))
+}
+
+/// The objects whose `/dev/shm` name starts with `prefix`.
+#[cfg(unix)]
+fn list_prefix(prefix: &str) -> Result<Vec<ObjectInfo>> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let entries = std::fs::read_dir(sys::shm::SHM_DIR)
+        .ctx(sys::shm::SHM_DIR, "cannot list the shared memory")?;
+    let holders = flock_holders();
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let os = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = os.strip_prefix(prefix) else {
+            continue;
+        };
+        let name = rest.replace(':', "/");
+        if validate_name(&name).is_err() {
+            continue;
+        }
+        // Not followed if it is a link (anyone may plant one here).
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue; // removed meanwhile
+        };
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        let mut info = ObjectInfo {
+            name,
+            kind: "unknown".into(),
+            size: meta.len(),
+            os_name: os.clone(),
+            owner_uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+            creator_pid: 0,
+            created_ms: 0,
+            open_by: Vec::new(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::no_follow_flag())
+            .open(entry.path());
+        if let Ok(mut f) = file {
+            let mut raw = [0u8; HEADER_LEN];
+            if std::io::Read::read_exact(&mut f, &mut raw).is_ok() {
+                if let Ok(h) = Header::decode(&raw, meta.len()) {
+                    info.kind = h.kind.word().into();
+                    info.size = h.data_len;
+                    info.creator_pid = h.creator_pid;
+                    info.created_ms = h.created_ms;
+                }
+            }
+            info.open_by = match &holders {
+                Some(h) => h
+                    .get(&(meta.dev(), meta.ino()))
+                    .cloned()
+                    .unwrap_or_default(),
+                // Without /proc/locks: probe (an exclusive lock we get
+                // means nobody holds one; closing `f` drops it).
+                None => match sys::try_lock_exclusive(&f) {
+                    Ok(false) => vec![0],
+                    _ => Vec::new(),
+                },
+            };
+            info.open_by.sort_unstable();
+            info.open_by.dedup();
+        }
+        out.push(info);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(unix)]
+impl MappingOptions {
+    /// Every named shared-memory object of these options' namespace; see
+    /// [`list_in`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// assert!(ipckit::shm::MappingOptions::new().namespace(&ns).list().unwrap().is_empty());
+    /// ```
+    pub fn list(&self) -> Result<Vec<ObjectInfo>> {
+        list_prefix(&os_prefix(self.ns()?.dir()))
+    }
+    /// Remove the object `name` if nobody has it open (an orphan, see
+    /// [stale mappings](self#lifetime-and-stale-mappings)): `Ok(true)` if
+    /// it was removed, `Ok(false)` if some process has it open (it is then
+    /// left alone). Only an object of ours (or of the namespace's owner) is
+    /// removed ([`ErrorKind::PermissionDenied`] otherwise);
+    /// [`ErrorKind::NotFound`] if there is none.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let opts = ipckit::shm::MappingOptions::new().namespace(&ns);
+    /// let m = opts.create("frame", 16).unwrap();
+    /// assert!(!opts.remove_unused("frame").unwrap()); // `m` has it open
+    /// drop(m);
+    /// assert!(opts.remove_unused("frame").unwrap());
+    /// assert_eq!(opts.open("frame").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    pub fn remove_unused(&self, name: &str) -> Result<bool> {
+        let os = self.os_name(name)?;
+        let fd = sys::shm::open(&os).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no shared memory named '{name}' (/dev/shm/{os}); check the name and the namespace"),
+                )
+                .with_name(name)
+            } else {
+                Error::os(e, "cannot open the shared memory").with_name(name)
+            }
+        })?;
+        // As an exclusive create replacing an orphan does: ours, nobody's
+        // lock on it, and still the object of that name.
+        self.check_owner(name, &os, fd.as_fd(), 0o7777)?;
+        let unused = sys::shm::try_lock_exclusive(fd.as_fd())
+            .ctx(name, "cannot lock the shared memory")?
+            && sys::shm::is_named(fd.as_fd(), &os).ctx(name, "cannot inspect the shared memory")?;
+        if !unused {
+            return Ok(false);
+        }
+        sys::shm::unlink(&os).ctx(name, "cannot remove the shared memory")?;
+        Ok(true)
     }
 }
 

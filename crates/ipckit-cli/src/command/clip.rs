@@ -29,6 +29,9 @@ pub enum ClipCommand {
         format: Option<String>,
         /// The data; `-` reads it from stdin.
         data: String,
+        /// Give up after this long (the board's lock held by a stuck writer).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print the board's text (unicode-text, else text), or the bytes of
     /// the format --format names (text formats as text).
@@ -39,6 +42,9 @@ pub enum ClipCommand {
         /// Format to read (as for `set`; not registered if unknown).
         #[arg(long, value_name = "F")]
         format: Option<String>,
+        /// How long to wait for the owner to render a promised format.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// List the formats available, one `ID NAME` line each.
     Formats {
@@ -80,8 +86,28 @@ pub fn run(cmd: ClipCommand) -> Result<(), Error> {
             board,
             format,
             data,
-        } => set(&board, format.as_deref(), &data),
-        ClipCommand::Get { board, format } => get(&board, format.as_deref()),
+            timeout,
+        } => {
+            let bytes = if data == "-" {
+                let mut b = Vec::new();
+                std::io::stdin()
+                    .lock()
+                    .read_to_end(&mut b)
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read stdin: {e}")))?;
+                b
+            } else {
+                data.into_bytes()
+            };
+            let name = board.clone();
+            crate::util::bounded(&name, timeout, move || {
+                set(&board, format.as_deref(), bytes)
+            })
+        }
+        ClipCommand::Get {
+            board,
+            format,
+            timeout,
+        } => get(&board, format.as_deref(), timeout),
         ClipCommand::Formats { board, json } => formats(&board, json),
         ClipCommand::Watch {
             board,
@@ -97,17 +123,7 @@ pub fn run(cmd: ClipCommand) -> Result<(), Error> {
     }
 }
 
-fn set(board: &str, format: Option<&str>, data: &str) -> Result<(), Error> {
-    let bytes = if data == "-" {
-        let mut b = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut b)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read stdin: {e}")))?;
-        b
-    } else {
-        data.as_bytes().to_vec()
-    };
+fn set(board: &str, format: Option<&str>, bytes: Vec<u8>) -> Result<(), Error> {
     let ns = Namespace::from_env()?;
     let b = Board::open(board)?;
     let Some(name) = format else {
@@ -142,9 +158,11 @@ fn set(board: &str, format: Option<&str>, data: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn get(board: &str, format: Option<&str>) -> Result<(), Error> {
+fn get(board: &str, format: Option<&str>, timeout: Duration) -> Result<(), Error> {
     let ns = Namespace::from_env()?;
-    let b = Board::open(board)?;
+    let b = clipboard::BoardOptions::new()
+        .render_timeout(timeout)
+        .open(board)?;
     let mut out = std::io::stdout().lock();
     let r = match format {
         None => writeln!(out, "{}", b.get_text()?),

@@ -33,6 +33,14 @@ pub enum DdeCommand {
         /// is printed as `tcp://HOST:PORT`).
         #[arg(long, value_name = "HOST:PORT")]
         tcp: Option<String>,
+        /// Exit after this many conversations (clients that connected and
+        /// left).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop serving (cleanly) after this long; a failure if --count
+        /// conversations had not ended.
+        #[arg(long, value_parser = parse_duration, value_name = "T")]
+        timeout: Option<Duration>,
     },
     /// Print an item's value once (a cold link).
     Request {
@@ -122,7 +130,9 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             topics,
             items,
             tcp,
-        } => serve(&service, &topics, &items, tcp.as_deref()),
+            count,
+            timeout,
+        } => serve(&service, &topics, &items, tcp.as_deref(), count, timeout),
         DdeCommand::Request {
             service,
             topic,
@@ -132,6 +142,7 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             json,
         } => {
             let f = format_of(format.as_deref())?;
+            crate::util::fail_if_stale(&service, "DDE server")?;
             let data = bounded(&service.clone(), timeout, move || {
                 options(timeout)
                     .connect(&service, &topic)?
@@ -159,6 +170,7 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             timeout,
         } => {
             let f = format_of(format.as_deref())?;
+            crate::util::fail_if_stale(&service, "DDE server")?;
             bounded(&service.clone(), timeout, move || {
                 options(timeout)
                     .connect(&service, &topic)?
@@ -170,11 +182,14 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             topic,
             command,
             timeout,
-        } => bounded(&service.clone(), timeout, move || {
-            options(timeout)
-                .connect(&service, &topic)?
-                .execute(&command)
-        }),
+        } => {
+            crate::util::fail_if_stale(&service, "DDE server")?;
+            bounded(&service.clone(), timeout, move || {
+                options(timeout)
+                    .connect(&service, &topic)?
+                    .execute(&command)
+            })
+        }
         DdeCommand::Advise {
             service,
             topic,
@@ -295,6 +310,8 @@ fn serve(
     topics: &[String],
     items: &[String],
     tcp: Option<&str>,
+    count: Option<u64>,
+    timeout: Option<Duration>,
 ) -> Result<(), Error> {
     let mut start = Vec::new();
     for i in items {
@@ -343,9 +360,12 @@ fn serve(
         "serving DDE service '{service}' (topics: {}); Ctrl-C stops",
         topics.join(", ")
     );
-    crate::util::wait_for_stop();
+    let r = crate::util::serve_until(service, count, timeout, "conversations ended", || {
+        let s = server.stats();
+        s.accepted.saturating_sub(s.open)
+    });
     drop(server);
-    Ok(())
+    r
 }
 
 fn advise(
@@ -358,6 +378,7 @@ fn advise(
     format: Option<&str>,
 ) -> Result<(), Error> {
     let f = format_of(format)?;
+    crate::util::fail_if_stale(service, "DDE server")?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let left = |d: Option<Instant>| d.map(|d| d.saturating_duration_since(Instant::now()));
     let connect_timeout = left(deadline).unwrap_or(Duration::from_secs(10));

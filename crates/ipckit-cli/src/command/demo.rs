@@ -169,7 +169,7 @@ fn step_pipe(ns: &Path) -> Result<(), Error> {
             "  client process {i} sent {text:?}; the echo server replied {} over {} in {}",
             v["reply"],
             v["transport"].as_str().unwrap_or("?"),
-            us((v["rtt_us"].as_f64().unwrap_or(0.0) * 1000.0) as u64)
+            us(v["rtt_ns"].as_u64().unwrap_or(0))
         );
     }
     // This process as a client too: a postcard-encoded struct, then many

@@ -1,65 +1,285 @@
-//! `ipckit ls`: the endpoints of the namespace, and its clipboard boards.
+//! `ipckit ls [--prune [--unused]]`: everything in the namespace — endpoints, named
+//! shared memory (mappings, maps, sync objects) and clipboard boards.
 
-use ipckit::Namespace;
+use ipckit::name::{EndpointInfo, EndpointState};
+use ipckit::shm::ObjectInfo;
+use ipckit::{Error, Namespace};
 
-pub fn run(json: bool) -> Result<(), ipckit::Error> {
+/// Board maps are named `clip/<board>`; `ls` shows them as boards.
+const BOARD_PREFIX: &str = "clip/";
+
+pub fn run(json: bool, prune: bool, unused: bool) -> Result<(), Error> {
     // Listing creates nothing: a namespace directory that does not exist
     // yet simply holds nothing.
     let dir = std::env::var_os(ipckit::name::NAMESPACE_ENV)
+        .filter(|d| !d.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(Namespace::default_dir);
     if !dir.exists() {
+        // Objects in /dev/shm outlive a deleted namespace directory.
+        let leaked = ipckit::shm::list_at(&dir)?;
+        if prune && !leaked.is_empty() {
+            // Recreated so they can be pruned under it (same path, same
+            // names). Nothing can use them any more: they all go.
+            return self::prune(&Namespace::from_env()?, json, true);
+        }
         if json {
-            println!(
-                "{}",
-                serde_json::json!({ "namespace": dir, "endpoints": [], "boards": [] })
-            );
+            let objects: Vec<serde_json::Value> =
+                leaked.iter().map(super::shm::info_json).collect();
+            let v = if prune {
+                serde_json::json!({ "namespace": dir, "removed": [], "errors": [] })
+            } else {
+                serde_json::json!({
+                    "namespace": dir, "endpoints": [], "objects": objects, "boards": []
+                })
+            };
+            println!("{v}");
+        } else if leaked.is_empty() {
+            println!("nothing in {} (it does not exist yet)", dir.display());
         } else {
-            println!("no endpoints in {} (it does not exist yet)", dir.display());
+            println!(
+                "{} does not exist, but {} shared-memory object(s) of it are still in /dev/shm; `ipckit ls --prune` removes those nobody has open:",
+                dir.display(),
+                leaked.len()
+            );
+            for o in &leaked {
+                println!(
+                    "  {} {} {} bytes, {} (/dev/shm/{})",
+                    o.name,
+                    o.kind,
+                    o.size,
+                    super::shm::open_text(o),
+                    o.os_name
+                );
+            }
         }
         return Ok(());
     }
     let ns = Namespace::from_env()?;
-    let list = ns.list()?;
+    if prune {
+        return self::prune(&ns, json, unused);
+    }
+    let endpoints = ns.list()?;
+    let objects = ipckit::shm::list_in(&ns)?;
     let boards = ipckit::clipboard::list_in(&ns)?;
     if json {
+        let endpoints: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).expect("serialisable");
+                v["owner_uid"] = ns.record_owner(&e.name).ok().flatten().into();
+                v
+            })
+            .collect();
+        let objects: Vec<serde_json::Value> = objects.iter().map(super::shm::info_json).collect();
         println!(
             "{}",
-            serde_json::json!({ "namespace": ns.dir(), "endpoints": list, "boards": boards })
+            serde_json::json!({
+                "namespace": ns.dir(),
+                "endpoints": endpoints,
+                "objects": objects,
+                "boards": boards,
+            })
         );
         return Ok(());
     }
-    if list.is_empty() && boards.is_empty() {
-        println!("no endpoints in {}", ns.dir().display());
+    if endpoints.is_empty() && objects.is_empty() && boards.is_empty() {
+        println!("nothing in {}", ns.dir().display());
         return Ok(());
     }
-    // One row per endpoint (STATE live/stale) and per board (STATE its
-    // sequence number; PID the owner of its item, '-' if none).
-    let mut rows: Vec<[String; 4]> = list
-        .into_iter()
-        .map(|e| {
-            [
-                e.name,
-                e.kind,
-                e.pid.to_string(),
-                e.state.as_str().to_string(),
-            ]
+    // NAME KIND PID OWNER SIZE STATE. Endpoints: PID the owner process,
+    // STATE live/stale. Shared memory: PID its creator, STATE who has it
+    // open (or `unused`). Boards: PID the owner of the item ('-' if none),
+    // STATE the sequence number.
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for e in &endpoints {
+        rows.push([
+            e.name.clone(),
+            e.kind.clone(),
+            e.pid.to_string(),
+            uid_text(ns.record_owner(&e.name).ok().flatten()),
+            "-".into(),
+            e.state.as_str().into(),
+        ]);
+    }
+    for o in objects
+        .iter()
+        .filter(|o| !(o.kind == "map" && o.name.starts_with(BOARD_PREFIX)))
+    {
+        rows.push([
+            o.name.clone(),
+            o.kind.clone(),
+            if o.creator_pid == 0 {
+                "-".into()
+            } else {
+                o.creator_pid.to_string()
+            },
+            uid_text(Some(o.owner_uid)),
+            o.size.to_string(),
+            super::shm::open_text(o),
+        ]);
+    }
+    for b in &boards {
+        let o = objects
+            .iter()
+            .find(|o| o.name == format!("{BOARD_PREFIX}{}", b.name));
+        rows.push([
+            b.name.clone(),
+            "clipboard".into(),
+            b.owner.map_or("-".to_string(), |p| p.to_string()),
+            uid_text(o.map(|o| o.owner_uid)),
+            b.max_size.to_string(),
+            format!("sequence {}", b.sequence),
+        ]);
+    }
+    rows.sort();
+    let head = ["NAME", "KIND", "PID", "OWNER", "SIZE", "STATE"];
+    let w: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
         })
         .collect();
-    rows.extend(boards.into_iter().map(|b| {
-        [
-            b.name,
-            "clipboard".to_string(),
-            b.owner.map_or("-".to_string(), |p| p.to_string()),
-            format!("sequence {}", b.sequence),
-        ]
-    }));
-    rows.sort();
-    let w = rows.iter().map(|r| r[0].len()).max().unwrap_or(4).max(4);
-    let k = rows.iter().map(|r| r[1].len()).max().unwrap_or(4).max(4);
-    println!("{:<w$}  {:<k$}  {:>8}  STATE", "NAME", "KIND", "PID");
-    for [name, kind, pid, state] in rows {
-        println!("{name:<w$}  {kind:<k$}  {pid:>8}  {state}");
+    let line = |r: [&str; 6]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {:>w4$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
+        )
+    };
+    println!("{}", line(head));
+    for r in &rows {
+        println!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
     }
     Ok(())
+}
+
+/// A uid as the user's name when `/etc/passwd` has it, else the number.
+fn uid_text(uid: Option<u32>) -> String {
+    let Some(uid) = uid else {
+        return "-".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Remove stale endpoint records (with their sockets) and, with `unused`,
+/// shared memory nobody has open; never a live endpoint or an open object.
+/// Without `unused`, unused objects are named as kept: a map or mapping
+/// keeps its content with nobody attached, by design.
+fn prune(ns: &Namespace, json: bool, unused: bool) -> Result<(), Error> {
+    let mut removed: Vec<serde_json::Value> = Vec::new();
+    let mut kept_unused: Vec<String> = Vec::new();
+    let mut kept_errors = Vec::new();
+    for e in ns.list()? {
+        let EndpointInfo {
+            name,
+            kind,
+            pid,
+            state,
+            ..
+        } = e;
+        // pid 0: an empty record a server starting right now has created
+        // but not locked yet; never pulled from under it.
+        if state != EndpointState::Stale || pid == 0 {
+            continue;
+        }
+        match ns.remove_stale(&name) {
+            Ok(()) => removed.push(serde_json::json!({
+                "name": name, "kind": kind, "pid": pid, "what": "endpoint",
+            })),
+            // Taken over by a new live owner meanwhile: not stale any more.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ipckit::ErrorKind::Busy | ipckit::ErrorKind::AlreadyExists
+                ) => {}
+            Err(e) => kept_errors.push(e),
+        }
+    }
+    let opts = ipckit::shm::MappingOptions::new().namespace(ns);
+    for o in ipckit::shm::list_in(ns)? {
+        let ObjectInfo {
+            name,
+            kind,
+            size,
+            owner_uid,
+            ..
+        } = &o;
+        if o.is_open() {
+            continue;
+        }
+        if !unused {
+            kept_unused.push(name.clone());
+            continue;
+        }
+        match opts.remove_unused(name) {
+            Ok(true) => removed.push(serde_json::json!({
+                "name": name, "kind": kind, "size": size, "owner_uid": owner_uid,
+                "what": "shm", "os_name": o.os_name,
+            })),
+            Ok(false) => {}
+            Err(e) if e.kind() == ipckit::ErrorKind::NotFound => {}
+            Err(e) => kept_errors.push(e),
+        }
+    }
+    if json {
+        let errors: Vec<String> = kept_errors.iter().map(|e| e.to_string()).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "namespace": ns.dir(), "removed": removed, "kept_unused": kept_unused,
+                "errors": errors,
+            })
+        );
+    } else if removed.is_empty() {
+        println!("nothing stale in {}", ns.dir().display());
+    } else {
+        for r in &removed {
+            let what = match r["what"].as_str() {
+                Some("endpoint") => format!(
+                    "stale {} (pid {} is gone)",
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["pid"]
+                ),
+                _ => format!(
+                    "unused {} of {} bytes (/dev/shm/{})",
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["size"],
+                    r["os_name"].as_str().unwrap_or("?")
+                ),
+            };
+            println!("removed {} {what}", r["name"].as_str().unwrap_or("?"));
+        }
+    }
+    if !json && !kept_unused.is_empty() {
+        println!(
+            "kept {} shared-memory object(s) nobody has open ({}): they keep their content; `ipckit ls --prune --unused` removes them",
+            kept_unused.len(),
+            kept_unused.join(", ")
+        );
+    }
+    match kept_errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -18,12 +18,20 @@ pub fn run(cmd: MapCommand) -> Result<(), Error> {
             name,
             text,
             max_size,
+            timeout,
         } => {
             let mut m = SharedMapOptions::new()
                 .max_size(max_size)
+                .lock_timeout(timeout)
                 .open_or_create(&name)?;
-            m.write_text(&text)?;
-            Ok(())
+            let r = m.write_text(&text).map(|_| ());
+            if r.is_err() && !m.existed() {
+                // A map this command created for a write that failed (too
+                // large, say) is not left behind.
+                drop(m);
+                let _ = ipckit::shm::MappingOptions::new().remove_unused(&name);
+            }
+            r
         }
         MapCommand::Get { name, json } => {
             let mut m = SharedMapOptions::new().open(&name)?;

@@ -10,7 +10,9 @@ mod map;
 mod msg;
 mod pipe;
 mod service;
+mod shm;
 mod slot;
+mod sync;
 
 use crate::cli::{Cli, Command};
 
@@ -20,7 +22,15 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
         Command::Pipe(c) => pipe::run(c),
         Command::Slot(c) => slot::run(c),
         Command::Msg(c) => msg::run(c),
-        Command::Ls { json } => ls::run(json),
+        Command::Ls {
+            json,
+            prune,
+            unused,
+        } => ls::run(json, prune, unused),
+        Command::Shm(c) => shm::run(c),
+        Command::Mutex(c) => sync::mutex(c),
+        Command::Event(c) => sync::event(c),
+        Command::Sem(c) => sync::sem(c),
         Command::Service(c) => service::run(c),
         Command::Call(a) => call::run(a),
         Command::Demo => demo::run(),

@@ -14,7 +14,12 @@ use crate::util::{percentile, us};
 
 pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
     match cmd {
-        MsgCommand::Listen { name, count, json } => listen(&name, count, json),
+        MsgCommand::Listen {
+            name,
+            count,
+            timeout,
+            json,
+        } => listen(&name, count, timeout, json),
         MsgCommand::Send {
             name,
             id,
@@ -34,7 +39,7 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
                     serde_json::json!({
                         "result": r.result,
                         "reply": String::from_utf8_lossy(&r.data),
-                        "rtt_us": crate::util::micros(rtt),
+                        "rtt_ns": crate::util::nanos(rtt),
                     })
                 );
             } else {
@@ -96,7 +101,12 @@ fn messenger() -> message::Messenger {
         .clone()
 }
 
-fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Error> {
+fn listen(
+    name: &str,
+    count: Option<usize>,
+    timeout: Option<Duration>,
+    json: bool,
+) -> Result<(), ipckit::Error> {
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
     let (tx, rx) = mpsc::channel::<()>();
@@ -121,9 +131,30 @@ fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Er
         })?;
     eprintln!("listening as '{name}'");
     let mut seen = 0;
-    // Ctrl-C or SIGTERM ends the wait, so the receiver is unregistered.
+    let deadline = timeout.map(|t| Instant::now() + t);
+    // Ctrl-C or SIGTERM ends the wait, so the receiver is unregistered;
+    // so do `--count` messages and `--timeout`.
     while count.is_none_or(|k| seen < k) && !crate::util::stop_requested() {
-        match rx.recv_timeout(crate::util::STOP_POLL) {
+        let wait = match deadline {
+            Some(d) if Instant::now() >= d => {
+                if let Some(k) = count {
+                    return Err(ipckit::Error::new(
+                        ipckit::ErrorKind::Timeout,
+                        format!(
+                            "{seen} of {k} messages came within --timeout {:?}",
+                            timeout.unwrap_or_default()
+                        ),
+                    )
+                    .with_name(name));
+                }
+                break;
+            }
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(crate::util::STOP_POLL),
+            None => crate::util::STOP_POLL,
+        };
+        match rx.recv_timeout(wait) {
             Ok(()) => seen += 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -135,6 +166,7 @@ fn listen(name: &str, count: Option<usize>, json: bool) -> Result<(), ipckit::Er
 /// A window to receiver `name`, waiting until `deadline` for it to appear
 /// (a sender started just before its receiver, as `pipe send` waits).
 fn window_within(name: &str, deadline: Instant) -> Result<message::Window, ipckit::Error> {
+    crate::util::fail_if_stale(name, "receiver")?;
     let m = messenger();
     loop {
         match m.connect(name) {

@@ -19,6 +19,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             wait,
         } => {
             // `--timeout` bounds the whole command: connecting, then the reply.
+            crate::util::fail_if_stale(&name, "pipe server")?;
             let deadline = Instant::now() + timeout;
             let mut pipe = ClientOptions::new()
                 .allow_server_uids(crate::util::allowed_uids())
@@ -47,7 +48,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
                     "{}",
                     serde_json::json!({
                         "reply": text,
-                        "rtt_us": crate::util::micros(rtt),
+                        "rtt_ns": crate::util::nanos(rtt),
                         "transport": transport_name(pipe.transport()),
                     })
                 );

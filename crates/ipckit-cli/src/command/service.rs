@@ -60,7 +60,9 @@ pub fn run(cmd: ServiceCommand) -> Result<(), ipckit::Error> {
             tcp,
             transport,
             wait,
-        } => serve_demo(&name, tcp, transport, wait),
+            count,
+            timeout,
+        } => serve_demo(&name, tcp, transport, wait, count, timeout),
     }
 }
 
@@ -78,6 +80,8 @@ fn serve_demo(
     tcp: Option<String>,
     transport: TransportArg,
     wait: WaitArg,
+    count: Option<u64>,
+    timeout: Option<Duration>,
 ) -> Result<(), ipckit::Error> {
     let mut b = Server::builder(name)
         .transport(transport.get())
@@ -131,9 +135,12 @@ fn serve_demo(
     drop(out);
     // Until Ctrl-C or SIGTERM: then the server is dropped (calls in flight
     // finish) and its record removed.
-    crate::util::wait_for_stop();
+    let r = crate::util::serve_until(name, count, timeout, "calls answered", || {
+        let d = server.describe();
+        d.calls.saturating_sub(d.in_flight)
+    });
     drop(server);
-    Ok(())
+    r
 }
 
 /// The demo's compute-server step: a server process, a client process
@@ -171,7 +178,7 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
         sent.blue,
         back.red,
         back.blue,
-        us((v["rtt_us"].as_f64().unwrap_or(0.0) * 1000.0) as u64)
+        us(v["rtt_ns"].as_u64().unwrap_or(0))
     );
     // This process as a typed client (postcard bodies), many calls.
     let nsp = ipckit::Namespace::at(ns)?;

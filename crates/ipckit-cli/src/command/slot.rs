@@ -28,6 +28,7 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
                     .timeout(timeout);
                 // A writer started just before its reader waits for the
                 // mailslot to appear, within --timeout (as `pipe send` does).
+                crate::util::fail_if_stale(&name, "mailslot reader")?;
                 let deadline = std::time::Instant::now() + timeout;
                 let mut w = loop {
                     match opts.open(&name) {
@@ -101,29 +102,35 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     if let Some(a) = slot.udp_addr() {
         eprintln!("udp {a}");
     }
-    let next_deadline = || args.timeout.map(|t| std::time::Instant::now() + t);
-    let mut deadline = next_deadline();
+    let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut seen = 0usize;
     // Ctrl-C or SIGTERM ends the loop, so the mailslot is closed and its
-    // record removed; `--timeout` still bounds each wait for a message.
+    // record removed; so do `--count` messages and `--timeout`.
     while args.count.is_none_or(|k| seen < k) && !crate::util::stop_requested() {
         let wait = match deadline {
+            Some(d) if Instant::now() >= d => {
+                if let Some(k) = args.count {
+                    return Err(ipckit::Error::new(
+                        ipckit::ErrorKind::Timeout,
+                        format!(
+                            "{seen} of {k} messages came within --timeout {:?}",
+                            args.timeout.unwrap_or_default()
+                        ),
+                    )
+                    .with_name(&args.name));
+                }
+                break;
+            }
             Some(d) => d
-                .saturating_duration_since(std::time::Instant::now())
+                .saturating_duration_since(Instant::now())
                 .min(crate::util::STOP_POLL),
             None => crate::util::STOP_POLL,
         };
         let msg = match slot.recv_timeout(wait) {
             Ok(m) => m,
-            Err(e)
-                if e.kind() == ipckit::ErrorKind::Timeout
-                    && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
-            {
-                continue
-            }
+            Err(e) if e.kind() == ipckit::ErrorKind::Timeout => continue,
             Err(e) => return Err(e),
         };
-        deadline = next_deadline();
         seen += 1;
         let text = String::from_utf8_lossy(&msg);
         if args.json {

@@ -166,3 +166,50 @@ fn bad_arguments_fail_with_one_line() {
     o.assert_one_line_failure();
     assert!(o.stderr.contains("NAME=VALUE"), "{o:#?}");
 }
+
+#[test]
+fn dde_serve_stops_cleanly_after_its_timeout() {
+    let t = crate::common::TestNs::new();
+    let o = t.run(&["dde", "serve", "svc", "--topic", "t", "--timeout", "100ms"]);
+    o.assert_success();
+    assert!(t.ns.list().unwrap().is_empty());
+    // --count conversations: two requests, then it exits.
+    let mut srv = t.start(&[
+        "dde",
+        "serve",
+        "svc",
+        "--topic",
+        "t",
+        "--item",
+        "x=1",
+        "--count",
+        "2",
+        "--timeout",
+        "30s",
+    ]);
+    crate::common::wait_live(&t.ns, "svc");
+    for _ in 0..2 {
+        let o = t.run(&["dde", "request", "svc", "t", "x"]);
+        o.assert_success();
+        assert_eq!(o.stdout, "1\n");
+    }
+    srv.wait_success(crate::common::DEADLINE);
+    assert!(t.ns.list().unwrap().is_empty());
+    let o = t.run(&[
+        "dde",
+        "serve",
+        "svc",
+        "--topic",
+        "t",
+        "--count",
+        "1",
+        "--timeout",
+        "100ms",
+    ]);
+    assert!(!o.status.success(), "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("0 of 1 conversations ended within --timeout"),
+        "{o:#?}"
+    );
+}

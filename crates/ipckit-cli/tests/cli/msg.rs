@@ -188,3 +188,19 @@ fn send_and_post_started_before_the_receiver_wait_for_it_within_their_timeout() 
         .finish(DEADLINE);
     o.assert_one_line_failure();
 }
+
+#[test]
+fn msg_listen_stops_after_its_timeout_and_fails_if_count_messages_did_not_come() {
+    let t = crate::common::TestNs::new();
+    let o = t.run(&["msg", "listen", "w", "--timeout", "100ms"]);
+    o.assert_success();
+    let o = t.run(&["msg", "listen", "w", "--count", "2", "--timeout", "100ms"]);
+    assert!(!o.status.success(), "{o:#?}");
+    // After the `listening as 'w'` notice, one line saying why.
+    assert_eq!(o.stderr.lines().count(), 2, "{o:#?}");
+    assert!(
+        o.stderr.contains("0 of 2 messages came within --timeout"),
+        "{o:#?}"
+    );
+    assert!(t.ns.list().unwrap().is_empty());
+}

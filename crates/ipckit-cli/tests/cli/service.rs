@@ -114,3 +114,111 @@ fn call_reaches_a_service_over_tcp() {
     let o = call(&t, &addr, "compare", r#"{"red":3333.0,"blue":20.01}"#, &[]);
     assert_eq!(o.stdout.trim(), r#"{"red":2.0,"blue":1.0}"#);
 }
+
+#[test]
+fn call_loan_file_calls_the_loan_methods_with_the_bytes_of_a_file() {
+    let t = TestNs::new();
+    let _srv = demo_server(&t, &[]);
+    let input = crate::common::pattern(100_000, 7);
+    let file = t.outside("in.bin");
+    std::fs::write(&file, &input).unwrap();
+    let f = file.to_str().unwrap();
+    // reverse: the reply's bytes, to a file.
+    let out = t.outside("out.bin");
+    t.run(&[
+        "call",
+        "svc",
+        "reverse",
+        "--loan-file",
+        f,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert_success();
+    let mut want = input.clone();
+    want.reverse();
+    assert!(std::fs::read(&out).unwrap() == want, "reverse differs");
+    // sum: 8 bytes little-endian, here through --json (as hex).
+    let o = t.run(&["call", "svc", "sum", "--loan-file", f, "--json"]);
+    o.assert_success();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let sum: u64 = input.iter().map(|b| u64::from(*b)).sum();
+    let hex: String = sum
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v["reply_hex"], hex, "{v}");
+    assert_eq!(v["reply_len"], 8, "{v}");
+    assert!(v["rtt_ns"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["transport"], "shm", "{v}");
+    // Called with JSON instead: one line saying to use --loan-file.
+    let o = call(&t, "svc", "sum", r#""abc""#, &[]);
+    o.assert_one_line_failure();
+    assert!(
+        o.stderr.contains("loan method") && o.stderr.contains("--loan-file"),
+        "{o:#?}"
+    );
+    // Over the socket too.
+    let o = t.run(&[
+        "call",
+        "svc",
+        "sum",
+        "--loan-file",
+        f,
+        "--json",
+        "--transport",
+        "socket",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (&v["reply_hex"], &v["transport"]),
+        (&hex.clone().into(), &"socket".into()),
+        "{v}"
+    );
+}
+
+#[test]
+fn call_reaches_a_service_by_host_name_and_service_demo_stops_after_its_timeout() {
+    let t = TestNs::new();
+    let mut srv = demo_server(&t, &["--tcp", "127.0.0.1:0", "--timeout", "30s"]);
+    let addr = srv.stdout_line("tcp://");
+    let port = addr.rsplit(':').next().unwrap();
+    let o = call(
+        &t,
+        &format!("tcp://localhost:{port}"),
+        "add",
+        r#"{"a":1,"b":2}"#,
+        &[],
+    );
+    o.assert_success();
+    assert_eq!(o.stdout.trim(), "3");
+    // --timeout ends serving cleanly, record removed.
+    let t2 = TestNs::new();
+    let mut short = demo_server(&t2, &["--timeout", "200ms"]);
+    short.wait_success(crate::common::DEADLINE);
+    assert!(t2.ns.list().unwrap().is_empty());
+    // --count: exits after answering that many calls; short of it by
+    // --timeout is a failure.
+    let mut counted = demo_server(&t2, &["--count", "2", "--timeout", "30s"]);
+    for _ in 0..2 {
+        let o = call(&t2, "svc", "add", r#"{"a":1,"b":2}"#, &[]);
+        o.assert_success();
+    }
+    counted.wait_success(crate::common::DEADLINE);
+    assert!(t2.ns.list().unwrap().is_empty());
+    let o = t2.run(&[
+        "service",
+        "demo",
+        "svc",
+        "--count",
+        "1",
+        "--timeout",
+        "100ms",
+    ]);
+    assert!(!o.status.success(), "{o:#?}");
+    assert!(
+        o.stderr.contains("0 of 1 calls answered within --timeout"),
+        "{o:#?}"
+    );
+}

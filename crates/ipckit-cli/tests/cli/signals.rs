@@ -29,7 +29,7 @@ fn stops_cleanly(args: &[&str], name: &str, signal: &str) {
     });
     let ls = t.run(&["ls"]);
     ls.assert_success();
-    assert!(ls.stdout.starts_with("no endpoints"), "{ls:#?}");
+    assert!(ls.stdout.starts_with("nothing in"), "{ls:#?}");
 }
 
 #[test]

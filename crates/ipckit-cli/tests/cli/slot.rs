@@ -212,3 +212,19 @@ fn udp_send_reaches_a_udp_reader_on_loopback_and_the_424_byte_limit_holds() {
     out.assert_success();
     assert_eq!(out.stdout, format!("{msg}\n"));
 }
+
+#[test]
+fn read_and_group_read_stop_after_their_timeout_and_fail_short_of_count() {
+    let t = TestNs::new();
+    for verb in ["read", "group-read"] {
+        t.run(&["slot", verb, "s", "--timeout", "100ms"])
+            .assert_success();
+        let o = t.run(&["slot", verb, "s", "--count", "1", "--timeout", "100ms"]);
+        o.assert_one_line_failure();
+        assert!(
+            o.stderr.contains("0 of 1 messages came within --timeout"),
+            "{o:#?}"
+        );
+    }
+    assert!(t.ns.list().unwrap().is_empty());
+}

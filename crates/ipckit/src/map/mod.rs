@@ -106,6 +106,29 @@ fn checked_max(map: &Mapping) -> Result<usize> {
     }
 }
 
+/// The shared maps of namespace `ns` (kind `map`; clipboard boards are
+/// among them, named `clip/<board>`), with their size, owner and who has
+/// them open; see [`crate::shm::list_in`] for every kind of named shared
+/// memory.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let opts = ipckit::map::SharedMapOptions::new().namespace(&ns);
+/// let mut m = opts.create("settings").unwrap();
+/// m.write_text("volume=3").unwrap();
+/// let all = ipckit::map::list_in(&ns).unwrap();
+/// assert_eq!((all[0].name.as_str(), all[0].kind.as_str()), ("settings", "map"));
+/// assert_eq!(all[0].open_by, [std::process::id()]);
+/// # drop(m);
+/// # ipckit::shm::MappingOptions::new().namespace(&ns).remove("settings").unwrap();
+/// ```
+pub fn list_in(ns: &Namespace) -> Result<Vec<crate::shm::ObjectInfo>> {
+    let mut all = crate::shm::list_in(ns)?;
+    all.retain(|o| o.kind == "map");
+    Ok(all)
+}
+
 static HANDLE_IDS: AtomicU32 = AtomicU32::new(1);
 
 /// Options for shared maps.

@@ -97,6 +97,28 @@ fn slice(deadline: Option<Instant>, cap: Option<Duration>, name: &str) -> Result
     Ok(Some(cap.map_or(remaining, |c| c.min(remaining))))
 }
 
+/// The named sync objects of namespace `ns` (kinds `mutex`, `event`,
+/// `semaphore`), with their owner and who has them open; see
+/// [`crate::shm::list_in`], which lists every kind of named shared memory.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// let _m = ipckit::sync::MutexOptions::new().namespace(&ns).create("lock").unwrap();
+/// let _map = ipckit::shm::MappingOptions::new().namespace(&ns).create("frame", 8).unwrap();
+/// let all = ipckit::sync::list_in(&ns).unwrap();
+/// assert_eq!(all.len(), 1);
+/// assert_eq!((all[0].name.as_str(), all[0].kind.as_str()), ("lock", "mutex"));
+/// assert!(all[0].is_open());
+/// # let o = ipckit::shm::MappingOptions::new().namespace(&ns);
+/// # o.remove("lock").unwrap(); o.remove("frame").unwrap();
+/// ```
+pub fn list_in(ns: &Namespace) -> Result<Vec<crate::shm::ObjectInfo>> {
+    let mut all = crate::shm::list_in(ns)?;
+    all.retain(|o| matches!(o.kind.as_str(), "mutex" | "event" | "semaphore"));
+    Ok(all)
+}
+
 fn label(map: &Mapping) -> String {
     map.name().unwrap_or("(unnamed)").to_string()
 }

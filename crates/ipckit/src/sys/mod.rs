@@ -8,7 +8,8 @@
 //!
 //! Linux is the complete backend. A Windows (or macOS) backend provides the
 //! same items with the same meaning; the Windows one so far provides shared
-//! memory and the named sync objects (see "Windows" below):
+//! memory, the named sync objects, pipes and mailslots (see "Windows"
+//! below):
 //!
 //! - **identity** ([`uid`]): the caller's user id; [`MAX_UNIX_PATH`], the
 //!   longest socket path the platform accepts.
@@ -57,7 +58,7 @@
 //! Errors are `std::io::Error`; the layers above turn them into
 //! [`crate::Error`] with the object's name.
 //!
-//! # Windows (first steps)
+//! # Windows
 //!
 //! `windows/` provides **shared memory**: named section objects
 //! (`CreateFileMappingW` on the paging file / `OpenFileMappingW`, with
@@ -66,13 +67,22 @@
 //! view (`VirtualQuery`), the commit memory still free, and a security
 //! descriptor granting only the calling user (plus everyone when widened).
 //! A Win32 object vanishes with its last handle, so there is no unlink, no
-//! `flock` liveness and no orphan to replace. And the **named sync
-//! objects** (`windows/sync.rs`): `CreateMutexW` / `CreateEventW` /
+//! `flock` liveness and no orphan to replace. The **named sync objects**
+//! (`windows/sync.rs`): `CreateMutexW` / `CreateEventW` /
 //! `CreateSemaphoreW` and their `Open…` forms under the same names as
 //! sections, waits with `WAIT_ABANDONED` reported, and the state queries
-//! (`NtQueryEvent`, `NtQuerySemaphore`). Everything else (sockets,
-//! readiness, pipes, futexes, records, datagrams) is Linux-only for now and
-//! so are the mechanisms above it.
+//! (`NtQueryEvent`, `NtQuerySemaphore`). **Pipes** (`windows/pipe.rs`):
+//! named pipe instances (`CreateNamedPipeW` with a user-only descriptor),
+//! clients (`CreateFileW`, `WaitNamedPipeW`), overlapped reads, writes,
+//! connects and transactions bounded by a timeout (`CancelIoEx`), the
+//! peer's pid, the check that a server process runs as the calling user,
+//! and `CreatePipe` with inheritance switched on only around one spawn.
+//! **Mailslots** (`windows/mailslot.rs`): `CreateMailslotW` with a
+//! user-only descriptor, `GetMailslotInfo` / `SetMailslotInfo`, reads and
+//! writes, and the UDP socket that carries datagrams from other machines.
+//! Sockets, readiness, futexes, records and the connection layer are
+//! Linux-only for now, and so are the mechanisms built on them (services,
+//! window messages, the clipboard and DDE).
 
 #[cfg(target_os = "linux")]
 mod linux;

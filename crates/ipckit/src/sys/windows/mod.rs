@@ -1,8 +1,8 @@
 //! The Windows backend: every call goes through `windows-sys`. It provides
-//! shared memory ([`shm`]) and the system's named sync objects ([`sync`]);
-//! see the contract in [`super`]. The mechanisms built on the other items
-//! (sockets, readiness, pipes, futexes, records, datagrams) are compiled
-//! out on Windows for now.
+//! shared memory ([`shm`]), the system's named sync objects ([`sync`]),
+//! pipes ([`pipe`]) and mailslots ([`mailslot`]); see the contract in
+//! [`super`]. The mechanisms built on the other items (sockets, readiness,
+//! futexes, records) are compiled out on Windows for now.
 
 pub(crate) mod mailslot;
 pub(crate) mod pipe;
