@@ -107,6 +107,14 @@ pub enum Command {
         /// Only cases whose name contains TEXT.
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
+        /// Measure how cost grows instead: latency for payloads of 64 B
+        /// to 64 MiB (powers of 4) per transport beside the floors, and
+        /// throughput with 1, 4, 16 and 64 concurrent clients.
+        #[arg(long)]
+        sweep: bool,
+        /// Run the sweep and draw it into FILE (SVG).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
 }
 

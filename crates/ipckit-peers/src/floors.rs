@@ -7,6 +7,10 @@
 //! - `shm-spin`, `futex`: the bench stores an odd value n in the shared
 //!   word, the peer answers n + 1; the all-ones value ([`STOP_U64`],
 //!   [`STOP_U32`]) tells the peer to exit.
+//! - `handoff`: the mapping is [`HANDOFF_DATA`] bytes of words, then LEN
+//!   data bytes. The bench writes the data, then stores an odd n in the
+//!   u64 at 0; the peer reads every data byte, stores their sum (u64) at
+//!   offset 8, then n + 1 at 0 (spinning both ways, as `shm-spin`).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -104,6 +108,65 @@ pub fn shm_spin(fd: i32) -> ipckit::Result<()> {
         if spins % (1 << 14) == 0 {
             // Long past a normal round trip (~100 ns): the bench is likely
             // descheduled, so give up the CPU rather than starve it.
+            std::thread::yield_now();
+        }
+        if spins % (1 << 20) == 0 && orphaned(ppid) {
+            return Ok(());
+        }
+    }
+}
+
+/// Where the data of a `handoff` mapping starts (the words before it: the
+/// hand-off word at 0, the sum at 8).
+pub const HANDOFF_DATA: usize = 4096;
+
+/// The sum of `data`'s bytes, computed as `ipckit service demo`'s `sum`
+/// loan method does (`crates/ipckit-cli/src/command/service.rs`): u32 sums
+/// of 64 KiB blocks, which vectorise. The floor does the same work as the
+/// loan call it is the floor of.
+fn byte_sum(data: &[u8]) -> u64 {
+    data.chunks(1 << 16)
+        .map(|c| u64::from(c.iter().map(|b| u32::from(*b)).sum::<u32>()))
+        .sum()
+}
+
+/// The `handoff` floor's peer: on each odd value n, read every byte of the
+/// LEN data bytes (their sum goes to offset 8), then answer n + 1.
+pub fn handoff(fd: i32, len: usize) -> ipckit::Result<()> {
+    let ppid = std::os::unix::process::parent_id();
+    let map = Mapping::from_inherited_fd(inherited(fd))?;
+    let w = map.atomic_u64(0)?;
+    let sum = map.atomic_u64(8)?;
+    if map.len() < HANDOFF_DATA + len {
+        return Err(ipckit::Error::new(
+            ipckit::ErrorKind::InvalidInput,
+            format!(
+                "handoff: the mapping has {} bytes, not {HANDOFF_DATA} + {len}",
+                map.len()
+            ),
+        ));
+    }
+    let mut spins = 0u32;
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == STOP_U64 {
+            return Ok(());
+        }
+        if v % 2 == 1 {
+            // SAFETY: `HANDOFF_DATA + len` bytes are mapped (checked
+            // above); they are plain bytes, and the bench does not write
+            // them again until it sees n + 1.
+            let data = unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(HANDOFF_DATA).cast_const(), len)
+            };
+            let s = byte_sum(data);
+            sum.store(s, Ordering::Relaxed);
+            w.store(v + 1, Ordering::Release);
+            continue;
+        }
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % (1 << 14) == 0 {
             std::thread::yield_now();
         }
         if spins % (1 << 20) == 0 && orphaned(ppid) {

@@ -8,9 +8,11 @@
 //!
 //! The roles and their wire (one file each):
 //! - [`floors`]: `raw-echo`, `pipe-echo`, `tcp-echo` (64-byte ping-pongs),
-//!   `shm-spin`, `futex` (a shared word answered by busy-polling or futex).
+//!   `shm-spin`, `futex` (a shared word answered by busy-polling or futex),
+//!   `handoff` (a shared block read in full, then a word answered).
 //! - [`stream`]: `stream-sink` (counts one-way pipe messages).
-//! - [`load`]: `service-load` (many checked `add` calls to a service).
+//! - [`load`]: `service-load` (many checked `add` calls to a service),
+//!   `service-sizes` (checked calls with small and big byte payloads).
 //! - [`measure`]: `measure-shm`, `measure-msg` (latencies beside raw
 //!   baselines, with their own peers `map-echo` and `msg-receiver`).
 
@@ -44,6 +46,11 @@ enum Role {
     /// Answer each odd value n of the u64 at offset 0 of the mapping
     /// inherited at FD with n + 1, busy-polling; exit on u64::MAX.
     ShmSpin { fd: i32 },
+    /// The `floor/handoff-*` peer: on each odd value n of the u64 at offset
+    /// 0 of the mapping inherited at FD, read every one of the LEN bytes at
+    /// offset 4096, store their sum at offset 8 and answer n + 1
+    /// (busy-polling); exit on u64::MAX.
+    Handoff { fd: i32, len: usize },
     /// The same with the u32 at offset 0, parking on the futex between
     /// values; exit on u32::MAX.
     Futex { fd: i32 },
@@ -61,6 +68,24 @@ enum Role {
         calls: u64,
         #[arg(long, default_value_t = 4)]
         threads: u64,
+        /// Send JSON bodies instead of postcard.
+        #[arg(long)]
+        json_bodies: bool,
+        /// Once connected, print "ready" and wait for a line on stdin
+        /// before calling; print the calling time too (`ipckit bench
+        /// --sweep` starts many clients at once this way).
+        #[arg(long)]
+        wait_go: bool,
+    },
+    /// Call `echo`, `len` and `make` of service NAME with byte payloads of
+    /// each of SIZES bytes (ROUNDS times), checking every answer (small
+    /// and big payloads, both ways); print {"ok": calls}.
+    ServiceSizes {
+        name: String,
+        #[arg(long, value_delimiter = ',', default_value = "64,16384,16385,1048576")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 2)]
+        rounds: u64,
         /// Send JSON bodies instead of postcard.
         #[arg(long)]
         json_bodies: bool,
@@ -93,6 +118,7 @@ fn main() {
         Role::PipeEcho { in_fd, out_fd } => floors::pipe_echo(in_fd, out_fd),
         Role::TcpEcho { addr } => floors::tcp_echo(&addr),
         Role::ShmSpin { fd } => floors::shm_spin(fd),
+        Role::Handoff { fd, len } => floors::handoff(fd, len),
         Role::Futex { fd } => floors::futex(fd),
         Role::StreamSink { name } => stream::sink(&name),
         Role::ServiceLoad {
@@ -101,7 +127,14 @@ fn main() {
             calls,
             threads,
             json_bodies,
-        } => load::run(&name, client, calls, threads, json_bodies),
+            wait_go,
+        } => load::run(&name, client, calls, threads, json_bodies, wait_go),
+        Role::ServiceSizes {
+            name,
+            sizes,
+            rounds,
+            json_bodies,
+        } => load::sizes(&name, &sizes, rounds, json_bodies),
         Role::MeasureShm { rounds } => measure::shm(rounds),
         Role::MapEcho { prefix, rounds } => measure::map_echo(&prefix, rounds),
         Role::MeasureMsg { rounds } => measure::msg(rounds),

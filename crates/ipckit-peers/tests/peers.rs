@@ -202,3 +202,153 @@ fn stream_sink_counts_messages_and_service_load_checks_every_answer() {
     assert_eq!(v, serde_json::json!({ "client": 3, "ok": 50 }));
     load.wait_success();
 }
+
+#[test]
+fn handoff_reads_every_byte_and_answers_with_their_sum() {
+    let len = 100_000usize;
+    let map = Mapping::anonymous((4096 + len) as u64).unwrap();
+    let mut cmd = peer(&["handoff", "3", &len.to_string()]);
+    cmd.pass_fd(map.try_clone_fd().unwrap(), 3);
+    let mut p = Peer::start(&mut cmd);
+    drop(cmd);
+    let w = map.atomic_u64(0).unwrap();
+    let sum = map.atomic_u64(8).unwrap();
+    for (n, fill) in [(1u64, 1u8), (3, 7), (5, 255)] {
+        map.write_at(4096, &vec![fill; len]).unwrap();
+        w.store(n, Ordering::Release);
+        wait_until("the handoff peer answered", || {
+            w.load(Ordering::Acquire) == n + 1
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), len as u64 * u64::from(fill));
+    }
+    w.store(u64::MAX, Ordering::Release);
+    p.wait_success();
+}
+
+#[test]
+fn service_load_waits_for_go_and_reports_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    #[derive(serde::Deserialize)]
+    struct AddArgs {
+        a: i64,
+        b: i64,
+    }
+    let _svc = ipckit::service::Server::builder("svc")
+        .namespace(&ns)
+        .handler("add", |p: AddArgs| Ok::<_, String>(p.a + p.b))
+        .bind()
+        .unwrap();
+    let mut child = peer(&[
+        "service-load",
+        "svc",
+        "--client",
+        "1",
+        "--calls",
+        "20",
+        "--wait-go",
+    ])
+    .env(ipckit::name::NAMESPACE_ENV, ns.dir())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut load = Peer(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let _ = tx.send(l.unwrap_or_default());
+        }
+    });
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), "ready");
+    // Nothing is called before "go".
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    stdin.write_all(b"go\n").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&rx.recv_timeout(DEADLINE).unwrap()).unwrap();
+    assert_eq!(v["client"], 1);
+    assert_eq!(v["ok"], 20);
+    assert!(v["ns"].as_u64().unwrap() > 0, "{v}");
+    load.wait_success();
+}
+
+/// Byte payloads as serde `bytes` (one block, as `ipckit bench` sends).
+struct Bytes(Vec<u8>);
+
+impl serde::Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Bytes, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Calls with small and big payloads each way (over and under the 16 KiB
+/// a lane carries inside its ring record; big ones are encoded and decoded
+/// in the shared segments) from another process: every byte arrives, with
+/// postcard and JSON, on shared memory and on the socket.
+#[test]
+fn small_and_big_payloads_arrive_whole_both_ways() {
+    for transport in ["auto", "socket"] {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = ipckit::Namespace::at(dir.path()).unwrap();
+        let _svc = ipckit::service::Server::builder("svc")
+            .namespace(&ns)
+            .handler("echo", |b: Bytes| Ok::<_, String>(b))
+            .handler("len", |b: Bytes| {
+                Ok::<_, String>((
+                    b.0.len() as u64,
+                    b.0.iter().map(|x| u64::from(*x)).sum::<u64>(),
+                ))
+            })
+            .handler("make", |(len, k): (u64, u64)| {
+                Ok::<_, String>(Bytes((0..len).map(|i| (i * 31 + k) as u8).collect()))
+            })
+            .bind()
+            .unwrap();
+        for json in [false, true] {
+            let mut args = vec!["service-sizes", "svc"];
+            if json {
+                // JSON spells each byte out: keep it smaller.
+                args.extend(["--sizes", "64,16384,16385,300000"]);
+                args.push("--json-bodies");
+            }
+            let mut p = Peer::start(
+                peer(&args)
+                    .env(ipckit::name::NAMESPACE_ENV, ns.dir())
+                    .env("IPCKIT_TRANSPORT", transport)
+                    .stdout(Stdio::piped()),
+            );
+            let line = p.first_line();
+            let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({ "ok": 24 }),
+                "{transport} json={json}"
+            );
+            p.wait_success();
+        }
+    }
+}

@@ -24,6 +24,18 @@
 //!
 //! Transports: each ipckit case takes a [`Transport`], so a new one (e.g.
 //! shared memory) is one constant plus one line per case in [`cases`].
+//!
+//! The loan rows (`service/shm-loan`) are compared with
+//! `floor/handoff-1MiB` (1 MiB written into shared memory, read in full by
+//! another process, spin hand-offs both ways): a local memcpy moves no data
+//! to another core, so it is no floor for a zero-copy call.
+//!
+//! `--sweep` ([`run_sweep`]) measures latency for payloads of 64 B to 64 MiB
+//! (powers of 4) per transport beside the floors of moving that many bytes,
+//! and service throughput with 1, 4, 16 and 64 concurrent clients (threads
+//! of this process, and `ipckit-peer service-load` processes); `--plot`
+//! draws it as SVG ([`plot`]). `IPCKIT_BENCH_SWEEP_MAX` (bytes) and
+//! `IPCKIT_BENCH_SWEEP_CLIENTS` (e.g. `1,4`) shrink it for tests.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -450,32 +462,85 @@ fn floor_tcp(s: &Settings) -> Result<Row, Error> {
 }
 
 fn floor_memcpy(s: &Settings) -> Result<Row, Error> {
-    let src = vec![7u8; 1 << 20];
-    let mut dst = vec![0u8; 1 << 20];
     let settings = Settings {
         warmup: s.warmup.min(200),
         samples: s.samples.min(2000),
         ..*s
     };
-    measure("floor/memcpy-1MiB", 1 << 20, None, &settings, || {
+    floor_memcpy_n(MEMCPY, 1 << 20, &settings)
+}
+
+/// One local copy of `len` bytes between two buffers touched before.
+fn floor_memcpy_n(case: &str, len: usize, settings: &Settings) -> Result<Row, Error> {
+    let src = vec![7u8; len];
+    let mut dst = vec![0u8; len];
+    measure(case, len, None, settings, || {
         dst.copy_from_slice(std::hint::black_box(&src));
         std::hint::black_box(&mut dst);
         Ok(())
     })
 }
 
+/// The hand-off floor: this process writes `len` bytes into shared memory
+/// (one memcpy), hands them to an `ipckit-peer handoff` process by a
+/// spinning word, the peer reads every byte (their sum) and hands back.
+/// What a zero-copy loan call cannot beat: the data crosses to another
+/// core and back once.
+fn floor_handoff(case: &'static str, len: usize, s: &Settings) -> Result<Row, Error> {
+    const DATA: usize = 4096; // HANDOFF_DATA of crates/ipckit-peers/src/floors.rs
+    let map = Mapping::anonymous((DATA + len) as u64)?;
+    let mut cmd = peer()?;
+    cmd.args(["handoff", "3", &len.to_string()])
+        .pass_fd(map.try_clone_fd()?, 3);
+    let _peer = spawn(&mut cmd)?;
+    let w = map.atomic_u64(0)?;
+    let sum = map.atomic_u64(8)?;
+    let src: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let want: u64 = src.iter().map(|b| u64::from(*b)).sum();
+    let mut seq = 1u64;
+    let row = measure(case, len, None, s, || {
+        map.write_at(DATA, std::hint::black_box(&src))?;
+        w.store(seq, Ordering::Release);
+        spin_until(w, seq + 1)?;
+        seq += 2;
+        let got = sum.load(Ordering::Relaxed);
+        if got != want {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("bench: {case}: the peer summed {got}, not {want}"),
+            ));
+        }
+        Ok(())
+    });
+    w.store(STOP_U64, Ordering::Release);
+    row
+}
+
 // ---------------------------------------------------------------- pipes
 
 /// Named-pipe message round trip (64 B) to a `pipe serve --echo` peer.
 fn pipe_case(case: &'static str, t: Transport, s: &Settings, ns: &Path) -> Result<Row, Error> {
-    let (mut pipe, _peer) = pipe_peer(case, t, ns)?;
-    let msg = [0u8; 64];
     let floor = if case.ends_with("/shm") {
         "floor/shm-spin"
     } else {
         "floor/unix-stream"
     };
-    measure(case, 64, Some(floor), s, || {
+    pipe_case_n(case, 64, floor, t, s, ns)
+}
+
+/// A named-pipe message round trip of `payload` bytes to a `pipe serve
+/// --echo` peer (whose message limit is raised to fit it).
+fn pipe_case_n(
+    case: &'static str,
+    payload: usize,
+    floor: &'static str,
+    t: Transport,
+    s: &Settings,
+    ns: &Path,
+) -> Result<Row, Error> {
+    let (mut pipe, _peer) = pipe_peer_n(case, payload, t, ns)?;
+    let msg: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+    measure(case, payload, Some(floor), s, || {
         let r = pipe.transact(&msg)?;
         check_echo(case, &r, &msg)
     })
@@ -513,11 +578,25 @@ fn pipe_peer(
     t: Transport,
     ns: &Path,
 ) -> Result<(ipckit::pipe::NamedPipe, Reaped), Error> {
+    pipe_peer_n(case, 64, t, ns)
+}
+
+/// [`pipe_peer`] for messages of `payload` bytes: over the pipes' default
+/// limit (1 MiB) the peer's limit is raised to fit.
+fn pipe_peer_n(
+    case: &'static str,
+    payload: usize,
+    t: Transport,
+    ns: &Path,
+) -> Result<(ipckit::pipe::NamedPipe, Reaped), Error> {
     t.local_only(case)?;
-    let name = format!("bench/{}", case.replace('/', "-"));
+    let name = format!("bench/{}-{payload}", case.replace('/', "-"));
     let mut cmd = me()?;
-    cmd.args(["pipe", "serve", &name, "--echo"])
-        .env(ipckit::name::NAMESPACE_ENV, ns)
+    cmd.args(["pipe", "serve", &name, "--echo"]);
+    if payload > ipckit::pipe::DEFAULT_MAX_MESSAGE_SIZE {
+        cmd.args(["--max-message", &payload.to_string()]);
+    }
+    cmd.env(ipckit::name::NAMESPACE_ENV, ns)
         .stderr(Stdio::null());
     t.peer_env(&mut cmd);
     let peer = spawn(&mut cmd)?;
@@ -768,6 +847,9 @@ fn case(
 }
 
 const MEMCPY: &str = "floor/memcpy-1MiB";
+/// Write 1 MiB into shared memory, another process reads it all, spin
+/// hand-offs both ways: the floor of a 1 MiB loan call.
+const HANDOFF: &str = "floor/handoff-1MiB";
 
 fn cases() -> Vec<Case> {
     vec![
@@ -777,6 +859,9 @@ fn cases() -> Vec<Case> {
         case("floor/unix-stream", floor_unix),
         case("floor/tcp", |s, _| floor_tcp(s)),
         case(MEMCPY, |s, _| floor_memcpy(s)),
+        case(HANDOFF, |s, _| {
+            floor_handoff(HANDOFF, 1 << 20, &s.for_payload(1 << 20))
+        }),
         case("pipe/unix", |s, ns| pipe_case("pipe/unix", UNIX, s, ns)),
         case("pipe/shm", |s, ns| pipe_case("pipe/shm", SHM, s, ns)),
         case("pipe/unix-async", |s, ns| {
@@ -850,10 +935,18 @@ fn cases() -> Vec<Case> {
             service_case("service/shm", 1 << 20, MEMCPY, SHM, Call::Sync, s, ns)
         }),
         case("service/shm-loan", |s, ns| {
-            service_case("service/shm-loan", 64 << 10, MEMCPY, SHM, Call::Loan, s, ns)
+            service_case(
+                "service/shm-loan",
+                64 << 10,
+                HANDOFF,
+                SHM,
+                Call::Loan,
+                s,
+                ns,
+            )
         }),
         case("service/shm-loan", |s, ns| {
-            service_case("service/shm-loan", 1 << 20, MEMCPY, SHM, Call::Loan, s, ns)
+            service_case("service/shm-loan", 1 << 20, HANDOFF, SHM, Call::Loan, s, ns)
         }),
         case("stream/unix", |s, ns| {
             stream_case("stream/unix", None, UNIX, s, ns)
@@ -887,7 +980,808 @@ fn add_ratios(rows: &mut [Row]) {
     }
 }
 
-pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error> {
+// ---------------------------------------------------------------- sweep
+
+/// Environment knobs of `--sweep`, for tests and short runs: the largest
+/// payload (default 64 MiB) and the client counts (default `1,4,16,64`).
+const SWEEP_MAX_ENV: &str = "IPCKIT_BENCH_SWEEP_MAX";
+const SWEEP_CLIENTS_ENV: &str = "IPCKIT_BENCH_SWEEP_CLIENTS";
+
+/// Measures one payload of a sweep series.
+type SeriesFn = Box<dyn Fn(usize, &Settings, &Path) -> Result<Row, Error>>;
+
+/// One latency series of the sweep: a name and how to measure one payload.
+struct Series {
+    name: &'static str,
+    run: SeriesFn,
+    needs_peer: bool,
+}
+
+fn series(
+    name: &'static str,
+    needs_peer: bool,
+    run: impl Fn(usize, &Settings, &Path) -> Result<Row, Error> + 'static,
+) -> Series {
+    Series {
+        name,
+        run: Box::new(run),
+        needs_peer,
+    }
+}
+
+/// The latency series: the floors of moving `n` bytes (a local copy, a
+/// hand-off to another process, an echo through a Unix socket) and each
+/// transport's pipe message and service call of `n` bytes.
+fn sweep_series() -> Vec<Series> {
+    vec![
+        series("floor/memcpy", false, |n, s, _| {
+            floor_memcpy_n("floor/memcpy", n, s)
+        }),
+        series("floor/handoff", true, |n, s, _| {
+            floor_handoff("floor/handoff", n, s)
+        }),
+        series("floor/unix-stream", true, floor_unix_n),
+        series("pipe/unix", false, |n, s, ns| {
+            pipe_case_n("pipe/unix", n, "floor/unix-stream", UNIX, s, ns)
+        }),
+        series("pipe/shm", false, |n, s, ns| {
+            pipe_case_n("pipe/shm", n, "floor/handoff", SHM, s, ns)
+        }),
+        series("service/unix", false, |n, s, ns| {
+            service_case(
+                "service/unix",
+                n,
+                "floor/unix-stream",
+                UNIX,
+                Call::Sync,
+                s,
+                ns,
+            )
+        }),
+        series("service/tcp", false, |n, s, ns| {
+            service_case(
+                "service/tcp",
+                n,
+                "floor/unix-stream",
+                TCP,
+                Call::Sync,
+                s,
+                ns,
+            )
+        }),
+        series("service/shm", false, |n, s, ns| {
+            service_case("service/shm", n, "floor/handoff", SHM, Call::Sync, s, ns)
+        }),
+        series("service/shm-loan", false, |n, s, ns| {
+            service_case(
+                "service/shm-loan",
+                n,
+                "floor/handoff",
+                SHM,
+                Call::Loan,
+                s,
+                ns,
+            )
+        }),
+    ]
+}
+
+/// An echo of `n` bytes through a Unix socket to `ipckit-peer raw-echo`:
+/// written and read back at once (non-blocking, so a payload bigger than
+/// the socket buffers cannot deadlock).
+fn floor_unix_n(n: usize, s: &Settings, dir: &Path) -> Result<Row, Error> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let path = dir.join(format!("floor-unix-{n}.sock"));
+    let mut cmd = peer()?;
+    cmd.arg("raw-echo").arg(&path);
+    let _peer = spawn(&mut cmd)?;
+    let mut sock = wait_for(&path)?;
+    sock.set_nonblocking(true)
+        .map_err(|e| io(e, "non-blocking"))?;
+    let out: Vec<u8> = (0..n).map(|i| i as u8).collect();
+    let mut back = vec![0u8; n];
+    let limit = rustix::time::Timespec {
+        tv_sec: WAIT.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    measure("floor/unix-stream", n, None, s, || {
+        let (mut w, mut r) = (0usize, 0usize);
+        while r < n {
+            let mut progress = false;
+            if w < n {
+                match sock.write(&out[w..]) {
+                    Ok(k) => {
+                        w += k;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(io(e, "write")),
+                }
+            }
+            match sock.read(&mut back[r..]) {
+                Ok(0) => return Err(timeout_gone()),
+                Ok(k) => {
+                    r += k;
+                    progress = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io(e, "read")),
+            }
+            if !progress {
+                let mut flags = PollFlags::IN;
+                if w < n {
+                    flags |= PollFlags::OUT;
+                }
+                let mut fds = [PollFd::new(&sock, flags)];
+                let k = poll(&mut fds, Some(&limit)).map_err(|e| io(e.into(), "poll"))?;
+                if k == 0 {
+                    return Err(timeout("the raw-echo peer did not answer"));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn timeout_gone() -> Error {
+    Error::new(
+        ErrorKind::PeerGone,
+        "bench: the raw-echo peer closed the socket; run it by hand to see why",
+    )
+}
+
+/// Payloads of the latency sweep: 64 B to `max` in powers of 4.
+fn sweep_payloads(max: usize) -> Vec<usize> {
+    std::iter::successors(Some(64usize), |p| p.checked_mul(4))
+        .take_while(|p| *p <= max)
+        .collect()
+}
+
+/// Rounds for one payload of the sweep: about `bytes` moved per point,
+/// between `lo` and `hi` samples.
+fn sweep_settings(quick: bool, payload: usize) -> Settings {
+    let (bytes, lo, hi) = if quick {
+        (64usize << 20, 10, 2_000)
+    } else {
+        (2usize << 30, 30, 20_000)
+    };
+    let samples = (bytes / payload.max(1)).clamp(lo, hi);
+    Settings {
+        warmup: (samples / 10).max(3),
+        samples,
+        stream_msgs: 0,
+    }
+}
+
+/// One point of the throughput sweep.
+#[derive(Serialize, Debug, Clone)]
+pub struct Throughput {
+    /// The transport (`service/unix`, `service/shm`).
+    pub case: String,
+    /// `threads` (one connection per thread of this process) or
+    /// `processes` (one `ipckit-peer service-load` each).
+    pub mode: &'static str,
+    pub clients: usize,
+    /// Calls answered, all clients together.
+    pub calls: u64,
+    /// Calls per second, all clients together, from the moment all were
+    /// connected and told to start until the last finished.
+    pub msgs_per_s: f64,
+}
+
+/// `add`'s argument, as `ipckit service demo` takes it.
+#[derive(Serialize, Clone, Copy)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+/// Start an `ipckit service demo` for a throughput point.
+fn demo_server(name: &str, t: Transport, ns: &Path) -> Result<Reaped, Error> {
+    let mut cmd = me()?;
+    cmd.args(["service", "demo", name])
+        .env(ipckit::name::NAMESPACE_ENV, ns)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    cmd.args(t.peer_args);
+    t.peer_env(&mut cmd);
+    let mut peer = spawn(&mut cmd)?;
+    let mut out = BufReader::new(peer.0.stdout.take().expect("stdout is piped"));
+    read_line_starting(&mut out, "serving", "the service did not start")?;
+    Ok(peer)
+}
+
+/// `clients` threads of this process, each with its own connection, make
+/// `per` checked `add` calls each, all starting together.
+fn throughput_threads(
+    case: &'static str,
+    t: Transport,
+    clients: usize,
+    per: u64,
+    ns: &Path,
+) -> Result<Throughput, Error> {
+    let name = format!("bench/tp-{}-threads-{clients}", case.replace('/', "-"));
+    let _server = demo_server(&name, t, ns)?;
+    let nsp = ipckit::Namespace::at(ns)?;
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let opts = ipckit::service::ClientBuilder::new()
+            .namespace(&nsp)
+            .timeout(WAIT);
+        conns.push((t.service_client)(opts).connect(&name)?);
+    }
+    let go = std::sync::Barrier::new(clients + 1);
+    let (took, results) = std::thread::scope(|sc| {
+        let handles: Vec<_> = conns
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let go = &go;
+                sc.spawn(move || -> Result<u64, Error> {
+                    go.wait();
+                    for i in 0..per {
+                        let args = AddArgs {
+                            a: (k as i64) << 32 | i as i64,
+                            b: 7,
+                        };
+                        let got: i64 = c.call("add", &args)?;
+                        if got != args.a + args.b {
+                            return Err(Error::new(
+                                ErrorKind::Decode,
+                                format!("bench: {case}: add answered {got}"),
+                            ));
+                        }
+                    }
+                    Ok(per)
+                })
+            })
+            .collect();
+        go.wait();
+        let start = Instant::now();
+        let results: Vec<Result<u64, Error>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::new(ErrorKind::Io, "bench: a client thread panicked"))
+                })
+            })
+            .collect();
+        (start.elapsed(), results)
+    });
+    let mut calls = 0;
+    for r in results {
+        calls += r?;
+    }
+    Ok(Throughput {
+        case: case.into(),
+        mode: "threads",
+        clients,
+        calls,
+        msgs_per_s: calls as f64 / took.as_secs_f64(),
+    })
+}
+
+/// `clients` `ipckit-peer service-load` processes, one connection each,
+/// make `per` checked `add` calls each, told to start once all connected.
+fn throughput_processes(
+    case: &'static str,
+    t: Transport,
+    clients: usize,
+    per: u64,
+    ns: &Path,
+) -> Result<Throughput, Error> {
+    let name = format!("bench/tp-{}-procs-{clients}", case.replace('/', "-"));
+    let _server = demo_server(&name, t, ns)?;
+    let mut procs = Vec::with_capacity(clients);
+    for k in 0..clients {
+        let mut cmd = peer()?;
+        cmd.args(["service-load", &name, "--wait-go", "--threads", "1"])
+            .args(["--client", &k.to_string(), "--calls", &per.to_string()])
+            .env(ipckit::name::NAMESPACE_ENV, ns)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        t.peer_env(&mut cmd);
+        let mut p = spawn(&mut cmd)?;
+        let out = BufReader::new(p.0.stdout.take().expect("stdout is piped"));
+        procs.push((p, out));
+    }
+    for (_, out) in &mut procs {
+        read_line_starting(out, "ready", "a load client did not connect")?;
+    }
+    let start = Instant::now();
+    for (p, _) in &mut procs {
+        let stdin = p.0.stdin.as_mut().expect("stdin is piped");
+        stdin
+            .write_all(b"go\n")
+            .map_err(|e| io(e, "cannot start a load client"))?;
+    }
+    let mut calls = 0u64;
+    for (_, out) in &mut procs {
+        let line = read_line_starting(out, "{", "a load client did not finish")?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("bench: {case}: a load client printed '{line}': {e}"),
+            )
+        })?;
+        calls += v["ok"].as_u64().unwrap_or(0);
+    }
+    let took = start.elapsed();
+    if calls != per * clients as u64 {
+        return Err(Error::new(
+            ErrorKind::Decode,
+            format!(
+                "bench: {case}: {calls} of {} calls were answered",
+                per * clients as u64
+            ),
+        ));
+    }
+    Ok(Throughput {
+        case: case.into(),
+        mode: "processes",
+        clients,
+        calls,
+        msgs_per_s: calls as f64 / took.as_secs_f64(),
+    })
+}
+
+/// The machine, for the plot's title and the JSON: CPU model, cores,
+/// kernel.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+/// What `--sweep` measured.
+#[derive(Serialize, Debug)]
+pub struct Sweep {
+    pub machine: String,
+    /// Latency rows: p50 etc. of single round trips of `payload` bytes;
+    /// `ratio` = p50 / the p50 of the floor named, at the same payload.
+    pub latency: Vec<Row>,
+    pub throughput: Vec<Throughput>,
+    /// Points not measured, and why (e.g. over a message limit).
+    pub skipped: Vec<String>,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Run the sweep (cases whose name contains `filter`, when given).
+fn run_sweep(quick: bool, filter: Option<&str>, dir: &Path) -> Result<Sweep, Error> {
+    let max = env_usize(SWEEP_MAX_ENV).unwrap_or(64 << 20);
+    let clients: Vec<usize> = match std::env::var(SWEEP_CLIENTS_ENV) {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .filter(|c| *c > 0)
+            .collect(),
+        Err(_) => vec![1, 4, 16, 64],
+    };
+    let selected = |name: &str| filter.is_none_or(|t| name.contains(t));
+    let mut sweep = Sweep {
+        machine: machine(),
+        latency: Vec::new(),
+        throughput: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for ser in sweep_series() {
+        if !selected(ser.name) {
+            continue;
+        }
+        for &n in &sweep_payloads(max) {
+            match (ser.run)(n, &sweep_settings(quick, n), dir) {
+                Ok(row) => sweep.latency.push(row),
+                // Over a message limit: a point the transport cannot carry.
+                Err(e) if e.kind() == ErrorKind::TooLarge => {
+                    sweep.skipped.push(format!("{} {n} B: {e}", ser.name))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    add_ratios(&mut sweep.latency);
+    let total: u64 = if quick { 20_000 } else { 200_000 };
+    for case in ["service/unix", "service/shm"] {
+        if !selected(case) {
+            continue;
+        }
+        let t = if case == "service/shm" { SHM } else { UNIX };
+        for &c in &clients {
+            let per = (total / c as u64).max(200);
+            sweep
+                .throughput
+                .push(throughput_threads(case, t, c, per, dir)?);
+            sweep
+                .throughput
+                .push(throughput_processes(case, t, c, per, dir)?);
+        }
+    }
+    Ok(sweep)
+}
+
+fn print_sweep(sw: &Sweep) {
+    println!("machine: {}", sw.machine);
+    println!(
+        "{:<18} {:>9} {:>11} {:>11} {:>11} {:>7}  vs floor",
+        "case", "payload", "p50 ns", "p99 ns", "p99.9 ns", "samples"
+    );
+    for r in &sw.latency {
+        let vs = match (r.ratio, r.floor) {
+            (Some(x), Some(f)) => format!("{x:.2}x {f}"),
+            (None, Some(f)) => format!("({f} not run)"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<18} {:>9} {:>11} {:>11} {:>11} {:>7}  {}",
+            r.case, r.payload, r.p50_ns, r.p99_ns, r.p999_ns, r.samples, vs
+        );
+    }
+    if !sw.throughput.is_empty() {
+        println!();
+        println!(
+            "{:<14} {:<10} {:>7} {:>9} {:>12}",
+            "case", "mode", "clients", "calls", "calls/s"
+        );
+        for t in &sw.throughput {
+            println!(
+                "{:<14} {:<10} {:>7} {:>9} {:>12.0}",
+                t.case, t.mode, t.clients, t.calls, t.msgs_per_s
+            );
+        }
+    }
+    for s in &sw.skipped {
+        println!("skipped: {s}");
+    }
+}
+
+// ---------------------------------------------------------------- plot
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+
+/// A log-scale axis over [lo, hi] (both > 0), mapped to [a, b] pixels.
+struct LogAxis {
+    lo: f64,
+    hi: f64,
+    a: f64,
+    b: f64,
+}
+
+impl LogAxis {
+    /// Whole decades (or powers of `base`) around the values.
+    fn around(values: impl Iterator<Item = f64>, base: f64, a: f64, b: f64) -> LogAxis {
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+        for v in values.filter(|v| *v > 0.0) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if lo > hi {
+            (lo, hi) = (1.0, base);
+        }
+        let lo = base.powf(lo.log(base).floor());
+        let mut hi = base.powf(hi.log(base).ceil());
+        if hi <= lo {
+            hi = lo * base;
+        }
+        LogAxis { lo, hi, a, b }
+    }
+
+    fn at(&self, v: f64) -> f64 {
+        let f = (v.max(self.lo).ln() - self.lo.ln()) / (self.hi.ln() - self.lo.ln());
+        self.a + f * (self.b - self.a)
+    }
+
+    /// The axis' ticks: every power of `base` from lo to hi.
+    fn ticks(&self, base: f64) -> Vec<f64> {
+        let mut v = Vec::new();
+        let mut t = self.lo;
+        while t <= self.hi * 1.0001 {
+            v.push(t);
+            t *= base;
+        }
+        v
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    match b {
+        b if b >= (1u64 << 30) as f64 => format!("{}G", b / (1u64 << 30) as f64),
+        b if b >= (1u64 << 20) as f64 => format!("{}M", b / (1u64 << 20) as f64),
+        b if b >= 1024.0 => format!("{}K", b / 1024.0),
+        b => format!("{b}"),
+    }
+}
+
+fn human_ns(ns: f64) -> String {
+    match ns {
+        n if n >= 1e9 => format!("{}s", n / 1e9),
+        n if n >= 1e6 => format!("{}ms", n / 1e6),
+        n if n >= 1e3 => format!("{}us", n / 1e3),
+        n => format!("{n}ns"),
+    }
+}
+
+fn human_rate(r: f64) -> String {
+    match r {
+        r if r >= 1e6 => format!("{}M", r / 1e6),
+        r if r >= 1e3 => format!("{}k", r / 1e3),
+        r => format!("{r}"),
+    }
+}
+
+/// Draw one panel's frame, ticks and labels.
+#[allow(clippy::too_many_arguments)]
+fn panel(
+    svg: &mut String,
+    x: &LogAxis,
+    y: &LogAxis,
+    xticks: &[(f64, String)],
+    ybase: f64,
+    ylabel: fn(f64) -> String,
+    title: &str,
+    xtitle: &str,
+) {
+    use std::fmt::Write as _;
+    let (x0, x1, y0, y1) = (x.a, x.b, y.b, y.a);
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x0:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/>"##,
+        x1 - x0,
+        y1 - y0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="14">{}</text>"#,
+        (x0 + x1) / 2.0,
+        y0 - 10.0,
+        xml_escape(title)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
+        (x0 + x1) / 2.0,
+        y1 + 36.0,
+        xml_escape(xtitle)
+    );
+    for (v, label) in xticks {
+        let px = x.at(*v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{px:.1}" y1="{y0:.1}" x2="{px:.1}" y2="{y1:.1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>"#,
+            y1 + 16.0,
+            xml_escape(label)
+        );
+    }
+    for v in y.ticks(ybase) {
+        let py = y.at(v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x0:.1}" y1="{py:.1}" x2="{x1:.1}" y2="{py:.1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">{}</text>"#,
+            x0 - 4.0,
+            py + 4.0,
+            xml_escape(&ylabel(v))
+        );
+    }
+}
+
+/// One line of a panel, with its legend entry at `legend_y`.
+fn line(
+    svg: &mut String,
+    name: &str,
+    color: &str,
+    dashed: bool,
+    points: &[(f64, f64)],
+    legend: (f64, f64),
+) {
+    use std::fmt::Write as _;
+    let pts: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect();
+    let dash = if dashed {
+        r#" stroke-dasharray="5,3""#
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        svg,
+        r#"<polyline data-series="{}" points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+        xml_escape(name),
+        pts.join(" ")
+    );
+    for (x, y) in points {
+        let _ = writeln!(
+            svg,
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.5" fill="{color}"/>"#
+        );
+    }
+    let (lx, ly) = legend;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/>"#,
+        lx + 20.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+        lx + 24.0,
+        ly + 4.0,
+        xml_escape(name)
+    );
+}
+
+/// The sweep as an SVG picture: p50 latency against payload (log-log) on
+/// the left, calls per second against clients on the right; one line per
+/// series (floors dashed), the machine in the title.
+pub fn plot(sw: &Sweep) -> String {
+    use std::fmt::Write as _;
+    let (w, h) = (1280.0, 620.0);
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16">ipckit bench --sweep: {}</text>"#,
+        w / 2.0,
+        xml_escape(&sw.machine)
+    );
+    // Left: latency.
+    let mut names: Vec<&str> = Vec::new();
+    for r in &sw.latency {
+        if !names.contains(&r.case.as_str()) {
+            names.push(&r.case);
+        }
+    }
+    let x = LogAxis::around(
+        sw.latency.iter().map(|r| r.payload as f64),
+        4.0,
+        90.0,
+        560.0,
+    );
+    let y = LogAxis::around(
+        sw.latency.iter().map(|r| r.p50_ns as f64),
+        10.0,
+        440.0,
+        70.0,
+    );
+    let xt: Vec<(f64, String)> = x
+        .ticks(4.0)
+        .into_iter()
+        .map(|v| (v, human_bytes(v)))
+        .collect();
+    panel(
+        &mut svg,
+        &x,
+        &y,
+        &xt,
+        10.0,
+        human_ns,
+        "round-trip latency (p50) vs payload",
+        "payload (bytes, log)",
+    );
+    for (i, name) in names.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = sw
+            .latency
+            .iter()
+            .filter(|r| r.case == *name)
+            .map(|r| (x.at(r.payload as f64), y.at(r.p50_ns as f64)))
+            .collect();
+        let legend = (90.0 + (i % 3) as f64 * 160.0, 505.0 + (i / 3) as f64 * 18.0);
+        line(
+            &mut svg,
+            name,
+            PALETTE[i % PALETTE.len()],
+            name.starts_with("floor/"),
+            &pts,
+            legend,
+        );
+    }
+    // Right: throughput.
+    let mut tnames: Vec<String> = Vec::new();
+    for t in &sw.throughput {
+        let n = format!("{} {}", t.case, t.mode);
+        if !tnames.contains(&n) {
+            tnames.push(n);
+        }
+    }
+    let x = LogAxis::around(
+        sw.throughput.iter().map(|t| t.clients as f64),
+        2.0,
+        740.0,
+        1210.0,
+    );
+    let y = LogAxis::around(
+        sw.throughput.iter().map(|t| t.msgs_per_s),
+        10.0,
+        440.0,
+        70.0,
+    );
+    let mut counts: Vec<usize> = sw.throughput.iter().map(|t| t.clients).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let xt: Vec<(f64, String)> = counts.iter().map(|c| (*c as f64, c.to_string())).collect();
+    panel(
+        &mut svg,
+        &x,
+        &y,
+        &xt,
+        10.0,
+        human_rate,
+        "throughput (add calls/s, all clients) vs concurrent clients",
+        "concurrent clients (log)",
+    );
+    for (i, name) in tnames.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = sw
+            .throughput
+            .iter()
+            .filter(|t| format!("{} {}", t.case, t.mode) == *name)
+            .map(|t| (x.at(t.clients as f64), y.at(t.msgs_per_s)))
+            .collect();
+        let legend = (
+            740.0 + (i % 2) as f64 * 230.0,
+            505.0 + (i / 2) as f64 * 18.0,
+        );
+        line(
+            &mut svg,
+            name,
+            PALETTE[(i + 5) % PALETTE.len()],
+            name.ends_with("processes"),
+            &pts,
+            legend,
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// `ipckit bench`: the table of cases, or with `sweep` (or `plot`, which
+/// implies it) the latency and throughput sweep, drawn into `plot`.
+pub fn run(
+    quick: bool,
+    json: bool,
+    filter: Option<String>,
+    sweep: bool,
+    plot_to: Option<PathBuf>,
+) -> Result<(), Error> {
+    if sweep || plot_to.is_some() {
+        return run_sweep_command(quick, json, filter, plot_to);
+    }
     let settings = if quick {
         Settings {
             warmup: 500,
@@ -961,6 +1855,47 @@ pub fn run(quick: bool, json: bool, filter: Option<String>) -> Result<(), Error>
     }
     if rows.iter().any(|r| r.msgs_per_s.is_some()) {
         println!("(stream rows: p50/p99/p99.9 are of the mean ns per message of each {STREAM_BATCH}-message batch)");
+    }
+    Ok(())
+}
+
+fn run_sweep_command(
+    quick: bool,
+    json: bool,
+    filter: Option<String>,
+    plot_to: Option<PathBuf>,
+) -> Result<(), Error> {
+    let all = sweep_series();
+    let tp = ["service/unix", "service/shm"];
+    if let Some(t) = filter.as_deref() {
+        if !all.iter().any(|c| c.name.contains(t)) && !tp.iter().any(|c| c.contains(t)) {
+            let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "no sweep series matches '{t}'; series are: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let selected = |n: &str| filter.as_deref().is_none_or(|t| n.contains(t));
+    if all.iter().any(|c| selected(c.name) && c.needs_peer) || tp.iter().any(|c| selected(c)) {
+        peer_program()?;
+    }
+    let dir: PathBuf = std::env::temp_dir().join(format!("ipckit-bench-{}", std::process::id()));
+    ipckit::Namespace::at(&dir)?;
+    let result = run_sweep(quick, filter.as_deref(), &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let sw = result?;
+    if let Some(path) = &plot_to {
+        std::fs::write(path, plot(&sw))
+            .map_err(|e| io(e, &format!("cannot write {}", path.display())))?;
+    }
+    if json {
+        println!("{}", serde_json::json!({ "sweep": sw }));
+    } else {
+        print_sweep(&sw);
     }
     Ok(())
 }

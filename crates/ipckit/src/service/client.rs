@@ -591,10 +591,51 @@ impl Client {
         method: &str,
         req: &Req,
     ) -> Result<Resp> {
+        self.call_value(method, req, None)
+    }
+
+    /// Make one typed call: on an idle shared-memory lane if there is one,
+    /// the request encoded straight into its shared segment (see
+    /// [`Lane::call_value`](lane::Lane::call_value)); else on the socket.
+    fn call_value<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp> {
+        let inner = &self.inner;
+        if let Some(pool) = &self.lanes {
+            if !method.is_empty() && method.len() <= wire::MAX_METHOD {
+                if let Some(mut lane) = pool.take() {
+                    let r = lane
+                        .call_value(
+                            &inner.name,
+                            method,
+                            inner.encoding,
+                            req,
+                            inner.server_max,
+                            timeout,
+                        )
+                        .map(|r| finish(&inner.name, method, r.kind, r.encoding, r.body));
+                    return match r {
+                        Ok(out) => {
+                            pool.put(lane);
+                            out
+                        }
+                        Err(lane::LaneFail::Unsent(e)) => {
+                            pool.put(lane);
+                            Err(e)
+                        }
+                        // After a timeout its late reply must never be
+                        // taken for another call's: the lane is dropped.
+                        Err(lane::LaneFail::Broken(e)) => Err(e),
+                    };
+                }
+            }
+        }
         let body = self.encode(method, req)?;
-        self.wait(method, self.inner.encoding, &body, None, |k, e, b| {
-            finish(&self.inner.name, method, k, e, b)
-        })
+        let reply = self.wait_socket(method, inner.encoding, &body, timeout)?;
+        finish(&inner.name, method, reply.kind, reply.encoding, &reply.body)
     }
 
     /// Like [`call`](Self::call), giving up with [`ErrorKind::Timeout`]
@@ -619,14 +660,7 @@ impl Client {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp> {
-        let body = self.encode(method, req)?;
-        self.wait(
-            method,
-            self.inner.encoding,
-            &body,
-            Some(timeout),
-            |k, e, b| finish(&self.inner.name, method, k, e, b),
-        )
+        self.call_value(method, req, Some(timeout))
     }
 
     /// Call with a JSON argument and get the JSON result, as the CLI and

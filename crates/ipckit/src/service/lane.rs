@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::wire::{
-    self, FrameRef, WireError, HEADER_LEN, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL, KIND_LOAN_REPLY,
-    KIND_REPLY,
+    self, FrameRef, WireError, HEADER_LEN, KIND_CALL, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL,
+    KIND_LOAN_REPLY, KIND_REPLY,
 };
 use super::{Encoding, RemoteError};
 use crate::conn::ring::{self, Chan, LoanKey, RingError, Rings};
@@ -277,9 +277,141 @@ pub(crate) struct LaneReply<'a> {
     pub body: &'a [u8],
 }
 
+/// Requests and results up to this size travel inside the ring record (one
+/// copy each way, a few cache lines); bigger ones stay where they were
+/// encoded, in the lane's loan segments, and only their range travels
+/// (`KIND_LOAN_CALL` / `KIND_LOAN_REPLY`, see `docs/PROTOCOL.md`).
+pub(crate) const INLINE_MAX: usize = 16 * 1024;
+
+/// Why a call on a lane failed.
+pub(crate) enum LaneFail {
+    /// Nothing was sent (the request could not be encoded): the lane is
+    /// clean and goes back to the pool.
+    Unsent(Error),
+    /// The lane is in an unknown state and must be dropped.
+    Broken(Error),
+}
+
+/// Receive the reply to call `id` into `buf` and check it. With `chan`
+/// and `key` (segment 1), an in-place reply (`KIND_LOAN_REPLY`) is turned
+/// into a plain reply whose body is the checked range of the segment.
+#[allow(clippy::too_many_arguments)]
+fn wait_reply<'a>(
+    rx: &mut ring::Rx,
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+    resolve: Option<(&'a Chan, &'a LoanKey)>,
+    name: &str,
+    method: &str,
+    id: u64,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Result<LaneReply<'a>> {
+    match rx.recv(buf, limit, deadline) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, timeout)),
+        Err(e) => return Err(ring_error(name, method, e, timeout)),
+    }
+    parse_reply(buf, resolve, name, method, id)
+}
+
+/// Check the reply frame in `buf` (see [`wait_reply`]).
+fn parse_reply<'a>(
+    buf: &'a [u8],
+    resolve: Option<(&'a Chan, &'a LoanKey)>,
+    name: &str,
+    method: &str,
+    id: u64,
+) -> Result<LaneReply<'a>> {
+    let f: FrameRef<'a> =
+        wire::parse_frame(buf, &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY], usize::MAX)
+            .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
+    if f.call_id != id {
+        return Err(corrupt(
+            name,
+            method,
+            &format!("reply for call {} while waiting for {id}", f.call_id),
+        ));
+    }
+    if let (KIND_LOAN_REPLY, Some((chan, key))) = (f.kind, resolve) {
+        let (off, len) = wire::parse_loan_range(f.body)
+            .ok_or_else(|| corrupt(name, method, "a loan reply whose body is not 16 bytes"))
+            .and_then(|(o, l)| {
+                chan.check_loan(o, l)
+                    .map_err(|e| corrupt(name, method, &e.to_string()))
+            })?;
+        return Ok(LaneReply {
+            kind: KIND_REPLY,
+            encoding: f.encoding,
+            body: chan.loan(key, off, len),
+        });
+    }
+    Ok(LaneReply {
+        kind: f.kind,
+        encoding: f.encoding,
+        body: f.body,
+    })
+}
+
+/// The error of a request that could not be encoded into segment 0: over
+/// the server's limit ([`ErrorKind::TooLarge`], with its exact size), or
+/// not encodable at all.
+fn encode_failure<Req: serde::Serialize + ?Sized>(
+    name: &str,
+    method: &str,
+    enc: Encoding,
+    req: &Req,
+    e: super::EncodeIntoError,
+    max: usize,
+) -> Error {
+    let why = match e {
+        // Only the size is wanted now (a rare, failing path).
+        super::EncodeIntoError::Full => match enc.encode(req) {
+            Ok(v) => {
+                return Error::new(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "the request to '{method}' is {} bytes, over the server's limit of {max} bytes; send less or raise max_frame on the server",
+                        v.len()
+                    ),
+                )
+                .with_name(name)
+                .with_needed(v.len())
+            }
+            Err(e) => e,
+        },
+        super::EncodeIntoError::Other(e) => e,
+    };
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "the request to '{method}' cannot be encoded as {} ({}): {why}",
+            std::any::type_name::<Req>(),
+            enc.as_str()
+        ),
+    )
+    .with_name(name)
+}
+
 impl Lane {
+    /// Start call frame number `id`: its header (announcing `body_len`
+    /// bytes of body) in `self.head`.
+    fn begin(&mut self, kind: u8, method: &str, enc: Encoding, body_len: usize) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+        self.head.clear();
+        wire::encode_head(&mut self.head, kind, enc, id, method, body_len as u64);
+        id
+    }
+
     /// Send one call frame (`body` after the header) and wait for its reply
-    /// (until `deadline`). Any error means the lane must be dropped.
+    /// (until `deadline`). Any error means the lane must be dropped. A
+    /// result the server left in place (segment 1) is handed back as a
+    /// plain reply borrowing the segment, except for a loan call
+    /// (`KIND_LOAN_CALL`), whose caller reads the range itself.
     pub(crate) fn call(
         &mut self,
         name: &str,
@@ -289,41 +421,83 @@ impl Lane {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<LaneReply<'_>> {
-        let id = self.next_id;
-        self.next_id += 1;
-        if self.buf.capacity() > 1 << 20 {
-            self.buf = Vec::new();
-        }
-        self.head.clear();
-        wire::encode_head(&mut self.head, kind, enc, id, method, body.len() as u64);
+        let id = self.begin(kind, method, enc, body.len());
         let deadline = timeout.map(|t| Instant::now() + t);
         self.rings
             .tx
             .send_until(0, &[&self.head, body], deadline)
             .map_err(|e| ring_error(name, method, e, timeout))?;
-        match self.rings.rx.recv(&mut self.buf, self.limit, deadline) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, timeout)),
-            Err(e) => return Err(ring_error(name, method, e, timeout)),
-        }
-        let f: FrameRef<'_> = wire::parse_frame(
-            &self.buf,
-            &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY],
-            usize::MAX,
+        let resolve = (kind != KIND_LOAN_CALL).then_some((&*self.rings.chan, &self.keys[1]));
+        wait_reply(
+            &mut self.rings.rx,
+            &mut self.buf,
+            self.limit,
+            resolve,
+            name,
+            method,
+            id,
+            timeout,
+            deadline,
         )
-        .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
-        if f.call_id != id {
-            return Err(corrupt(
-                name,
-                method,
-                &format!("reply for call {} while waiting for {id}", f.call_id),
-            ));
-        }
-        Ok(LaneReply {
-            kind: f.kind,
-            encoding: f.encoding,
-            body: f.body,
-        })
+    }
+
+    /// Call `method` with `req` encoded straight into loan segment 0 (no
+    /// intermediate buffer): a request of up to [`INLINE_MAX`] bytes is
+    /// then copied into the ring record, a bigger one stays in the segment
+    /// and the server decodes it from there (`KIND_LOAN_CALL` with the
+    /// call's encoding). `max`: the server's limit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn call_value<Req: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        method: &str,
+        enc: Encoding,
+        req: &Req,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<LaneReply<'_>, LaneFail> {
+        let cap = self.rings.chan.loan_cap().min(max);
+        let seg = self.rings.chan.loan_mut(&mut self.keys[0], 0, cap);
+        let n = match enc.encode_into(req, seg) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(LaneFail::Unsent(encode_failure::<Req>(
+                    name, method, enc, req, e, max,
+                )))
+            }
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let broken = |e| LaneFail::Broken(ring_error(name, method, e, timeout));
+        let id = if n <= INLINE_MAX {
+            let id = self.begin(KIND_CALL, method, enc, n);
+            self.head
+                .extend_from_slice(self.rings.chan.loan(&self.keys[0], 0, n));
+            self.rings
+                .tx
+                .send_until(0, &[&self.head], deadline)
+                .map_err(broken)?;
+            id
+        } else {
+            let range = wire::loan_range(0, n as u64);
+            let id = self.begin(KIND_LOAN_CALL, method, enc, range.len());
+            self.rings
+                .tx
+                .send_until(0, &[&self.head, &range], deadline)
+                .map_err(broken)?;
+            id
+        };
+        wait_reply(
+            &mut self.rings.rx,
+            &mut self.buf,
+            self.limit,
+            Some((&*self.rings.chan, &self.keys[1])),
+            name,
+            method,
+            id,
+            timeout,
+            deadline,
+        )
+        .map_err(LaneFail::Broken)
     }
 
     /// Check a loan range the server sent for segment 1.
@@ -880,24 +1054,8 @@ impl Lane {
             Ok(None) => return Err(ring_error(name, method, RingError::PeerGone, None)),
             Err(e) => return Err(ring_error(name, method, e, None)),
         }
-        let f: FrameRef<'_> = wire::parse_frame(
-            &self.buf,
-            &[KIND_REPLY, KIND_ERROR, KIND_LOAN_REPLY],
-            usize::MAX,
-        )
-        .map_err(|e: WireError| corrupt(name, method, &e.to_string()))?;
-        if f.call_id != id {
-            return Err(corrupt(
-                name,
-                method,
-                &format!("reply for call {} while waiting for {id}", f.call_id),
-            ));
-        }
-        Ok(Some(LaneReply {
-            kind: f.kind,
-            encoding: f.encoding,
-            body: f.body,
-        }))
+        let resolve = Some((&*self.rings.chan, &self.keys[1]));
+        parse_reply(&self.buf, resolve, name, method, id).map(Some)
     }
 }
 

@@ -157,12 +157,47 @@ impl Encoding {
         }
     }
 
+    /// Encode `v` straight into `buf` (e.g. shared memory); the bytes
+    /// written.
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        self,
+        v: &T,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeIntoError> {
+        match self {
+            Encoding::Postcard => match postcard::to_slice(v, buf) {
+                Ok(out) => Ok(out.len()),
+                Err(postcard::Error::SerializeBufferFull) => Err(EncodeIntoError::Full),
+                Err(e) => Err(EncodeIntoError::Other(e.to_string())),
+            },
+            Encoding::Json => {
+                let cap = buf.len();
+                let mut w: &mut [u8] = buf;
+                match serde_json::to_writer(&mut w, v) {
+                    Ok(()) => Ok(cap - w.len()),
+                    // The only writer error of a slice: it is full.
+                    Err(e) if e.is_io() => Err(EncodeIntoError::Full),
+                    Err(e) => Err(EncodeIntoError::Other(e.to_string())),
+                }
+            }
+        }
+    }
+
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(self, b: &[u8]) -> Result<T, String> {
         match self {
             Encoding::Postcard => postcard::from_bytes(b).map_err(|e| e.to_string()),
             Encoding::Json => serde_json::from_slice(b).map_err(|e| e.to_string()),
         }
     }
+}
+
+/// Why [`Encoding::encode_into`] failed.
+#[derive(Debug)]
+pub(crate) enum EncodeIntoError {
+    /// The value needs more room than the buffer has.
+    Full,
+    /// The value cannot be encoded at all.
+    Other(String),
 }
 
 /// An error a handler returns, sent to the caller as code + message; the

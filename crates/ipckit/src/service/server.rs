@@ -45,10 +45,18 @@ type BoxFut = std::pin::Pin<
 #[cfg(feature = "tokio")]
 type AsyncHandler = dyn Fn(Encoding, Vec<u8>) -> BoxFut + Send + Sync;
 
-/// A method's handler: bytes in, bytes out; or in place (loans).
+/// A typed handler: decodes the request, runs, and encodes the result into
+/// the place given (loan segment 1 of a lane: `Done::InPlace`) or, with
+/// none, onto the heap.
+type TypedHandler = dyn Fn(Encoding, &[u8], Option<&mut [u8]>) -> std::result::Result<Done, RemoteError>
+    + Send
+    + Sync;
+
+/// A method's handler: bytes in, bytes out; typed; or in place (loans).
 #[derive(Clone)]
 enum Handler {
     Raw(Arc<RawHandler>),
+    Typed(Arc<TypedHandler>),
     Loan(Arc<LoanHandler>),
     /// Its futures run on this runtime (the registering thread's).
     #[cfg(feature = "tokio")]
@@ -184,19 +192,30 @@ impl ServerBuilder {
         E: Into<RemoteError>,
     {
         let m = method.to_string();
-        let raw = move |enc: Encoding, body: &[u8]| {
+        let typed = move |enc: Encoding, body: &[u8], place: Option<&mut [u8]>| {
             let req: Req = enc
                 .decode(body)
                 .map_err(|e| bad_request::<Req>(&m, enc, &e))?;
             let resp = f(req).map_err(Into::into)?;
-            enc.encode(&resp).map_err(|e| unencodable(&m, enc, &e))
+            if let Some(seg) = place {
+                // Straight into the shared segment: no buffer in between.
+                match enc.encode_into(&resp, seg) {
+                    Ok(n) => return Ok(Done::InPlace(n)),
+                    // Over the segment: the heap path reports it as ever.
+                    Err(super::EncodeIntoError::Full) => {}
+                    Err(super::EncodeIntoError::Other(e)) => return Err(unencodable(&m, enc, &e)),
+                }
+            }
+            enc.encode(&resp)
+                .map(Done::Heap)
+                .map_err(|e| unencodable(&m, enc, &e))
         };
         let info = MethodInfo {
             name: method.to_string(),
             request: type_name::<Req>().to_string(),
             response: type_name::<Resp>().to_string(),
         };
-        self.add(method, info, Handler::Raw(Arc::new(raw)));
+        self.add(method, info, Handler::Typed(Arc::new(typed)));
         self
     }
 
@@ -521,7 +540,8 @@ impl ServerBuilder {
             log,
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            in_flight: Mutex::new(0),
+            in_flight: AtomicU64::new(0),
+            idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             stopping: AtomicBool::new(false),
             offer_shm: self.transport.allows_shm(),
@@ -564,7 +584,11 @@ struct Shared {
     pool: Arc<Pool>,
     calls: AtomicU64,
     errors: AtomicU64,
-    in_flight: Mutex<u64>,
+    /// Calls in flight (sockets and lanes). An atomic, not a mutex: every
+    /// call changes it. `idle_lock` + `idle` wake a shutdown waiting for it
+    /// to reach 0 (only then is the lock taken, see `call_done`).
+    in_flight: AtomicU64,
+    idle_lock: Mutex<()>,
     idle: Condvar,
     stopping: AtomicBool,
     /// Whether local clients are offered shared-memory lanes.
@@ -581,8 +605,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    /// A call started.
+    fn call_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     fn counters(&self) -> Option<Arc<Counters>> {
@@ -594,9 +619,13 @@ impl Shared {
 
     /// A call stopped being in flight.
     fn call_done(&self) {
-        let mut n = self.in_flight();
-        *n -= 1;
-        if *n == 0 {
+        // SeqCst with `stopping`'s store and the waiter's load (under
+        // `idle_lock`): either the waiter sees 0, or this sees `stopping`
+        // and notifies under the lock, after the waiter checked.
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.stopping.load(Ordering::SeqCst)
+        {
+            let _g = self.idle_lock.lock().unwrap_or_else(|p| p.into_inner());
             self.idle.notify_all();
         }
     }
@@ -614,7 +643,7 @@ impl Shared {
             methods: self.infos.clone(),
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            in_flight: *self.in_flight(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
             // Lanes are connections too; they are counted apart.
             connections: stats.open.saturating_sub(lanes),
             lanes,
@@ -780,7 +809,7 @@ impl Server {
             return true;
         }
         let sh = &self.shared;
-        sh.stopping.store(true, Ordering::Release);
+        sh.stopping.store(true, Ordering::SeqCst);
         // Stop accepting and reading; the connections stay open so that
         // calls in flight can still send their replies.
         let conns = c
@@ -796,20 +825,20 @@ impl Server {
         if let Some(r) = &c.reactor {
             r.finish(conns, grace);
         }
-        let mut n = sh.in_flight();
-        while *n > 0 {
+        let mut g = sh.idle_lock.lock().unwrap_or_else(|p| p.into_inner());
+        while sh.in_flight.load(Ordering::SeqCst) > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            n = sh
+            g = sh
                 .idle
-                .wait_timeout(n, left)
+                .wait_timeout(g, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let finished = *n == 0;
-        drop(n);
+        let finished = sh.in_flight.load(Ordering::SeqCst) == 0;
+        drop(g);
         // Lanes answered every call that came in meanwhile with "shutting
         // down"; now end their waits and tell their clients.
         let lanes: Vec<Arc<Chan>> = sh.lanes().drain().map(|(_, c)| c).collect();
@@ -895,7 +924,7 @@ impl Protocol for Calls {
             }));
             return Flow::Continue;
         }
-        *shared.in_flight() += 1;
+        shared.call_started();
         let (s, c) = (shared.clone(), conn.clone());
         let mut bytes = frame.bytes;
         #[cfg(feature = "tokio")]
@@ -1036,16 +1065,29 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
         }
         lanes.insert(id, rings.chan.clone());
     }
-    if answer_lane(conn, None) {
-        lane_loop(shared, rings, &peer);
-    }
+    let closed = if answer_lane(conn, None) {
+        lane_loop(shared, rings)
+    } else {
+        None
+    };
     shared.lanes().remove(&id);
     conn.close(None);
+    // Logged once the lane is gone (its object closed with `rings`, its
+    // socket closed): whoever reads the log finds no trace of it left.
+    if let Some(why) = closed {
+        if !shared.stopping.load(Ordering::Acquire) {
+            (shared.log)(&format!(
+                "closed the shared-memory lane of client {peer}: {why}"
+            ));
+        }
+    }
 }
 
 /// Serve calls on a lane: each one is received from the ring, handled
 /// right here (no hand-off to another thread), and answered on the ring.
-fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
+/// Returns why the lane was closed when the client broke it (the caller
+/// logs it), `None` when it simply ended.
+fn lane_loop(shared: &Shared, rings: Rings) -> Option<String> {
     let Rings {
         chan,
         mut tx,
@@ -1053,19 +1095,14 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
         ..
     } = rings;
     let chan = &chan;
-    let Some(mut keys) = chan.take_loan_keys() else {
-        return;
-    };
+    let mut keys = chan.take_loan_keys()?;
     let mut buf = Vec::new();
     let mut head = Vec::with_capacity(HEADER_LEN);
     let limit = HEADER_LEN + wire::MAX_METHOD + shared.max_frame;
-    let close = |why: &str| {
-        if !shared.stopping.load(Ordering::Acquire) {
-            (shared.log)(&format!(
-                "closed the shared-memory lane of client {peer}: {why}"
-            ));
-        }
-    };
+    // The last method called on this lane and its handler: a client that
+    // calls one method again and again costs one comparison per call.
+    let mut last: Option<(String, Option<Handler>)> = None;
+    let close = |why: &str| Some(why.to_string());
     loop {
         // One huge call must not pin its buffer for the lane's lifetime.
         if buf.capacity() > 1 << 20 {
@@ -1074,7 +1111,7 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
         match rx.recv(&mut buf, limit, None) {
             Ok(Some(_)) => {}
             Ok(None) | Err(RingError::PeerGone | RingError::Interrupted | RingError::Timeout) => {
-                return
+                return None
             }
             Err(e @ RingError::Corrupt(_)) => return close(&e.to_string()),
         }
@@ -1102,10 +1139,14 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
             // keep arriving, so it would not see `Chan::interrupt`.)
             let _ = tx.send(0, &[&head, &body]);
             let _ = tx.wait_drained(Some(Instant::now() + Duration::from_secs(1)));
-            return;
+            return None;
         }
         shared.calls.fetch_add(1, Ordering::Relaxed);
-        *shared.in_flight() += 1;
+        shared.call_started();
+        if last.as_ref().is_none_or(|(m, _)| m != f.method) {
+            last = Some((f.method.to_string(), shared.methods.get(f.method).cloned()));
+        }
+        let handler = last.as_ref().and_then(|(_, h)| h.as_ref());
         let result = if f.kind == KIND_LOAN_CALL {
             let range = wire::parse_loan_range(f.body)
                 .ok_or_else(|| "a loan call whose body is not 16 bytes".to_string())
@@ -1118,12 +1159,20 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
                 }
             };
             let (req, place) = super::lane::server_segments(chan, &mut keys, off, len);
-            execute(shared, f.method, f.encoding, req, Some(place))
+            execute_on(shared, f.method, handler, f.encoding, req, Some(place))
         } else {
-            execute(shared, f.method, f.encoding, f.body, None)
+            // The result is encoded straight into segment 1; a small one
+            // is then copied into the ring record below.
+            let place = chan.loan_mut(&mut keys[1], 0, chan.loan_cap());
+            execute_on(shared, f.method, handler, f.encoding, f.body, Some(place))
         };
         let range;
         let sent = match &result {
+            // A small result of a plain call goes back inside the record.
+            Ok(Done::InPlace(n)) if f.kind == KIND_CALL && *n <= super::lane::INLINE_MAX => {
+                wire::encode_head(&mut head, KIND_REPLY, f.encoding, f.call_id, "", *n as u64);
+                tx.send(0, &[&head, chan.loan(&keys[1], 0, *n)])
+            }
             Ok(Done::Heap(body)) => {
                 wire::encode_head(
                     &mut head,
@@ -1137,14 +1186,7 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
             }
             Ok(Done::InPlace(n)) => {
                 range = wire::loan_range(0, *n as u64);
-                wire::encode_head(
-                    &mut head,
-                    KIND_LOAN_REPLY,
-                    Encoding::Postcard,
-                    f.call_id,
-                    "",
-                    16,
-                );
+                wire::encode_head(&mut head, KIND_LOAN_REPLY, f.encoding, f.call_id, "", 16);
                 tx.send(0, &[&head, &range])
             }
             Err(err) => {
@@ -1165,7 +1207,7 @@ fn lane_loop(shared: &Shared, rings: Rings, peer: &str) {
         match sent {
             Ok(()) => {}
             Err(e @ RingError::Corrupt(_)) => return close(&e.to_string()),
-            Err(_) => return,
+            Err(_) => return None,
         }
     }
 }
@@ -1179,6 +1221,19 @@ fn execute(
     req: &[u8],
     place: Option<&mut [u8]>,
 ) -> std::result::Result<Done, RemoteError> {
+    execute_on(shared, method, shared.methods.get(method), enc, req, place)
+}
+
+/// [`execute`] with the method's handler already looked up (a lane keeps
+/// the last one it used: no string is hashed per call).
+fn execute_on(
+    shared: &Shared,
+    method: &str,
+    handler: Option<&Handler>,
+    enc: Encoding,
+    req: &[u8],
+    place: Option<&mut [u8]>,
+) -> std::result::Result<Done, RemoteError> {
     let run = || -> std::result::Result<Done, RemoteError> {
         if method == DESCRIBE {
             return enc
@@ -1186,8 +1241,9 @@ fn execute(
                 .map(Done::Heap)
                 .map_err(|e| RemoteError::new(CODE_INTERNAL, format!("cannot encode: {e}")));
         }
-        match shared.methods.get(method) {
+        match handler {
             Some(Handler::Raw(f)) => f(enc, req).map(Done::Heap),
+            Some(Handler::Typed(f)) => f(enc, req, place),
             Some(Handler::Loan(f)) => {
                 let mut w = match place {
                     Some(seg) => LoanWriter::shared(seg),
