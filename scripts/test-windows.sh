@@ -7,6 +7,8 @@
 # --no-default-features and with the default features. Every plain Win32 C program in
 # scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
 # (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
+# Then scripts/windows/cli-smoke.sh builds ipckit.exe and runs it under Wine (pipe serve/send,
+# slot read/send, map watch/set/get between separate ipckit.exe processes).
 #
 # The Windows build gets its own target directory: $IPCKIT_WINDOWS_TARGET_DIR, else
 # "windows" under $CARGO_TARGET_DIR (or under target/).
@@ -33,3 +35,5 @@ done
 export IPCKIT_C_PEER=$IPCKIT_C_PEERS/shm_peer.exe IPCKIT_REQUIRE_C_PEER=1
 "$recipe" -p ipckit --no-default-features --lib "${tests[@]}"
 "$recipe" -p ipckit --lib "${tests[@]}"
+# The smoke test of the CLI, in the same target directory and Wine prefix.
+IPCKIT_WINDOWS_TARGET_DIR=$CARGO_TARGET_DIR scripts/windows/cli-smoke.sh

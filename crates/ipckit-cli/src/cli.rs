@@ -19,6 +19,8 @@ pub struct Cli {
     /// servers of this uid when connecting (repeatable, or comma
     /// separated). By default both sides accept only your own uid (and a
     /// server of the namespace's owner).
+    // Windows objects admit only their creating user (no uid list there).
+    #[cfg(unix)]
     #[arg(
         long = "allow-uid",
         global = true,
@@ -37,19 +39,23 @@ pub enum Command {
     /// Named pipes: serve and send.
     #[command(subcommand)]
     Pipe(PipeCommand),
-    /// Mailslots: read, send, broadcast groups, UDP.
+    #[cfg_attr(unix, doc = "Mailslots: read, send, broadcast groups, UDP.")]
+    #[cfg_attr(windows, doc = "Mailslots: read, send, UDP.")]
     #[command(subcommand)]
     Slot(SlotCommand),
     /// Window-style messages: listen, send, post, register ids, broadcast.
+    #[cfg(unix)]
     #[command(subcommand)]
     Msg(MsgCommand),
     /// Shared maps (named text/bytes with change notification).
     #[command(subcommand)]
     Map(MapCommand),
     /// The clipboard board: set, get, formats, watch, register formats.
+    #[cfg(unix)]
     #[command(subcommand)]
     Clip(crate::command::clip::ClipCommand),
     /// DDE links: serve topics and items, request, poke, execute, advise.
+    #[cfg(unix)]
     #[command(subcommand)]
     Dde(crate::command::dde::DdeCommand),
     /// List everything in the namespace, with owner and state.
@@ -57,6 +63,7 @@ pub enum Command {
     /// Endpoints (pipes, services, mailslots, group members, message
     /// receivers, DDE services), named shared memory (mappings, maps,
     /// mutexes, events, semaphores) and clipboard boards.
+    #[cfg(unix)]
     Ls {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -74,7 +81,14 @@ pub enum Command {
         #[arg(long, requires = "prune")]
         unused: bool,
     },
-    /// Named shared memory (plain mappings): create, write, read, info, rm.
+    #[cfg_attr(
+        unix,
+        doc = "Named shared memory (plain mappings): create, write, read, info, rm."
+    )]
+    #[cfg_attr(
+        windows,
+        doc = "Named shared memory (plain mappings): create, write, read, rm."
+    )]
     #[command(subcommand)]
     Shm(ShmCommand),
     /// Named mutexes: create, lock (and hold), run a command holding the lock, rm.
@@ -87,13 +101,17 @@ pub enum Command {
     #[command(subcommand)]
     Sem(SemCommand),
     /// Services (RPC): run a compute server.
+    #[cfg(unix)]
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Call a method of a service and print its JSON result (or, with
     /// --loan-file, a loan method's bytes).
+    #[cfg(unix)]
     Call(CallArgs),
     /// A tour: real processes talking through each mechanism, with latencies.
+    #[cfg(unix)]
     Demo,
+    #[cfg(unix)]
     /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy);
     /// needs the peer program `ipckit-peer` beside this one or in IPCKIT_PEER
     /// (cargo build --release -p ipckit-peers).
@@ -118,6 +136,7 @@ pub enum Command {
     },
 }
 
+#[cfg(unix)]
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
     /// Serve the demo service until killed: echo, add, compare, sleep,
@@ -145,6 +164,7 @@ pub enum ServiceCommand {
     },
 }
 
+#[cfg(unix)]
 #[derive(Args, Debug)]
 pub struct CallArgs {
     /// Service name, or tcp://HOST:PORT.
@@ -183,7 +203,8 @@ pub enum ShmCommand {
         /// Usable size in bytes.
         #[arg(long, value_name = "BYTES")]
         size: u64,
-        /// Print {"name","kind","size","os_name",...} after creating it.
+        /// Print {"name","kind","size","os_name",...} after creating it
+        /// (on Windows: {"name","size","os_name"}).
         #[arg(long)]
         json: bool,
     },
@@ -216,6 +237,7 @@ pub enum ShmCommand {
         out: Option<PathBuf>,
     },
     /// Print what NAME is: kind, size, owner, who has it open.
+    #[cfg(unix)]
     Info {
         /// Mapping name (any kind of named shared memory).
         name: String,
@@ -342,6 +364,7 @@ pub enum SemCommand {
     },
 }
 
+#[cfg(unix)]
 /// `--transport` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportArg {
@@ -351,6 +374,7 @@ pub enum TransportArg {
     Socket,
 }
 
+#[cfg(unix)]
 impl TransportArg {
     pub fn get(self) -> ipckit::Transport {
         match self {
@@ -360,6 +384,7 @@ impl TransportArg {
     }
 }
 
+#[cfg(unix)]
 /// `--wait` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitArg {
@@ -372,6 +397,7 @@ pub enum WaitArg {
     Park,
 }
 
+#[cfg(unix)]
 impl WaitArg {
     pub fn get(self) -> ipckit::WaitStrategy {
         match self {
@@ -382,12 +408,14 @@ impl WaitArg {
     }
 }
 
+#[cfg(unix)]
 impl From<WaitArg> for ipckit::WaitStrategy {
     fn from(w: WaitArg) -> Self {
         w.get()
     }
 }
 
+#[cfg(unix)]
 impl From<TransportArg> for ipckit::Transport {
     fn from(t: TransportArg) -> Self {
         t.get()
@@ -419,6 +447,11 @@ pub enum MapCommand {
         json: bool,
     },
     /// Print each new content of NAME on its own line as it changes.
+    #[cfg_attr(
+        windows,
+        doc = "",
+        doc = "On Windows a map lives only while a process has it open: a watcher of an absent map creates it (empty) and keeps it alive; it prints `watching map 'NAME'` on stderr once it holds it."
+    )]
     Watch {
         /// Map name.
         name: String,
@@ -445,7 +478,8 @@ pub enum PipeCommand {
     Serve(PipeServeArgs),
     /// Connect, send one message, print the reply.
     Send {
-        /// Pipe name, or tcp://HOST:PORT.
+        #[cfg_attr(unix, doc = "Pipe name, or tcp://HOST:PORT.")]
+        #[cfg_attr(windows, doc = "Pipe name.")]
         name: String,
         /// The message (sent as UTF-8 bytes).
         message: String,
@@ -457,9 +491,11 @@ pub enum PipeCommand {
         #[arg(long)]
         json: bool,
         /// `auto`: shared memory when the server offers it; `socket`: opt out.
+        #[cfg(unix)]
         #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
         transport: TransportArg,
         /// How to wait for the reply on shared memory.
+        #[cfg(unix)]
         #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
         wait: WaitArg,
     },
@@ -482,12 +518,15 @@ pub struct PipeServeArgs {
     #[arg(long)]
     pub max_message: Option<usize>,
     /// Also listen on TCP at HOST:PORT.
+    #[cfg(unix)]
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<String>,
     /// `auto`: offer shared memory to local message-mode clients; `socket`: opt out.
+    #[cfg(unix)]
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
     /// How connections wait for their client on shared memory.
+    #[cfg(unix)]
     #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
     pub wait: WaitArg,
     /// Exit after serving this many clients (each to its end).
@@ -523,8 +562,10 @@ pub enum SlotCommand {
         udp: Option<String>,
     },
     /// Join the broadcast group NAME and print each message on one line.
+    #[cfg(unix)]
     GroupRead(SlotReadArgs),
     /// Write one message to every member of the group NAME on this machine.
+    #[cfg(unix)]
     GroupSend {
         /// Group name.
         name: String,
@@ -557,6 +598,7 @@ pub struct SlotReadArgs {
     #[arg(long, default_value_t = 0)]
     pub max_message_size: usize,
     /// Most messages queued unread.
+    #[cfg(unix)]
     #[arg(long)]
     pub queue_bound: Option<usize>,
     /// Also receive UDP datagrams at HOST:PORT (prints `udp ADDR` on stderr).
@@ -567,6 +609,7 @@ pub struct SlotReadArgs {
     pub json: bool,
 }
 
+#[cfg(unix)]
 #[derive(Subcommand, Debug)]
 pub enum MsgCommand {
     /// Register a receiver; print `id data` per message; reply with the data length.
@@ -638,6 +681,7 @@ pub enum MsgCommand {
     },
 }
 
+#[cfg(unix)]
 /// Parse a message id: decimal or `0x` hexadecimal.
 fn parse_id(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {

@@ -12,6 +12,7 @@ fn main() {
         // Children started by commands (demo) inherit it too.
         std::env::set_var(ipckit::name::NAMESPACE_ENV, ns);
     }
+    #[cfg(unix)]
     util::set_allowed_uids(cli.allow_uid.clone());
     if let Err(e) = command::run(cli) {
         eprintln!("ipckit: {e}");

@@ -1,24 +1,38 @@
 //! Small helpers shared by the commands.
 
+#[cfg(unix)]
 use std::process::{Child, ChildStdout};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(unix)]
+use std::time::Instant;
 
+#[cfg(unix)]
 static ALLOWED_UIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
 
 /// Remember `--allow-uid` for every server and client this command makes.
+#[cfg(unix)]
 pub fn set_allowed_uids(uids: Vec<u32>) {
     let _ = ALLOWED_UIDS.set(uids);
 }
 
 /// The uids `--allow-uid` named (none by default).
+#[cfg(unix)]
 pub fn allowed_uids() -> &'static [u32] {
     ALLOWED_UIDS.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// The limits a server this command runs applies: the defaults, plus the
 /// `--allow-uid` users.
+#[cfg(unix)]
 pub fn limits() -> ipckit::Limits {
     ipckit::Limits::default().allow_uids(allowed_uids())
+}
+
+/// The limits a server this command runs applies: the defaults (Windows
+/// objects admit their creating user only; there is no `--allow-uid`).
+#[cfg(windows)]
+pub fn limits() -> ipckit::Limits {
+    ipckit::Limits::default()
 }
 
 /// How often a serving command looks whether it was asked to stop.
@@ -29,7 +43,9 @@ static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> 
 
 /// From now on, Ctrl-C (SIGINT) and SIGTERM only ask this command to stop
 /// ([`stop_requested`]): a serving command then returns normally, so its
-/// server is dropped and its endpoint record removed.
+/// server is dropped and its endpoint record removed. On Windows
+/// signal-hook maps SIGINT to Ctrl-C/Ctrl-Break through the C runtime's
+/// `signal` (SIGTERM is never raised there by another process).
 pub fn catch_stop_signals() -> Result<(), ipckit::Error> {
     let flag = STOP.get_or_init(Default::default).clone();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -53,6 +69,7 @@ pub fn stop_requested() -> bool {
 /// Serve until SIGINT or SIGTERM, until `timeout` has passed, or until
 /// `done()` (units of work finished, `unit`s) reaches `count`. Not reaching
 /// `count` within `timeout` is a failure naming `name`.
+#[cfg(unix)]
 pub fn serve_until(
     name: &str,
     count: Option<u64>,
@@ -86,8 +103,10 @@ pub fn serve_until(
 }
 
 /// A child process killed and reaped when dropped, so no command leaks one.
+#[cfg(unix)]
 pub struct Reaped(pub Child);
 
+#[cfg(unix)]
 impl Reaped {
     /// The child's stdout, if piped and not taken yet.
     pub fn stdout(&mut self) -> Option<ChildStdout> {
@@ -126,6 +145,7 @@ impl Reaped {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -145,6 +165,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Percentile (0..=100) of sorted samples in nanoseconds.
+#[cfg(unix)]
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -159,10 +180,18 @@ pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// On Windows there are no endpoint records: a native pipe or mailslot
+/// vanishes with its server, so there is nothing stale to report.
+#[cfg(windows)]
+pub fn fail_if_stale(_name: &str, _what: &str) -> Result<(), ipckit::Error> {
+    Ok(())
+}
+
 /// Fail at once if `name`'s endpoint record is stale: its server died
 /// (killed, say) without removing it. Waiting for the name to appear would
 /// only time out. A name with no record at all is waited for as usual (a
 /// server about to start). `what` names the server in the error.
+#[cfg(unix)]
 pub fn fail_if_stale(name: &str, what: &str) -> Result<(), ipckit::Error> {
     if name.starts_with("tcp://") {
         return Ok(());
@@ -188,6 +217,7 @@ pub fn fail_if_stale(name: &str, what: &str) -> Result<(), ipckit::Error> {
 
 /// Run `f` on a thread and give up after `limit` with a one-line timeout
 /// error about `name` (for library calls that take no timeout of their own).
+#[cfg(unix)]
 pub fn bounded<T: Send + 'static>(
     name: &str,
     limit: Duration,
@@ -207,6 +237,7 @@ pub fn bounded<T: Send + 'static>(
 }
 
 /// Format nanoseconds as µs with one decimal (as ns below 100 ns).
+#[cfg(unix)]
 pub fn us(ns: u64) -> String {
     if ns < 100 {
         return format!("{ns} ns");
@@ -226,6 +257,7 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
+    #[cfg(unix)]
     #[test]
     fn percentiles_pick_ranks() {
         let v: Vec<u64> = (1..=100).collect();

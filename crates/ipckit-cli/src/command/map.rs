@@ -1,15 +1,21 @@
 //! `ipckit map set|get|watch|rm`, and the demo's shared-map step.
 
 use std::io::Write as _;
+#[cfg(unix)]
 use std::path::Path;
+#[cfg(unix)]
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+#[cfg(unix)]
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipckit::map::SharedMapOptions;
 use ipckit::{Error, ErrorKind};
 
+#[cfg(unix)]
 use super::demo;
 use crate::cli::MapCommand;
+#[cfg(unix)]
 use crate::util::{percentile, us};
 
 pub fn run(cmd: MapCommand) -> Result<(), Error> {
@@ -25,6 +31,8 @@ pub fn run(cmd: MapCommand) -> Result<(), Error> {
                 .lock_timeout(timeout)
                 .open_or_create(&name)?;
             let r = m.write_text(&text).map(|_| ());
+            // On Windows the map vanishes with its last handle anyway.
+            #[cfg(unix)]
             if r.is_err() && !m.existed() {
                 // A map this command created for a write that failed (too
                 // large, say) is not left behind.
@@ -67,7 +75,18 @@ fn watch(
     timeout: Option<Duration>,
     json: bool,
 ) -> Result<(), Error> {
+    #[cfg(unix)]
     let mut m = SharedMapOptions::new().open(name)?;
+    // On Windows a map lives only while some process has it open: a
+    // watcher started first creates it (empty, the default 64 KiB) and so
+    // keeps it alive for the `map set` and `map get` that follow. It says
+    // on stderr when it holds the map.
+    #[cfg(windows)]
+    let mut m = {
+        let m = SharedMapOptions::new().open_or_create(name)?;
+        eprintln!("watching map '{name}'");
+        m
+    };
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut seen = 0;
     let mut out = std::io::stdout().lock();
@@ -99,6 +118,7 @@ fn watch(
 }
 
 /// `tick <i> @<ns since the epoch>`: what the demo writes.
+#[cfg(unix)]
 fn tick(i: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -108,6 +128,7 @@ fn tick(i: u64) -> String {
 }
 
 /// The time a `tick` was written, and how long ago that was.
+#[cfg(unix)]
 fn age(text: &str) -> Option<u64> {
     let sent: u128 = text.rsplit('@').next()?.parse().ok()?;
     let now = SystemTime::now()
@@ -119,6 +140,7 @@ fn age(text: &str) -> Option<u64> {
 
 /// The demo step: a `map set` process creates the map, a `map watch`
 /// process prints each change, and this process writes.
+#[cfg(unix)]
 pub fn demo_step(ns: &Path) -> Result<(), Error> {
     println!(
         "\n[map] shared map: writer -> watcher process (seqlock double buffer, futex broadcast)"

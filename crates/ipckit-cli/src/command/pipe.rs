@@ -15,18 +15,25 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
             message,
             timeout,
             json,
+            #[cfg(unix)]
             transport,
+            #[cfg(unix)]
             wait,
         } => {
             // `--timeout` bounds the whole command: connecting, then the reply.
             crate::util::fail_if_stale(&name, "pipe server")?;
             let deadline = Instant::now() + timeout;
-            let mut pipe = ClientOptions::new()
+            #[cfg(unix)]
+            let opts = ClientOptions::new()
                 .allow_server_uids(crate::util::allowed_uids())
                 .timeout(timeout)
                 .transport(transport.into())
-                .wait_strategy(wait.into())
-                .connect(&name)?;
+                .wait_strategy(wait.into());
+            // On Windows the pipe is the system's named pipe: no transport
+            // choice, and the server must be the same user.
+            #[cfg(windows)]
+            let opts = ClientOptions::new().timeout(timeout);
+            let mut pipe = opts.connect(&name)?;
             let t = Instant::now();
             pipe.send(message.as_bytes())?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -49,7 +56,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
                     serde_json::json!({
                         "reply": text,
                         "rtt_ns": crate::util::nanos(rtt),
-                        "transport": transport_name(pipe.transport()),
+                        "transport": pipe_transport(&pipe),
                     })
                 );
             } else {
@@ -61,6 +68,7 @@ pub fn run(cmd: PipeCommand) -> Result<(), ipckit::Error> {
 }
 
 /// How the CLI names a transport (`shm` or `socket`).
+#[cfg(unix)]
 pub fn transport_name(t: ipckit::Transport) -> &'static str {
     match t {
         ipckit::Transport::SharedMemory => "shm",
@@ -68,11 +76,26 @@ pub fn transport_name(t: ipckit::Transport) -> &'static str {
     }
 }
 
+/// How `pipe send --json` names the pipe's transport.
+#[cfg(unix)]
+fn pipe_transport(pipe: &NamedPipe) -> &'static str {
+    transport_name(pipe.transport())
+}
+
+/// On Windows a pipe is always the system's named pipe (`pipe`).
+#[cfg(windows)]
+fn pipe_transport(_pipe: &NamedPipe) -> &'static str {
+    "pipe"
+}
+
 fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     let mut opts = ServerOptions::new();
-    opts = opts
-        .transport(args.transport.into())
-        .wait_strategy(args.wait.into());
+    #[cfg(unix)]
+    {
+        opts = opts
+            .transport(args.transport.into())
+            .wait_strategy(args.wait.into());
+    }
     opts = opts.mode(match args.mode {
         ModeArg::Message => PipeMode::Message,
         ModeArg::Byte => PipeMode::Byte,
@@ -83,6 +106,7 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     if let Some(n) = args.max_message {
         opts = opts.max_message_size(n);
     }
+    #[cfg(unix)]
     if let Some(a) = &args.tcp {
         opts = opts.tcp(a.clone());
     }
@@ -90,10 +114,13 @@ fn serve(args: PipeServeArgs) -> Result<(), ipckit::Error> {
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
     let server = opts.create(&args.name)?;
+    #[cfg(unix)]
     match server.tcp_addr() {
         Some(a) => eprintln!("serving pipe '{}' (and tcp://{a})", args.name),
         None => eprintln!("serving pipe '{}'", args.name),
     }
+    #[cfg(windows)]
+    eprintln!("serving pipe '{}' ({})", args.name, server.os_name());
     // Ctrl-C or SIGTERM ends the loop, so the server is dropped and its
     // record removed; so do `--count` clients served and `--timeout`.
     let deadline = args.timeout.map(|t| Instant::now() + t);

@@ -3,7 +3,9 @@
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 
-use ipckit::shm::{Mapping, MappingOptions, ObjectInfo};
+#[cfg(unix)]
+use ipckit::shm::ObjectInfo;
+use ipckit::shm::{Mapping, MappingOptions};
 use ipckit::{Error, ErrorKind};
 
 use crate::cli::ShmCommand;
@@ -13,8 +15,21 @@ pub fn run(cmd: ShmCommand) -> Result<(), Error> {
     match cmd {
         ShmCommand::Create { name, size, json } => {
             let m = opts.create(&name, size)?;
+            #[cfg(unix)]
             if json {
                 println!("{}", info_json(&info(&name)?));
+            }
+            // No namespace listing on Windows: what the mapping says itself.
+            #[cfg(windows)]
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": name,
+                        "size": m.len(),
+                        "os_name": m.os_name(),
+                    })
+                );
             }
             drop(m);
             Ok(())
@@ -62,6 +77,7 @@ pub fn run(cmd: ShmCommand) -> Result<(), Error> {
                 }
             }
         }
+        #[cfg(unix)]
         ShmCommand::Info { name, json } => {
             let i = info(&name)?;
             if json {
@@ -85,6 +101,7 @@ pub fn run(cmd: ShmCommand) -> Result<(), Error> {
 }
 
 /// What `ls` and `info` say about who has an object open.
+#[cfg(unix)]
 pub fn open_text(i: &ObjectInfo) -> String {
     match i.open_by.as_slice() {
         [] => "unused".to_string(),
@@ -100,6 +117,7 @@ pub fn open_text(i: &ObjectInfo) -> String {
 }
 
 /// An object as JSON: its listing, plus `state` (`open` or `unused`).
+#[cfg(unix)]
 pub fn info_json(i: &ObjectInfo) -> serde_json::Value {
     let mut v = serde_json::to_value(i).expect("serialisable");
     v["state"] = if i.is_open() { "open" } else { "unused" }.into();
@@ -107,6 +125,7 @@ pub fn info_json(i: &ObjectInfo) -> serde_json::Value {
 }
 
 /// The listing of the named object `name` (any kind).
+#[cfg(unix)]
 fn info(name: &str) -> Result<ObjectInfo, Error> {
     let ns = ipckit::Namespace::from_env()?;
     ipckit::shm::list_in(&ns)?

@@ -1,19 +1,27 @@
 //! `ipckit slot read|send|group-read|group-send`: mailslots.
 
+#[cfg(unix)]
 use std::io::{BufRead as _, BufReader};
+#[cfg(unix)]
 use std::path::Path;
+#[cfg(unix)]
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+#[cfg(unix)]
+use std::time::Duration;
+use std::time::Instant;
 
 use ipckit::mailslot::{self, Mailslot, MailslotOptions, WriterOptions};
 
+#[cfg(unix)]
 use super::demo;
 use crate::cli::{SlotCommand, SlotReadArgs};
+#[cfg(unix)]
 use crate::util::{percentile, us};
 
 pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
     match cmd {
         SlotCommand::Read(args) => read(&args, false),
+        #[cfg(unix)]
         SlotCommand::GroupRead(args) => read(&args, true),
         SlotCommand::Send {
             name,
@@ -23,9 +31,12 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
         } => match udp {
             Some(addr) => mailslot::send_datagram(&addr, &name, message.as_bytes()),
             None => {
+                #[cfg(unix)]
                 let opts = WriterOptions::new()
                     .allow_server_uids(crate::util::allowed_uids())
                     .timeout(timeout);
+                #[cfg(windows)]
+                let opts = WriterOptions::new().timeout(timeout);
                 // A writer started just before its reader waits for the
                 // mailslot to appear, within --timeout (as `pipe send` does).
                 crate::util::fail_if_stale(&name, "mailslot reader")?;
@@ -44,6 +55,7 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
                 w.send(message.as_bytes())
             }
         },
+        #[cfg(unix)]
         SlotCommand::GroupSend {
             name,
             message,
@@ -82,21 +94,31 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
 
 fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     let mut opts = MailslotOptions::new();
+    #[cfg(unix)]
+    {
+        opts = opts.limits(crate::util::limits());
+        if let Some(n) = args.queue_bound {
+            opts = opts.queue_bound(n);
+        }
+    }
     opts = opts
-        .limits(crate::util::limits())
         .max_message_size(args.max_message_size)
         .read_timeout(args.timeout);
-    if let Some(n) = args.queue_bound {
-        opts = opts.queue_bound(n);
-    }
     if let Some(a) = &args.udp {
         opts = opts.udp(a.clone());
     }
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
+    #[cfg(unix)]
     let slot: Mailslot = if group {
         opts.join_group(&args.name)?
     } else {
+        opts.create(&args.name)?
+    };
+    // No broadcast groups on Windows: `group` is always false there.
+    #[cfg(windows)]
+    let slot: Mailslot = {
+        debug_assert!(!group);
         opts.create(&args.name)?
     };
     if let Some(a) = slot.udp_addr() {
@@ -144,6 +166,7 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
 
 /// The demo's mailslot step: a reader process, writer processes, and this
 /// process writing 1 000 acknowledged messages.
+#[cfg(unix)]
 pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
     println!("\n[mailslot] one reader process, three writer processes, then 1000 timed writes");
     const TIMED: usize = 1000;

@@ -90,19 +90,25 @@ fn lock(m: &ipckit::sync::Mutex, timeout: Option<Duration>) -> Result<Lock<'_>, 
 
 /// Run `command` (inheriting stdio) to its end; its exit code (128 + the
 /// signal if a signal ended it). Ctrl-C reaches it directly (same process
-/// group); SIGTERM sent to this process is passed on to it.
+/// group); SIGTERM sent to this process is passed on to it. On Windows
+/// Ctrl-C reaches it directly too (same console), and there is no SIGTERM.
 fn run_holding(command: &[String]) -> Result<i32, Error> {
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .spawn()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot run {:?}: {e}", command[0])))?;
+    #[cfg(unix)]
     let mut passed_on = false;
     loop {
         match child.try_wait() {
+            #[cfg(unix)]
             Ok(Some(st)) => {
                 use std::os::unix::process::ExitStatusExt as _;
                 return Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
             }
+            // A Windows exit status always has a code.
+            #[cfg(windows)]
+            Ok(Some(st)) => return Ok(st.code().unwrap_or(1)),
             Ok(None) => {}
             Err(e) => {
                 return Err(Error::new(
@@ -111,6 +117,7 @@ fn run_holding(command: &[String]) -> Result<i32, Error> {
                 ))
             }
         }
+        #[cfg(unix)]
         if crate::util::stop_requested() && !passed_on {
             passed_on = true;
             if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {

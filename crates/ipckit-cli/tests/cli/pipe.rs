@@ -179,6 +179,19 @@ fn ls_shows_a_killed_servers_endpoint_stale_until_the_next_server_replaces_it() 
     );
 
     let second = serve(&t, "svc", &["--echo"]);
+    // Connect once the second server has replaced the stale record: a
+    // client that still finds it stale fails at once (a dead server is not
+    // waited for).
+    wait_until(
+        DEADLINE,
+        "the second server replaces the stale record",
+        || {
+            t.ns.info("svc")
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.state == ipckit::name::EndpointState::Live && i.pid != 0)
+        },
+    );
     assert_eq!(connect(&t, "svc").transact(b"b").unwrap(), b"b");
     let v = ls_json(&t);
     let e = endpoint(&v, "svc");
