@@ -191,6 +191,12 @@ pub struct CallArgs {
     /// With --loan-file: write the reply's bytes to FILE.
     #[arg(long, value_name = "FILE", requires = "loan_file")]
     pub out: Option<PathBuf>,
+    /// Call nothing: print the JSON Schemas METHOD's server published for
+    /// its argument and result, as {"method": ..., "request": <schema>,
+    /// "response": <schema>} (from ipckit.describe; the server registered
+    /// METHOD with handler_with_schema).
+    #[arg(long, conflicts_with_all = ["arg", "loan_file"])]
+    pub schema: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -68,6 +68,9 @@
 //!   (without `postcard`, which only services need, and `crossbeam-channel`,
 //!   which only pipes need).
 //! - `tokio`: the async forms (off by default).
+//! - `schema` (on by default; implies `service`): JSON Schemas of a
+//!   handler's argument and result in `ipckit.describe`
+//!   (`ServerBuilder::handler_with_schema`), generated with `schemars` 1.x.
 //!
 //! On Windows `pipe` builds the system's pipes and `mailslot` the system's
 //! mailslots; the other mechanism features build nothing there yet (see

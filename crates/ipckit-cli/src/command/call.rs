@@ -1,10 +1,11 @@
 //! `ipckit call NAME METHOD JSON`: one call, JSON in, JSON out; or, with
-//! `--loan-file`, a loan method: bytes in, bytes out.
+//! `--loan-file`, a loan method: bytes in, bytes out; or, with `--schema`,
+//! no call: the JSON Schemas of METHOD's argument and result.
 
 use std::io::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ipckit::service::Client;
+use ipckit::service::{Client, Describe, DESCRIBE};
 use ipckit::{Error, ErrorKind};
 
 use crate::cli::CallArgs;
@@ -33,6 +34,9 @@ pub fn run(args: CallArgs) -> Result<(), Error> {
         .connect(&args.name)?;
     let left = deadline.saturating_duration_since(Instant::now());
     let transport = super::pipe::transport_name(client.transport());
+    if args.schema {
+        return print_schema(&client, &args.method, left);
+    }
     if let Some(bytes) = loan {
         let t = Instant::now();
         let mut l = client.loan(bytes.len())?;
@@ -86,6 +90,67 @@ pub fn run(args: CallArgs) -> Result<(), Error> {
     } else {
         println!("{result}");
     }
+    Ok(())
+}
+
+/// `--schema`: the JSON Schemas `method` published (read from a JSON
+/// `ipckit.describe`, which embeds them as JSON values; a schema sent as
+/// text is parsed), printed as one line
+/// `{"method": ..., "request": <schema>, "response": <schema>}`.
+fn print_schema(client: &Client, method: &str, left: Duration) -> Result<(), Error> {
+    let raw = client.call_json(DESCRIBE, serde_json::json!({}), Some(left))?;
+    let d: Describe = serde_json::from_value(raw).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format!("its {DESCRIBE} answer does not read as a describe: {e}"),
+        )
+        .with_name(client.name())
+    })?;
+    let Some(m) = d.methods.iter().find(|m| m.name == method) else {
+        let names: Vec<&str> = d.methods.iter().map(|m| m.name.as_str()).collect();
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no method '{method}'; it has: {}", names.join(", ")),
+        )
+        .with_name(client.name()));
+    };
+    let (Some(req), Some(resp)) = (&m.request_schema, &m.response_schema) else {
+        let why = match m.request.as_str() {
+            "bytes" => {
+                "it is a raw method (raw_handler: its bodies are whatever bytes its handler reads)"
+                    .to_string()
+            }
+            "loan bytes" => {
+                "it is a loan method (loan_handler: bytes in, bytes out; call it with --loan-file)"
+                    .to_string()
+            }
+            t => format!("its server registered it (request type {t}) without one"),
+        };
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "'{method}' published no JSON Schema: {why}; only methods registered with handler_with_schema publish one"
+            ),
+        )
+        .with_name(client.name()));
+    };
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("the schema of '{method}' is not JSON: {e}"),
+            )
+            .with_name(client.name())
+        })
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "method": method,
+            "request": parse(req)?,
+            "response": parse(resp)?,
+        })
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipckit::service::{Client, Encoding, RemoteError, Server};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::demo;
@@ -14,34 +15,39 @@ use crate::cli::{ServiceCommand, TransportArg, WaitArg};
 use crate::util::{percentile, us};
 
 /// The seed's `MyInfo`: two floats the compute server modifies.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, JsonSchema)]
 pub struct MyInfo {
     pub red: f64,
     pub blue: f64,
 }
 
 /// `add`'s argument.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 pub struct AddArgs {
+    /// The first addend.
     pub a: i64,
+    /// The second addend.
     pub b: i64,
 }
 
 /// `sleep`'s argument.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, JsonSchema)]
 pub struct SleepArgs {
+    /// How long the handler sleeps, in milliseconds.
     pub ms: u64,
 }
 
 /// `sleep`'s result.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 pub struct Slept {
+    /// How long it slept, in milliseconds.
     pub slept_ms: u64,
 }
 
 /// `panic`'s argument.
-#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, JsonSchema)]
 pub struct PanicArgs {
+    /// The panic's message (default "asked to panic").
     pub message: Option<String>,
 }
 
@@ -99,11 +105,11 @@ fn serve_demo(
         .raw_handler("echo", |_enc: Encoding, body: &[u8]| {
             Ok::<_, RemoteError>(body.to_vec())
         })
-        .handler("add", |p: AddArgs| {
+        .handler_with_schema("add", |p: AddArgs| {
             p.a.checked_add(p.b)
                 .ok_or_else(|| format!("{} + {} overflows a 64-bit integer", p.a, p.b))
         })
-        .handler("compare", |m: MyInfo| {
+        .handler_with_schema("compare", |m: MyInfo| {
             // The seed's server shows what it got; a closed stdout is no error.
             let _ = writeln!(
                 std::io::stdout(),
@@ -113,11 +119,11 @@ fn serve_demo(
             );
             Ok::<_, RemoteError>(compare(m))
         })
-        .handler("sleep", |p: SleepArgs| {
+        .handler_with_schema("sleep", |p: SleepArgs| {
             std::thread::sleep(Duration::from_millis(p.ms));
             Ok::<_, RemoteError>(Slept { slept_ms: p.ms })
         })
-        .handler("panic", |p: PanicArgs| -> Result<(), RemoteError> {
+        .handler_with_schema("panic", |p: PanicArgs| -> Result<(), RemoteError> {
             panic!("{}", p.message.unwrap_or_else(|| "asked to panic".into()))
         });
     if let Some(a) = tcp {

@@ -222,3 +222,83 @@ fn call_reaches_a_service_by_host_name_and_service_demo_stops_after_its_timeout(
         "{o:#?}"
     );
 }
+
+#[test]
+fn call_schema_prints_the_json_schemas_a_method_published() {
+    let t = TestNs::new();
+    let _srv = demo_server(&t, &[]);
+    // add: {a, b} integers in, an integer out.
+    let o = t.run(&["call", "svc", "add", "--schema"]);
+    o.assert_success();
+    assert_eq!(o.stdout.lines().count(), 1, "{o:#?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["method"], "add", "{v}");
+    let req = &v["request"];
+    assert_eq!(req["type"], "object", "{v}");
+    assert_eq!(req["properties"]["a"]["type"], "integer", "{v}");
+    assert_eq!(req["properties"]["b"]["type"], "integer", "{v}");
+    assert_eq!(req["required"], serde_json::json!(["a", "b"]), "{v}");
+    assert_eq!(v["response"]["type"], "integer", "{v}");
+    // sleep: a struct out, described field by field.
+    let o = t.run(&["call", "svc", "sleep", "--schema"]);
+    o.assert_success();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["request"]["properties"]["ms"]["type"], "integer", "{v}");
+    assert_eq!(v["response"]["title"], "Slept", "{v}");
+    assert_eq!(
+        v["response"]["properties"]["slept_ms"]["type"], "integer",
+        "{v}"
+    );
+    // A JSON describe carries the same schemas, embedded as JSON values;
+    // raw methods have none (null).
+    let o = call(&t, "svc", "ipckit.describe", "{}", &[]);
+    let d: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let m = |name: &str| {
+        d["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {d}"))
+            .clone()
+    };
+    assert_eq!(
+        m("add")["request_schema"]["properties"]["a"]["type"],
+        "integer",
+        "{d}"
+    );
+    assert!(m("echo")["request_schema"].is_null(), "{d}");
+    // The raw `echo` published none: one line naming handler_with_schema.
+    let o = t.run(&["call", "svc", "echo", "--schema"]);
+    o.assert_one_line_failure();
+    assert!(
+        o.stderr.contains("'echo' published no JSON Schema")
+            && o.stderr.contains("raw method")
+            && o.stderr.contains("handler_with_schema"),
+        "{o:#?}"
+    );
+    // Nor does a loan method.
+    let o = t.run(&["call", "svc", "sum", "--schema"]);
+    o.assert_one_line_failure();
+    assert!(
+        o.stderr.contains("loan method") && o.stderr.contains("--loan-file"),
+        "{o:#?}"
+    );
+    // An unknown method is named, with the ones there are.
+    let o = t.run(&["call", "svc", "multiply", "--schema"]);
+    o.assert_one_line_failure();
+    assert!(
+        o.stderr.contains("no method 'multiply'") && o.stderr.contains("add, compare"),
+        "{o:#?}"
+    );
+    // --schema calls nothing, so it takes no argument.
+    let o = t.run(&["call", "svc", "add", r#"{"a":1,"b":2}"#, "--schema"]);
+    assert!(!o.status.success(), "{o:#?}");
+    assert!(o.stderr.contains("--schema"), "{o:#?}");
+    // --schema calls nothing but ipckit.describe: the server counted five
+    // of them (add, sleep, echo, sum, multiply), the describe above and
+    // this one, and no error.
+    let o = call(&t, "svc", "ipckit.describe", "{}", &[]);
+    let d: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!((&d["calls"], &d["errors"]), (&7.into(), &0.into()), "{d}");
+}

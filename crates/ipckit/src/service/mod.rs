@@ -81,6 +81,23 @@ pub use client::{Client, ClientBuilder};
 pub use lane::{Loan, LoanReply, LoanWriter};
 pub use server::{Server, ServerBuilder};
 
+/// The `schemars` crate `ipckit` derives its schemas with (the `schema`
+/// feature): derive `JsonSchema` through it with
+/// `#[schemars(crate = "ipckit::service::schemars")]`, or depend on
+/// `schemars` 1.x yourself.
+///
+/// ```
+/// use ipckit::service::schemars::{self, JsonSchema};
+/// #[derive(serde::Deserialize, JsonSchema)]
+/// #[schemars(crate = "ipckit::service::schemars")]
+/// struct Args { a: i64 }
+/// let text = schemars::schema_for!(Args).as_value().to_string();
+/// assert!(text.contains("\"a\""));
+/// ```
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub use schemars;
+
 /// Prefix of names that address a service over TCP.
 pub const TCP_PREFIX: &str = "tcp://";
 
@@ -274,7 +291,13 @@ impl From<std::convert::Infallible> for RemoteError {
 /// One method, as `ipckit.describe` lists it.
 ///
 /// ```
-/// let m = ipckit::service::MethodInfo { name: "add".into(), request: "i64".into(), response: "i64".into() };
+/// let m = ipckit::service::MethodInfo {
+///     name: "add".into(),
+///     request: "i64".into(),
+///     response: "i64".into(),
+///     request_schema: None,
+///     response_schema: None,
+/// };
 /// assert_eq!(m.name, "add");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +308,63 @@ pub struct MethodInfo {
     pub request: String,
     /// The response type, likewise.
     pub response: String,
+    /// The JSON Schema of the request, as JSON text, when the method was
+    /// registered with `ServerBuilder::handler_with_schema` (the `schema`
+    /// feature); `None` for [`handler`](ServerBuilder::handler), raw and
+    /// loan methods. In a JSON `ipckit.describe` it travels as an embedded
+    /// JSON value (or `null`), in postcard as an optional string (see
+    /// `docs/PROTOCOL.md`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// use ipckit::service::{Client, Server};
+    /// let _s = Server::builder("d").namespace(&ns)
+    ///     .handler("neg", |x: i32| Ok::<_, String>(-x)).bind().unwrap();
+    /// let c = Client::options().namespace(&ns).connect("d").unwrap();
+    /// let d = c.describe().unwrap();
+    /// assert_eq!(d.methods[1].request_schema, None); // `handler` publishes none
+    /// ```
+    #[serde(default, with = "schema_text")]
+    pub request_schema: Option<String>,
+    /// The JSON Schema of the response, likewise.
+    #[serde(default, with = "schema_text")]
+    pub response_schema: Option<String>,
+}
+
+/// A schema field of [`MethodInfo`]: an optional string in postcard (and
+/// every format that is not human-readable); in JSON the schema itself,
+/// embedded as a JSON value (`null` when absent). Reading JSON takes
+/// either form back to text.
+mod schema_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return v.serialize(s);
+        }
+        match v {
+            None => s.serialize_none(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(schema) => s.serialize_some(&schema),
+                // Not JSON after all (it always is from ipckit): as a string.
+                Err(_) => s.serialize_some(text),
+            },
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        if !d.is_human_readable() {
+            return Option::<String>::deserialize(d);
+        }
+        Ok(match Option::<serde_json::Value>::deserialize(d)? {
+            None | Some(serde_json::Value::Null) => None,
+            // A schema is an object or a boolean, never a string: a string
+            // is the schema's text.
+            Some(serde_json::Value::String(text)) => Some(text),
+            Some(schema) => Some(schema.to_string()),
+        })
+    }
 }
 
 /// The answer to the built-in `ipckit.describe` call.

@@ -182,9 +182,73 @@ impl ServerBuilder {
     ///     });
     /// ```
     pub fn handler<Req, Resp, E>(
+        self,
+        method: &str,
+        f: impl Fn(Req) -> std::result::Result<Resp, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + 'static,
+        Resp: Serialize + 'static,
+        E: Into<RemoteError>,
+    {
+        self.typed(method, f, None)
+    }
+
+    /// Offer `method` like [`handler`](Self::handler), and publish the JSON
+    /// Schemas of its request and response types in `ipckit.describe`
+    /// ([`MethodInfo::request_schema`], [`MethodInfo::response_schema`]),
+    /// so that a caller in another language (or `ipckit call NAME METHOD
+    /// --schema`) learns which fields to send and what comes back. Both
+    /// types implement [`schemars::JsonSchema`] (derive it; schemars 1.x,
+    /// re-exported as [`ipckit::service::schemars`](super::schemars)). The
+    /// request's schema describes what deserializes, the response's what
+    /// serializes; each is generated once, here (JSON Schema 2020-12).
+    ///
+    /// Needs the `schema` feature (on by default).
+    ///
+    /// ```
+    /// use ipckit::service::{Client, RemoteError, Server};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    /// struct AddArgs { a: i64, b: i64 }
+    ///
+    /// let _server = Server::builder("calc").namespace(&ns)
+    ///     .handler_with_schema("add", |p: AddArgs| {
+    ///         p.a.checked_add(p.b).ok_or(RemoteError::new(7, "overflow"))
+    ///     })
+    ///     .bind()
+    ///     .unwrap();
+    /// let c = Client::options().namespace(&ns).connect("calc").unwrap();
+    /// let add = c.describe().unwrap().methods.into_iter().find(|m| m.name == "add").unwrap();
+    /// let req: serde_json::Value = serde_json::from_str(&add.request_schema.unwrap()).unwrap();
+    /// assert_eq!(req["properties"]["a"]["type"], "integer");
+    /// assert_eq!(req["required"], serde_json::json!(["a", "b"]));
+    /// let resp: serde_json::Value = serde_json::from_str(&add.response_schema.unwrap()).unwrap();
+    /// assert_eq!(resp["type"], "integer");
+    /// ```
+    #[cfg(feature = "schema")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+    pub fn handler_with_schema<Req, Resp, E>(
+        self,
+        method: &str,
+        f: impl Fn(Req) -> std::result::Result<Resp, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + schemars::JsonSchema + 'static,
+        Resp: Serialize + schemars::JsonSchema + 'static,
+        E: Into<RemoteError>,
+    {
+        let schemas = schemas_of::<Req, Resp>();
+        self.typed(method, f, Some(schemas))
+    }
+
+    /// [`handler`](Self::handler), with the schemas to publish if any.
+    fn typed<Req, Resp, E>(
         mut self,
         method: &str,
         f: impl Fn(Req) -> std::result::Result<Resp, E> + Send + Sync + 'static,
+        schemas: Option<(String, String)>,
     ) -> Self
     where
         Req: DeserializeOwned + 'static,
@@ -210,11 +274,7 @@ impl ServerBuilder {
                 .map(Done::Heap)
                 .map_err(|e| unencodable(&m, enc, &e))
         };
-        let info = MethodInfo {
-            name: method.to_string(),
-            request: type_name::<Req>().to_string(),
-            response: type_name::<Resp>().to_string(),
-        };
+        let info = typed_info::<Req, Resp>(method, schemas);
         self.add(method, info, Handler::Typed(Arc::new(typed)));
         self
     }
@@ -265,9 +325,67 @@ impl ServerBuilder {
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn handler_async<Req, Resp, E, Fut>(
+        self,
+        method: &str,
+        f: impl Fn(Req) -> Fut + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + 'static,
+        Resp: Serialize + 'static,
+        E: Into<RemoteError> + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Resp, E>> + Send + 'static,
+    {
+        self.typed_async(method, f, None)
+    }
+
+    /// [`handler_async`](Self::handler_async) that also publishes the JSON
+    /// Schemas of its request and response types, as
+    /// [`handler_with_schema`](Self::handler_with_schema) does.
+    ///
+    /// Needs the `tokio` and `schema` features.
+    ///
+    /// ```
+    /// use ipckit::service::{Client, RemoteError, Server};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// let _server = rt.block_on(async {
+    ///     Server::builder("twice").namespace(&ns)
+    ///         .handler_async_with_schema("twice", |x: u32| async move {
+    ///             Ok::<_, RemoteError>(u64::from(x) * 2)
+    ///         })
+    ///         .bind()
+    /// }).unwrap();
+    /// let c = Client::options().namespace(&ns).connect("twice").unwrap();
+    /// assert_eq!(c.call::<_, u64>("twice", &21u32).unwrap(), 42);
+    /// let m = c.describe().unwrap().methods.into_iter().find(|m| m.name == "twice").unwrap();
+    /// assert!(m.request_schema.unwrap().contains("\"uint32\""));
+    /// ```
+    #[cfg(all(feature = "tokio", feature = "schema"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "tokio", feature = "schema"))))]
+    pub fn handler_async_with_schema<Req, Resp, E, Fut>(
+        self,
+        method: &str,
+        f: impl Fn(Req) -> Fut + Send + Sync + 'static,
+    ) -> Self
+    where
+        Req: DeserializeOwned + schemars::JsonSchema + 'static,
+        Resp: Serialize + schemars::JsonSchema + 'static,
+        E: Into<RemoteError> + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Resp, E>> + Send + 'static,
+    {
+        let schemas = schemas_of::<Req, Resp>();
+        self.typed_async(method, f, Some(schemas))
+    }
+
+    /// [`handler_async`](Self::handler_async), with the schemas to publish
+    /// if any.
+    #[cfg(feature = "tokio")]
+    fn typed_async<Req, Resp, E, Fut>(
         mut self,
         method: &str,
         f: impl Fn(Req) -> Fut + Send + Sync + 'static,
+        schemas: Option<(String, String)>,
     ) -> Self
     where
         Req: DeserializeOwned + 'static,
@@ -303,11 +421,7 @@ impl ServerBuilder {
                 enc.encode(&resp).map_err(|e| unencodable(&m, enc, &e))
             })
         };
-        let info = MethodInfo {
-            name: method.to_string(),
-            request: type_name::<Req>().to_string(),
-            response: type_name::<Resp>().to_string(),
-        };
+        let info = typed_info::<Req, Resp>(method, schemas);
         self.add(method, info, Handler::Async(Arc::new(raw), rt));
         self
     }
@@ -330,6 +444,8 @@ impl ServerBuilder {
             name: method.to_string(),
             request: "bytes".into(),
             response: "bytes".into(),
+            request_schema: None,
+            response_schema: None,
         };
         self.add(
             method,
@@ -372,6 +488,8 @@ impl ServerBuilder {
             name: method.to_string(),
             request: "loan bytes".into(),
             response: "loan bytes".into(),
+            request_schema: None,
+            response_schema: None,
         };
         self.add(
             method,
@@ -529,6 +647,8 @@ impl ServerBuilder {
             name: DESCRIBE.into(),
             request: "any (ignored)".into(),
             response: type_name::<Describe>().into(),
+            request_schema: None,
+            response_schema: None,
         });
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         let shared = Arc::new(Shared {
@@ -1274,6 +1394,34 @@ fn execute_on(
         )),
         r => r,
     }
+}
+
+/// A typed method's entry in `ipckit.describe`.
+fn typed_info<Req, Resp>(method: &str, schemas: Option<(String, String)>) -> MethodInfo {
+    let (request_schema, response_schema) = schemas.unzip();
+    MethodInfo {
+        name: method.to_string(),
+        request: type_name::<Req>().to_string(),
+        response: type_name::<Resp>().to_string(),
+        request_schema,
+        response_schema,
+    }
+}
+
+/// The JSON Schemas (as JSON text) of what deserializes as `Req` and of
+/// what `Resp` serializes to.
+#[cfg(feature = "schema")]
+fn schemas_of<Req: schemars::JsonSchema, Resp: schemars::JsonSchema>() -> (String, String) {
+    use schemars::generate::SchemaSettings;
+    let req = SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<Req>();
+    let resp = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<Resp>();
+    (req.as_value().to_string(), resp.as_value().to_string())
 }
 
 /// The error a handler's panic turns into.
