@@ -71,6 +71,9 @@
 //! - `schema` (on by default; implies `service`): JSON Schemas of a
 //!   handler's argument and result in `ipckit.describe`
 //!   (`ServerBuilder::handler_with_schema`), generated with `schemars` 1.x.
+//! - `zenoh` (off by default; implies `service`): [`fabric`], services
+//!   found by name across machines over an Eclipse Zenoh fabric;
+//!   `zenoh-tls` and `zenoh-quic` add those links.
 //!
 //! On Windows `pipe` builds the system's pipes and `mailslot` the system's
 //! mailslots; the other mechanism features build nothing there yet (see
@@ -129,6 +132,9 @@ mod conn;
 #[cfg_attr(docsrs, doc(cfg(feature = "dde")))]
 pub mod dde;
 pub mod error;
+#[cfg(all(feature = "zenoh", unix))]
+#[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+pub mod fabric;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -330,6 +330,65 @@ fn group_send_reaches_every_member_process_and_skips_dead_ones() {
 }
 
 #[test]
+fn a_group_send_is_bounded_by_one_timeout_however_many_members_are_full() {
+    let t = TestNs::new();
+    // Two members whose queues hold one message and who never read.
+    let opts = MailslotOptions::new().namespace(&t.ns).queue_bound(1);
+    let _a = opts.clone().join_group("busy").unwrap();
+    let _b = opts.join_group("busy").unwrap();
+    let w = WriterOptions::new()
+        .namespace(&t.ns)
+        .timeout(Duration::from_millis(300));
+    let d = w.send_to_group("busy", b"fills both").unwrap();
+    assert_eq!(d.delivered, 2, "{d:?}");
+    // Now the first member tried blocks for what is left of the timeout
+    // and is `Full`; the second gets only what the first left (it is not
+    // tried at all once nothing is left), rather than a timeout of its
+    // own: the time the members were waited on adds up to one timeout
+    // (plus how late each wait noticed its deadline), where a timeout per
+    // member would make it at least two. Each `Full` says how long it
+    // waited.
+    let d = w.send_to_group("busy", b"no room").unwrap();
+    assert_eq!(d.delivered, 0, "{d:?}");
+    assert_eq!(d.failed.len(), 2, "{d:?}");
+    let mut waited = Duration::ZERO;
+    for e in &d.failed {
+        match e.kind() {
+            ErrorKind::Full => waited += full_for(&e.to_string()),
+            ErrorKind::Timeout => assert!(e.to_string().contains("not tried"), "{e}"),
+            k => panic!("unexpected {k:?}: {e}"),
+        }
+    }
+    assert_eq!(d.failed[0].kind(), ErrorKind::Full, "{d:?}");
+    assert!(
+        waited < Duration::from_millis(600),
+        "waited {waited:?}: {d:?}"
+    );
+}
+
+/// The duration in a `Full` error's "stayed full for {:?}".
+fn full_for(msg: &str) -> Duration {
+    let text = msg
+        .split("stayed full for ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no duration in {msg:?}"));
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap();
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().unwrap();
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        u => panic!("unit {u:?} in {msg:?}"),
+    };
+    Duration::from_secs_f64(secs)
+}
+
+#[test]
 fn udp_datagrams_reach_a_reader_on_loopback_and_the_424_byte_limit_holds() {
     let t = TestNs::new();
     let mut reader = t.start(

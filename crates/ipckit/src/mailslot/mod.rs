@@ -945,7 +945,9 @@ impl WriterOptions {
     /// Write `msg` to every live member of the broadcast group `group` on
     /// this machine. Members whose process died are skipped and their
     /// records removed. Each member's outcome is reported: a full member
-    /// queue is an error for that member, not a silent drop.
+    /// queue is an error for that member, not a silent drop. The writer's
+    /// [`timeout`](Self::timeout) bounds the whole call: members not tried
+    /// once it is used up fail with `Timeout`.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -957,8 +959,27 @@ impl WriterOptions {
         validate_name(group)?;
         let ns = self.ns()?;
         let mut out = GroupDelivery::default();
+        // The timeout bounds the whole group send, not each member: a
+        // member whose queue stays full uses up what is left, and the
+        // members after it are not tried (each gets `Timeout`).
+        let deadline = self.timeout.map(|t| Instant::now() + t);
         for member in group_members(&ns, group, &mut out)? {
-            let r = self.open_in(&ns, &member).and_then(|mut w| w.send(msg));
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                out.count(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "not tried: the group send's timeout ({:?}) was used up by the members before it; give the send a longer timeout",
+                        self.timeout.unwrap_or_default()
+                    ),
+                )
+                .with_name(&member)));
+                continue;
+            }
+            let r = self.open_in(&ns, &member).and_then(|mut w| {
+                w.timeout = left;
+                w.send(msg)
+            });
             out.count(r);
         }
         Ok(out)
