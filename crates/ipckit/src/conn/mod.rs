@@ -10,6 +10,7 @@
 //!   one readiness loop per server, admission under [`crate::Limits`],
 //!   frames cut from non-blocking reads, handshake and stall deadlines.
 //! - [`pool`]: the bounded, elastic worker pool handlers run on.
+//! - [`slots`]: a lock-free set of parked boxes (a client's idle lanes).
 //! - [`listen`]: claiming a name and opening the Unix (and TCP) listening
 //!   sockets a reactor serves.
 //!
@@ -27,6 +28,9 @@ pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod reactor;
 pub(crate) mod ring;
+// Only a service client parks lanes in it.
+#[cfg(feature = "service")]
+pub(crate) mod slots;
 pub(crate) mod stream;
 
 pub use reactor::ConnStats;

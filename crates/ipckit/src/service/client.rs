@@ -596,7 +596,7 @@ impl Client {
 
     /// Make one typed call: on an idle shared-memory lane if there is one,
     /// the request encoded straight into its shared segment (see
-    /// [`Lane::call_value`](lane::Lane::call_value)); else on the socket.
+    /// [`LaneState::call_value`](lane::LaneState::call_value)); else on the socket.
     fn call_value<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
         method: &str,

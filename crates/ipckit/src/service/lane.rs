@@ -15,7 +15,9 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "tokio")]
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::wire::{
@@ -24,6 +26,7 @@ use super::wire::{
 };
 use super::{Encoding, RemoteError};
 use crate::conn::ring::{self, Chan, LoanKey, RingError, Rings};
+use crate::conn::slots::Slots;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::WaitStrategy;
 
@@ -49,8 +52,13 @@ pub(crate) struct LaneConfig {
     pub wait: WaitStrategy,
 }
 
-/// One shared-memory lane (client side).
-pub(crate) struct Lane {
+/// One shared-memory lane (client side), boxed: idle lanes are parked in
+/// the pool's lock-free slots by pointer, so a call moves no lane bytes and
+/// allocates nothing.
+pub(crate) type Lane = Box<LaneState>;
+
+/// The state of one lane (see [`Lane`]).
+pub(crate) struct LaneState {
     rings: Rings,
     /// Views of loan segment 0 (the request, written here) and 1 (the
     /// reply, written by the server).
@@ -63,7 +71,7 @@ pub(crate) struct Lane {
     open: Arc<AtomicUsize>,
 }
 
-impl Drop for Lane {
+impl Drop for LaneState {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
         self.rings.chan.shutdown_socket();
@@ -71,9 +79,13 @@ impl Drop for Lane {
 }
 
 /// The client's lanes: idle ones, and how many exist.
+///
+/// Taking and giving back a lane is lock-free (one swap and one
+/// compare-and-swap on the idle slots): at most [`MAX_LANES`] lanes exist
+/// (`open` counts them), so giving one back always finds a free slot.
 pub(crate) struct LanePool {
     cfg: LaneConfig,
-    idle: Mutex<Vec<Lane>>,
+    idle: Slots<LaneState, MAX_LANES>,
     open: Arc<AtomicUsize>,
     /// A lane could not be opened: use the socket from now on.
     disabled: AtomicBool,
@@ -97,7 +109,7 @@ impl LanePool {
     pub(crate) fn start(cfg: LaneConfig) -> Result<Arc<LanePool>> {
         let pool = Arc::new(LanePool {
             cfg,
-            idle: Mutex::new(Vec::new()),
+            idle: Slots::new(),
             open: Arc::new(AtomicUsize::new(0)),
             disabled: AtomicBool::new(false),
             growing: AtomicBool::new(false),
@@ -108,10 +120,6 @@ impl LanePool {
         Ok(pool)
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Lane>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Whether lanes are still in use (none failed to open).
     pub(crate) fn enabled(&self) -> bool {
         !self.disabled.load(Ordering::Relaxed)
@@ -119,7 +127,7 @@ impl LanePool {
 
     /// An idle lane, or a new one if under the cap; `None`: use the socket.
     pub(crate) fn take(&self) -> Option<Lane> {
-        if let Some(l) = self.idle().pop() {
+        if let Some(l) = self.idle.take() {
             return Some(l);
         }
         if self.disabled.load(Ordering::Relaxed) {
@@ -142,7 +150,9 @@ impl LanePool {
 
     /// Give a lane back after a call that ended cleanly.
     pub(crate) fn put(&self, lane: Lane) {
-        self.idle().push(lane);
+        // No free slot cannot happen (see `LanePool`); if it did, the lane
+        // would just be closed.
+        drop(self.idle.put(lane));
     }
 
     /// The service's name.
@@ -166,7 +176,7 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
                 .chan
                 .take_loan_keys()
                 .expect("a new channel has its keys");
-            Ok(Lane {
+            Ok(Box::new(LaneState {
                 rings,
                 keys,
                 head: Vec::with_capacity(HEADER_LEN + wire::MAX_METHOD),
@@ -174,7 +184,7 @@ fn open_lane(cfg: &LaneConfig, open: Arc<AtomicUsize>) -> Result<Lane> {
                 next_id: 1,
                 limit: HEADER_LEN.saturating_add(cfg.client_max.max(16)),
                 open,
-            })
+            }))
         }
         Err(e) => {
             open.fetch_sub(1, Ordering::Relaxed);
@@ -393,7 +403,7 @@ fn encode_failure<Req: serde::Serialize + ?Sized>(
     .with_name(name)
 }
 
-impl Lane {
+impl LaneState {
     /// Start call frame number `id`: its header (announcing `body_len`
     /// bytes of body) in `self.head`.
     fn begin(&mut self, kind: u8, method: &str, enc: Encoding, body_len: usize) -> u64 {
@@ -984,7 +994,7 @@ impl LanePool {
     /// background thread opens one for later calls.
     #[cfg(feature = "tokio")]
     pub(crate) fn take_idle(self: &Arc<Self>) -> Option<Lane> {
-        if let Some(l) = self.idle().pop() {
+        if let Some(l) = self.idle.take() {
             return Some(l);
         }
         if self.disabled.load(Ordering::Relaxed) || self.growing.swap(true, Ordering::AcqRel) {
@@ -1009,7 +1019,7 @@ impl LanePool {
     }
 }
 
-impl Lane {
+impl LaneState {
     /// Send one call frame without waiting (`body` must fit in one ring
     /// record, see [`fits_unfragmented`](Self::fits_unfragmented); the
     /// lane's ring is empty between calls). Returns the call id. Any

@@ -1137,3 +1137,24 @@ fn load(args: &[String]) {
     support::say(&format!("RESULT {}", json!({ "client": client, "ok": ok })));
     assert_eq!(ok as u64, calls, "client {client}: not every call answered");
 }
+
+/// The client's lane pool: at most 16 lanes; loans past them come from the
+/// heap; lanes given back are taken again rather than new ones opened.
+#[test]
+fn loans_past_sixteen_lanes_go_to_the_heap_and_lanes_are_reused() {
+    if SOCKET {
+        return;
+    }
+    let srv = DemoServer::start(false);
+    let c = srv.client();
+    let held: Vec<_> = (0..20).map(|_| c.loan(10).unwrap()).collect();
+    assert_eq!(held.iter().filter(|l| l.is_shared()).count(), 16);
+    drop(held);
+    let lanes = c.describe().unwrap().lanes;
+    for _ in 0..5 {
+        let held: Vec<_> = (0..16).map(|_| c.loan(10).unwrap()).collect();
+        assert!(held.iter().all(|l| l.is_shared()));
+    }
+    assert_eq!(c.describe().unwrap().lanes, lanes);
+    assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 2, b: 2 }).unwrap(), 4);
+}
