@@ -30,6 +30,31 @@ pub struct Cli {
     )]
     pub allow_uid: Vec<u32>,
 
+    /// Fabric (Zenoh) endpoint to listen on for `zenoh://` names, e.g.
+    /// `tcp/0.0.0.0:7447` (repeatable).
+    #[cfg(feature = "zenoh")]
+    #[arg(
+        long,
+        global = true,
+        env = "IPCKIT_ZENOH_LISTEN",
+        value_name = "ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+
+    /// Fabric (Zenoh) peer or router to connect to for `zenoh://` names,
+    /// e.g. `tcp/10.0.0.1:7447` (repeatable). The session's other settings
+    /// come from the Zenoh configuration file in IPCKIT_ZENOH_CONFIG.
+    #[cfg(feature = "zenoh")]
+    #[arg(
+        long,
+        global = true,
+        env = "IPCKIT_ZENOH_CONNECT",
+        value_name = "ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub connect: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -17,11 +17,15 @@
 //!   streaming hash of it.
 //! - [`proc_stats`]: threads, memory, CPU and descriptors of another
 //!   process; [`limits`]: resource limits a helper sets on itself;
+//! - [`netns`] (feature `zenoh`): two network namespaces joined by a
+//!   veth pair, for tests across machines;
 //! - [`raw`]: hostile peers' raw sockets and wire formats, and the roles
 //!   the hostile-peer tests share.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod limits;
+#[cfg(feature = "zenoh")]
+pub mod netns;
 pub mod proc_stats;
 pub mod raw;
 
