@@ -4,7 +4,7 @@
 # Rust, the mingw-w64 toolchain and Wine on first use, about 2 GB). Run from anywhere.
 #
 # What runs: the library's unit tests and every crates/ipckit/tests/windows_*.rs, with
-# --no-default-features and with the default features. Every plain Win32 C program in
+# --no-default-features and with the default features plus `tokio` (the async forms). Every plain Win32 C program in
 # scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
 # (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
 # Then scripts/windows/cli-smoke.sh builds ipckit.exe and runs it under Wine (pipe serve/send,
@@ -34,6 +34,7 @@ for c in scripts/windows/*.c; do
 done
 export IPCKIT_C_PEER=$IPCKIT_C_PEERS/shm_peer.exe IPCKIT_REQUIRE_C_PEER=1
 "$recipe" -p ipckit --no-default-features --lib "${tests[@]}"
-"$recipe" -p ipckit --lib "${tests[@]}"
+# The default features plus tokio: the async forms (pipe::tokio) and their tests.
+"$recipe" -p ipckit --features tokio --lib "${tests[@]}"
 # The smoke test of the CLI, in the same target directory and Wine prefix.
 IPCKIT_WINDOWS_TARGET_DIR=$CARGO_TARGET_DIR scripts/windows/cli-smoke.sh

@@ -44,7 +44,7 @@
 //! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
 //! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves (no in-mapping forms, no async) |
 //! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | yes: a section, a named mutex and one event per watcher (no async) |
-//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | yes: the system's named pipes (`\\.\pipe\ipckit.<H>.<name>`) and `CreatePipe`; no TCP, fd passing, shared-memory transport or async |
+//! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | yes: the system's named pipes (`\\.\pipe\ipckit.<H>.<name>`) and `CreatePipe`, async too (`pipe::tokio`); no TCP, fd passing or shared-memory transport |
 //! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | yes: the system's mailslots (`\\.\mailslot\ipckit.<H>.<name>`) and UDP; no groups or async |
 //! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | not yet |
 //! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |

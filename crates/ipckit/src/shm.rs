@@ -139,13 +139,26 @@
 //! - security: a named section is created with a security descriptor that
 //!   grants only the calling user (`D:P(A;;GA;;;<your SID>)`); a
 //!   [`MappingOptions::mode`] with any group or other bit also grants
-//!   Everyone read and write. An existing section is not inspected before
-//!   it is mapped (the owner check above is Linux-only): the descriptor
-//!   is what keeps other users out, and `Local\` names are per session.
+//!   Everyone read and write. Before an existing section is mapped (open,
+//!   or `open_or_create` finding it), its security is checked
+//!   (`GetSecurityInfo`): its owner must be you (or the owner your token
+//!   gives your objects, the Administrators group for an elevated
+//!   process), and, unless [`MappingOptions::mode`] has a group or other
+//!   bit, its DACL must grant nobody else (SYSTEM, Administrators and your
+//!   logon session excepted); otherwise [`ErrorKind::PermissionDenied`].
+//!   A `Local\X` / `Global\X` section a program that does not use ipckit
+//!   made gets the owner check only (its DACL is that program's default).
 //! - anonymous mappings are unnamed sections and file-backed ones are
 //!   sections over the file; they expose their handle (`AsHandle`,
-//!   `AsRawHandle`, `Into<OwnedHandle>`) instead of a descriptor. Handing one to another process (`DuplicateHandle`) is not
-//!   written yet.
+//!   `AsRawHandle`, `Into<OwnedHandle>`) instead of a descriptor. A
+//!   mapping is handed to another process as a duplicated handle:
+//!   `Mapping::duplicate_for` (`DuplicateHandle` into that process)
+//!   gives the handle's value there, and that process maps it with
+//!   `Mapping::from_handle`; a child may also inherit it
+//!   (`Mapping::try_clone_handle` +
+//!   `ipckit::pipe::CommandExt::spawn_with_handles`, which lets only that
+//!   child inherit it). Either way the size seen there is the section's
+//!   rounded up to whole pages.
 //!
 //! [`open_or_create`]: MappingOptions::open_or_create
 #![allow(unsafe_code)]
@@ -1059,7 +1072,7 @@ impl MappingOptions {
                 )
                 .with_name(name));
             }
-            return self.adopt(name, &os, h, kind, raw);
+            return self.adopt(name, &os, h, kind, raw, mode);
         }
         let map = sys::shm::Map::new(h.as_handle(), total as usize)
             .ctx(name, "cannot map the shared memory")?;
@@ -1107,7 +1120,7 @@ impl MappingOptions {
 
     pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
         let os = self.os_name(name)?;
-        self.checked_mode(name)?;
+        let mode = self.checked_mode(name)?;
         let h = sys::shm::open_named(&os).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::new(
@@ -1119,12 +1132,13 @@ impl MappingOptions {
                 Error::os(e, "cannot open the shared memory").with_name(name)
             }
         })?;
-        self.adopt(name, &os, h, kind, native_name(name)?)
+        self.adopt(name, &os, h, kind, native_name(name)?, mode)
     }
 
     /// Map the whole existing section `h`; unless it is `raw` (a name in
     /// the system's form), wait (5 s at most) for its creator to finish the
-    /// header, then check it.
+    /// header, then check it. First its security: it must be this user's
+    /// and, unless `mode` widens or the name is `raw`, grant nobody else.
     fn adopt(
         &self,
         name: &str,
@@ -1132,7 +1146,24 @@ impl MappingOptions {
         h: OwnedHandle,
         kind: Kind,
         raw: bool,
+        mode: u32,
     ) -> Result<Mapping> {
+        let others_ok = raw || mode & 0o066 != 0;
+        match sys::shm::foreign_object(h.as_handle(), others_ok) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("shared memory {os} is refused: {why}. Not opened: use another name or namespace, or, if it is widened on purpose, open it with MappingOptions::mode(0o666)"),
+                )
+                .with_name(name))
+            }
+            Err(e) => {
+                return Err(
+                    Error::os(e, format!("cannot read the security of {os}")).with_name(name)
+                )
+            }
+        }
         let map = sys::shm::Map::whole(h.as_handle()).ctx(name, "cannot map the shared memory")?;
         let object_len = map.len();
         let mut m = Mapping {
@@ -1541,6 +1572,114 @@ impl Mapping {
             self.name.as_deref().unwrap_or("(anonymous)"),
             "cannot duplicate the descriptor",
         )
+    }
+
+    /// Windows only: hand this mapping's section to the process `pid` as a
+    /// duplicated handle (`DuplicateHandle` into it, same access, not
+    /// inheritable). Returns the handle's value in that process; tell it
+    /// that value (an argument, a pipe message), and it maps the section
+    /// with [`Mapping::from_handle`]. The handle belongs to that process
+    /// from then on (it closes with the process if never mapped).
+    /// [`ErrorKind::NotFound`] if no process has that id,
+    /// [`ErrorKind::PermissionDenied`] if this user may not open it.
+    ///
+    /// ```
+    /// use std::os::windows::io::{FromRawHandle, OwnedHandle, RawHandle};
+    /// let m = ipckit::shm::Mapping::anonymous(64).unwrap();
+    /// m.write_at(0, b"hi").unwrap();
+    /// // Into this very process, for the example; usually a child's pid.
+    /// let v = m.duplicate_for(std::process::id()).unwrap();
+    /// // In the receiving process: the value it was told.
+    /// // SAFETY: the handle was made for this process and nothing else owns it.
+    /// let h = unsafe { OwnedHandle::from_raw_handle(v as RawHandle) };
+    /// let n = ipckit::shm::Mapping::from_handle(h).unwrap();
+    /// let mut b = [0u8; 2];
+    /// n.read_at(0, &mut b).unwrap();
+    /// assert_eq!(&b, b"hi");
+    /// ```
+    #[cfg(windows)]
+    #[doc(alias = "DuplicateHandle")]
+    pub fn duplicate_for(&self, pid: u32) -> Result<usize> {
+        let shown = self.name.as_deref().unwrap_or("(anonymous)");
+        sys::shm::duplicate_into(self.obj.as_handle(), pid).map_err(|e| match e.raw_os_error() {
+            // ERROR_INVALID_PARAMETER: OpenProcess of an id no process has.
+            Some(87) => Error::new(
+                ErrorKind::NotFound,
+                format!("no process has the id {pid}; check that it still runs"),
+            )
+            .with_name(shown)
+            .with_source(e),
+            Some(5) => Error::new(
+                ErrorKind::PermissionDenied,
+                format!("this user may not hand handles to process {pid} (another user's, or protected)"),
+            )
+            .with_name(shown)
+            .with_source(e),
+            _ => Error::os(e, format!("cannot duplicate the section into process {pid}"))
+                .with_name(shown),
+        })
+    }
+
+    /// Windows only: another handle of the section in this process
+    /// (`DuplicateHandle`), e.g. for a child to inherit through
+    /// `ipckit::pipe::CommandExt::spawn_with_handles`; the child maps it
+    /// with [`Mapping::from_handle`].
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(1).unwrap();
+    /// let n = ipckit::shm::Mapping::from_handle(m.try_clone_handle().unwrap()).unwrap();
+    /// assert!(n.len() >= 1);
+    /// ```
+    #[cfg(windows)]
+    #[doc(alias = "DuplicateHandle")]
+    pub fn try_clone_handle(&self) -> Result<OwnedHandle> {
+        self.obj.try_clone().ctx(
+            self.name.as_deref().unwrap_or("(anonymous)"),
+            "cannot duplicate the section handle",
+        )
+    }
+
+    /// Windows only: map the whole section `h` — one handed over with
+    /// [`duplicate_for`](Self::duplicate_for), inherited, or any section
+    /// handle with read and write access — with no header (as
+    /// `from_fd` on Linux). The size is the section's rounded up to whole
+    /// pages (Windows does not tell a section's exact size; the bytes past
+    /// its end read as zero). The handle is made non-inheritable. A handle
+    /// that is no section (or lacks the access) is
+    /// [`ErrorKind::InvalidInput`].
+    ///
+    /// ```
+    /// let m = ipckit::shm::Mapping::anonymous(10).unwrap();
+    /// let n = ipckit::shm::Mapping::from_handle(m.try_clone_handle().unwrap()).unwrap();
+    /// assert_eq!(n.len(), 4096);
+    /// let file: std::os::windows::io::OwnedHandle = tempfile::tempfile().unwrap().into();
+    /// let e = ipckit::shm::Mapping::from_handle(file).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::InvalidInput);
+    /// ```
+    #[cfg(windows)]
+    pub fn from_handle(h: OwnedHandle) -> Result<Mapping> {
+        let shown = "(handle)";
+        let _ = sys::pipe::set_inheritable(h.as_handle(), false);
+        let map = sys::shm::Map::whole(h.as_handle()).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "the handle is not a section this process may map for reading and writing; pass a mapping's handle",
+            )
+            .with_name(shown)
+            .with_source(e)
+        })?;
+        let len = map.len();
+        Ok(Mapping {
+            map,
+            obj: h,
+            data_off: 0,
+            data_len: len,
+            name: None,
+            os_name: None,
+            existed: true,
+            replaced_stale: false,
+            creator_pid: 0,
+        })
     }
 
     /// Start of the usable bytes, for callers that need raw access. Other

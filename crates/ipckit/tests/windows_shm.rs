@@ -391,3 +391,139 @@ fn ipckit_opens_a_section_a_plain_win32_program_made() {
     let rest = reader.join().unwrap();
     assert_eq!(rest.trim(), "got reply", "{stderr}");
 }
+
+// ----------------------------------------- a mapping handed to a process
+
+/// The child's side of [`a_mapping_is_handed_to_a_child_as_a_duplicated_handle`]
+/// and [`a_child_inherits_the_mapping_it_is_given`]: the handle's value
+/// comes on stdin (duplicated) or in `IPCKIT_TEST_HANDLE` (inherited).
+fn child_maps_handle() {
+    use std::os::windows::io::{FromRawHandle, OwnedHandle, RawHandle};
+    let v: usize = match std::env::var("IPCKIT_TEST_HANDLE") {
+        Ok(v) => v.parse().unwrap(),
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            line.trim().parse().expect("child: a handle value on stdin")
+        }
+    };
+    // SAFETY: the parent made (or let this process inherit) this handle
+    // for this process alone; nothing else here owns it.
+    let h = unsafe { OwnedHandle::from_raw_handle(v as RawHandle) };
+    let m = Mapping::from_handle(h).expect("child: map the handle");
+    assert_eq!(m.len(), 8192, "5000 bytes, rounded up to whole pages");
+    assert_eq!(m.name(), None);
+    let mut greet = [0u8; 15];
+    m.read_at(0, &mut greet).unwrap();
+    assert_eq!(&greet, b"from the parent");
+    m.write_at(100, b"from the child").unwrap();
+    m.write_at(4996, &std::process::id().to_ne_bytes()).unwrap();
+}
+
+fn handle_child(test: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD_ENV, "handle")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// What the child wrote into `m`.
+fn check_child_wrote(m: &Mapping, child_pid: u32) {
+    let mut b = [0u8; 14];
+    m.read_at(100, &mut b).unwrap();
+    assert_eq!(&b, b"from the child");
+    let mut pid = [0u8; 4];
+    m.read_at(4996, &mut pid).unwrap();
+    assert_eq!(u32::from_ne_bytes(pid), child_pid);
+}
+
+#[test]
+fn a_mapping_is_handed_to_a_child_as_a_duplicated_handle() {
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        assert_eq!(role, "handle");
+        child_maps_handle();
+        return;
+    }
+    let m = Mapping::anonymous(5000).unwrap();
+    m.write_at(0, b"from the parent").unwrap();
+    let mut child = handle_child("a_mapping_is_handed_to_a_child_as_a_duplicated_handle")
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    let v = m.duplicate_for(child_pid).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{v}").unwrap();
+    drop(stdin);
+    let (stdout, _) = finish(child, "the child process");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran its role:\n{stdout}"
+    );
+    check_child_wrote(&m, child_pid);
+
+    // No such process; a handle that is no section.
+    let e = m.duplicate_for(0xFFFF_FFF0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let file: std::os::windows::io::OwnedHandle = tempfile::tempfile().unwrap().into();
+    let e = Mapping::from_handle(file).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}
+
+/// The other way to hand a mapping to a child: inheritance, limited to
+/// that child (`CommandExt::spawn_with_handles`).
+#[cfg(feature = "pipe")]
+#[test]
+fn a_child_inherits_the_mapping_it_is_given() {
+    use ipckit::pipe::CommandExt as _;
+    use std::os::windows::io::{AsHandle, AsRawHandle};
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        assert_eq!(role, "handle");
+        child_maps_handle();
+        return;
+    }
+    let m = Mapping::anonymous(5000).unwrap();
+    m.write_at(0, b"from the parent").unwrap();
+    let h = m.try_clone_handle().unwrap();
+    let mut cmd = handle_child("a_child_inherits_the_mapping_it_is_given");
+    cmd.env(
+        "IPCKIT_TEST_HANDLE",
+        (h.as_raw_handle() as usize).to_string(),
+    );
+    let child = cmd.spawn_with_handles(&[h.as_handle()]).unwrap();
+    drop(h);
+    let child_pid = child.id();
+    let (stdout, _) = finish(child, "the child process");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran its role:\n{stdout}"
+    );
+    check_child_wrote(&m, child_pid);
+}
+
+/// A section widened on purpose (a mode with group or other bits: its
+/// DACL grants Everyone) is refused by an open with the default mode, and
+/// mapped when the opener widens too.
+#[test]
+fn a_widened_section_is_refused_unless_the_opener_widens() {
+    let (_dir, opts) = ns();
+    let wide = opts.clone().mode(0o666);
+    let m = wide.create("wide", 64).unwrap();
+    m.write_at(0, b"w").unwrap();
+    for e in [
+        opts.open("wide").unwrap_err(),
+        opts.open_or_create("wide", 64).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("S-1-1-0"), "names the grant: {e}");
+    }
+    let mut b = [0u8; 1];
+    wide.open("wide").unwrap().read_at(0, &mut b).unwrap();
+    assert_eq!(&b, b"w");
+    assert!(opts.clone().mode(0o640).open("wide").is_ok());
+    // This user's own, granting nobody else: opened as before.
+    let _own = opts.create("own", 8).unwrap();
+    assert!(opts.open("own").unwrap().existed());
+}

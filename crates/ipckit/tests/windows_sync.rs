@@ -251,3 +251,116 @@ fn semaphore_counts_and_max() {
     assert_eq!(o.open_or_create("s").unwrap().max(), 3);
     assert_eq!(o.create("big").unwrap().max(), i32::MAX as u32);
 }
+
+// ------------------------------------------- whose objects are opened
+
+/// An object widened on purpose (a mode with group or other bits: its
+/// DACL grants Everyone) is refused by an open or `open_or_create` with
+/// the default mode, and taken when the opener widens too.
+#[test]
+fn a_widened_object_is_refused_unless_the_opener_widens() {
+    let (_dir, ns) = fresh_ns();
+    let wide = MutexOptions::new().namespace(&ns).mode(0o666);
+    let _m = wide.create("wide").unwrap();
+    let strict = MutexOptions::new().namespace(&ns);
+    let e = strict.open_or_create("wide").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("S-1-1-0"), "names the grant: {e}");
+    assert!(wide.open_or_create("wide").unwrap().existed());
+    assert!(strict.clone().mode(0o660).open_or_create("wide").is_ok());
+    let e = strict.open("wide").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(wide.open("wide").is_ok());
+    // An object of this user granting nobody else is taken as before.
+    let _own = strict.create("own").unwrap();
+    assert!(strict.open_or_create("own").unwrap().existed());
+
+    let ev = EventOptions::new().namespace(&ns);
+    let _e = ev.clone().mode(0o606).create("ev").unwrap();
+    assert_eq!(
+        ev.open_or_create("ev").unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert!(ev.mode(0o666).open_or_create("ev").is_ok());
+}
+
+/// The C program `scripts/windows/{name}.c`, compiled by
+/// `scripts/test-windows.sh` into `$IPCKIT_C_PEERS`; `None` (and a
+/// message) if it is not there, a failure when `IPCKIT_REQUIRE_C_PEER=1`.
+fn c_peer(name: &str) -> Option<std::path::PathBuf> {
+    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
+    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
+        assert!(
+            !required,
+            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
+        );
+        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh");
+        return None;
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    let exe = if dir.starts_with('/') {
+        std::path::PathBuf::from(format!("Z:{}\\{name}.exe", dir.replace('/', "\\")))
+    } else {
+        std::path::PathBuf::from(dir).join(format!("{name}.exe"))
+    };
+    if !exe.exists() {
+        assert!(
+            !required,
+            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
+        );
+        eprintln!("SKIPPED: {exe:?} does not exist");
+        return None;
+    }
+    Some(exe)
+}
+
+/// A section and a mutex whose owner is not this user (what another
+/// user's objects look like; `scripts/windows/foreign_owner.c` makes them
+/// with the Users group as owner and a DACL that lets everyone in) are
+/// refused, whatever mode the opener accepts.
+#[test]
+fn objects_another_owner_made_are_refused() {
+    use std::io::{BufRead as _, Write as _};
+    let Some(peer) = c_peer("foreign_owner") else {
+        return;
+    };
+    let section = format!("Local\\ipckit-foreign-section-{}", std::process::id());
+    let mutex = format!("Local\\ipckit-foreign-mutex-{}", std::process::id());
+    let mut child = Command::new(&peer)
+        .args([&section, &mutex])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let ready = rx
+        .recv_timeout(CHILD_LIMIT)
+        .expect("the C peer said nothing");
+    assert_eq!(ready.trim(), "ready", "the C peer made its objects");
+
+    let (_dir, ns) = fresh_ns();
+    for mode in [0o600, 0o666] {
+        let opts = ipckit::shm::MappingOptions::new().namespace(&ns).mode(mode);
+        let e = opts.open(&section).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owner"), "{e}");
+        let e = opts.open_or_create(&section, 10).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        let m = MutexOptions::new().namespace(&ns).mode(mode);
+        let e = m.open_or_create(&mutex).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        let e = m.open(&mutex).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    finish(child, "the C peer");
+}

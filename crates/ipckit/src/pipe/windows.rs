@@ -87,13 +87,23 @@
 //!   system's pipe), uid allow-lists (`allow_uids`, `allow_server_uids`:
 //!   the security descriptor keeps other users' clients out, and a client
 //!   checks that the server runs as its user unless
-//!   [`ClientOptions::allow_any_server`]),
-//!   `PipeServer::stats` and the async forms (`pipe::tokio`).
+//!   [`ClientOptions::allow_any_server`]) and
+//!   `PipeServer::stats`.
+//!
+//! The async form, for tokio applications, is `pipe::tokio` (feature
+//! `tokio`): the same pipes, with overlapped I/O as futures.
 //!
 //! An **anonymous pipe** ([`pipe()`]) is a one-way stream for a parent and
 //! the child it starts; see [`CommandExt::spawn_with_handles`].
 //!
 //! [`Limits`]: crate::Limits
+
+// The async form: tokio_windows.rs beside this file (pipe/tokio.rs is
+// Linux's).
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[path = "tokio_windows.rs"]
+pub mod tokio;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -103,10 +113,11 @@ use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle, R
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
@@ -454,6 +465,7 @@ impl ServerOptions {
             active: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             wake,
+            accept_wakers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let looper = Looper {
@@ -490,6 +502,18 @@ struct Shared {
     /// Wakes the accept thread: a connection ended (an instance is free)
     /// or the server stops.
     wake: OwnedHandle,
+    /// Tasks waiting in an async accept ([`PipeServer::poll_accept`]),
+    /// woken when a client is queued or the accept thread stops.
+    accept_wakers: Mutex<Vec<Waker>>,
+}
+
+impl Shared {
+    fn wake_acceptors(&self) {
+        let wakers = std::mem::take(&mut *lock(&self.accept_wakers));
+        for w in wakers {
+            w.wake();
+        }
+    }
 }
 
 /// The accept thread: keeps one instance listening while fewer than `max`
@@ -507,7 +531,14 @@ struct Looper {
 }
 
 impl Looper {
-    fn run(mut self) {
+    fn run(self) {
+        let shared = self.shared.clone();
+        self.serve();
+        // Async accepts see the thread gone.
+        shared.wake_acceptors();
+    }
+
+    fn serve(mut self) {
         let mut idle: Option<Listening> = None;
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -537,6 +568,7 @@ impl Looper {
                         if self.incoming.send(conn).is_err() {
                             return;
                         }
+                        self.shared.wake_acceptors();
                     }
                 }
                 Ok(_) => {}
@@ -732,6 +764,30 @@ impl PipeServer {
             )
             .with_name(self.name())),
             Err(RecvTimeoutError::Disconnected) => Err(self.acceptor_gone()),
+        }
+    }
+
+    /// The next client if one is queued, else register `cx`'s waker
+    /// (woken when one is) and return `Pending`: the async accept.
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<NamedPipe>> {
+        let take = || match self.incoming.try_recv() {
+            Ok(c) => Some(Ok(c)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(self.acceptor_gone())),
+        };
+        if let Some(r) = take() {
+            return Poll::Ready(r);
+        }
+        {
+            let mut wakers = lock(&self.shared.accept_wakers);
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        // A client queued before the waker was there.
+        match take() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         }
     }
 
@@ -1045,6 +1101,12 @@ impl std::fmt::Debug for Link {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AsHandle for Link {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.h.as_handle()
+    }
 }
 
 impl Link {

@@ -90,7 +90,7 @@ impl Common {
 
     fn open(&self, name: &str, kind: Kind) -> Result<OwnedHandle> {
         let os_name = self.shm.os_name(name)?;
-        os::open(&os_name, kind).ctx(name, "cannot open")
+        os::open_checked(&os_name, kind, self.mode(name)?).ctx(name, "cannot open")
     }
 }
 

@@ -2,8 +2,11 @@
 //! shared memory ([`shm`]), the system's named sync objects ([`sync`]),
 //! pipes ([`pipe`]) and mailslots ([`mailslot`]); see the contract in
 //! [`super`]. The mechanisms built on the other items (sockets, readiness,
-//! futexes, records) are compiled out on Windows for now.
+//! futexes, records) are compiled out on Windows for now. The async pipes
+//! run their overlapped I/O through `aio` (feature `tokio`).
 
+#[cfg(all(feature = "pipe", feature = "tokio"))]
+pub(crate) mod aio;
 pub(crate) mod mailslot;
 pub(crate) mod pipe;
 pub(crate) mod shm;

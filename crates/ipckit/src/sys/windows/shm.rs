@@ -11,24 +11,29 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, LocalFree, ERROR_ALREADY_EXISTS, ERROR_INSUFFICIENT_BUFFER, HANDLE,
-    INVALID_HANDLE_VALUE,
+    DuplicateHandle, GetLastError, LocalFree, DUPLICATE_SAME_ACCESS, ERROR_ALREADY_EXISTS,
+    ERROR_INSUFFICIENT_BUFFER, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
+    SDDL_REVISION_1, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY,
-    TOKEN_USER,
+    AclSizeInformation, GetAce, GetAclInformation, GetTokenInformation, TokenOwner, TokenUser,
+    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_SIZE_INFORMATION, DACL_SECURITY_INFORMATION,
+    OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES,
+    TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
 };
-use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+use windows_sys::Win32::Storage::FileSystem::{GetDiskFreeSpaceExW, READ_CONTROL};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
     FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
     PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_DUP_HANDLE,
+};
 
 use super::{check_bool, wide};
 
@@ -49,6 +54,19 @@ fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
 /// token (`OpenProcessToken` + `GetTokenInformation(TokenUser)` +
 /// `ConvertSidToStringSidW`).
 fn user_sid() -> io::Result<String> {
+    token_sid(TokenUser)
+}
+
+/// The SID the token of this process gives as owner of what it creates
+/// without naming one (`TokenOwner`): the user, or for an elevated
+/// administrator the Administrators group.
+fn default_owner_sid() -> io::Result<String> {
+    token_sid(TokenOwner)
+}
+
+/// A SID of this process's token: `class` is `TokenUser` or `TokenOwner`,
+/// whose structures both start with the SID pointer.
+fn token_sid(class: TOKEN_INFORMATION_CLASS) -> io::Result<String> {
     let mut token: HANDLE = std::ptr::null_mut();
     // SAFETY: the pseudo-handle of the current process needs no closing;
     // `token` receives a new handle on success.
@@ -59,7 +77,7 @@ fn user_sid() -> io::Result<String> {
     let ok = unsafe {
         GetTokenInformation(
             token.as_raw_handle(),
-            TokenUser,
+            class,
             std::ptr::null_mut(),
             0,
             &mut len,
@@ -69,23 +87,30 @@ fn user_sid() -> io::Result<String> {
     if ok != 0 || unsafe { GetLastError() } != ERROR_INSUFFICIENT_BUFFER {
         return Err(io::Error::last_os_error());
     }
-    // u64s: TOKEN_USER holds pointers, so the buffer must be 8-aligned.
+    // u64s: the structure holds pointers, so the buffer must be 8-aligned.
     let mut buf = vec![0u64; (len as usize).div_ceil(8)];
     // SAFETY: `buf` holds at least `len` bytes.
     check_bool(unsafe {
         GetTokenInformation(
             token.as_raw_handle(),
-            TokenUser,
+            class,
             buf.as_mut_ptr().cast::<c_void>(),
             len,
             &mut len,
         )
     })?;
-    // SAFETY: the call filled `buf` with a TOKEN_USER (aligned, in bounds);
-    // its SID pointer points into `buf`, which outlives the use below.
-    let sid = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    // SAFETY: the call filled `buf` with a TOKEN_USER or TOKEN_OWNER
+    // (aligned, in bounds), both starting with a SID pointer that points
+    // into `buf`, which outlives the use below.
+    let sid = unsafe { *buf.as_ptr().cast::<PSID>() };
+    sid_string(sid)
+}
+
+/// `sid` in string form (`ConvertSidToStringSidW`).
+fn sid_string(sid: PSID) -> io::Result<String> {
     let mut text: *mut u16 = std::ptr::null_mut();
-    // SAFETY: `sid` is valid (above); `text` receives a LocalAlloc'd string.
+    // SAFETY: `sid` is a valid SID (the callers' contract); `text`
+    // receives a LocalAlloc'd string.
     check_bool(unsafe { ConvertSidToStringSidW(sid, &mut text) })?;
     // SAFETY: `text` is a NUL-terminated UTF-16 string from the call above;
     // it is read up to its NUL, then freed exactly once.
@@ -96,6 +121,106 @@ fn user_sid() -> io::Result<String> {
         s
     };
     Ok(s)
+}
+
+/// Well-known SIDs that may hold rights on a user's objects without
+/// widening them (they can reach everything anyway, or are the user's
+/// own session): SYSTEM, Administrators, OWNER RIGHTS, and logon sessions
+/// (`S-1-5-5-X-Y`, in the default DACL of a user's processes).
+fn trusted_sid(sid: &str) -> bool {
+    matches!(sid, "S-1-5-18" | "S-1-5-32-544" | "S-1-3-4") || sid.starts_with("S-1-5-5-")
+}
+
+/// Whether the existing named object `h` (a section or a sync object,
+/// opened with `READ_CONTROL`) may be used: `Some(why)` if not. Its owner
+/// must be the calling user or the owner this process's token gives its
+/// own objects (an object without owner, which only Wine makes, passes);
+/// unless `others_ok`, its DACL must grant nobody else
+/// (`ACCESS_ALLOWED` entries for other SIDs than those and
+/// [`trusted_sid`]; no DACL at all grants everyone). Denying entries are
+/// no concern.
+pub(crate) fn foreign_object(h: BorrowedHandle<'_>, others_ok: bool) -> io::Result<Option<String>> {
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `h` is a valid handle; the outputs receive pointers into
+    // `sd`, a LocalAlloc'd descriptor freed by `_sd` below.
+    let err = unsafe {
+        GetSecurityInfo(
+            h.as_raw_handle(),
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err as i32));
+    }
+    let _sd = Security(sd);
+    let me = user_sid()?;
+    let default_owner = default_owner_sid()?;
+    // Windows gives every named object an owner; Wine gives none to an
+    // object created without a security descriptor: nothing to check then.
+    let owner = if owner.is_null() {
+        None
+    } else {
+        Some(sid_string(owner)?)
+    };
+    if let Some(owner) = owner.filter(|o| *o != me && *o != default_owner) {
+        return Ok(Some(format!(
+            "its owner is {owner}, not you ({me}); another user may have created it to read or corrupt your data"
+        )));
+    }
+    if others_ok {
+        return Ok(None);
+    }
+    if dacl.is_null() {
+        return Ok(Some("it has no DACL, which lets everyone use it".into()));
+    }
+    // SAFETY: ACL_SIZE_INFORMATION is plain data.
+    let mut info: ACL_SIZE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `dacl` points into the live descriptor; `info` is sized.
+    check_bool(unsafe {
+        GetAclInformation(
+            dacl,
+            (&mut info as *mut ACL_SIZE_INFORMATION).cast(),
+            size_of::<ACL_SIZE_INFORMATION>() as u32,
+            AclSizeInformation,
+        )
+    })?;
+    for i in 0..info.AceCount {
+        let mut ace: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `i` is below the ACL's entry count; `ace` receives a
+        // pointer into the live descriptor.
+        check_bool(unsafe { GetAce(dacl, i, &mut ace) })?;
+        // SAFETY: every entry starts with an ACE_HEADER.
+        let kind = unsafe { (*ace.cast::<ACE_HEADER>()).AceType };
+        match kind {
+            // ACCESS_ALLOWED_ACE_TYPE: the SID starts at `SidStart`.
+            0 => {
+                // SAFETY: an allowing entry is an ACCESS_ALLOWED_ACE, whose
+                // SID follows in place (inside the descriptor).
+                let sid =
+                    unsafe { std::ptr::addr_of_mut!((*ace.cast::<ACCESS_ALLOWED_ACE>()).SidStart) };
+                let sid = sid_string(sid.cast())?;
+                if sid != me && sid != default_owner && !trusted_sid(&sid) {
+                    return Ok(Some(format!("its DACL grants {sid} access")));
+                }
+            }
+            // ACCESS_DENIED_ACE_TYPE.
+            1 => {}
+            other => {
+                return Ok(Some(format!(
+                    "its DACL has an entry of type {other} that may grant others access"
+                )))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A security descriptor for a new named object, freed on drop.
@@ -119,7 +244,10 @@ impl Security {
     }
 
     fn with_everyone(mode: u32, rights: &str) -> io::Result<Security> {
-        let mut sddl = format!("D:P(A;;GA;;;{})", user_sid()?);
+        // The owner is the user itself (not the token's default owner,
+        // which for an elevated process is the Administrators group).
+        let me = user_sid()?;
+        let mut sddl = format!("O:{me}D:P(A;;GA;;;{me})");
         if mode & 0o066 != 0 {
             sddl.push_str(&format!("(A;;{rights};;;WD)"));
         }
@@ -176,12 +304,13 @@ pub(crate) fn create_named(os_name: &str, len: u64, mode: u32) -> io::Result<(Ow
     Ok((h, err == ERROR_ALREADY_EXISTS))
 }
 
-/// `OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, FALSE, os_name)`;
-/// `NotFound` if no section has that name.
+/// `OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE | READ_CONTROL, FALSE,
+/// os_name)` (`READ_CONTROL`: for [`foreign_object`]); `NotFound` if no
+/// section has that name.
 pub(crate) fn open_named(os_name: &str) -> io::Result<OwnedHandle> {
     let w = wide(os_name)?;
     // SAFETY: `w` is NUL-terminated.
-    owned(unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, w.as_ptr()) })
+    owned(unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE | READ_CONTROL, 0, w.as_ptr()) })
 }
 
 /// An unnamed section of `len` bytes backed by the paging file (not
@@ -198,6 +327,30 @@ pub(crate) fn anonymous(len: u64) -> io::Result<OwnedHandle> {
             std::ptr::null(),
         )
     })
+}
+
+/// `DuplicateHandle` of `h` (same access, not inheritable) into the
+/// process `pid` (opened with `PROCESS_DUP_HANDLE`): the new handle's value
+/// in that process, which owns it from then on.
+pub(crate) fn duplicate_into(h: BorrowedHandle<'_>, pid: u32) -> io::Result<usize> {
+    // SAFETY: plain arguments; the result is checked by `owned`.
+    let target = owned(unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) })?;
+    let mut out: HANDLE = std::ptr::null_mut();
+    // SAFETY: `h` is a valid handle of this process (the pseudo-handle of
+    // the current process needs no closing); `target` is a process handle
+    // with PROCESS_DUP_HANDLE; `out` receives the value in `target`.
+    check_bool(unsafe {
+        DuplicateHandle(
+            GetCurrentProcess(),
+            h.as_raw_handle(),
+            target.as_raw_handle(),
+            &mut out,
+            0,
+            0,
+            DUPLICATE_SAME_ACCESS,
+        )
+    })?;
+    Ok(out as usize)
 }
 
 /// Open (creating if absent) the file at `path`; if it is empty, size it to

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
@@ -12,6 +12,7 @@ use windows_sys::Win32::Foundation::{
     WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::FileSystem::READ_CONTROL;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, CreateMutexW, CreateSemaphoreW, OpenEventW, OpenMutexW, OpenSemaphoreW,
     ReleaseMutex, ReleaseSemaphore, ResetEvent, SetEvent, WaitForSingleObject,
@@ -19,7 +20,7 @@ use windows_sys::Win32::System::Threading::{
     SEMAPHORE_MODIFY_STATE, SYNCHRONIZATION_SYNCHRONIZE,
 };
 
-use super::shm::Security;
+use super::shm::{foreign_object, Security};
 use super::{check_bool, wide};
 
 /// `EVENT_QUERY_STATE` (winnt.h), needed by `NtQueryEvent`.
@@ -95,29 +96,73 @@ pub(crate) fn create(os_name: &str, kind: Kind, mode: u32) -> io::Result<(OwnedH
         (h, GetLastError())
     };
     let h = owned(h)?;
-    Ok((h, err == ERROR_ALREADY_EXISTS))
+    let existed = err == ERROR_ALREADY_EXISTS;
+    if existed {
+        refuse_foreign(h.as_handle(), mode & 0o066 != 0 || foreign_name(os_name))?;
+    }
+    Ok((h, existed))
+}
+
+/// Whether `os_name` is a name in the system's form (`Local\X`,
+/// `Global\X`) rather than ipckit's (`Local\ipckit.<H>.<name>`): such an
+/// object is a program's that does not use ipckit, with its default DACL,
+/// so only its owner is checked.
+fn foreign_name(os_name: &str) -> bool {
+    !os_name.starts_with(r"Local\ipckit.")
+}
+
+/// Refuse (`PermissionDenied`) the existing object `h` unless it is this
+/// user's and, unless `others_ok`, grants nobody else (see
+/// [`foreign_object`]).
+fn refuse_foreign(h: BorrowedHandle<'_>, others_ok: bool) -> io::Result<()> {
+    match foreign_object(h, others_ok)? {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the existing object is refused: {why}. Not opened: use another name or namespace, or, if it is widened on purpose, give the options' mode(0o666)"),
+        )),
+    }
 }
 
 /// Open the existing named object `os_name` of `kind` with the rights its
 /// use needs (`SYNCHRONIZE` plus modify, and query for a semaphore);
-/// `NotFound` if no such object exists.
+/// `NotFound` if no such object exists. Its owner must be this user (see
+/// [`foreign_object`]); its DACL is not checked (see [`open_checked`]).
 pub(crate) fn open(os_name: &str, kind: Kind) -> io::Result<OwnedHandle> {
+    open_checked(os_name, kind, 0o666)
+}
+
+/// [`open`], refusing (`PermissionDenied`) an object that is not this
+/// user's or, unless `mode` has a group or other bit, that grants anybody
+/// else (see [`foreign_object`]).
+pub(crate) fn open_checked(os_name: &str, kind: Kind, mode: u32) -> io::Result<OwnedHandle> {
+    let h = open_raw(os_name, kind)?;
+    refuse_foreign(h.as_handle(), mode & 0o066 != 0 || foreign_name(os_name))?;
+    Ok(h)
+}
+
+/// `Open{Mutex,Event,Semaphore}W` with the rights [`open`] needs, plus
+/// `READ_CONTROL` (for [`foreign_object`]).
+fn open_raw(os_name: &str, kind: Kind) -> io::Result<OwnedHandle> {
     let w = wide(os_name)?;
     // SAFETY: `w` is NUL-terminated.
     owned(unsafe {
         match kind {
             Kind::Mutex => OpenMutexW(
-                SYNCHRONIZATION_SYNCHRONIZE | MUTEX_MODIFY_STATE,
+                SYNCHRONIZATION_SYNCHRONIZE | MUTEX_MODIFY_STATE | READ_CONTROL,
                 0,
                 w.as_ptr(),
             ),
             Kind::Event { .. } => OpenEventW(
-                SYNCHRONIZATION_SYNCHRONIZE | EVENT_MODIFY_STATE | EVENT_QUERY_STATE,
+                SYNCHRONIZATION_SYNCHRONIZE | EVENT_MODIFY_STATE | EVENT_QUERY_STATE | READ_CONTROL,
                 0,
                 w.as_ptr(),
             ),
             Kind::Semaphore { .. } => OpenSemaphoreW(
-                SYNCHRONIZATION_SYNCHRONIZE | SEMAPHORE_MODIFY_STATE | SEMAPHORE_QUERY_STATE,
+                SYNCHRONIZATION_SYNCHRONIZE
+                    | SEMAPHORE_MODIFY_STATE
+                    | SEMAPHORE_QUERY_STATE
+                    | READ_CONTROL,
                 0,
                 w.as_ptr(),
             ),
