@@ -56,10 +56,14 @@ enum Op {
     Poke { at: u32, bytes: Vec<u8> },
     /// A value into a control-block field of ring `dir`.
     Ctl { dir: bool, field: Field, value: u64 },
-    /// A record header (`len`, `flags`, `tag`, `total`) at a ring position.
+    /// A record header (ring version 2: `stamp`, `len`, `flags`, `tag`,
+    /// `total` u48) at a ring position; `stamp` `None` is the right stamp
+    /// for that position in lap `lap` (what the consumer waits for there).
     Record {
         dir: bool,
         at: u16,
+        lap: u8,
+        stamp: Option<u32>,
         len: u32,
         flags: u8,
         tag: u8,
@@ -188,17 +192,21 @@ fuzz_target!(|input: Input| {
             Op::Record {
                 dir,
                 at,
+                lap,
+                stamp,
                 len,
                 flags,
                 tag,
                 total,
             } => {
-                let mut h = [0u8; 16];
-                h[..4].copy_from_slice(&len.to_le_bytes());
-                h[4] = *flags;
-                h[5] = *tag;
-                h[8..].copy_from_slice(&total.to_le_bytes());
                 let pos = (u64::from(*at) * 16) % ring;
+                let stamp = stamp.unwrap_or(((u64::from(*lap) * ring + pos) / 16 + 1) as u32);
+                let mut h = [0u8; 16];
+                h[..4].copy_from_slice(&stamp.to_le_bytes());
+                h[4..8].copy_from_slice(&len.to_le_bytes());
+                h[8] = *flags;
+                h[9] = *tag;
+                h[10..].copy_from_slice(&total.to_le_bytes()[..6]);
                 a.poke(HEADER + u64::from(*dir) * ring + pos, &h);
                 a_to_b.tainted = true;
                 b_to_a.tainted = true;

@@ -42,10 +42,13 @@ pub enum Op {
     Poke { at: u32, bytes: Vec<u8> },
     /// A value into a control-block word (`field`: byte offset in it).
     Ctl { dir: bool, field: u8, value: u64 },
-    /// A record header at a ring position.
+    /// A record header (ring version 2) at a ring position; `stamp`
+    /// `None` is the right stamp for that position in lap `lap`.
     Record {
         dir: bool,
         at: u16,
+        lap: u8,
+        stamp: Option<u32>,
         len: u32,
         flags: u8,
         tag: u8,
@@ -106,17 +109,21 @@ pub fn apply(peer: &mut RingPeer, ops: &[Op], as_client: bool) {
             Op::Record {
                 dir,
                 at,
+                lap,
+                stamp,
                 len,
                 flags,
                 tag,
                 total,
             } => {
-                let mut h = [0u8; 16];
-                h[..4].copy_from_slice(&len.to_le_bytes());
-                h[4] = *flags;
-                h[5] = *tag;
-                h[8..].copy_from_slice(&total.to_le_bytes());
                 let pos = (u64::from(*at) * 16) % ring;
+                let stamp = stamp.unwrap_or(((u64::from(*lap) * ring + pos) / 16 + 1) as u32);
+                let mut h = [0u8; 16];
+                h[..4].copy_from_slice(&stamp.to_le_bytes());
+                h[4..8].copy_from_slice(&len.to_le_bytes());
+                h[8] = *flags;
+                h[9] = *tag;
+                h[10..].copy_from_slice(&total.to_le_bytes()[..6]);
                 peer.poke(HEADER + u64::from(*dir) * ring + pos, &h);
             }
             Op::Msg { tag, bytes } => {

@@ -17,7 +17,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `IPCKRING` |
-//! | 8 | 4 | version (1) |
+//! | 8 | 4 | version (2) |
 //! | 16 | 8 | `ring_cap`: bytes per ring, a power of two, 4 KiB–64 MiB |
 //! | 24 | 8 | `loan_cap`: bytes per loan segment, a multiple of 4096 |
 //! | 256 | 256 | control block of ring 0 (connecting side → accepting side) |
@@ -32,11 +32,22 @@
 //! `tail`/`head` count bytes ever written / consumed; the ring position is
 //! the count modulo `ring_cap`.
 //!
-//! A ring holds records, each 16-byte aligned: a 16-byte header (`len` u32,
-//! `flags` u8, `tag` u8, 2 reserved, `total` u64) and `len` payload bytes,
-//! padded to 16. Flags: 1 first fragment, 2 last fragment, 4 padding (skip
-//! to the ring's start). A message is one or more fragments carrying the
-//! same `tag` and `total` (its length), whose lengths add up to `total`.
+//! A ring holds records, each 16-byte aligned: a 16-byte header (`stamp`
+//! u32, `len` u32, `flags` u8, `tag` u8, `total` u48) and `len` payload
+//! bytes, padded to 16. Flags: 1 first fragment, 2 last fragment, 4 padding
+//! (skip to the ring's start). A message is one or more fragments carrying
+//! the same `tag` and `total` (its length), whose lengths add up to `total`.
+//!
+//! Version 2: **the consumer polls the record, not the producer's index.**
+//! A record at position `p` is published by storing its stamp
+//! `S(p) = (p / 16 + 1) mod 2^32` last; the consumer waits for `S(head)` in
+//! the stamp word at `head`. A stale header of an earlier lap carries
+//! another stamp; stale *payload* bytes that happen to look like `S(q)` for
+//! a later record position `q` are overwritten first: before publishing a
+//! record ending at `q`, the producer writes `!S(q)` into the stamp word at
+//! `q` (so it keeps 16 bytes free beyond every record). `tail` is still
+//! stored after the stamp but read by the consumer only on its slow path
+//! (the periodic liveness check), to catch a peer that moved it wrongly.
 #![allow(unsafe_code)]
 // Users (pipes, services) arrive in the following commits.
 #![allow(dead_code)]
@@ -50,7 +61,7 @@ use crate::sys;
 use crate::transport::WaitStrategy;
 
 const MAGIC: &[u8; 8] = b"IPCKRING";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes before the first ring.
 const HEADER: usize = 4096;
 const CTL_OFFSET: usize = 256;
@@ -219,7 +230,7 @@ impl Chan {
         let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         if version != VERSION {
             return Err(format!(
-                "the peer speaks ring version {version}, this side {VERSION}"
+                "the peer speaks ring version {version}, this side {VERSION}: run the same ipckit release on both sides"
             ));
         }
         let ring_cap = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
@@ -451,21 +462,25 @@ impl Chan {
         Ok(())
     }
 
-    /// Wait until `ready()` says yes: spin per `strategy`, then park on
-    /// `seq` with `sleep` raised. `ready` returns `Err` to stop waiting.
+    /// Wait until `ready(..)` says yes: spin per `strategy`, then park on
+    /// `seq` with `sleep` raised. `ready` returns `Err` to stop waiting;
+    /// its argument says how much it should look at (see [`Look`]).
     fn wait(
         &self,
         seq: &AtomicU32,
         sleep: &AtomicU32,
         spin: &mut Spin,
         deadline: Option<Instant>,
-        mut ready: impl FnMut() -> Result<bool, RingError>,
+        mut ready: impl FnMut(Look) -> Result<bool, RingError>,
     ) -> Result<(), RingError> {
         // A shutdown must be seen even by a waiter whose peer keeps it busy.
         if self.stop.load(Ordering::Relaxed) {
             return Err(RingError::Interrupted);
         }
-        if ready()? {
+        // Only the record's line at first: in a ping-pong the reply is
+        // usually not there yet, and reading `closed` would pull the
+        // producer's line (with `tail`) over just before it writes it.
+        if ready(Look::Fast)? {
             return Ok(());
         }
         let start = Instant::now();
@@ -475,12 +490,13 @@ impl Chan {
         // Spin phase (none at all for `WaitStrategy::Park`).
         while budget != Some(Duration::ZERO) {
             std::hint::spin_loop();
-            if ready()? {
+            n = n.wrapping_add(1);
+            let look = if n % 64 == 0 { Look::Full } else { Look::Fast };
+            if ready(look)? {
                 spin.record(start.elapsed());
                 return Ok(());
             }
-            n = n.wrapping_add(1);
-            if n % 64 != 0 {
+            if look == Look::Fast {
                 continue;
             }
             let now = Instant::now();
@@ -496,6 +512,10 @@ impl Chan {
             if now.duration_since(last_check) >= SPIN_CHECK {
                 last_check = now;
                 self.check_alive()?;
+                if ready(Look::Slow)? {
+                    spin.record(start.elapsed());
+                    return Ok(());
+                }
             }
             if budget.is_some_and(|b| now.duration_since(start) >= b) {
                 break;
@@ -506,7 +526,7 @@ impl Chan {
             let s = seq.load(Ordering::Acquire);
             sleep.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if ready()? {
+            if ready(Look::Full)? {
                 sleep.store(0, Ordering::Relaxed);
                 spin.record(start.elapsed());
                 return Ok(());
@@ -522,13 +542,102 @@ impl Chan {
             }
             let _ = sys::futex::wait(seq, s, Some(slice));
             sleep.store(0, Ordering::Relaxed);
-            if ready()? {
+            if ready(Look::Full)? {
                 spin.record(start.elapsed());
                 return Ok(());
             }
             self.check_alive()?;
+            if ready(Look::Slow)? {
+                spin.record(start.elapsed());
+                return Ok(());
+            }
         }
     }
+
+    /// The stamp word of the record slot at ring position `pos` of ring
+    /// `dir` (`pos` a multiple of 16).
+    fn stamp_word(&self, dir: usize, pos: u64) -> &AtomicU32 {
+        debug_assert!(pos % REC as u64 == 0);
+        let off = (pos as usize) & (self.ring_cap - 1);
+        // SAFETY: `off` < ring_cap and 16-aligned, so its 4 bytes lie inside
+        // ring `dir` (inside the mapping, which lives as long as `self`) and
+        // are 4-aligned (the ring starts on a page); an atomic may sit on
+        // any bytes (any bit pattern is a valid u32) and the peer's
+        // concurrent writes are what atomics are for.
+        unsafe { &*self.ring_ptr(dir).add(off).cast::<AtomicU32>() }
+    }
+
+    /// Whether the record at position `pos` of ring `dir` is published
+    /// (its stamp word holds [`stamp`]`(pos)`; acquire, so its other bytes
+    /// can be read after this says yes).
+    fn published(&self, dir: usize, pos: u64) -> bool {
+        self.stamp_word(dir, pos).load(Ordering::Acquire) == stamp(pos)
+    }
+
+    /// The consumer's slow-path check of ring `dir`'s `tail`, read from
+    /// position `head`: a multiple of 16, at most one ring ahead, and not
+    /// ahead of a record that is not published (an honest producer stores
+    /// the stamp before the tail). It may lag behind `head`: the producer
+    /// stores a record's stamp, then its tail, and the consumer may take
+    /// the record in between — by less than a ring.
+    fn check_tail(&self, dir: usize, head: u64) -> Result<(), RingError> {
+        let cap = self.ring_cap as u64;
+        let tail = self.ctl(dir).tail.load(Ordering::Acquire);
+        let bad = || {
+            Err(RingError::Corrupt(format!(
+                "the peer's write index {tail} is impossible (read {head}, ring {cap} bytes)"
+            )))
+        };
+        if tail % REC as u64 != 0 {
+            return bad();
+        }
+        if tail <= head {
+            return if head - tail > cap { bad() } else { Ok(()) };
+        }
+        if tail - head > cap {
+            return bad();
+        }
+        if !self.published(dir, head) {
+            return Err(RingError::Corrupt(format!(
+                "the peer's write index {tail} is past a record it never published at {head}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether ring `dir` has a record at `head` or is closed (what a data
+    /// waiter waits for), looking as far as `look` says.
+    fn data_ready(&self, dir: usize, head: u64, look: Look) -> Result<bool, RingError> {
+        if self.published(dir, head) {
+            return Ok(true);
+        }
+        if look == Look::Fast {
+            return Ok(false);
+        }
+        if look == Look::Slow {
+            self.check_tail(dir, head)?;
+        }
+        Ok(self.ctl(dir).closed.load(Ordering::Acquire) != 0)
+    }
+}
+
+/// How much a waiter's readiness check looks at. A data waiter polls only
+/// the stamp of the record it waits for while spinning ([`Look::Fast`]),
+/// so no other cache line crosses per message; every 64 spins and when it
+/// parks it also reads `closed` ([`Look::Full`], which shares the
+/// producer's line with `tail`), and on its slow path (each liveness
+/// check) it checks the producer's `tail` too ([`Look::Slow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Fast,
+    Full,
+    Slow,
+}
+
+/// The stamp of a record at ring position `pos`: `(pos / 16 + 1) mod 2^32`
+/// (never 0 for the first lap, whose bytes start zeroed).
+fn stamp(pos: u64) -> u32 {
+    ((pos / REC as u64) + 1) as u32
 }
 
 /// Notify a parked peer: called right after publishing an index with a
@@ -595,8 +704,6 @@ pub(crate) struct Rx {
     chan: Arc<Chan>,
     dir: usize,
     head: u64,
-    /// The producer's tail as last read and checked (`head ≤ seen`).
-    seen: u64,
     /// Fragments of a message received so far: (tag, total, bytes).
     partial: Option<(u8, u64, Vec<u8>)>,
     spin: Spin,
@@ -689,7 +796,6 @@ pub(crate) fn split(chan: Arc<Chan>, connector: bool, strategy: WaitStrategy) ->
             chan,
             dir: inn,
             head: 0,
-            seen: 0,
             partial: None,
             spin: Spin::new(strategy),
             eof: false,
@@ -718,7 +824,8 @@ impl Tx {
         Ok((cap - (self.tail - head)) as usize)
     }
 
-    /// Wait until `need` bytes are free.
+    /// Wait until `need` bytes are free (callers count the 16 bytes the
+    /// next header's slot needs beyond a record: see [`put`](Self::put)).
     fn reserve(&mut self, need: usize, deadline: Option<Instant>) -> Result<(), RingError> {
         // The cached head only lags the real one: if it shows room, there
         // is room (and the peer's cache line is not touched).
@@ -737,41 +844,62 @@ impl Tx {
             &ctl.space_sleep,
             &mut spin,
             deadline,
-            || Ok(self.free()? >= need),
+            |_| Ok(self.free()? >= need),
         );
         self.spin = spin;
         r
     }
 
-    /// Write one record at the tail (space already reserved) and publish.
+    /// Write one record at the tail and publish it. The caller reserved
+    /// its REC + round16(len) bytes, contiguous, *plus 16*: before the
+    /// record's stamp is stored, the stamp word of the slot right after it
+    /// (where the next header will go) is overwritten with a value that is
+    /// never a valid stamp there, so whatever was left in that slot (an
+    /// old payload that could look like a header) is never taken for one.
     fn put(&mut self, flags: u8, tag: u8, total: u64, parts: &[&[u8]], len: usize) {
+        debug_assert!(total < 1 << 48);
         let cap = self.chan.ring_cap;
         let base = self.chan.ring_ptr(self.dir);
         let off = (self.tail as usize) & (cap - 1);
-        let mut hdr = [0u8; REC];
+        let mut hdr = [0u8; REC - 4];
         hdr[..4].copy_from_slice(&(len as u32).to_le_bytes());
         hdr[4] = flags;
         hdr[5] = tag;
-        hdr[8..16].copy_from_slice(&total.to_le_bytes());
+        hdr[6..12].copy_from_slice(&total.to_le_bytes()[..6]);
         // SAFETY: `off` is 16-aligned and the caller reserved
         // REC + round16(len) ≤ cap - off bytes from it, all inside ring
-        // `dir`; the consumer does not read them before `tail` is published.
+        // `dir` and not in use by the consumer (it reads them only once the
+        // stamp below is stored). Header bytes 4..16 and the payload are
+        // written as plain bytes; the stamp word (bytes 0..4) only
+        // atomically, through `stamp_word`.
         unsafe {
-            std::ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(off), REC);
+            std::ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(off + 4), REC - 4);
             let mut at = off + REC;
             for p in parts {
                 std::ptr::copy_nonoverlapping(p.as_ptr(), base.add(at), p.len());
                 at += p.len();
             }
         }
-        self.tail += (REC + len.next_multiple_of(REC)) as u64;
-        let ctl = self.chan.ctl(self.dir);
-        ctl.tail.store(self.tail, Ordering::SeqCst);
+        let at = self.tail;
+        let next = at + (REC + len.next_multiple_of(REC)) as u64;
+        // Invalidate the next slot (reserved: within `head + cap`), then
+        // publish: the release in the stamp's store orders both this and
+        // the bytes above before it. SeqCst: `notify` then reads the
+        // sleep flag (no lost wake-up, see there).
+        self.chan
+            .stamp_word(self.dir, next)
+            .store(!stamp(next), Ordering::Relaxed);
+        self.chan
+            .stamp_word(self.dir, at)
+            .store(stamp(at), Ordering::SeqCst);
+        self.tail = next;
+        // Read by the consumer only on its slow path.
+        self.chan.ctl(self.dir).tail.store(next, Ordering::Release);
     }
 
     /// Make room for a record of `size` bytes that must not wrap: pad to
     /// the ring's end first if needed. Returns once `size` contiguous
-    /// bytes are free at the tail.
+    /// bytes are free at the tail (and the 16 after them).
     fn reserve_contiguous(
         &mut self,
         size: usize,
@@ -781,10 +909,10 @@ impl Tx {
         let off = (self.tail as usize) & (cap - 1);
         let to_end = cap - off;
         if to_end < size {
-            self.reserve(to_end, deadline)?;
+            self.reserve(to_end + REC, deadline)?;
             self.put(F_PAD, 0, 0, &[], to_end - REC);
         }
-        self.reserve(size, deadline)
+        self.reserve(size + REC, deadline)
     }
 
     /// Send one message made of `parts` (concatenated), fragmenting it if
@@ -805,16 +933,14 @@ impl Tx {
     ) -> Result<(), RingError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let max = self.chan.max_record();
-        let ctl_ptr = self.chan.clone();
-        let ctl = ctl_ptr.ctl(self.dir);
-        if ctl.closed.load(Ordering::Relaxed) != 0 {
+        if self.chan.ctl(self.dir).closed.load(Ordering::Relaxed) != 0 {
             // We closed it ourselves; nothing can be sent any more.
             return Err(RingError::PeerGone);
         }
         if total <= max {
             self.reserve_contiguous(REC + total.next_multiple_of(REC), deadline)?;
             self.put(F_FIRST | F_LAST, tag, total as u64, parts, total);
-            notify(&ctl.data_seq, &ctl.data_sleep);
+            self.notify_data();
             return Ok(());
         }
         // Fragment: walk the parts in chunks of at most `max` bytes.
@@ -844,10 +970,16 @@ impl Tx {
                 flags |= F_LAST;
             }
             self.put(flags, tag, total as u64, &chunk, n);
-            notify(&ctl.data_seq, &ctl.data_sleep);
+            self.notify_data();
             sent += n;
         }
         Ok(())
+    }
+
+    /// Wake the consumer if it is parked (after a record was published).
+    fn notify_data(&self) {
+        let ctl = self.chan.ctl(self.dir);
+        notify(&ctl.data_seq, &ctl.data_sleep);
     }
 
     /// Tell the peer nothing more will come (it sees end-of-stream after
@@ -875,7 +1007,7 @@ impl Tx {
             &ctl.space_sleep,
             &mut spin,
             deadline,
-            || self.drained(),
+            |_| self.drained(),
         );
         self.spin = spin;
         r
@@ -898,65 +1030,47 @@ impl Rx {
         &self.chan
     }
 
-    /// Bytes available: from the last tail seen while it shows some (it
-    /// only lags the real one, and reading it again would pull the
-    /// producer's cache line over for every message), else read and check
-    /// the producer's tail.
-    fn avail(&mut self) -> Result<u64, RingError> {
-        if self.seen != self.head {
-            return Ok(self.seen - self.head);
-        }
-        let cap = self.chan.ring_cap as u64;
-        let tail = self.chan.ctl(self.dir).tail.load(Ordering::Acquire);
-        let n = tail.wrapping_sub(self.head);
-        if n > cap || n % REC as u64 != 0 {
-            return Err(RingError::Corrupt(format!(
-                "the peer's write index {tail} is impossible (read {}, ring {cap} bytes)",
-                self.head
-            )));
-        }
-        self.seen = tail;
-        Ok(n)
-    }
-
     /// Whether a record (or end-of-stream) is ready without waiting.
     fn ready(&mut self) -> Result<bool, RingError> {
-        if self.avail()? > 0 {
-            return Ok(true);
-        }
-        Ok(self.chan.ctl(self.dir).closed.load(Ordering::Acquire) != 0)
+        self.chan.data_ready(self.dir, self.head, Look::Full)
     }
 
     /// Wait until a record or the end is there.
     fn wait_ready(&mut self, deadline: Option<Instant>) -> Result<(), RingError> {
-        let chan = self.chan.clone();
+        let chan = &*self.chan;
         let ctl = chan.ctl(self.dir);
-        let mut spin = self.spin.clone();
-        let r = chan.wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, deadline, || {
-            self.ready()
-        });
-        self.spin = spin;
-        r
+        let (dir, head) = (self.dir, self.head);
+        chan.wait(
+            &ctl.data_seq,
+            &ctl.data_sleep,
+            &mut self.spin,
+            deadline,
+            |look| chan.data_ready(dir, head, look),
+        )
     }
 
-    /// The next record's checked header (see [`RecordHead`]).
-    fn header(&self, avail: u64) -> Result<RecordHead, RingError> {
+    /// The next record's checked header (see [`RecordHead`]); it is
+    /// published (its stamp was acquired).
+    fn header(&self) -> Result<RecordHead, RingError> {
         let cap = self.chan.ring_cap;
         let off = (self.head as usize) & (cap - 1);
         let mut h = [0u8; REC];
         // SAFETY: `off` is 16-aligned (head only grows by multiples of 16)
-        // and < cap, so the 16 bytes lie inside ring `dir`; copied as plain
-        // bytes and checked below.
+        // and < cap, so the 16 bytes lie inside ring `dir`; bytes 4..16
+        // (after the stamp word, which is only accessed atomically) are
+        // copied as plain bytes and checked below.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.chan.ring_ptr(self.dir).add(off),
-                h.as_mut_ptr(),
-                REC,
+                self.chan.ring_ptr(self.dir).add(off + 4),
+                h.as_mut_ptr().add(4),
+                REC - 4,
             )
         };
-        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
-        let (flags, tag) = (h[4], h[5]);
-        let total = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
+        let (flags, tag) = (h[8], h[9]);
+        let mut t = [0u8; 8];
+        t[..6].copy_from_slice(&h[10..16]);
+        let total = u64::from_le_bytes(t);
         // In u64: `len` is the peer's and could overflow a 32-bit usize.
         let size64 = REC as u64 + (len as u64).next_multiple_of(REC as u64);
         let size = size64.min(cap as u64 + 1) as usize;
@@ -969,8 +1083,8 @@ impl Rx {
         if flags & !(F_FIRST | F_LAST | F_PAD) != 0 {
             return bad("unknown flags");
         }
-        if size64 > (cap - off) as u64 || size64 > avail {
-            return bad("longer than what was written");
+        if size64 > (cap - off) as u64 {
+            return bad("past the ring's end");
         }
         if flags & F_PAD != 0 {
             // An honest producer pads only when the next record (at most
@@ -1033,12 +1147,13 @@ impl Rx {
             }
             *first_round = false;
             self.wait_ready(deadline)?;
-            let avail = self.avail()?;
-            if avail == 0 {
+            // Ready: published, or closed (seen with acquire) — then a
+            // record published before the close is seen now.
+            if !self.chan.published(self.dir, self.head) {
                 self.eof = true;
                 return Ok(None);
             }
-            let h = self.header(avail)?;
+            let h = self.header()?;
             if h.0 & F_PAD != 0 {
                 self.advance(h.4);
                 continue;
@@ -1164,11 +1279,13 @@ impl Waiter {
         let mut spin = Spin::new(WaitStrategy::Park);
         let deadline = Some(Instant::now() + slice);
         if self.data {
-            self.chan
-                .wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, deadline, || {
-                    Ok(ctl.tail.load(Ordering::Acquire) != self.index
-                        || ctl.closed.load(Ordering::Acquire) != 0)
-                })
+            self.chan.wait(
+                &ctl.data_seq,
+                &ctl.data_sleep,
+                &mut spin,
+                deadline,
+                |look| self.chan.data_ready(self.dir, self.index, look),
+            )
         } else {
             let cap = self.chan.ring_cap as u64;
             self.chan.wait(
@@ -1176,7 +1293,7 @@ impl Waiter {
                 &ctl.space_sleep,
                 &mut spin,
                 deadline,
-                || {
+                |_| {
                     // A hostile head only makes this say yes; the sender
                     // checks it properly when it tries again.
                     let head = ctl.head.load(Ordering::Acquire);
@@ -1202,9 +1319,7 @@ impl Tx {
             total <= self.chan.max_record(),
             "a message that needs fragments"
         );
-        let chan = self.chan.clone();
-        let ctl = chan.ctl(self.dir);
-        if ctl.closed.load(Ordering::Relaxed) != 0 {
+        if self.chan.ctl(self.dir).closed.load(Ordering::Relaxed) != 0 {
             return Err(RingError::PeerGone);
         }
         let need = self.room_needed(total) as u64;
@@ -1215,20 +1330,21 @@ impl Tx {
         // There is room for the padding and the record: nothing waits.
         self.reserve_contiguous(REC + total.next_multiple_of(REC), None)?;
         self.put(F_FIRST | F_LAST, tag, total as u64, parts, total);
-        notify(&ctl.data_seq, &ctl.data_sleep);
+        self.notify_data();
         Ok(true)
     }
 
     /// Free bytes a one-record message of `len` bytes needs now (its
-    /// record, plus the padding to the ring's end if it would wrap).
+    /// record, plus the padding to the ring's end if it would wrap, plus
+    /// the next header's slot).
     fn room_needed(&self, len: usize) -> usize {
         let size = REC + len.next_multiple_of(REC);
         let off = (self.tail as usize) & (self.chan.ring_cap - 1);
         let to_end = self.chan.ring_cap - off;
         if to_end < size {
-            to_end + size
+            to_end + size + REC
         } else {
-            size
+            size + REC
         }
     }
 
@@ -1292,6 +1408,14 @@ impl Rx {
         self.ready()
     }
 
+    /// [`is_ready`](Self::is_ready) for round `n` (from 0) of a spin loop:
+    /// only the record's stamp, and the end (`closed`, on the producer's
+    /// cache line) every 64th round, as a blocking waiter does.
+    pub(crate) fn is_ready_spin(&mut self, n: u32) -> Result<bool, RingError> {
+        let look = if n % 64 == 63 { Look::Full } else { Look::Fast };
+        self.chan.data_ready(self.dir, self.head, look)
+    }
+
     /// How long a waiter of this half spins before parking (`None`: spin
     /// for ever; adaptive, see [`Spin`]).
     pub(crate) fn spin_budget(&self) -> Option<Duration> {
@@ -1342,10 +1466,9 @@ impl Parker {
         let ctl = self.chan.ctl(self.dir);
         let mut spin = Spin::new(WaitStrategy::Park);
         self.chan
-            .wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, None, || {
+            .wait(&ctl.data_seq, &ctl.data_sleep, &mut spin, None, |look| {
                 Ok(cancel.load(Ordering::Acquire)
-                    || ctl.tail.load(Ordering::Acquire) != self.head
-                    || ctl.closed.load(Ordering::Acquire) != 0)
+                    || self.chan.data_ready(self.dir, self.head, look)?)
             })
     }
 
@@ -1421,18 +1544,38 @@ mod tests {
         let ((mut tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
         let chan = tx.chan().clone();
         let mut out = Vec::new();
-        // A tail far beyond the ring.
+        // A tail far beyond the ring (seen on the waiter's slow path).
         chan.ctl(0).tail.store(1 << 40, Ordering::SeqCst);
         assert!(matches!(
             rx.recv(&mut out, 1 << 20, soon()),
             Err(RingError::Corrupt(_))
         ));
-        // A record whose length runs past what was written.
+        // A tail that lags one record behind what was taken is fine (the
+        // producer stores it after the stamp): no error, just nothing there.
+        tx.send(1, &[b"first"]).unwrap();
+        rx.recv(&mut out, 1 << 20, soon()).unwrap().unwrap();
         chan.ctl(0).tail.store(0, Ordering::SeqCst);
+        rx.chan().check_tail(0, 32).unwrap();
+        let e = rx
+            .recv(
+                &mut out,
+                1 << 20,
+                Some(Instant::now() + Duration::from_millis(20)),
+            )
+            .unwrap_err();
+        assert!(matches!(e, RingError::Timeout), "{e}");
+        // A tail ahead of a record that was never published.
+        chan.ctl(0).tail.store(48, Ordering::SeqCst);
+        let e = rx.recv(&mut out, 1 << 20, soon()).unwrap_err();
+        assert!(e.to_string().contains("never published"), "{e}");
+        // A published record whose length runs past the ring's end.
+        chan.ctl(0).tail.store(32, Ordering::SeqCst);
         tx.send(1, &[b"hello"]).unwrap();
-        // SAFETY: test-only write into ring 0's first record header.
+        // SAFETY: test-only write of the `len` field (bytes 4..8) of the
+        // record header at ring 0's position 32.
         unsafe {
             chan.ring_ptr(0)
+                .add(32 + 4)
                 .cast::<u32>()
                 .write_unaligned(60_000u32.to_le())
         };
@@ -1453,16 +1596,50 @@ mod tests {
         assert!(matches!(result, Err(RingError::Corrupt(_))), "{result:?}");
     }
 
-    /// Write one raw record header at ring 0's position `at` and publish
-    /// `tail`, as a hostile producer would.
-    fn forge(chan: &Chan, at: usize, len: u32, flags: u8, total: u64, tail: u64) {
+    /// A raw record header for ring position `at` (stamped for it).
+    fn header_bytes(at: u64, len: u32, flags: u8, tag: u8, total: u64) -> [u8; REC] {
         let mut h = [0u8; REC];
-        h[..4].copy_from_slice(&len.to_le_bytes());
-        h[4] = flags;
-        h[8..].copy_from_slice(&total.to_le_bytes());
+        h[..4].copy_from_slice(&stamp(at).to_le_bytes());
+        h[4..8].copy_from_slice(&len.to_le_bytes());
+        h[8] = flags;
+        h[9] = tag;
+        h[10..].copy_from_slice(&total.to_le_bytes()[..6]);
+        h
+    }
+
+    /// Write one raw, stamped record header at ring 0's position `at`
+    /// (first lap) and publish `tail`, as a hostile producer would.
+    fn forge(chan: &Chan, at: usize, len: u32, flags: u8, total: u64, tail: u64) {
+        let h = header_bytes(at as u64, len, flags, 0, total);
         // SAFETY: test-only write of 16 bytes inside ring 0 (at + 16 ≤ cap).
         unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), chan.ring_ptr(0).add(at), REC) };
         chan.ctl(0).tail.store(tail, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn old_payload_that_looks_like_a_later_header_is_never_taken() {
+        let ((mut tx, _rx_a), (_tx_b, mut rx)) = pair(4096);
+        let mut out = Vec::new();
+        // Message A (record at 0, payload at 16..1040): every 16-byte slot
+        // of its payload holds the header an honest producer would write
+        // there one lap later.
+        let mut a = Vec::new();
+        for k in 0..64u64 {
+            a.extend_from_slice(&header_bytes(4096 + 16 + 16 * k, 0, F_FIRST | F_LAST, 9, 0));
+        }
+        tx.send(1, &[&a]).unwrap();
+        assert_eq!(rx.recv(&mut out, 1 << 20, soon()).unwrap().unwrap().tag, 1);
+        assert_eq!(out, a);
+        // Two laps of 48-byte messages, one at a time: after each, nothing
+        // more is there (no stale slot is taken for the next header).
+        for i in 0..160u32 {
+            let m = [i as u8; 48];
+            tx.send(2, &[&m]).unwrap();
+            assert_eq!(rx.recv(&mut out, 1 << 20, soon()).unwrap().unwrap().tag, 2);
+            assert_eq!(out, m, "message {i}");
+            let e = rx.try_recv(&mut out, 1 << 20).unwrap_err();
+            assert!(matches!(e, RingError::Timeout), "after message {i}: {e}");
+        }
     }
 
     #[test]
@@ -1485,6 +1662,92 @@ mod tests {
             rx.recv(&mut out, 64, soon),
             Err(RingError::Corrupt(_))
         ));
+    }
+
+    /// The ring fuzz target's property without libFuzzer: random writes
+    /// anywhere in the shared object (raw bytes, stamped headers with
+    /// random fields, control words) between honest sends and receives
+    /// never panic and never wait past a deadline of "now"; every error is
+    /// one of the ring's.
+    #[test]
+    fn random_scribbles_are_errors_never_a_panic_or_a_hang() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = Vec::new();
+        for _ in 0..300 {
+            let ((mut tx_a, mut rx_a), (mut tx_b, mut rx_b)) = pair(4096);
+            let chan = tx_a.chan().clone();
+            let size = HEADER + 2 * chan.ring_cap + 2 * chan.loan_cap;
+            for _ in 0..48 {
+                let r = next();
+                let now = Some(Instant::now());
+                let limit = (r >> 8) as usize % 3000;
+                let len = (r >> 20) as usize % 1500;
+                let got = match r % 8 {
+                    0 => {
+                        let at = (r >> 8) as usize % size;
+                        let n = ((r >> 40) as usize % 24).min(size - at);
+                        let bytes = next().to_le_bytes().repeat(3);
+                        // SAFETY: test-only write of n ≤ 24 bytes inside
+                        // the mapping (at + n ≤ size), as a hostile peer.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), chan.map.ptr().add(at), n)
+                        };
+                        Ok(None)
+                    }
+                    1 => {
+                        let dir = (r >> 8) as usize & 1;
+                        let pos = ((r >> 9) % 256) * 16;
+                        let lap = (r >> 17) % 3;
+                        let w = next();
+                        let h = header_bytes(
+                            lap * 4096 + pos,
+                            (w % 5000) as u32,
+                            (w >> 16) as u8 & 7,
+                            (w >> 24) as u8,
+                            (w >> 32) % 6000,
+                        );
+                        // SAFETY: test-only write of one 16-byte header
+                        // inside ring `dir` (pos + 16 ≤ 4096).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                h.as_ptr(),
+                                chan.ring_ptr(dir).add(pos as usize),
+                                REC,
+                            )
+                        };
+                        Ok(None)
+                    }
+                    2 => {
+                        let c = chan.ctl((r >> 8) as usize & 1);
+                        let v = next() % 20_000;
+                        match (r >> 9) % 3 {
+                            0 => c.tail.store(v, Ordering::SeqCst),
+                            1 => c.head.store(v, Ordering::SeqCst),
+                            _ => c.closed.store(v as u32 & 1, Ordering::SeqCst),
+                        }
+                        Ok(None)
+                    }
+                    3 => tx_a.send_until(1, &[&vec![7u8; len]], now).map(|_| None),
+                    4 => tx_b.send_until(2, &[&vec![9u8; len]], now).map(|_| None),
+                    5 => rx_b
+                        .recv(&mut out, limit, now)
+                        .map(|g| g.map(|_| out.len())),
+                    6 => rx_a
+                        .recv(&mut out, limit, now)
+                        .map(|g| g.map(|_| out.len())),
+                    _ => rx_a.try_recv(&mut out, limit).map(|g| g.map(|_| out.len())),
+                };
+                if let Ok(Some(n)) = got {
+                    assert!(n <= limit, "a message of {n} bytes over the limit {limit}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -1513,6 +1776,18 @@ mod tests {
         assert!(Chan::open(fd.as_fd(), 1 << 20)
             .unwrap_err()
             .contains("magic"));
+        // A version-1 peer (it polls `tail`, not the records) is refused.
+        let (a, fd) = Chan::create(4096, 0).unwrap();
+        // SAFETY: test-only write of the version field (bytes 8..12).
+        unsafe {
+            a.map
+                .ptr()
+                .add(8)
+                .cast::<u32>()
+                .write_unaligned(1u32.to_le())
+        };
+        let e = Chan::open(fd.as_fd(), 1 << 20).unwrap_err();
+        assert!(e.contains("version 1"), "{e}");
         let (_b, fd) = Chan::create(4096, 1 << 20).unwrap();
         assert!(Chan::open(fd.as_fd(), 4096).unwrap_err().contains("loan"));
     }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -1153,6 +1153,8 @@ pub(crate) struct Link {
     peer: PeerInfo,
     /// Set once the stream is out of sync or closed; every call then fails.
     broken: Mutex<Option<ErrorKind>>,
+    /// `broken` is set: the hot path reads this flag, not the mutex.
+    is_broken: AtomicBool,
     /// Shared memory: the channel and its object, kept open (it shows in
     /// `/proc/PID/fd`).
     chan: Option<(Arc<Chan>, OwnedFd)>,
@@ -1256,6 +1258,7 @@ impl Parts {
                 max_message: max_message as usize,
                 peer,
                 broken: Mutex::new(None),
+                is_broken: AtomicBool::new(false),
                 chan: None,
                 spare_tx: Mutex::new(None),
                 _slot: None,
@@ -1367,6 +1370,9 @@ impl Link {
     }
 
     pub(crate) fn check_usable(&self) -> Result<()> {
+        if !self.is_broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match *lock(&self.broken) {
             None => Ok(()),
             Some(kind) => Err(Error::new(
@@ -1418,6 +1424,7 @@ impl Link {
             } else {
                 e.kind()
             });
+            self.is_broken.store(true, Ordering::Release);
             crate::conn::io::shutdown(&self.fd);
         }
         e

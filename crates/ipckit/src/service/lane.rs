@@ -1223,7 +1223,7 @@ where
             let mut n: u32 = 0;
             let ready = loop {
                 std::hint::spin_loop();
-                match lane.rings.rx.is_ready() {
+                match lane.rings.rx.is_ready_spin(n) {
                     Ok(true) => break true,
                     Ok(false) => {}
                     Err(_) => break true, // try_reply reports it

@@ -5,8 +5,9 @@
 //! The ring layout used to aim the garbage (docs/PROTOCOL.md, "Shared-memory
 //! transport"): the control block of ring 0 (client → server) at 256, its
 //! `tail` u64 at offset 0 of it; ring 1's control block at 512; ring 0's
-//! bytes at 4096, ring 1's at `4096 + ring_cap`. A record header is `len`
-//! u32, `flags` u8, `tag` u8, 2 reserved, `total` u64.
+//! bytes at 4096, ring 1's at `4096 + ring_cap`. A record header (ring
+//! version 2) is `stamp` u32 (`position / 16 + 1`, stored last: what the
+//! consumer polls), `len` u32, `flags` u8, `tag` u8, `total` u48.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -33,36 +34,46 @@ fn connect_shm(t: &TestNs, name: &str) -> NamedPipe {
     c
 }
 
-fn record_header(len: u32, flags: u8, tag: u8, total: u64) -> [u8; 16] {
-    let mut h = [0u8; 16];
+/// Publish a forged record header at ring 0's first position (nothing was
+/// sent on it yet), as a producer does: all but the stamp, then the stamp,
+/// then `tail` (the record's end).
+fn publish_first_record(m: &Mapping, len: u32, flags: u8, tag: u8, total: u64) {
+    let mut h = [0u8; 12];
     h[..4].copy_from_slice(&len.to_le_bytes());
     h[4] = flags;
     h[5] = tag;
-    h[8..].copy_from_slice(&total.to_le_bytes());
-    h
+    h[6..].copy_from_slice(&total.to_le_bytes()[..6]);
+    m.write_at(RING0 + 4, &h).unwrap();
+    // The stamp of position 0.
+    m.atomic_u32(RING0).unwrap().store(1, Ordering::Release);
+    let size = 16 + u64::from(len).next_multiple_of(16);
+    m.atomic_u64(RING0_TAIL)
+        .unwrap()
+        .store(size.min(1 << 20), Ordering::Release);
 }
 
 /// One way to corrupt ring 0 (what the server reads), given the mapping.
 type Corruption = fn(&Mapping);
 
-const CORRUPTIONS: [(&str, Corruption); 3] = [
+const CORRUPTIONS: [(&str, Corruption); 4] = [
     ("a write index far past the ring", |m| {
         m.atomic_u64(RING0_TAIL)
             .unwrap()
             .store(1 << 40, Ordering::SeqCst);
     }),
-    ("a record longer than what was written", |m| {
-        m.write_at(RING0, &record_header(60_000, 3, 1, 60_000))
-            .unwrap();
-        m.atomic_u64(RING0_TAIL)
-            .unwrap()
-            .store(32, Ordering::SeqCst);
+    (
+        "a write index past a record that was never published",
+        |m| {
+            m.atomic_u64(RING0_TAIL)
+                .unwrap()
+                .store(32, Ordering::SeqCst);
+        },
+    ),
+    ("a record running past the ring's end", |m| {
+        publish_first_record(m, 0xffff_fff0, 3, 1, 0xffff_fff0);
     }),
     ("a record with unknown flags", |m| {
-        m.write_at(RING0, &record_header(0, 0x40, 1, 0)).unwrap();
-        m.atomic_u64(RING0_TAIL)
-            .unwrap()
-            .store(16, Ordering::SeqCst);
+        publish_first_record(m, 0, 0x40, 1, 0);
     }),
 ];
 

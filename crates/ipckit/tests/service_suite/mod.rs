@@ -851,9 +851,11 @@ fn victim(srv: &DemoServer) -> (Client, ipckit::shm::Mapping) {
 /// A way to write garbage into a ring object.
 type Corrupter = Box<dyn Fn(&ipckit::shm::Mapping)>;
 
-// Layout (crates/ipckit/src/ring.rs): control blocks at 256 (ring 0,
-// client → server) and 512 (ring 1); tail at +0, head at +64; ring bytes
-// from 4096, ring 1 after ring 0.
+// Layout (crates/ipckit/src/conn/ring.rs, version 2): control blocks at
+// 256 (ring 0, client → server) and 512 (ring 1); tail at +0, head at +64;
+// ring bytes from 4096, ring 1 after ring 0. A record header: `stamp` u32
+// (`position / 16 + 1`, stored last: what the consumer polls), `len` u32,
+// `flags` u8, `tag` u8, `total` u48.
 const CTL0: usize = 256;
 const CTL1: usize = 512;
 const RING0: usize = 4096;
@@ -865,7 +867,7 @@ fn ring_cap(m: &ipckit::shm::Mapping) -> usize {
 }
 
 /// Move the producer's tail of the ring whose control block is at `ctl`
-/// far past anything written.
+/// far past anything written (the consumer checks it on its slow path).
 fn tail_far_out(ctl: usize) -> Corrupter {
     Box::new(move |m| {
         m.atomic_u64(ctl)
@@ -875,7 +877,8 @@ fn tail_far_out(ctl: usize) -> Corrupter {
 }
 
 /// Write one record (16-byte header + payload) at the consumer's head of
-/// the ring whose control block is at `ctl` and publish it.
+/// the ring whose control block is at `ctl` and publish it as a producer
+/// does: everything but the stamp, then the stamp, then `tail`.
 fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8, payload: &[u8]) {
     let cap = ring_cap(m);
     let head = m
@@ -884,12 +887,15 @@ fn inject(m: &ipckit::shm::Mapping, ctl: usize, ring: usize, len: u32, flags: u8
         .load(std::sync::atomic::Ordering::Acquire);
     let off = ring + (head as usize % cap);
     let mut rec = vec![0u8; 16];
-    rec[..4].copy_from_slice(&len.to_le_bytes());
-    rec[4] = flags;
-    rec[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    rec[4..8].copy_from_slice(&len.to_le_bytes());
+    rec[8] = flags;
+    rec[10..16].copy_from_slice(&(payload.len() as u64).to_le_bytes()[..6]);
     rec.extend_from_slice(payload);
     rec.resize(rec.len().next_multiple_of(16), 0);
-    m.write_at(off, &rec).unwrap();
+    m.write_at(off + 4, &rec[4..]).unwrap();
+    m.atomic_u32(off)
+        .unwrap()
+        .store((head / 16 + 1) as u32, std::sync::atomic::Ordering::Release);
     m.atomic_u64(ctl).unwrap().store(
         head + rec.len() as u64,
         std::sync::atomic::Ordering::Release,
