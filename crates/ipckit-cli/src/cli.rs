@@ -55,6 +55,13 @@ pub struct Cli {
     )]
     pub connect: Vec<String>,
 
+    /// Do not look for fabric peers by UDP multicast scouting (Zenoh's
+    /// default is to); find them only through --connect (or the Zenoh
+    /// configuration file).
+    #[cfg(feature = "zenoh")]
+    #[arg(long, global = true, env = "IPCKIT_ZENOH_NO_SCOUTING")]
+    pub no_scouting: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +112,20 @@ pub enum Command {
         /// is such an object.
         #[arg(long, requires = "prune")]
         unused: bool,
+        /// List the live endpoints of the fabric instead (every machine of
+        /// the Zenoh fabric, namespace IPCKIT_ZENOH_NAMESPACE): kind, name,
+        /// owner's Zenoh id. Needs the `zenoh` feature.
+        #[arg(long, conflicts_with = "prune")]
+        remote: bool,
+        /// With --remote: print each appearance (`+`) and disappearance
+        /// (`-`) as it comes, starting with those live now, until Ctrl-C
+        /// or --timeout.
+        #[arg(long, requires = "remote")]
+        watch: bool,
+        /// With --remote: how long to gather the fabric's answers (default
+        /// 2s); with --watch: how long to watch (default: until Ctrl-C).
+        #[arg(long, requires = "remote", value_parser = parse_duration)]
+        timeout: Option<Duration>,
     },
     #[cfg_attr(
         unix,
@@ -186,13 +207,19 @@ pub enum ServiceCommand {
         /// calls had not come.
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// Also publish it on the fabric under the same name (callers
+        /// anywhere use `zenoh://NAME`); a `zenoh://NAME` name publishes
+        /// it on the fabric only. Needs the `zenoh` feature.
+        #[arg(long)]
+        fabric: bool,
     },
 }
 
 #[cfg(unix)]
 #[derive(Args, Debug)]
 pub struct CallArgs {
-    /// Service name, or tcp://HOST:PORT.
+    /// Service name, tcp://HOST:PORT, or zenoh://NAME (a service on the
+    /// fabric, found by name on any machine; needs the `zenoh` feature).
     pub name: String,
     /// Method name (ipckit.describe lists them).
     pub method: String,
@@ -709,6 +736,10 @@ pub enum MsgCommand {
         /// Print a JSON array of {"name":..,"result":..} / {"name":..,"error":..}.
         #[arg(long)]
         json: bool,
+        /// Also publish on the fabric: receivers of every machine listening
+        /// as zenoh://NAME get it (as a posted message). Needs the `zenoh` feature.
+        #[arg(long)]
+        remote: bool,
     },
 }
 

@@ -15,7 +15,7 @@ fn main() {
     #[cfg(unix)]
     util::set_allowed_uids(cli.allow_uid.clone());
     #[cfg(feature = "zenoh")]
-    util::set_fabric_endpoints(cli.listen.clone(), cli.connect.clone());
+    util::set_fabric_endpoints(cli.listen.clone(), cli.connect.clone(), cli.no_scouting);
     if let Err(e) = command::run(cli) {
         eprintln!("ipckit: {e}");
         std::process::exit(1);

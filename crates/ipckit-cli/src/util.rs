@@ -245,6 +245,88 @@ pub fn us(ns: u64) -> String {
     format!("{:.1} µs", ns as f64 / 1000.0)
 }
 
+/// The prefix of a name on the fabric: `zenoh://NAME`.
+pub const ZENOH_PREFIX: &str = "zenoh://";
+
+/// The name a `zenoh://NAME` argument names on the fabric, if it is one.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub fn remote_name(name: &str) -> Option<&str> {
+    name.strip_prefix(ZENOH_PREFIX)
+}
+
+/// The one-line error for a `zenoh://` name or `--remote` in an ipckit
+/// built without the fabric; `what` says what asked for it.
+#[cfg(not(feature = "zenoh"))]
+#[cfg_attr(not(unix), allow(dead_code))]
+pub fn no_fabric(what: &str) -> ipckit::Error {
+    ipckit::Error::new(
+        ipckit::ErrorKind::Unsupported,
+        format!(
+            "{what} needs the fabric (Zenoh), and this ipckit was built without it; rebuild with the `zenoh` feature: cargo install ipckit-cli --features zenoh"
+        ),
+    )
+}
+
+/// `--listen`, `--connect` and `--no-scouting`, for [`fabric`].
+#[cfg(feature = "zenoh")]
+struct FabricArgs {
+    listen: Vec<String>,
+    connect: Vec<String>,
+    no_scouting: bool,
+}
+
+#[cfg(feature = "zenoh")]
+static FABRIC_ARGS: std::sync::OnceLock<FabricArgs> = std::sync::OnceLock::new();
+
+/// Remember `--listen` / `--connect` / `--no-scouting` for the fabric
+/// session [`fabric`] opens.
+#[cfg(feature = "zenoh")]
+pub fn set_fabric_endpoints(listen: Vec<String>, connect: Vec<String>, no_scouting: bool) {
+    let _ = FABRIC_ARGS.set(FabricArgs {
+        listen,
+        connect,
+        no_scouting,
+    });
+}
+
+/// This command's fabric session: opened on first use with `--listen`,
+/// `--connect`, `--no-scouting` and `IPCKIT_ZENOH_CONFIG`, then shared by
+/// everything the command does (it is the process-wide one,
+/// `Fabric::global`).
+#[cfg(feature = "zenoh")]
+pub fn fabric() -> Result<ipckit::fabric::Fabric, ipckit::Error> {
+    static OPENED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = FABRIC.get() {
+        return Ok(f.clone());
+    }
+    let mut b = ipckit::fabric::Fabric::builder().namespace(fabric_namespace());
+    if let Some(a) = FABRIC_ARGS.get() {
+        for l in &a.listen {
+            b = b.listen(l.clone());
+        }
+        for c in &a.connect {
+            b = b.connect(c.clone());
+        }
+        if a.no_scouting {
+            b = b.multicast_scouting(false);
+        }
+    }
+    let f = b.install()?;
+    let _ = FABRIC.set(f.clone());
+    Ok(f)
+}
+
+#[cfg(feature = "zenoh")]
+static FABRIC: std::sync::OnceLock<ipckit::fabric::Fabric> = std::sync::OnceLock::new();
+
+/// The fabric namespace: `IPCKIT_ZENOH_NAMESPACE`, else `default`. (The
+/// local `--namespace` is a directory, which differs between machines.)
+#[cfg(feature = "zenoh")]
+fn fabric_namespace() -> String {
+    std::env::var("IPCKIT_ZENOH_NAMESPACE").unwrap_or_else(|_| "default".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,54 +347,4 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), 100);
         assert_eq!(percentile(&[], 50.0), 0);
     }
-}
-
-#[cfg(feature = "zenoh")]
-static FABRIC_ENDPOINTS: std::sync::OnceLock<(Vec<String>, Vec<String>)> =
-    std::sync::OnceLock::new();
-
-/// Remember `--listen` / `--connect` for the fabric session [`fabric`] opens.
-#[cfg(feature = "zenoh")]
-pub fn set_fabric_endpoints(listen: Vec<String>, connect: Vec<String>) {
-    let _ = FABRIC_ENDPOINTS.set((listen, connect));
-}
-
-/// The name a `zenoh://NAME` argument names on the fabric, if it is one.
-#[cfg(feature = "zenoh")]
-pub fn remote_name(name: &str) -> Option<&str> {
-    name.strip_prefix("zenoh://")
-}
-
-/// This command's fabric session: opened on first use with `--listen`,
-/// `--connect` and `IPCKIT_ZENOH_CONFIG`, then shared by everything the
-/// command does (it is the process-wide one, `Fabric::global`).
-#[cfg(feature = "zenoh")]
-pub fn fabric() -> Result<ipckit::fabric::Fabric, ipckit::Error> {
-    static OPENED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = OPENED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = FABRIC.get() {
-        return Ok(f.clone());
-    }
-    let mut b = ipckit::fabric::Fabric::builder().namespace(fabric_namespace());
-    if let Some((listen, connect)) = FABRIC_ENDPOINTS.get() {
-        for l in listen {
-            b = b.listen(l.clone());
-        }
-        for c in connect {
-            b = b.connect(c.clone());
-        }
-    }
-    let f = b.install()?;
-    let _ = FABRIC.set(f.clone());
-    Ok(f)
-}
-
-#[cfg(feature = "zenoh")]
-static FABRIC: std::sync::OnceLock<ipckit::fabric::Fabric> = std::sync::OnceLock::new();
-
-/// The fabric namespace: `IPCKIT_ZENOH_NAMESPACE`, else `default`. (The
-/// local `--namespace` is a directory, which differs between machines.)
-#[cfg(feature = "zenoh")]
-fn fabric_namespace() -> String {
-    std::env::var("IPCKIT_ZENOH_NAMESPACE").unwrap_or_else(|_| "default".to_string())
 }

@@ -25,6 +25,13 @@
 //! Transports: each ipckit case takes a [`Transport`], so a new one (e.g.
 //! shared memory) is one constant plus one line per case in [`cases`].
 //!
+//! Built with the `zenoh` feature, the run also has the fabric rows
+//! (`service/zenoh` 64 B and 1 MiB, `service/zenoh-async` 64 B: an
+//! `ipckit service demo zenoh://NAME` peer on a loopback port, multicast
+//! scouting off), compared with `service/tcp` of the same payload (a
+//! 1 MiB `service/tcp` row joins them), and `service/zenoh-async` with the
+//! sync row.
+//!
 //! The loan rows (`service/shm-loan`) are compared with
 //! `floor/handoff-1MiB` (1 MiB written into shared memory, read in full by
 //! another process, spin hand-offs both ways): a local memcpy moves no data
@@ -823,6 +830,72 @@ fn service_case(
     })
 }
 
+/// A call of the demo service's `echo` with `payload` bytes over the
+/// Zenoh fabric: the server an `ipckit service demo zenoh://NAME` process
+/// listening on a loopback port, this process's own fabric session
+/// connecting to it (multicast scouting off on both: nothing leaves the
+/// machine), a fabric namespace of the run's own.
+#[cfg(feature = "zenoh")]
+fn zenoh_case(
+    case: &'static str,
+    payload: usize,
+    floor: &'static str,
+    how: Call,
+    s: &Settings,
+) -> Result<Row, Error> {
+    // A free loopback port for the server (the peer binds it a moment
+    // later; nothing else in a bench run takes ports).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| io(e, "cannot pick a loopback port"))?
+        .port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let fabric_ns = format!("ipckit-bench-{}", std::process::id());
+    let name = format!("bench/{}-{payload}", case.replace('/', "-"));
+    let mut cmd = me()?;
+    cmd.args(["service", "demo", &format!("zenoh://{name}")])
+        .args(["--listen", &endpoint, "--no-scouting"])
+        .env("IPCKIT_ZENOH_NAMESPACE", &fabric_ns)
+        .env_remove("IPCKIT_ZENOH_CONNECT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut peer = spawn(&mut cmd)?;
+    let mut out = BufReader::new(peer.0.stdout.take().expect("stdout is piped"));
+    read_line_starting(&mut out, "serving", "the fabric service did not start")?;
+    let fabric = ipckit::fabric::Fabric::builder()
+        .namespace(&fabric_ns)
+        .multicast_scouting(false)
+        .listen("tcp/127.0.0.1:0")
+        .connect(endpoint)
+        .open()?;
+    let client = fabric.connect_service(&name, WAIT)?;
+    let req: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+    let s = s.for_payload(payload);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| io(e, "cannot start a tokio runtime"))?;
+    let row = measure(case, payload, Some(floor), &s, || {
+        let r: Bytes = match how {
+            Call::Async => rt.block_on(client.call_async("echo", &BytesRef(&req)))?,
+            _ => client.call_timeout("echo", &BytesRef(&req), WAIT)?,
+        };
+        if r.0.len() != payload {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "bench: {case}: the echo has {} bytes, not {payload}",
+                    r.0.len()
+                ),
+            ));
+        }
+        Ok(())
+    });
+    drop(client);
+    drop(fabric);
+    row
+}
+
 // ---------------------------------------------------------------- cases
 
 type CaseFn = Box<dyn Fn(&Settings, &Path) -> Result<Row, Error>>;
@@ -921,6 +994,24 @@ fn cases() -> Vec<Case> {
         }),
         case("service/tcp", |s, ns| {
             service_case("service/tcp", 64, "floor/tcp", TCP, Call::Sync, s, ns)
+        }),
+        // The fabric beside plain TCP: both cross the loopback over TCP;
+        // the ratio is to service/tcp of the same payload.
+        #[cfg(feature = "zenoh")]
+        case("service/tcp", |s, ns| {
+            service_case("service/tcp", 1 << 20, MEMCPY, TCP, Call::Sync, s, ns)
+        }),
+        #[cfg(feature = "zenoh")]
+        case("service/zenoh", |s, _| {
+            zenoh_case("service/zenoh", 64, "service/tcp", Call::Sync, s)
+        }),
+        #[cfg(feature = "zenoh")]
+        case("service/zenoh", |s, _| {
+            zenoh_case("service/zenoh", 1 << 20, "service/tcp", Call::Sync, s)
+        }),
+        #[cfg(feature = "zenoh")]
+        case("service/zenoh-async", |s, _| {
+            zenoh_case("service/zenoh-async", 64, "service/zenoh", Call::Async, s)
         }),
         case("service/unix", |s, ns| {
             service_case("service/unix", 64 << 10, MEMCPY, UNIX, Call::Sync, s, ns)

@@ -20,6 +20,9 @@ pub fn run(args: CallArgs) -> Result<(), Error> {
         )
         .with_name(&args.name)
     })?;
+    if let Some(remote) = crate::util::remote_name(&args.name) {
+        return call_remote(remote, &args, arg);
+    }
     let loan = match &args.loan_file {
         Some(f) => Some(super::shm::read_input(Some(f))?),
         None => None,
@@ -35,7 +38,7 @@ pub fn run(args: CallArgs) -> Result<(), Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     let transport = super::pipe::transport_name(client.transport());
     if args.schema {
-        return print_schema(&client, &args.method, left);
+        return print_local_schema(&client, &args.method, left);
     }
     if let Some(bytes) = loan {
         let t = Instant::now();
@@ -93,18 +96,65 @@ pub fn run(args: CallArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `ipckit call zenoh://NAME ...`: the service found by name on the
+/// fabric (JSON in, JSON out; `--schema` as for a local one).
+#[cfg(feature = "zenoh")]
+fn call_remote(name: &str, args: &CallArgs, arg: serde_json::Value) -> Result<(), Error> {
+    if args.loan_file.is_some() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "--loan-file lends shared memory, which only a local service has; call a local name, or send the bytes as a JSON argument",
+        )
+        .with_name(&args.name));
+    }
+    let deadline = Instant::now() + args.timeout;
+    let client = crate::util::fabric()?.connect_service(name, args.timeout)?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if args.schema {
+        let raw = client.call_json(DESCRIBE, serde_json::json!(null), Some(left))?;
+        return print_schema(raw, &args.method, &args.name);
+    }
+    let t = Instant::now();
+    let result = client.call_json(&args.method, arg, Some(left))?;
+    let rtt = t.elapsed();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "result": result,
+                "rtt_ns": crate::util::nanos(rtt),
+                "transport": "zenoh",
+            })
+        );
+    } else {
+        println!("{result}");
+    }
+    Ok(())
+}
+
+/// `ipckit call zenoh://NAME` without the fabric built in.
+#[cfg(not(feature = "zenoh"))]
+fn call_remote(_name: &str, args: &CallArgs, _arg: serde_json::Value) -> Result<(), Error> {
+    Err(crate::util::no_fabric(&format!("calling {}", args.name)))
+}
+
 /// `--schema`: the JSON Schemas `method` published (read from a JSON
 /// `ipckit.describe`, which embeds them as JSON values; a schema sent as
 /// text is parsed), printed as one line
 /// `{"method": ..., "request": <schema>, "response": <schema>}`.
-fn print_schema(client: &Client, method: &str, left: Duration) -> Result<(), Error> {
+fn print_local_schema(client: &Client, method: &str, left: Duration) -> Result<(), Error> {
     let raw = client.call_json(DESCRIBE, serde_json::json!({}), Some(left))?;
+    print_schema(raw, method, client.name())
+}
+
+/// [`print_local_schema`] from the describe's JSON `raw` of service `name`.
+fn print_schema(raw: serde_json::Value, method: &str, name: &str) -> Result<(), Error> {
     let d: Describe = serde_json::from_value(raw).map_err(|e| {
         Error::new(
             ErrorKind::Decode,
             format!("its {DESCRIBE} answer does not read as a describe: {e}"),
         )
-        .with_name(client.name())
+        .with_name(name)
     })?;
     let Some(m) = d.methods.iter().find(|m| m.name == method) else {
         let names: Vec<&str> = d.methods.iter().map(|m| m.name.as_str()).collect();
@@ -112,7 +162,7 @@ fn print_schema(client: &Client, method: &str, left: Duration) -> Result<(), Err
             ErrorKind::NotFound,
             format!("no method '{method}'; it has: {}", names.join(", ")),
         )
-        .with_name(client.name()));
+        .with_name(name));
     };
     let (Some(req), Some(resp)) = (&m.request_schema, &m.response_schema) else {
         let why = match m.request.as_str() {
@@ -132,7 +182,7 @@ fn print_schema(client: &Client, method: &str, left: Duration) -> Result<(), Err
                 "'{method}' published no JSON Schema: {why}; only methods registered with handler_with_schema publish one"
             ),
         )
-        .with_name(client.name()));
+        .with_name(name));
     };
     let parse = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
@@ -140,7 +190,7 @@ fn print_schema(client: &Client, method: &str, left: Duration) -> Result<(), Err
                 ErrorKind::Decode,
                 format!("the schema of '{method}' is not JSON: {e}"),
             )
-            .with_name(client.name())
+            .with_name(name)
         })
     };
     println!(

@@ -21,7 +21,8 @@ pub enum DdeCommand {
     /// its topics start with the --item values, take pokes, and
     /// `execute "set NAME VALUE"` changes an item.
     Serve {
-        /// Service name.
+        /// Service name; zenoh://NAME serves NAME here and also publishes
+        /// it on the fabric (needs the `zenoh` feature).
         service: String,
         /// A topic to serve (repeatable).
         #[arg(long = "topic", value_name = "T", required = true)]
@@ -44,7 +45,8 @@ pub enum DdeCommand {
     },
     /// Print an item's value once (a cold link).
     Request {
-        /// Service name, or tcp://HOST:PORT.
+        /// Service name, tcp://HOST:PORT, or zenoh://NAME (a server
+        /// published on the fabric; needs the `zenoh` feature).
         service: String,
         /// Topic.
         topic: String,
@@ -63,7 +65,8 @@ pub enum DdeCommand {
     },
     /// Poke VALUE into an item.
     Poke {
-        /// Service name, or tcp://HOST:PORT.
+        /// Service name, tcp://HOST:PORT, or zenoh://NAME (a server
+        /// published on the fabric; needs the `zenoh` feature).
         service: String,
         /// Topic.
         topic: String,
@@ -81,7 +84,8 @@ pub enum DdeCommand {
     /// Run COMMAND on the server; fails with the server's reason if it
     /// refuses.
     Execute {
-        /// Service name, or tcp://HOST:PORT.
+        /// Service name, tcp://HOST:PORT, or zenoh://NAME (a server
+        /// published on the fabric; needs the `zenoh` feature).
         service: String,
         /// Topic.
         topic: String,
@@ -94,7 +98,8 @@ pub enum DdeCommand {
     /// Follow an item: a hot link prints each new value on its own line; a
     /// warm link (--warm) prints `changed`, then the value it requested.
     Advise {
-        /// Service name, or tcp://HOST:PORT.
+        /// Service name, tcp://HOST:PORT, or zenoh://NAME (a server
+        /// published on the fabric; needs the `zenoh` feature).
         service: String,
         /// Topic.
         topic: String,
@@ -142,10 +147,10 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             json,
         } => {
             let f = format_of(format.as_deref())?;
-            crate::util::fail_if_stale(&service, "DDE server")?;
+            stale_check(&service)?;
+            let opts = options_for(&service, timeout)?;
             let data = bounded(&service.clone(), timeout, move || {
-                options(timeout)
-                    .connect(&service, &topic)?
+                opts.connect(&service, &topic)?
                     .request(&item, f)
                     .map(|d| (item, d))
             })?;
@@ -170,10 +175,10 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             timeout,
         } => {
             let f = format_of(format.as_deref())?;
-            crate::util::fail_if_stale(&service, "DDE server")?;
+            stale_check(&service)?;
+            let opts = options_for(&service, timeout)?;
             bounded(&service.clone(), timeout, move || {
-                options(timeout)
-                    .connect(&service, &topic)?
+                opts.connect(&service, &topic)?
                     .poke(&item, f, &encode(f, &value))
             })
         }
@@ -183,11 +188,10 @@ pub fn run(cmd: DdeCommand) -> Result<(), Error> {
             command,
             timeout,
         } => {
-            crate::util::fail_if_stale(&service, "DDE server")?;
+            stale_check(&service)?;
+            let opts = options_for(&service, timeout)?;
             bounded(&service.clone(), timeout, move || {
-                options(timeout)
-                    .connect(&service, &topic)?
-                    .execute(&command)
+                opts.connect(&service, &topic)?.execute(&command)
             })
         }
         DdeCommand::Advise {
@@ -234,6 +238,27 @@ fn options(timeout: Duration) -> ConversationOptions {
     ConversationOptions::new()
         .allow_server_uids(crate::util::allowed_uids())
         .timeout(timeout)
+}
+
+/// [`options`], with the fabric session for a `zenoh://` service.
+fn options_for(service: &str, timeout: Duration) -> Result<ConversationOptions, Error> {
+    let opts = options(timeout);
+    if crate::util::remote_name(service).is_none() {
+        return Ok(opts);
+    }
+    #[cfg(feature = "zenoh")]
+    return Ok(opts.fabric(&crate::util::fabric()?));
+    #[cfg(not(feature = "zenoh"))]
+    return Err(crate::util::no_fabric("a zenoh:// DDE service"));
+}
+
+/// Fail at once on a stale local record (see `util::fail_if_stale`); names
+/// on the fabric have none.
+fn stale_check(service: &str) -> Result<(), Error> {
+    if crate::util::remote_name(service).is_some() {
+        return Ok(());
+    }
+    crate::util::fail_if_stale(service, "DDE server")
 }
 
 /// A little longer than the library's own timeouts, so that their more
@@ -344,6 +369,17 @@ fn serve(
     if let Some(a) = tcp {
         opts = opts.tcp(a);
     }
+    // `zenoh://NAME`: serve NAME here, and publish it on the fabric.
+    let service = match crate::util::remote_name(service) {
+        #[cfg(feature = "zenoh")]
+        Some(name) => {
+            opts = opts.fabric(&crate::util::fabric()?);
+            name
+        }
+        #[cfg(not(feature = "zenoh"))]
+        Some(_) => return Err(crate::util::no_fabric("serving a zenoh:// DDE service")),
+        None => service,
+    };
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
     let server = opts.create(service)?;
@@ -378,14 +414,15 @@ fn advise(
     format: Option<&str>,
 ) -> Result<(), Error> {
     let f = format_of(format)?;
-    crate::util::fail_if_stale(service, "DDE server")?;
+    stale_check(service)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let left = |d: Option<Instant>| d.map(|d| d.saturating_duration_since(Instant::now()));
     let connect_timeout = left(deadline).unwrap_or(Duration::from_secs(10));
     let conv = {
         let (service, topic) = (service.to_string(), topic.to_string());
+        let opts = options_for(&service, connect_timeout)?;
         bounded(&service.clone(), connect_timeout, move || {
-            options(connect_timeout).connect(&service, &topic)
+            opts.connect(&service, &topic)
         })?
     };
     let link = if warm { Link::Warm } else { Link::Hot };

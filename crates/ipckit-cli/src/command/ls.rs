@@ -283,3 +283,127 @@ fn prune(ns: &Namespace, json: bool, unused: bool) -> Result<(), Error> {
         None => Ok(()),
     }
 }
+
+/// `ls --remote` without the fabric built in.
+#[cfg(not(feature = "zenoh"))]
+pub fn run_remote(
+    _json: bool,
+    _watch: bool,
+    _timeout: Option<std::time::Duration>,
+) -> Result<(), Error> {
+    Err(crate::util::no_fabric("ls --remote"))
+}
+
+/// How long `ls --remote` gathers answers unless `--timeout` says.
+#[cfg(feature = "zenoh")]
+const REMOTE_GATHER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long `ls --remote` waits for a first peer before asking (a session
+/// found by multicast scouting meets its peers a few milliseconds after it
+/// opens).
+#[cfg(feature = "zenoh")]
+const FIRST_PEER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `ls --remote [--watch]`: the fabric's live endpoints, or their changes.
+#[cfg(feature = "zenoh")]
+pub fn run_remote(
+    json: bool,
+    watch: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), Error> {
+    use std::io::Write as _;
+    use std::time::Instant;
+
+    use ipckit::fabric::Change;
+
+    let fabric = crate::util::fabric()?;
+    if watch {
+        crate::util::catch_stop_signals()?;
+        let w = fabric.watch()?;
+        let until = timeout.map(|t| Instant::now() + t);
+        let mut out = std::io::stdout().lock();
+        while !crate::util::stop_requested() {
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
+            }
+            let wait = left.map_or(crate::util::STOP_POLL, |l| l.min(crate::util::STOP_POLL));
+            let Some(c) = w.next_timeout(wait)? else {
+                continue;
+            };
+            let (sign, event, e) = match &c {
+                Change::Appeared(e) => ('+', "appeared", e),
+                Change::Gone(e) => ('-', "gone", e),
+            };
+            let line = if json {
+                serde_json::json!({
+                    "event": event, "kind": e.kind, "name": e.name, "owner": e.owner,
+                })
+                .to_string()
+            } else {
+                format!(
+                    "{sign} {} {} {}",
+                    e.kind,
+                    e.name,
+                    e.owner.as_deref().unwrap_or("-")
+                )
+            };
+            // A closed stdout (`| head`) ends the watch.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let gather = timeout.unwrap_or(REMOTE_GATHER);
+    // Give scouting a moment to find the first peer (bounded; a fabric
+    // with no other peer simply lists this process's own endpoints).
+    let t = Instant::now();
+    while fabric.peers().is_empty() && t.elapsed() < FIRST_PEER.min(gather) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let endpoints = fabric.endpoints(gather)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "namespace": fabric.namespace(),
+                "id": fabric.id(),
+                "peers": fabric.peers(),
+                "endpoints": endpoints,
+            })
+        );
+        return Ok(());
+    }
+    if endpoints.is_empty() {
+        println!(
+            "nothing live on the fabric (namespace '{}', {} peer(s) reached)",
+            fabric.namespace(),
+            fabric.peers().len()
+        );
+        return Ok(());
+    }
+    let head = ["NAME", "KIND", "OWNER"];
+    let w0 = endpoints
+        .iter()
+        .map(|e| e.name.chars().count())
+        .chain([head[0].len()])
+        .max()
+        .unwrap_or(0);
+    let w1 = endpoints
+        .iter()
+        .map(|e| e.kind.chars().count())
+        .chain([head[1].len()])
+        .max()
+        .unwrap_or(0);
+    println!("{:<w0$}  {:<w1$}  {}", head[0], head[1], head[2]);
+    for e in &endpoints {
+        println!(
+            "{:<w0$}  {:<w1$}  {}",
+            e.name,
+            e.kind,
+            e.owner.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}

@@ -40,7 +40,16 @@ pub fn run(cli: Cli) -> Result<(), ipckit::Error> {
             json,
             prune,
             unused,
+            remote: false,
+            ..
         } => ls::run(json, prune, unused),
+        #[cfg(unix)]
+        Command::Ls {
+            json,
+            watch,
+            timeout,
+            ..
+        } => ls::run_remote(json, watch, timeout),
         Command::Shm(c) => shm::run(c),
         Command::Mutex(c) => sync::mutex(c),
         Command::Event(c) => sync::event(c),

@@ -67,8 +67,9 @@ pub fn run(cmd: MsgCommand) -> Result<(), ipckit::Error> {
             data,
             timeout,
             json,
+            remote,
         } => {
-            let all = messenger().broadcast(id, data.as_bytes(), timeout)?;
+            let all = broadcaster(remote)?.broadcast(id, data.as_bytes(), timeout)?;
             if json {
                 let v: Vec<serde_json::Value> = all
                     .iter()
@@ -101,6 +102,19 @@ fn messenger() -> message::Messenger {
         .clone()
 }
 
+/// [`messenger`], also publishing broadcasts on the command's fabric
+/// session when `remote` (receivers of every machine that listen as
+/// `zenoh://NAME` get them, as posted messages).
+fn broadcaster(remote: bool) -> Result<message::Messenger, ipckit::Error> {
+    if !remote {
+        return Ok(messenger());
+    }
+    #[cfg(feature = "zenoh")]
+    return Ok(messenger().fabric(&crate::util::fabric()?));
+    #[cfg(not(feature = "zenoh"))]
+    return Err(crate::util::no_fabric("a broadcast across the fabric"));
+}
+
 fn listen(
     name: &str,
     count: Option<usize>,
@@ -110,25 +124,37 @@ fn listen(
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
     let (tx, rx) = mpsc::channel::<()>();
-    let _rx = message::ReceiverOptions::new()
-        .limits(crate::util::limits())
-        .register(name, move |m| {
-            let text = String::from_utf8_lossy(m.data);
-            let line = if json {
-                serde_json::json!({
-                    "id": m.id, "data": text, "sender_pid": m.sender_pid, "posted": m.posted
-                })
-                .to_string()
-            } else {
-                format!("{:#06x} {}", m.id, text.replace('\n', "\\n"))
-            };
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-            drop(out);
-            let _ = tx.send(());
-            Reply::new(m.data.len() as i64)
-        })?;
+    #[cfg_attr(not(feature = "zenoh"), allow(unused_mut))]
+    let mut opts = message::ReceiverOptions::new().limits(crate::util::limits());
+    // `zenoh://NAME`: listen as NAME, and also take the broadcasts of
+    // every machine of the fabric.
+    let name = match crate::util::remote_name(name) {
+        #[cfg(feature = "zenoh")]
+        Some(n) => {
+            opts = opts.fabric(&crate::util::fabric()?);
+            n
+        }
+        #[cfg(not(feature = "zenoh"))]
+        Some(_) => return Err(crate::util::no_fabric("listening as zenoh://NAME")),
+        None => name,
+    };
+    let _rx = opts.register(name, move |m| {
+        let text = String::from_utf8_lossy(m.data);
+        let line = if json {
+            serde_json::json!({
+                "id": m.id, "data": text, "sender_pid": m.sender_pid, "posted": m.posted
+            })
+            .to_string()
+        } else {
+            format!("{:#06x} {}", m.id, text.replace('\n', "\\n"))
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        drop(out);
+        let _ = tx.send(());
+        Reply::new(m.data.len() as i64)
+    })?;
     eprintln!("listening as '{name}'");
     let mut seen = 0;
     let deadline = timeout.map(|t| Instant::now() + t);

@@ -68,7 +68,11 @@ pub fn run(cmd: ServiceCommand) -> Result<(), ipckit::Error> {
             wait,
             count,
             timeout,
-        } => serve_demo(&name, tcp, transport, wait, count, timeout),
+            fabric,
+        } => match crate::util::remote_name(&name) {
+            Some(remote) => serve_demo_remote(remote, &name, tcp.is_some(), count, timeout),
+            None => serve_demo(&name, tcp, transport, wait, count, timeout, fabric),
+        },
     }
 }
 
@@ -81,6 +85,127 @@ pub fn byte_sum(req: &[u8]) -> u64 {
         .sum()
 }
 
+/// The demo service on the fabric only (`service demo zenoh://NAME`).
+#[cfg(feature = "zenoh")]
+fn serve_demo_remote(
+    remote: &str,
+    full: &str,
+    tcp: bool,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+) -> Result<(), ipckit::Error> {
+    if tcp {
+        return Err(ipckit::Error::new(
+            ipckit::ErrorKind::InvalidInput,
+            "--tcp serves a local service over TCP; a zenoh:// name is published on the fabric only (use a plain name with --fabric for both)",
+        )
+        .with_name(full));
+    }
+    crate::util::catch_stop_signals()?;
+    let server = publish_demo(remote)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "serving service '{full}'");
+    let _ = out.flush();
+    drop(out);
+    let r = crate::util::serve_until(full, count, timeout, "calls answered", || {
+        let d = server.describe();
+        d.calls.saturating_sub(d.in_flight)
+    });
+    drop(server);
+    r
+}
+
+/// Publish the demo's methods on the fabric as `name`, and say so on
+/// stdout (`fabric zenoh://NAME namespace NS id ZID`). Loan methods
+/// become raw ones there (the fabric lends no shared memory): the same
+/// bytes in and out.
+#[cfg(feature = "zenoh")]
+fn publish_demo(name: &str) -> Result<ipckit::fabric::Server, ipckit::Error> {
+    let fabric = crate::util::fabric()?;
+    let server = fabric
+        .server(name)
+        .raw_handler("sum", |_enc: Encoding, req: &[u8]| {
+            Ok::<_, RemoteError>(byte_sum(req).to_le_bytes().to_vec())
+        })
+        .raw_handler("reverse", |_enc: Encoding, req: &[u8]| {
+            Ok::<_, RemoteError>(req.iter().rev().copied().collect::<Vec<u8>>())
+        })
+        .raw_handler("echo", |_enc: Encoding, body: &[u8]| {
+            Ok::<_, RemoteError>(body.to_vec())
+        })
+        .handler("add", add)
+        .handler("compare", compare_and_show)
+        .handler("sleep", sleep)
+        .handler("panic", panic_on_request)
+        .bind()?;
+    announce(&fabric, name);
+    Ok(server)
+}
+
+/// `--fabric`: publish the bound local `server` on the fabric, and say so
+/// as [`publish_demo`] does.
+#[cfg(feature = "zenoh")]
+fn publish_local(server: &Server, name: &str) -> Result<ipckit::fabric::Server, ipckit::Error> {
+    let fabric = crate::util::fabric()?;
+    let published = server.publish(&fabric)?;
+    announce(&fabric, name);
+    Ok(published)
+}
+
+/// `fabric zenoh://NAME namespace NS id ZID` on stdout.
+#[cfg(feature = "zenoh")]
+fn announce(fabric: &ipckit::fabric::Fabric, name: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "fabric zenoh://{name} namespace {} id {}",
+        fabric.namespace(),
+        fabric.id()
+    );
+    let _ = out.flush();
+}
+
+/// `service demo zenoh://NAME` without the fabric built in.
+#[cfg(not(feature = "zenoh"))]
+fn serve_demo_remote(
+    _remote: &str,
+    full: &str,
+    _tcp: bool,
+    _count: Option<u64>,
+    _timeout: Option<Duration>,
+) -> Result<(), ipckit::Error> {
+    Err(crate::util::no_fabric(&format!("publishing {full}")))
+}
+
+/// `add`: the sum, or an error naming the overflow.
+fn add(p: AddArgs) -> Result<i64, String> {
+    p.a.checked_add(p.b)
+        .ok_or_else(|| format!("{} + {} overflows a 64-bit integer", p.a, p.b))
+}
+
+/// `compare`: the seed's server shows what it got, and modifies it.
+fn compare_and_show(m: MyInfo) -> Result<MyInfo, RemoteError> {
+    // A closed stdout is no error.
+    let _ = writeln!(
+        std::io::stdout(),
+        "client: red={:.2}, blue={:.2}",
+        m.red,
+        m.blue
+    );
+    Ok(compare(m))
+}
+
+/// `sleep`: sleep `ms`, then say how long.
+fn sleep(p: SleepArgs) -> Result<Slept, RemoteError> {
+    std::thread::sleep(Duration::from_millis(p.ms));
+    Ok(Slept { slept_ms: p.ms })
+}
+
+/// `panic`: panic with the message asked for.
+fn panic_on_request(p: PanicArgs) -> Result<(), RemoteError> {
+    panic!("{}", p.message.unwrap_or_else(|| "asked to panic".into()))
+}
+
 fn serve_demo(
     name: &str,
     tcp: Option<String>,
@@ -88,7 +213,14 @@ fn serve_demo(
     wait: WaitArg,
     count: Option<u64>,
     timeout: Option<Duration>,
+    fabric: bool,
 ) -> Result<(), ipckit::Error> {
+    #[cfg(not(feature = "zenoh"))]
+    if fabric {
+        return Err(crate::util::no_fabric(&format!(
+            "service demo {name} --fabric"
+        )));
+    }
     let mut b = Server::builder(name)
         .transport(transport.get())
         .wait_strategy(wait.get())
@@ -105,33 +237,32 @@ fn serve_demo(
         .raw_handler("echo", |_enc: Encoding, body: &[u8]| {
             Ok::<_, RemoteError>(body.to_vec())
         })
-        .handler_with_schema("add", |p: AddArgs| {
-            p.a.checked_add(p.b)
-                .ok_or_else(|| format!("{} + {} overflows a 64-bit integer", p.a, p.b))
-        })
-        .handler_with_schema("compare", |m: MyInfo| {
-            // The seed's server shows what it got; a closed stdout is no error.
-            let _ = writeln!(
-                std::io::stdout(),
-                "client: red={:.2}, blue={:.2}",
-                m.red,
-                m.blue
-            );
-            Ok::<_, RemoteError>(compare(m))
-        })
-        .handler_with_schema("sleep", |p: SleepArgs| {
-            std::thread::sleep(Duration::from_millis(p.ms));
-            Ok::<_, RemoteError>(Slept { slept_ms: p.ms })
-        })
-        .handler_with_schema("panic", |p: PanicArgs| -> Result<(), RemoteError> {
-            panic!("{}", p.message.unwrap_or_else(|| "asked to panic".into()))
-        });
+        .handler_with_schema("add", add)
+        .handler_with_schema("compare", compare_and_show)
+        .handler_with_schema("sleep", sleep)
+        .handler_with_schema("panic", panic_on_request);
     if let Some(a) = tcp {
         b = b.tcp(a);
     }
     // Before the record exists: a stop signal from then on removes it.
     crate::util::catch_stop_signals()?;
     let server = b.limits(crate::util::limits()).bind()?;
+    // `--fabric`: the same server published on the fabric too (before
+    // `serving`, so that line means both are up).
+    #[cfg(feature = "zenoh")]
+    let published = match fabric {
+        true => Some(publish_local(&server, name)?),
+        false => None,
+    };
+    #[cfg(feature = "zenoh")]
+    let remote_calls = || {
+        published.as_ref().map_or(0, |p| {
+            let d = p.describe();
+            d.calls.saturating_sub(d.in_flight)
+        })
+    };
+    #[cfg(not(feature = "zenoh"))]
+    let remote_calls = || 0;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "serving service '{name}'");
     if let Some(a) = server.tcp_addr() {
@@ -143,7 +274,7 @@ fn serve_demo(
     // finish) and its record removed.
     let r = crate::util::serve_until(name, count, timeout, "calls answered", || {
         let d = server.describe();
-        d.calls.saturating_sub(d.in_flight)
+        d.calls.saturating_sub(d.in_flight) + remote_calls()
     });
     drop(server);
     r

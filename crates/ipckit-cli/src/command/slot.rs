@@ -63,13 +63,20 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
             udp,
             json,
         } => {
+            // `zenoh://GROUP`: also publish on the fabric, to the members
+            // of every machine.
+            let (name, fabric) = match crate::util::remote_name(&name) {
+                Some(group) => (group.to_string(), true),
+                None => (name, false),
+            };
             if let Some(addr) = &udp {
                 mailslot::send_datagram(addr, &name, message.as_bytes())?;
             }
-            let d = WriterOptions::new()
+            let writer = WriterOptions::new()
                 .allow_server_uids(crate::util::allowed_uids())
-                .timeout(timeout)
-                .send_to_group(&name, message.as_bytes())?;
+                .timeout(timeout);
+            let writer = with_fabric_writer(writer, fabric)?;
+            let d = writer.send_to_group(&name, message.as_bytes())?;
             if json {
                 let failed: Vec<String> = d.failed.iter().map(|e| e.to_string()).collect();
                 println!(
@@ -79,7 +86,14 @@ pub fn run(cmd: SlotCommand) -> Result<(), ipckit::Error> {
                         "failed": failed,
                         "stale_removed": d.stale_removed,
                         "udp": udp.is_some(),
+                        "fabric": fabric,
+                        "fabric_members": d.fabric_members,
                     })
+                );
+            } else if fabric {
+                println!(
+                    "delivered to {} member(s) here; published to {} member(s) on the fabric",
+                    d.delivered, d.fabric_members
                 );
             } else {
                 println!("delivered to {} member(s)", d.delivered);
@@ -111,7 +125,15 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
     crate::util::catch_stop_signals()?;
     #[cfg(unix)]
     let slot: Mailslot = if group {
-        opts.join_group(&args.name)?
+        // `zenoh://GROUP`: also take the group's messages from the fabric.
+        match crate::util::remote_name(&args.name) {
+            Some(g) => {
+                let slot = with_fabric_member(opts, true)?.join_group(g)?;
+                eprintln!("joined group '{g}' here and on the fabric");
+                slot
+            }
+            None => opts.join_group(&args.name)?,
+        }
     } else {
         opts.create(&args.name)?
     };
@@ -162,6 +184,30 @@ fn read(args: &SlotReadArgs, group: bool) -> Result<(), ipckit::Error> {
         }
     }
     Ok(())
+}
+
+/// `opts` with the command's fabric session, if `on`.
+#[cfg(unix)]
+fn with_fabric_member(opts: MailslotOptions, on: bool) -> Result<MailslotOptions, ipckit::Error> {
+    if !on {
+        return Ok(opts);
+    }
+    #[cfg(feature = "zenoh")]
+    return Ok(opts.fabric(&crate::util::fabric()?));
+    #[cfg(not(feature = "zenoh"))]
+    return Err(crate::util::no_fabric("a zenoh:// mailslot group"));
+}
+
+/// `w` with the command's fabric session, if `on`.
+#[cfg(unix)]
+fn with_fabric_writer(w: WriterOptions, on: bool) -> Result<WriterOptions, ipckit::Error> {
+    if !on {
+        return Ok(w);
+    }
+    #[cfg(feature = "zenoh")]
+    return Ok(w.fabric(&crate::util::fabric()?));
+    #[cfg(not(feature = "zenoh"))]
+    return Err(crate::util::no_fabric("a zenoh:// mailslot group"));
 }
 
 /// The demo's mailslot step: a reader process, writer processes, and this

@@ -28,6 +28,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLIENT_QUEUE_PER_LINK: usize = 1024;
 /// Largest error text or topic list a client accepts from a server.
 const MAX_TEXT: usize = 1 << 20;
+/// The prefix of a service reached over the Zenoh fabric.
+const ZENOH_PREFIX: &str = "zenoh://";
 
 /// Settings for opening conversations (`DdeConnect`).
 ///
@@ -44,6 +46,8 @@ pub struct ConversationOptions {
     namespace: Option<Namespace>,
     timeout: Duration,
     trust: Trust,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl Default for ConversationOptions {
@@ -52,6 +56,8 @@ impl Default for ConversationOptions {
             namespace: None,
             timeout: DEFAULT_TIMEOUT,
             trust: Trust::default(),
+            #[cfg(feature = "zenoh")]
+            fabric: None,
         }
     }
 }
@@ -112,8 +118,32 @@ impl ConversationOptions {
         self
     }
 
-    /// Open a conversation with `service` (a name in the namespace, or
-    /// `tcp://HOST:PORT`) on `topic` (`DdeConnect`). Errors:
+    /// Reach `zenoh://SERVICE` names over this fabric (feature `zenoh`)
+    /// rather than the process-wide one ([`Fabric::global`](crate::fabric::Fabric::global)).
+    /// Plain names stay in the local namespace.
+    ///
+    /// ```
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-dde-conv")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let e = ipckit::dde::ConversationOptions::new().fabric(&fabric)
+    ///     .timeout(std::time::Duration::from_millis(50))
+    ///     .connect("zenoh://nobody", "t").unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
+        self
+    }
+
+    /// Open a conversation with `service` (a name in the namespace,
+    /// `tcp://HOST:PORT`, or with the `zenoh` feature `zenoh://SERVICE`: a
+    /// server published with [`DdeServerOptions::fabric`](super::DdeServerOptions::fabric)
+    /// on any machine of the fabric) on `topic` (`DdeConnect`). Over the
+    /// fabric, no such server within the timeout is [`ErrorKind::NotFound`]
+    /// and every call and advise loop ends with [`ErrorKind::PeerGone`] as
+    /// soon as its liveliness token goes. Errors:
     /// [`ErrorKind::NotFound`] if the service does not serve the topic (or,
     /// after the timeout, if no such service exists: [`ErrorKind::Timeout`]
     /// wrapping it; with a zero timeout, `NotFound` at once),
@@ -131,6 +161,9 @@ impl ConversationOptions {
     #[doc(alias = "DdeConnect")]
     pub fn connect(&self, service: &str, topic: &str) -> Result<Conversation> {
         check_name(topic, "topic").map_err(|e| e.with_name(service))?;
+        if let Some(name) = service.strip_prefix(ZENOH_PREFIX) {
+            return self.connect_fabric(service, name, topic);
+        }
         let (fd, max) = self.dial(service)?;
         let deadline = Instant::now() + self.timeout.max(Duration::from_secs(1));
         let (h, _, body) = exchange(
@@ -147,7 +180,7 @@ impl ConversationOptions {
         let inner = Arc::new(Inner {
             service: service.to_string(),
             topic: topic.to_string(),
-            fd,
+            transport: Transport::Socket(fd),
             max,
             timeout: self.timeout,
             calls: Mutex::new(()),
@@ -159,7 +192,11 @@ impl ConversationOptions {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name(format!("ipckit-dde-{service}"))
-                .spawn(move || read_loop(&inner))
+                .spawn(move || {
+                    if let Some(fd) = inner.socket() {
+                        read_loop(&inner, fd);
+                    }
+                })
                 .map_err(|e| {
                     Error::os(e, "cannot start the conversation's reader thread").with_name(service)
                 })?
@@ -182,6 +219,17 @@ impl ConversationOptions {
     /// ```
     #[doc(alias = "XTYP_WILDCONNECT")]
     pub fn topics(&self, service: &str) -> Result<Vec<String>> {
+        if let Some(name) = service.strip_prefix(ZENOH_PREFIX) {
+            #[cfg(feature = "zenoh")]
+            {
+                let fabric = self.fabric_for(service)?;
+                return crate::fabric::dde::DdeLink::find(&fabric, name, "", self.timeout)
+                    .map_err(|e| e.with_name(service))?
+                    .topics(self.timeout);
+            }
+            #[cfg(not(feature = "zenoh"))]
+            return Err(no_zenoh(service, name));
+        }
         let (fd, _) = self.dial(service)?;
         let deadline = Instant::now() + self.timeout.max(Duration::from_secs(1));
         let (h, _, body) = exchange(
@@ -236,6 +284,55 @@ impl ConversationOptions {
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(out)
+    }
+
+    #[cfg(feature = "zenoh")]
+    fn fabric_for(&self, service: &str) -> Result<crate::fabric::Fabric> {
+        match &self.fabric {
+            Some(f) => Ok(f.clone()),
+            None => crate::fabric::Fabric::global().map_err(|e| e.with_name(service)),
+        }
+    }
+
+    /// A conversation with `name` on the fabric (`service` is the name as
+    /// given, `zenoh://` included).
+    #[cfg(feature = "zenoh")]
+    fn connect_fabric(&self, service: &str, name: &str, topic: &str) -> Result<Conversation> {
+        let fabric = self.fabric_for(service)?;
+        let link = crate::fabric::dde::DdeLink::connect(&fabric, name, topic, self.timeout)
+            .map_err(|e| e.with_name(service))?;
+        let inner = Arc::new(Inner {
+            service: service.to_string(),
+            topic: topic.to_string(),
+            transport: Transport::Fabric(Box::new(link)),
+            max: usize::MAX,
+            timeout: self.timeout,
+            calls: Mutex::new(()),
+            next_id: AtomicU64::new(2),
+            st: Mutex::new(ClientState::default()),
+            cv: Condvar::new(),
+        });
+        if let Transport::Fabric(link) = &inner.transport {
+            let weak = Arc::downgrade(&inner);
+            link.on_gone(Box::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.end((
+                        ErrorKind::PeerGone,
+                        "the DDE server left the fabric (it died or was dropped); reconnect when it is back"
+                            .to_string(),
+                    ));
+                }
+            }));
+        }
+        Ok(Conversation {
+            inner,
+            reader: None,
+        })
+    }
+
+    #[cfg(not(feature = "zenoh"))]
+    fn connect_fabric(&self, service: &str, name: &str, _topic: &str) -> Result<Conversation> {
+        Err(no_zenoh(service, name))
     }
 
     /// Connect and read the hello: the socket and the server's data limit.
@@ -343,6 +440,16 @@ fn read_frame(
     Ok(Some((h, name, rest[h.name_len..].to_vec())))
 }
 
+/// The error for a `zenoh://` name in a build without the `zenoh` feature.
+#[cfg(not(feature = "zenoh"))]
+fn no_zenoh(service: &str, name: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!("'{name}' is a name on the Zenoh fabric, and this ipckit was built without the `zenoh` feature; rebuild with it"),
+    )
+    .with_name(service)
+}
+
 fn gone(service: &str) -> Error {
     Error::new(
         ErrorKind::PeerGone,
@@ -390,10 +497,19 @@ struct ClientState {
     links: HashMap<(String, u32), LinkBuf>,
 }
 
+/// How a conversation reaches its server.
+enum Transport {
+    /// A connection in the namespace or over TCP, read by the reader thread.
+    Socket(OwnedFd),
+    /// The Zenoh fabric (`zenoh://SERVICE`).
+    #[cfg(feature = "zenoh")]
+    Fabric(Box<crate::fabric::dde::DdeLink>),
+}
+
 struct Inner {
     service: String,
     topic: String,
-    fd: OwnedFd,
+    transport: Transport,
     /// The server's data limit.
     max: usize,
     timeout: Duration,
@@ -431,6 +547,13 @@ impl Inner {
             .with_needed(body.len()));
         }
         let _call = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(feature = "zenoh")]
+        if let Transport::Fabric(link) = &self.transport {
+            return self.call_fabric(link, kind, name, format, body);
+        }
+        let Some(fd) = self.socket() else {
+            unreachable!("a conversation off the fabric has a connection")
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.timeout;
         {
@@ -442,11 +565,9 @@ impl Inner {
             st.answer = None;
         }
         let frame = wire::frame(Header::new(kind, code, format, id), name, body);
-        let sent = conn_io::set_send_timeout(
-            self.fd.as_fd(),
-            Some(self.timeout.max(Duration::from_millis(1))),
-        )
-        .and_then(|()| conn_io::send_all(self.fd.as_fd(), &frame));
+        let sent =
+            conn_io::set_send_timeout(fd.as_fd(), Some(self.timeout.max(Duration::from_millis(1))))
+                .and_then(|()| conn_io::send_all(fd.as_fd(), &frame));
         if let Err(e) = sent {
             self.lock().waiting = None;
             return Err(match e.kind() {
@@ -494,60 +615,132 @@ impl Inner {
 
 /// The reader thread: answers to the waiting caller, advise frames to
 /// their links, until the connection ends.
-fn read_loop(inner: &Inner) {
+fn read_loop(inner: &Inner, fd: &OwnedFd) {
     let limit = inner.max.max(MAX_TEXT);
-    let why = loop {
-        match read_frame(&inner.fd, limit, None) {
-            Ok(None) => {
-                break (
+    let why =
+        loop {
+            match read_frame(fd, limit, None) {
+                Ok(None) => break (
                     ErrorKind::PeerGone,
                     "the DDE server went away (it died or was dropped); reconnect when it is back"
                         .to_string(),
-                )
-            }
-            Err(e) => break (e.kind(), e.message().to_string()),
-            Ok(Some((h, name, body))) => {
-                let mut st = inner.lock();
-                match h.kind {
-                    wire::REPLY | wire::ERROR => {
-                        if st.waiting == Some(h.value) {
-                            st.answer = Some((h, body));
-                            inner.cv.notify_all();
-                        }
-                    }
-                    _ => {
-                        let Some(l) = st.links.get_mut(&(name.clone(), h.format)) else {
-                            continue;
-                        };
-                        let mut u = Update {
-                            item: name,
-                            format: Format::from_id(h.format),
-                            data: (h.kind == wire::DATA).then_some(body),
-                            skipped: h.value,
-                        };
-                        if l.updates.len() >= CLIENT_QUEUE_PER_LINK {
-                            // Drop the oldest; the next one carries its count.
-                            if let Some(old) = l.updates.pop_front() {
-                                let extra = old.skipped.saturating_add(1);
-                                match l.updates.front_mut() {
-                                    Some(next) => next.skipped = next.skipped.saturating_add(extra),
-                                    None => u.skipped = u.skipped.saturating_add(extra),
-                                }
+                ),
+                Err(e) => break (e.kind(), e.message().to_string()),
+                Ok(Some((h, name, body))) => {
+                    let mut st = inner.lock();
+                    match h.kind {
+                        wire::REPLY | wire::ERROR => {
+                            if st.waiting == Some(h.value) {
+                                st.answer = Some((h, body));
+                                inner.cv.notify_all();
                             }
                         }
-                        l.updates.push_back(u);
-                        inner.cv.notify_all();
+                        _ => {
+                            let data = (h.kind == wire::DATA).then_some(body);
+                            inner.deliver(&mut st, name, h.format, data, h.value);
+                        }
                     }
                 }
             }
+        };
+    inner.end(why);
+}
+
+impl Inner {
+    /// The connection, if the conversation has one (not on the fabric).
+    fn socket(&self) -> Option<&OwnedFd> {
+        match &self.transport {
+            Transport::Socket(fd) => Some(fd),
+            #[cfg(feature = "zenoh")]
+            Transport::Fabric(_) => None,
         }
-    };
-    let mut st = inner.lock();
-    for l in st.links.values_mut() {
-        l.end.get_or_insert_with(|| why.clone());
     }
-    st.gone = Some(why);
-    inner.cv.notify_all();
+
+    /// Queue an update for its link, if the link is there.
+    fn deliver(
+        &self,
+        st: &mut ClientState,
+        item: String,
+        format: u32,
+        data: Option<Vec<u8>>,
+        skipped: u64,
+    ) {
+        let Some(l) = st.links.get_mut(&(item.clone(), format)) else {
+            return;
+        };
+        let mut u = Update {
+            item,
+            format: Format::from_id(format),
+            data,
+            skipped,
+        };
+        if l.updates.len() >= CLIENT_QUEUE_PER_LINK {
+            // Drop the oldest; the next one carries its count.
+            if let Some(old) = l.updates.pop_front() {
+                let extra = old.skipped.saturating_add(1);
+                match l.updates.front_mut() {
+                    Some(next) => next.skipped = next.skipped.saturating_add(extra),
+                    None => u.skipped = u.skipped.saturating_add(extra),
+                }
+            }
+        }
+        l.updates.push_back(u);
+        self.cv.notify_all();
+    }
+
+    /// The conversation ended: why, for every call and link.
+    fn end(&self, why: (ErrorKind, String)) {
+        let mut st = self.lock();
+        for l in st.links.values_mut() {
+            l.end.get_or_insert_with(|| why.clone());
+        }
+        st.gone.get_or_insert(why);
+        self.cv.notify_all();
+    }
+
+    /// One transaction over the fabric.
+    #[cfg(feature = "zenoh")]
+    fn call_fabric(
+        &self,
+        link: &crate::fabric::dde::DdeLink,
+        kind: u8,
+        name: &str,
+        format: u32,
+        body: &[u8],
+    ) -> Result<(u32, Vec<u8>)> {
+        use crate::fabric::dde::Op;
+        if let Some((k, why)) = &self.lock().gone {
+            return Err(Error::new(*k, why.clone()).with_name(&self.service));
+        }
+        let f = Format::from_id(format);
+        let command;
+        let op = match kind {
+            wire::REQUEST => Op::Request(name, f),
+            wire::ADVISE => Op::AdviseCheck(name, f),
+            wire::POKE => Op::Poke(name, f, body),
+            wire::EXECUTE => {
+                command = String::from_utf8_lossy(body).into_owned();
+                Op::Execute(&command)
+            }
+            wire::UNADVISE => {
+                return if link.unsubscribe(name) {
+                    Ok((0, Vec::new()))
+                } else {
+                    Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("the server answered: the conversation has no advise link on item '{name}'"),
+                    )
+                    .with_name(&self.service))
+                };
+            }
+            k => unreachable!("no fabric transaction of kind {k}"),
+        };
+        match link.call(op, self.timeout) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err((code, text))) => Err(remote_error(&self.service, code, text.as_bytes())),
+            Err(e) => Err(e.with_name(&self.service)),
+        }
+    }
 }
 
 /// An open conversation with a service on one topic (the `HCONV`). Its
@@ -727,7 +920,24 @@ impl Conversation {
             Link::Hot => wire::LINK_HOT,
             Link::Warm => wire::LINK_WARM,
         };
-        if let Err(e) = self.inner.call(wire::ADVISE, code, item, format.id(), &[]) {
+        #[cfg_attr(not(feature = "zenoh"), allow(unused_mut))]
+        let mut started = self.inner.call(wire::ADVISE, code, item, format.id(), &[]);
+        #[cfg(feature = "zenoh")]
+        if let (Ok(_), Transport::Fabric(fl)) = (&started, &self.inner.transport) {
+            let weak = Arc::downgrade(&self.inner);
+            let name = item.to_string();
+            let fid = format.id();
+            let deliver = move |data: Option<Vec<u8>>, skipped: u64| {
+                if let Some(inner) = weak.upgrade() {
+                    let mut st = inner.lock();
+                    inner.deliver(&mut st, name.clone(), fid, data, skipped);
+                }
+            };
+            if let Err(e) = fl.subscribe(item, format, link, Box::new(deliver)) {
+                started = Err(e.with_name(&self.inner.service));
+            }
+        }
+        if let Err(e) = started {
             let mut st = self.inner.lock();
             if st
                 .links
@@ -839,7 +1049,17 @@ impl Conversation {
 
 impl Drop for Conversation {
     fn drop(&mut self) {
-        conn_io::shutdown(self.inner.fd.as_fd());
+        match &self.inner.transport {
+            Transport::Socket(fd) => conn_io::shutdown(fd.as_fd()),
+            #[cfg(feature = "zenoh")]
+            Transport::Fabric(link) => {
+                link.close();
+                self.inner.end((
+                    ErrorKind::PeerGone,
+                    "the conversation was closed".to_string(),
+                ));
+            }
+        }
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }

@@ -118,6 +118,8 @@ pub struct DdeServerOptions {
     topics: Vec<String>,
     on_poke: Option<PokeFn>,
     on_execute: Option<ExecFn>,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl std::fmt::Debug for DdeServerOptions {
@@ -148,6 +150,8 @@ impl Default for DdeServerOptions {
             topics: Vec::new(),
             on_poke: None,
             on_execute: None,
+            #[cfg(feature = "zenoh")]
+            fabric: None,
         }
     }
 }
@@ -208,6 +212,37 @@ impl DdeServerOptions {
             addr.trim_start_matches(crate::conn::dial::TCP_PREFIX)
                 .to_string(),
         );
+        self
+    }
+
+    /// Also publish the server on a Zenoh [`Fabric`](crate::fabric::Fabric)
+    /// (feature `zenoh`): clients on any machine of the fabric then reach
+    /// it as `zenoh://SERVICE` with the same [`ConversationOptions`](super::ConversationOptions)
+    /// API. Items are served under
+    /// `ipckit/<namespace>/dde/<service>/<topic>/<item>` (a request is a
+    /// query, a hot link a subscription, a warm link a subscription to
+    /// notices, a poke and an execute are queries) and the server's
+    /// presence is the liveliness token `ipckit/<namespace>/alive/dde/<service>/.<zid>`.
+    /// The local endpoint stays as it is. A live server of the same name
+    /// already on the fabric makes [`create`](Self::create) fail with
+    /// [`ErrorKind::AlreadyExists`]. Default: not published.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-dde-fabric")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).fabric(&fabric)
+    ///     .topic("t").create("svc").unwrap();
+    /// s.set_item("t", "x", ipckit::clipboard::Format::TEXT, b"1").unwrap();
+    /// let c = ipckit::dde::ConversationOptions::new().fabric(&fabric)
+    ///     .connect("zenoh://svc", "t").unwrap();
+    /// assert_eq!(c.request("x", ipckit::clipboard::Format::TEXT).unwrap(), b"1");
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
         self
     }
 
@@ -359,6 +394,7 @@ impl DdeServerOptions {
             events: Mutex::new(VecDeque::new()),
             events_cv: Condvar::new(),
             counters: OnceLock::new(),
+            on_set: OnceLock::new(),
         });
         let socket_path = bound.socket_path;
         let reactor = Reactor::start(
@@ -390,14 +426,23 @@ impl DdeServerOptions {
                 return Err(Error::os(e, "cannot start the server's thread").with_name(service));
             }
         };
-        Ok(DdeServer {
+        #[allow(unused_mut)]
+        let mut server = DdeServer {
             handle: DdeServerHandle(shared),
             reactor: Some(reactor),
             sweeper: Some(sweeper),
             socket_path,
             tcp_addr: bound.tcp_addr,
             _claim: bound.claim,
-        })
+            #[cfg(feature = "zenoh")]
+            publication: None,
+        };
+        #[cfg(feature = "zenoh")]
+        if let Some(fabric) = &self.fabric {
+            // On failure `server` drops here: the local endpoint goes too.
+            server.publication = Some(crate::fabric::dde::publish(fabric, &server.handle)?);
+        }
+        Ok(server)
     }
 }
 
@@ -538,6 +583,9 @@ pub struct DdeServer {
     socket_path: PathBuf,
     tcp_addr: Option<SocketAddr>,
     _claim: Claim,
+    /// The fabric publication ([`DdeServerOptions::fabric`]).
+    #[cfg(feature = "zenoh")]
+    publication: Option<crate::fabric::dde::Publication>,
 }
 
 impl std::fmt::Debug for DdeServer {
@@ -706,6 +754,9 @@ impl DdeServer {
 
 impl Drop for DdeServer {
     fn drop(&mut self) {
+        // Leave the fabric first: remote clients see PeerGone at once.
+        #[cfg(feature = "zenoh")]
+        drop(self.publication.take());
         let _ = std::fs::remove_file(&self.socket_path);
         let s = &self.handle.0;
         s.lock().closing = true;
@@ -818,7 +869,13 @@ struct Shared {
     events: Mutex<VecDeque<DdeServerEvent>>,
     events_cv: Condvar,
     counters: OnceLock<Arc<Counters>>,
+    /// Called (under the state lock, so in order) with each new value of
+    /// an item: the fabric publication's hook.
+    on_set: OnceLock<SetHook>,
 }
+
+/// See [`Shared::on_set`].
+pub(crate) type SetHook = Box<dyn Fn(&str, &str, Format, &[u8]) + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -904,6 +961,9 @@ impl Shared {
                 data: data.clone(),
             },
         );
+        if let Some(hook) = self.on_set.get() {
+            hook(topic, item, format, &data);
+        }
         let key = (item.to_string(), format.id());
         let cap = self.queue_per_link;
         let st = &mut *st;
@@ -1358,8 +1418,23 @@ fn run_poke(
     format: Format,
     data: Vec<u8>,
 ) -> Vec<u8> {
+    match poke_verdict(s, topic, item, format, data) {
+        Ok(()) => wire::reply(id, 0, &[]),
+        Err((code, why)) => wire::error(id, code, &why),
+    }
+}
+
+/// Run the poke handler and store the value: `Err((wire error code, text))`
+/// if refused or failed.
+fn poke_verdict(
+    s: &Arc<Shared>,
+    topic: &str,
+    item: &str,
+    format: Format,
+    data: Vec<u8>,
+) -> std::result::Result<(), (u8, String)> {
     if check_name(item, "item").is_err() {
-        return wire::error(id, wire::ERR_INVALID, "an item name is 1 to 255 bytes");
+        return Err((wire::ERR_INVALID, "an item name is 1 to 255 bytes".into()));
     }
     let handle = DdeServerHandle(s.clone());
     let verdict = match &s.on_poke {
@@ -1377,23 +1452,29 @@ fn run_poke(
         }
     };
     if let Err(why) = verdict {
-        return wire::error(id, wire::ERR_REFUSED, &why);
+        return Err((wire::ERR_REFUSED, why));
     }
-    match s.set_item(topic, item, format, data, Some(())) {
-        Ok(()) => wire::reply(id, 0, &[]),
-        Err(e) => {
+    s.set_item(topic, item, format, data, Some(()))
+        .map_err(|e| {
             let code = match e.kind() {
                 ErrorKind::Full => wire::ERR_LIMIT,
                 ErrorKind::TooLarge => wire::ERR_TOO_LARGE,
                 ErrorKind::NotFound => wire::ERR_NOT_FOUND,
                 _ => wire::ERR_REFUSED,
             };
-            wire::error(id, code, e.message())
-        }
-    }
+            (code, e.message().to_string())
+        })
 }
 
 fn run_execute(s: &Arc<Shared>, id: u64, topic: &str, command: &str) -> Vec<u8> {
+    match execute_verdict(s, topic, command) {
+        Ok(()) => wire::reply(id, 0, &[]),
+        Err(why) => wire::error(id, wire::ERR_REFUSED, &why),
+    }
+}
+
+/// Run the execute handler: `Err(reason)` if it refused.
+fn execute_verdict(s: &Arc<Shared>, topic: &str, command: &str) -> std::result::Result<(), String> {
     let handle = DdeServerHandle(s.clone());
     let verdict = match &s.on_execute {
         None => Err(format!(
@@ -1410,8 +1491,117 @@ fn run_execute(s: &Arc<Shared>, id: u64, topic: &str, command: &str) -> Vec<u8> 
             })
         }
     };
-    match verdict {
-        Ok(()) => wire::reply(id, 0, &[]),
-        Err(why) => wire::error(id, wire::ERR_REFUSED, &why),
+    verdict
+}
+
+// ----------------------------------------------------------------- fabric
+
+/// What the fabric publication (`fabric::dde`) needs of a server. Each
+/// `Err` is a wire error code and its text, as the local protocol sends.
+#[cfg(feature = "zenoh")]
+impl DdeServerHandle {
+    pub(crate) fn service(&self) -> &str {
+        &self.0.service
+    }
+
+    pub(crate) fn topic_list(&self) -> Vec<String> {
+        self.0.lock().topics.keys().cloned().collect()
+    }
+
+    /// Check that `topic` is served.
+    fn served(st: &State, topic: &str) -> std::result::Result<(), (u8, String)> {
+        if st.topics.contains_key(topic) {
+            return Ok(());
+        }
+        let known: Vec<&str> = st.topics.keys().map(String::as_str).collect();
+        Err((
+            wire::ERR_NOT_FOUND,
+            format!(
+                "the service has no topic '{topic}'; its topics: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ))
+    }
+
+    /// A request (cold link), or with `data: false` only the check an
+    /// advise makes: the item exists in `format`.
+    pub(crate) fn fabric_request(
+        &self,
+        topic: &str,
+        item: &str,
+        format: Format,
+        data: bool,
+    ) -> std::result::Result<Vec<u8>, (u8, String)> {
+        let st = self.0.lock();
+        Self::served(&st, topic)?;
+        match st.topics.get(topic).and_then(|t| t.items.get(item)) {
+            None => Err((
+                wire::ERR_NOT_FOUND,
+                format!("topic '{topic}' has no item '{item}'"),
+            )),
+            Some(v) if v.format != format => Err((
+                wire::ERR_NOT_FOUND,
+                format!(
+                    "item '{item}' is in format {}, not {format}; ask for {}",
+                    v.format, v.format
+                ),
+            )),
+            Some(v) if data => Ok(v.data.to_vec()),
+            Some(_) => Ok(Vec::new()),
+        }
+    }
+
+    pub(crate) fn fabric_poke(
+        &self,
+        topic: &str,
+        item: &str,
+        format: Format,
+        data: Vec<u8>,
+    ) -> std::result::Result<(), (u8, String)> {
+        Self::served(&self.0.lock(), topic)?;
+        if data.len() > self.0.max_data {
+            return Err((
+                wire::ERR_TOO_LARGE,
+                format!(
+                    "{} bytes of data are over the server's limit of {} bytes",
+                    data.len(),
+                    self.0.max_data
+                ),
+            ));
+        }
+        poke_verdict(&self.0, topic, item, format, data)
+    }
+
+    pub(crate) fn fabric_execute(
+        &self,
+        topic: &str,
+        command: &str,
+    ) -> std::result::Result<(), (u8, String)> {
+        Self::served(&self.0.lock(), topic)?;
+        if command.len() > self.0.max_data {
+            return Err((
+                wire::ERR_TOO_LARGE,
+                format!(
+                    "a command of {} bytes is over the server's limit of {} bytes",
+                    command.len(),
+                    self.0.max_data
+                ),
+            ));
+        }
+        execute_verdict(&self.0, topic, command).map_err(|why| (wire::ERR_REFUSED, why))
+    }
+
+    /// Run `job` on the server's handler pool (never on Zenoh's threads).
+    pub(crate) fn run(&self, job: Box<dyn FnOnce() + Send + 'static>) {
+        self.0.handlers.submit(job);
+    }
+
+    /// Install the hook called with every new item value.
+    pub(crate) fn on_set(&self, hook: SetHook) {
+        let _ = self.0.on_set.set(hook);
     }
 }

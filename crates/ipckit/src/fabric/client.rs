@@ -1,9 +1,13 @@
 //! The client side: a service found by its liveliness token, called with
 //! Zenoh queries, its token watched while a call waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -34,6 +38,47 @@ enum Event {
     Done,
     /// The server's liveliness token is gone.
     Gone,
+    /// (Async calls) why a query that got no reply failed.
+    Failed(Error),
+}
+
+/// Where a waiting call hears its [`Event`]s: a channel (blocking calls)
+/// or a slot that wakes a task (async calls).
+#[derive(Clone)]
+enum Sink {
+    Sync(mpsc::Sender<Event>),
+    Async(Arc<Slot>),
+}
+
+impl Sink {
+    fn send(&self, e: Event) {
+        match self {
+            Sink::Sync(tx) => {
+                let _ = tx.send(e);
+            }
+            Sink::Async(slot) => slot.put(e),
+        }
+    }
+}
+
+/// An async call's first event, and the task to wake when it comes.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<(Option<Event>, Option<Waker>)>,
+}
+
+impl Slot {
+    /// Keep `e` if nothing came before it (the first event decides, as the
+    /// first a blocking call receives does), and wake the task.
+    fn put(&self, e: Event) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0.is_none() {
+            s.0 = Some(e);
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        }
+    }
 }
 
 /// The watched token, shared with the liveliness subscriber's callback.
@@ -45,19 +90,27 @@ struct Watch {
 
 #[derive(Default)]
 struct WatchState {
-    alive: bool,
-    /// Calls waiting now, told [`Event::Gone`] when the token goes.
-    waiting: HashMap<u64, mpsc::Sender<Event>>,
+    /// The service's live tokens (one per server session; normally one).
+    alive: HashSet<String>,
+    /// Calls waiting now, told [`Event::Gone`] when the last token goes.
+    waiting: HashMap<u64, Sink>,
     next_id: u64,
 }
 
 /// Sends [`Event::Done`] when Zenoh drops the query's reply callback.
-struct DoneGuard(mpsc::Sender<Event>);
+struct DoneGuard(Sink);
 
 impl Drop for DoneGuard {
     fn drop(&mut self) {
-        let _ = self.0.send(Event::Done);
+        self.0.send(Event::Done);
     }
+}
+
+/// What a client and its async calls share.
+struct Shared {
+    fabric: Fabric,
+    name: String,
+    watch: Arc<Watch>,
 }
 
 /// A client of a service on the fabric, made by
@@ -83,31 +136,34 @@ impl Drop for DoneGuard {
 /// assert_eq!(e.kind(), ipckit::ErrorKind::PeerGone);
 /// ```
 pub struct Client {
-    fabric: Fabric,
-    name: String,
-    watch: Arc<Watch>,
+    shared: Arc<Shared>,
     _subscriber: zenoh::pubsub::Subscriber<()>,
 }
 
 impl Client {
     pub(super) fn connect(fabric: Fabric, name: &str, timeout: Duration) -> Result<Client> {
         crate::name::validate_name(name)?;
-        let token_key = fabric.token_key(name);
+        let pattern = fabric.alive_pattern("svc", name);
         let watch = Arc::new(Watch::default());
         let w = watch.clone();
         let subscriber = fabric
             .session()
             .liveliness()
-            .declare_subscriber(&token_key)
+            .declare_subscriber(&pattern)
             .history(true)
             .callback(move |sample| {
+                let key = sample.key_expr().as_str().to_string();
                 let mut s = w.state.lock().unwrap_or_else(|e| e.into_inner());
                 match sample.kind() {
-                    zenoh::sample::SampleKind::Put => s.alive = true,
+                    zenoh::sample::SampleKind::Put => {
+                        s.alive.insert(key);
+                    }
                     zenoh::sample::SampleKind::Delete => {
-                        s.alive = false;
-                        for tx in s.waiting.values() {
-                            let _ = tx.send(Event::Gone);
+                        s.alive.remove(&key);
+                        if s.alive.is_empty() {
+                            for sink in s.waiting.values() {
+                                sink.send(Event::Gone);
+                            }
                         }
                     }
                 }
@@ -115,31 +171,23 @@ impl Client {
             })
             .wait()
             .map_err(|e| zerr("cannot watch the service's liveliness token", e).with_name(name))?;
-        let deadline = Instant::now() + timeout;
-        let mut s = watch.state.lock().unwrap_or_else(|e| e.into_inner());
-        while !s.alive {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "no service of this name on the fabric (namespace '{}') within {timeout:?}; start its server, or check the namespace and the connect/listen endpoints",
-                        fabric.namespace()
-                    ),
-                )
-                .with_name(name));
-            }
-            s = watch
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        drop(s);
-        Ok(Client {
+        let shared = Arc::new(Shared {
             fabric,
             name: name.to_string(),
             watch,
+        });
+        if !shared.wait_alive(timeout) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no service of this name on the fabric (namespace '{}') within {timeout:?}; start its server, or check the namespace and the connect/listen endpoints",
+                    shared.fabric.namespace()
+                ),
+            )
+            .with_name(name));
+        }
+        Ok(Client {
+            shared,
             _subscriber: subscriber,
         })
     }
@@ -155,7 +203,7 @@ impl Client {
     /// assert_eq!(c.name(), "s");
     /// ```
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     /// Whether the server's liveliness token is there now.
@@ -169,11 +217,26 @@ impl Client {
     /// assert!(c.is_alive());
     /// ```
     pub fn is_alive(&self) -> bool {
-        self.watch
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .alive
+        self.shared.is_alive()
+    }
+
+    /// Wait up to `timeout` for the server's liveliness token to be there
+    /// (at once if it is): after the server restarted, or a broken link
+    /// came back and the sessions met again. Whether it is there.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let fabric = ipckit::fabric::Fabric::builder().multicast_scouting(false)
+    /// #     .listen("tcp/127.0.0.1:0").namespace("doc-wait-alive").open().unwrap();
+    /// let first = fabric.server("s").bind().unwrap();
+    /// let c = fabric.connect_service("s", Duration::from_secs(5)).unwrap();
+    /// drop(first);
+    /// assert!(!c.wait_alive(Duration::ZERO));
+    /// let _second = fabric.server("s").bind().unwrap();
+    /// assert!(c.wait_alive(Duration::from_secs(5)));
+    /// ```
+    pub fn wait_alive(&self, timeout: Duration) -> bool {
+        self.shared.wait_alive(timeout)
     }
 
     /// Call `method` with `req` and wait for its result.
@@ -182,8 +245,9 @@ impl Client {
     /// [`ErrorKind::Remote`] (the handler failed; see
     /// [`Error::remote_code`]; an unknown method is code
     /// [`CODE_UNKNOWN_METHOD`]), [`ErrorKind::PeerGone`] (the server left
-    /// or died before answering), [`ErrorKind::Decode`] (the result is not
-    /// a `Resp`).
+    /// or died before answering, or the link to it broke for longer than
+    /// the Zenoh lease), [`ErrorKind::Decode`] (the result is not a
+    /// `Resp`).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -198,7 +262,7 @@ impl Client {
         method: &str,
         req: &Req,
     ) -> Result<Resp> {
-        self.call_value(method, req, None)
+        self.shared.call_value(method, req, None)
     }
 
     /// Like [`call`](Self::call), giving up with [`ErrorKind::Timeout`]
@@ -222,7 +286,56 @@ impl Client {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp> {
-        self.call_value(method, req, Some(timeout))
+        self.shared.call_value(method, req, Some(timeout))
+    }
+
+    /// Send a call of `method` with `req` now; the returned future
+    /// resolves with its result. The future is `Send + 'static`, so it can
+    /// be spawned; many can be in flight on one client. Errors as for
+    /// [`call`](Self::call) (no deadline of its own: wrap it in your
+    /// runtime's timeout; it still ends at once with
+    /// [`ErrorKind::PeerGone`] if the server goes).
+    ///
+    /// It needs no runtime of ipckit's: Zenoh's reply callback wakes the
+    /// task, so any executor can await it. Dropping the future abandons
+    /// the call (a late reply is dropped).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let fabric = ipckit::fabric::Fabric::builder().multicast_scouting(false)
+    /// #     .listen("tcp/127.0.0.1:0").namespace("doc-async").open().unwrap();
+    /// # let _s = fabric.server("s").handler("twice", |x: i32| Ok::<_, String>(2 * x)).bind().unwrap();
+    /// let c = fabric.connect_service("s", Duration::from_secs(5)).unwrap();
+    /// let (a, b) = (c.call_async::<_, i32>("twice", &1), c.call_async::<_, i32>("twice", &2));
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(rt.block_on(async { (a.await.unwrap(), b.await.unwrap()) }), (2, 4));
+    /// ```
+    pub fn call_async<Req: Serialize + ?Sized, Resp: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> impl Future<Output = Result<Resp>> + Send + 'static {
+        let enc = Encoding::Postcard;
+        let mut call = AsyncCall {
+            shared: self.shared.clone(),
+            method: method.to_string(),
+            enc,
+            slot: Arc::new(Slot::default()),
+            id: None,
+            failed: None,
+            _resp: PhantomData,
+        };
+        match self.shared.encode(method, req) {
+            Ok(body) => {
+                let sink = Sink::Async(call.slot.clone());
+                match self.shared.start(method, enc, body, NO_DEADLINE, sink) {
+                    Ok(id) => call.id = Some(id),
+                    Err(e) => call.failed = Some(e),
+                }
+            }
+            Err(e) => call.failed = Some(e),
+        }
+        call
     }
 
     /// Call with a JSON argument and get the JSON result (the body travels
@@ -245,8 +358,10 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<serde_json::Value> {
         let body = serde_json::to_vec(&req).expect("a JSON value serialises");
-        let out = self.call_bytes(method, Encoding::Json, body, timeout)?;
-        self.decode(method, Encoding::Json, &out)
+        let out = self
+            .shared
+            .call_bytes(method, Encoding::Json, body, timeout)?;
+        self.shared.decode(method, Encoding::Json, &out)
     }
 
     /// The server's methods and counters (the built-in `ipckit.describe`).
@@ -264,6 +379,46 @@ impl Client {
     pub fn describe(&self) -> Result<Describe> {
         self.call(DESCRIBE, &())
     }
+}
+
+impl Shared {
+    fn is_alive(&self) -> bool {
+        !self
+            .watch
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alive
+            .is_empty()
+    }
+
+    fn wait_alive(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.watch.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.alive.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .watch
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn encode<Req: Serialize + ?Sized>(&self, method: &str, req: &Req) -> Result<Vec<u8>> {
+        Encoding::Postcard.encode(req).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("the request of '{method}' cannot be encoded: {e}"),
+            )
+            .with_name(&self.name)
+        })
+    }
 
     fn call_value<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
@@ -272,13 +427,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Resp> {
         let enc = Encoding::Postcard;
-        let body = enc.encode(req).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("the request of '{method}' cannot be encoded: {e}"),
-            )
-            .with_name(&self.name)
-        })?;
+        let body = self.encode(method, req)?;
         let out = self.call_bytes(method, enc, body, timeout)?;
         self.decode(method, enc, &out)
     }
@@ -299,35 +448,36 @@ impl Client {
     fn gone(&self, when: &str) -> Error {
         Error::new(
             ErrorKind::PeerGone,
-            format!("the server left the fabric {when}"),
+            format!(
+                "the server left the fabric {when} (it stopped or died, or the link to it broke)"
+            ),
         )
         .with_name(&self.name)
     }
 
-    /// One query to the method's queryable; the result's bytes.
-    fn call_bytes(
+    /// Register a waiting call and send its query; its id in the watch
+    /// list (unregister it when the call ends).
+    fn start(
         &self,
         method: &str,
         enc: Encoding,
         body: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>> {
-        let (tx, rx) = mpsc::channel();
+        limit: Duration,
+        sink: Sink,
+    ) -> Result<u64> {
         let id = {
             let mut s = self.watch.state.lock().unwrap_or_else(|e| e.into_inner());
-            if !s.alive {
+            if s.alive.is_empty() {
                 return Err(self.gone("before the call"));
             }
             s.next_id += 1;
             let id = s.next_id;
-            s.waiting.insert(id, tx.clone());
+            s.waiting.insert(id, sink.clone());
             id
         };
-        let _registered = Unregister(&self.watch, id);
-        let limit = timeout.unwrap_or(NO_DEADLINE);
-        let deadline = Instant::now() + limit;
-        let guard = DoneGuard(tx);
-        self.fabric
+        let guard = DoneGuard(sink);
+        let sent = self
+            .fabric
             .session()
             .get(self.fabric.method_key(&self.name, method))
             .payload(body)
@@ -340,10 +490,38 @@ impl Client {
                     Ok(sample) => Ok(sample.payload().to_bytes().into_owned()),
                     Err(err) => Err(err.payload().to_bytes().into_owned()),
                 };
-                let _ = guard.0.send(Event::Reply(r));
+                guard.0.send(Event::Reply(r));
             })
-            .wait()
-            .map_err(|e| zerr("cannot send the query", e).with_name(&self.name))?;
+            .wait();
+        if let Err(e) = sent {
+            self.unregister(id);
+            return Err(zerr("cannot send the query", e).with_name(&self.name));
+        }
+        Ok(id)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.watch
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .remove(&id);
+    }
+
+    /// One query to the method's queryable; the result's bytes.
+    fn call_bytes(
+        &self,
+        method: &str,
+        enc: Encoding,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        let limit = timeout.unwrap_or(NO_DEADLINE);
+        let deadline = Instant::now() + limit;
+        let id = self.start(method, enc, body, limit, Sink::Sync(tx))?;
+        let _registered = Unregister(self, id);
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Event::Reply(Ok(bytes))) => Ok(bytes),
@@ -353,6 +531,7 @@ impl Client {
             // died (its queries end before its token's withdrawal reaches
             // us). Ask the server itself which it is.
             Ok(Event::Done) => Err(self.unanswered(method)),
+            Ok(Event::Failed(e)) => Err(e),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!("no result of '{method}' within {limit:?}"),
@@ -372,7 +551,7 @@ impl Client {
             Error::remote(CODE_UNKNOWN_METHOD, format!("unknown method '{method}'"))
                 .with_name(&self.name)
         };
-        match self.call_timeout::<_, Describe>(DESCRIBE, &(), GONE_CHECK) {
+        match self.call_value::<_, Describe>(DESCRIBE, &(), Some(GONE_CHECK)) {
             Ok(d) if !d.methods.iter().any(|m| m.name == method) => unknown(),
             Ok(_) => self.gone("during the call (a new server of that name is there now)"),
             // Busy, but there: the likelier cause is the method.
@@ -399,24 +578,86 @@ impl Client {
 }
 
 /// Removes a call from the watch list when it ends.
-struct Unregister<'a>(&'a Watch, u64);
+struct Unregister<'a>(&'a Shared, u64);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.0
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .waiting
-            .remove(&self.1);
+        self.0.unregister(self.1);
+    }
+}
+
+/// The future of [`Client::call_async`].
+struct AsyncCall<Resp> {
+    shared: Arc<Shared>,
+    method: String,
+    enc: Encoding,
+    slot: Arc<Slot>,
+    /// In the watch list while the call waits.
+    id: Option<u64>,
+    /// Failed before it was sent.
+    failed: Option<Error>,
+    _resp: PhantomData<fn() -> Resp>,
+}
+
+impl<Resp: DeserializeOwned> Future for AsyncCall<Resp> {
+    type Output = Result<Resp>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Resp>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let event = {
+            let mut s = this.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            match s.0.take() {
+                Some(e) => e,
+                None => {
+                    s.1 = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        };
+        let sh = &this.shared;
+        let out = match event {
+            Event::Reply(Ok(bytes)) => sh.decode(&this.method, this.enc, &bytes),
+            Event::Reply(Err(bytes)) => Err(sh.remote(&this.method, &bytes)),
+            Event::Gone => Err(sh.gone("during the call")),
+            Event::Failed(e) => Err(e),
+            Event::Done => {
+                // No reply: asking the server why blocks (a describe call),
+                // so a thread does it and wakes the task.
+                this.slot.state.lock().unwrap_or_else(|e| e.into_inner()).1 =
+                    Some(cx.waker().clone());
+                let (sh, slot, method) = (sh.clone(), this.slot.clone(), this.method.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("ipckit-fabric-why".into())
+                    .spawn(move || slot.put(Event::Failed(sh.unanswered(&method))));
+                return match spawned {
+                    Ok(_) => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(Error::os(e, "cannot start a thread"))),
+                };
+            }
+        };
+        if let Some(id) = this.id.take() {
+            sh.unregister(id);
+        }
+        Poll::Ready(out)
+    }
+}
+
+impl<Resp> Drop for AsyncCall<Resp> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.shared.unregister(id);
+        }
     }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("fabric::Client")
-            .field("name", &self.name)
-            .field("namespace", &self.fabric.namespace())
+            .field("name", &self.shared.name)
+            .field("namespace", &self.shared.fabric.namespace())
             .field("alive", &self.is_alive())
             .finish()
     }

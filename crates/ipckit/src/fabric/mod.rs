@@ -10,19 +10,33 @@
 //! - A [`Server`] publishes named methods: one Zenoh queryable per method
 //!   under `ipckit/<namespace>/svc/<name>/<method>` (the built-in
 //!   `ipckit.describe` included) and a liveliness token
-//!   `ipckit/<namespace>/alive/svc/<name>` that vanishes when the process
-//!   ends, however it ends.
+//!   `ipckit/<namespace>/alive/svc/<name>/.<owner>` (the owner: its
+//!   session's Zenoh id) that vanishes when the process ends, however it
+//!   ends. A local service joins with
+//!   [`service::Server::publish`](crate::service::Server::publish).
 //! - A [`Client`] ([`Fabric::connect_service`]) waits for that token, then
-//!   calls methods with the local services' API and errors: no token within
-//!   the timeout → [`NotFound`](crate::ErrorKind::NotFound); token gone
-//!   during a call → [`PeerGone`](crate::ErrorKind::PeerGone) at once; a
-//!   handler error → [`Remote`](crate::ErrorKind::Remote) with its code;
-//!   deadline passed → [`Timeout`](crate::ErrorKind::Timeout).
+//!   calls methods with the local services' API and errors (`call`,
+//!   `call_timeout`, `call_async`): no token within the timeout →
+//!   [`NotFound`](crate::ErrorKind::NotFound); token gone during a call →
+//!   [`PeerGone`](crate::ErrorKind::PeerGone) at once; a handler error →
+//!   [`Remote`](crate::ErrorKind::Remote) with its code; deadline passed →
+//!   [`Timeout`](crate::ErrorKind::Timeout).
+//! - Discovery: [`Fabric::endpoints`] lists the live endpoints of the
+//!   namespace on every machine (every kind: services, DDE servers, group
+//!   members, message receivers), [`Fabric::watch`] reports them as they
+//!   come and go.
 //!
 //! Bodies are postcard (or JSON, [`Client::call_json`]) exactly as on a
 //! local service, so a handler written for
 //! [`service::ServerBuilder::handler`](crate::service::ServerBuilder::handler)
 //! works here unchanged.
+//!
+//! Other mechanisms join the fabric through their own options, with the
+//! same API as locally: a DDE server with `DdeServerOptions::fabric`
+//! (clients connect to `zenoh://SERVICE`), mailslot broadcast groups with
+//! `MailslotOptions::fabric` / `WriterOptions::fabric`, and window-message
+//! broadcast with `ReceiverOptions::fabric` / `Messenger::fabric` (reliable,
+//! up to [`MAX_BROADCAST`] bytes).
 //!
 //! Process A, on one machine (listens on TCP port 7447, and finds peers by
 //! multicast scouting on the LAN, Zenoh's default):
@@ -81,7 +95,11 @@
 //! assert_eq!((e.kind(), e.remote_code()), (ipckit::ErrorKind::Remote, Some(7)));
 //! ```
 
+pub(crate) mod broadcast;
 mod client;
+#[cfg(feature = "dde")]
+pub(crate) mod dde;
+mod discovery;
 mod server;
 
 use std::path::PathBuf;
@@ -91,7 +109,9 @@ use zenoh::Wait as _;
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub use broadcast::MAX_BROADCAST;
 pub use client::Client;
+pub use discovery::{Change, Endpoint, Watcher};
 pub use server::{Server, ServerBuilder};
 
 /// Environment variable naming a Zenoh configuration file (JSON5) that
@@ -478,9 +498,28 @@ impl Fabric {
         &self.inner.session
     }
 
-    /// `<prefix>/alive/svc/<name>`: the server's liveliness token.
+    /// `<prefix>/alive/svc/<name>/.<zid>`: this session's liveliness token
+    /// for the service `name` (see [`alive_key`](Self::alive_key)).
     fn token_key(&self, name: &str) -> String {
-        format!("{}/alive/svc/{name}", self.inner.prefix)
+        self.alive_key("svc", name)
+    }
+
+    /// `<prefix>/alive/<kind>/<name>/.<zid>`: the liveliness token this
+    /// session declares for its endpoint `name` of `kind` (`svc`, `dde`,
+    /// …). The last chunk is the owner's Zenoh id after a dot (a name
+    /// segment never starts with one), which discovery reports.
+    pub(crate) fn alive_key(&self, kind: &str, name: &str) -> String {
+        format!(
+            "{}/alive/{kind}/{name}/.{}",
+            self.inner.prefix,
+            self.inner.session.zid()
+        )
+    }
+
+    /// `<prefix>/alive/<kind>/<name>/*`: the tokens of endpoint `name` of
+    /// `kind`, whoever owns them.
+    pub(crate) fn alive_pattern(&self, kind: &str, name: &str) -> String {
+        format!("{}/alive/{kind}/{name}/*", self.inner.prefix)
     }
 
     /// `<prefix>/svc/<name>/<method>`: a method's queryable.

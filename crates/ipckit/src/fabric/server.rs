@@ -29,6 +29,9 @@ struct Method {
     /// Request and response type names, for `ipckit.describe`.
     request: String,
     response: String,
+    /// Their JSON Schemas (as text), when the method has them (a local
+    /// service's, published with `service::Server::publish`).
+    schemas: Option<(String, String)>,
     f: Arc<RawFn>,
 }
 
@@ -79,6 +82,20 @@ impl ServerBuilder {
         }
     }
 
+    /// Offer a local service's method as it describes itself (`info`),
+    /// run by `f` (for `service::Server::publish`).
+    pub(crate) fn method_info(mut self, info: &crate::service::MethodInfo, f: Arc<RawFn>) -> Self {
+        let schemas = info
+            .request_schema
+            .clone()
+            .zip(info.response_schema.clone());
+        self.add(&info.name, info.request.clone(), info.response.clone(), f);
+        if let Some(m) = self.methods.get_mut(&info.name) {
+            m.schemas = schemas;
+        }
+        self
+    }
+
     fn add(&mut self, method: &str, request: String, response: String, f: Arc<RawFn>) {
         let why = if let Err(e) = validate_chunk(method, "method name") {
             Some(e.message().to_string())
@@ -105,6 +122,7 @@ impl ServerBuilder {
                     Method {
                         request,
                         response,
+                        schemas: None,
                         f,
                     },
                 );
@@ -226,7 +244,7 @@ impl ServerBuilder {
         let name = self.name;
         let session = fabric.session();
         let token_key = fabric.token_key(&name);
-        if token_alive(&fabric, &token_key, TAKEN_CHECK)? {
+        if token_alive(&fabric, &fabric.alive_pattern("svc", &name), TAKEN_CHECK)? {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
                 format!(
@@ -244,6 +262,7 @@ impl ServerBuilder {
             Method {
                 request: "()".into(),
                 response: type_name::<Describe>().to_string(),
+                schemas: None,
                 f: describe_f,
             },
         );
@@ -339,7 +358,15 @@ impl Shared {
             .methods
             .iter()
             .map(|(name, m)| {
-                serde_json::json!({"name": name, "request": m.request, "response": m.response})
+                let mut v =
+                    serde_json::json!({"name": name, "request": m.request, "response": m.response});
+                if let Some((req, resp)) = &m.schemas {
+                    // Embedded as JSON values, as a JSON describe carries them.
+                    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+                    v["request_schema"] = parse(req).into();
+                    v["response_schema"] = parse(resp).into();
+                }
+                v
             })
             .collect();
         serde_json::from_value(serde_json::json!({

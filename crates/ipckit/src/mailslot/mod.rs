@@ -76,6 +76,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Extra time a writer waits for the acknowledgement beyond its own timeout
 /// (the reader decides within the writer's timeout; this covers scheduling).
 const ACK_GRACE: Duration = Duration::from_secs(10);
+/// Longest a fabric group send asks who the members are.
+#[cfg(feature = "zenoh")]
+const FABRIC_ASK: Duration = Duration::from_secs(2);
 /// How long a writer waits for the mailslot's hello.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
@@ -111,6 +114,8 @@ pub struct MailslotOptions {
     limits: Limits,
     udp: Option<String>,
     namespace: Option<Namespace>,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl Default for MailslotOptions {
@@ -122,6 +127,8 @@ impl Default for MailslotOptions {
             limits: Limits::default(),
             udp: None,
             namespace: None,
+            #[cfg(feature = "zenoh")]
+            fabric: None,
         }
     }
 }
@@ -248,6 +255,38 @@ impl MailslotOptions {
         self.create_in(&ns, name, KIND)
     }
 
+    /// Members made by [`join_group`](Self::join_group) also receive the
+    /// group's messages from every machine of this Zenoh fabric (feature
+    /// `zenoh`): they subscribe to `ipckit/<namespace>/group/<group>`, where
+    /// a [`WriterOptions::fabric`] sender publishes, reliably and up to
+    /// [`MAX_BROADCAST`](crate::fabric::MAX_BROADCAST) bytes (no 424-byte
+    /// cap). A message over this mailslot's `max_message_size`, or arriving
+    /// while its queue is full, is dropped and counted
+    /// ([`Mailslot::fabric_dropped`]). Plain [`create`](Self::create)
+    /// ignores the fabric. Default: none.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-slot-fabric")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let member = ipckit::mailslot::MailslotOptions::new().namespace(&ns)
+    ///     .fabric(&fabric).join_group("news").unwrap();
+    /// let sent = ipckit::mailslot::WriterOptions::new().namespace(&ns)
+    ///     .fabric(&fabric).send_to_group("news", b"hi").unwrap();
+    /// assert_eq!((sent.delivered, sent.fabric_members), (1, 1));
+    /// // Once: the member is in the sender's own namespace, so it skips the fabric copy.
+    /// assert_eq!(member.recv().unwrap(), b"hi");
+    /// assert!(member.recv_timeout(std::time::Duration::from_millis(100)).is_err());
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    #[must_use]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
+        self
+    }
+
     /// Join the broadcast group `group`: create a mailslot that receives
     /// every [`send_to_group`] to that group name, beside the other members
     /// (each in its own process, or several in one). The member leaves the
@@ -273,6 +312,13 @@ impl MailslotOptions {
             let member = format!("{group}{GROUP_SUFFIX}/{}-{n}", std::process::id());
             match self.create_in(&ns, &member, MEMBER_KIND) {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                #[cfg(feature = "zenoh")]
+                Ok(mut slot) => {
+                    if let Some(fabric) = &self.fabric {
+                        slot.member = Some(join_fabric(fabric, &ns, group, &slot.shared)?);
+                    }
+                    return Ok(slot);
+                }
                 r => return r,
             }
         }
@@ -325,6 +371,8 @@ impl MailslotOptions {
             advertised: self.max_message_size as u32,
             stop: AtomicBool::new(false),
             udp_dropped: AtomicU64::new(0),
+            #[cfg(feature = "zenoh")]
+            fabric_dropped: AtomicU64::new(0),
             #[cfg(feature = "tokio")]
             arrived: ::tokio::sync::Notify::new(),
         });
@@ -358,8 +406,49 @@ impl MailslotOptions {
             read_timeout: self.read_timeout,
             udp_addr,
             _claim: bound.claim,
+            #[cfg(feature = "zenoh")]
+            member: None,
         })
     }
+}
+
+/// Subscribe a group member to the group's fabric broadcasts.
+#[cfg(feature = "zenoh")]
+fn join_fabric(
+    fabric: &crate::fabric::Fabric,
+    ns: &Namespace,
+    group: &str,
+    shared: &Arc<Shared>,
+) -> Result<crate::fabric::broadcast::Member> {
+    use crate::fabric::broadcast;
+    let mine = broadcast::origin(ns.dir()).into_bytes();
+    let shared = shared.clone();
+    broadcast::join(
+        fabric,
+        "group",
+        group,
+        broadcast::group_key(fabric, group),
+        broadcast::group_ack(fabric, group),
+        move |_key, payload, origin| {
+            if origin == mine.as_slice() {
+                return; // the sender delivered it directly
+            }
+            let queued = payload.len() <= shared.limit && {
+                let mut q = shared.lock();
+                let fits = q.msgs.is_empty()
+                    || (q.msgs.len() < shared.bound && q.bytes + payload.len() <= shared.max_bytes);
+                if fits && !shared.stopping() {
+                    q.push(payload.to_vec());
+                }
+                fits
+            };
+            if queued {
+                shared.wake_readers();
+            } else {
+                shared.fabric_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    )
 }
 
 /// How long closing a mailslot waits for acknowledgements being written.
@@ -402,6 +491,9 @@ struct Shared {
     advertised: u32,
     stop: AtomicBool,
     udp_dropped: AtomicU64,
+    /// Fabric broadcasts dropped (too large, queue full).
+    #[cfg(feature = "zenoh")]
+    fabric_dropped: AtomicU64,
     /// Wakes async readers ([`tokio::Mailslot`]) when a message is queued.
     #[cfg(feature = "tokio")]
     arrived: ::tokio::sync::Notify,
@@ -480,6 +572,9 @@ pub struct Mailslot {
     read_timeout: Option<Duration>,
     udp_addr: Option<SocketAddr>,
     _claim: Claim,
+    /// The fabric subscription of a group member ([`MailslotOptions::fabric`]).
+    #[cfg(feature = "zenoh")]
+    member: Option<crate::fabric::broadcast::Member>,
 }
 
 impl std::fmt::Debug for Mailslot {
@@ -542,6 +637,22 @@ impl Mailslot {
     /// ```
     pub fn udp_dropped(&self) -> u64 {
         self.shared.udp_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Group messages from the fabric dropped so far: over this mailslot's
+    /// `max_message_size`, or arriving while its queue was full (see
+    /// [`MailslotOptions::fabric`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let s = ipckit::mailslot::MailslotOptions::new().namespace(&ns).join_group("g").unwrap();
+    /// assert_eq!(s.fabric_dropped(), 0);
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    pub fn fabric_dropped(&self) -> u64 {
+        self.shared.fabric_dropped.load(Ordering::Relaxed)
     }
 
     /// Read the next message, waiting up to the read timeout set at creation
@@ -639,6 +750,8 @@ impl Mailslot {
 
 impl Drop for Mailslot {
     fn drop(&mut self) {
+        #[cfg(feature = "zenoh")]
+        drop(self.member.take());
         self.shared.stop.store(true, Ordering::Release);
         self.shared.not_full.notify_all();
         // A writer whose message was just taken by `recv` still gets its
@@ -804,6 +917,8 @@ pub struct WriterOptions {
     timeout: Option<Duration>,
     namespace: Option<Namespace>,
     trust: Trust,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl Default for WriterOptions {
@@ -812,6 +927,8 @@ impl Default for WriterOptions {
             timeout: Some(DEFAULT_WRITE_TIMEOUT),
             namespace: None,
             trust: Trust::default(),
+            #[cfg(feature = "zenoh")]
+            fabric: None,
         }
     }
 }
@@ -890,6 +1007,30 @@ impl WriterOptions {
         self
     }
 
+    /// Also publish [`send_to_group`](Self::send_to_group) messages on this
+    /// Zenoh fabric (feature `zenoh`), so that members on every machine get
+    /// them ([`MailslotOptions::fabric`]): reliably, up to
+    /// [`MAX_BROADCAST`](crate::fabric::MAX_BROADCAST) bytes
+    /// ([`ErrorKind::TooLarge`] above, nothing sent). Members in this
+    /// writer's own namespace still get it directly, once. Default: none.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-writer-fabric")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let w = ipckit::mailslot::WriterOptions::new().namespace(&ns).fabric(&fabric);
+    /// let big = vec![0u8; ipckit::fabric::MAX_BROADCAST + 1];
+    /// assert_eq!(w.send_to_group("news", &big).unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    #[must_use]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
+        self
+    }
+
     fn ns(&self) -> Result<Namespace> {
         match &self.namespace {
             Some(ns) => Ok(ns.clone()),
@@ -959,6 +1100,10 @@ impl WriterOptions {
         validate_name(group)?;
         let ns = self.ns()?;
         let mut out = GroupDelivery::default();
+        #[cfg(feature = "zenoh")]
+        if self.fabric.is_some() {
+            crate::fabric::broadcast::check_size(group, msg.len())?;
+        }
         // The timeout bounds the whole group send, not each member: a
         // member whose queue stays full uses up what is left, and the
         // members after it are not tried (each gets `Timeout`).
@@ -981,6 +1126,24 @@ impl WriterOptions {
                 w.send(msg)
             });
             out.count(r);
+        }
+        #[cfg(feature = "zenoh")]
+        if let Some(fabric) = &self.fabric {
+            use crate::fabric::broadcast;
+            let ask = self
+                .timeout
+                .unwrap_or(DEFAULT_WRITE_TIMEOUT)
+                .min(FABRIC_ASK);
+            out.fabric_members = broadcast::send(
+                fabric,
+                group,
+                fabric.alive_pattern("group", group),
+                broadcast::group_key(fabric, group),
+                &broadcast::group_ack(fabric, group),
+                msg,
+                broadcast::origin(ns.dir()).into_bytes(),
+                ask,
+            )?;
         }
         Ok(out)
     }
@@ -1034,6 +1197,13 @@ pub struct GroupDelivery {
     pub failed: Vec<Error>,
     /// Dead members skipped (and cleaned up).
     pub stale_removed: usize,
+    /// Members on the fabric, on any machine (this one's included, which
+    /// skip the fabric copy), the message was published to
+    /// ([`WriterOptions::fabric`]): those that had joined when the send
+    /// began and answered it. The send returns once the message reached
+    /// them (or they left). 0 without a fabric. (A member whose queue was full drops the
+    /// message and counts it in [`Mailslot::fabric_dropped`].)
+    pub fabric_members: usize,
 }
 
 /// A writer to one mailslot (`CreateFile` + `WriteFile`).

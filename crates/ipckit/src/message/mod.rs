@@ -255,6 +255,8 @@ pub struct ReceiverOptions {
     max_data: usize,
     namespace: Option<Namespace>,
     limits: Limits,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl Default for ReceiverOptions {
@@ -263,6 +265,8 @@ impl Default for ReceiverOptions {
             max_data: DEFAULT_MAX_MESSAGE_SIZE,
             namespace: None,
             limits: Limits::default(),
+            #[cfg(feature = "zenoh")]
+            fabric: None,
         }
     }
 }
@@ -347,6 +351,31 @@ impl ReceiverOptions {
         self
     }
 
+    /// Also take the window-message broadcasts of every machine of this
+    /// Zenoh fabric (feature `zenoh`; see [`Messenger::fabric`]): the
+    /// receiver subscribes to `ipckit/<namespace>/msg/broadcast/*` and its
+    /// handler gets each one as a *posted* message (no reply goes back;
+    /// [`Message::sender_pid`] is the sender's pid on its machine). One
+    /// over this receiver's [`max_message_size`](Self::max_message_size)
+    /// or its post-queue limits is dropped. Applies to
+    /// [`register`](Self::register). Default: none.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-rx-fabric")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let _rx = ipckit::message::ReceiverOptions::new().namespace(&ns).fabric(&fabric)
+    ///     .register("w", |m| ipckit::message::Reply::new(m.id.into())).unwrap();
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    #[must_use]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
+        self
+    }
+
     /// Register `handler` under `name`. The handler runs on a background
     /// thread, one message at a time: posted messages in queue order, sent
     /// ones as soon as it is free. A handler that panics is caught: the
@@ -392,14 +421,23 @@ impl ReceiverOptions {
                 );
             }
         };
-        Ok(Receiver {
+        #[allow(unused_mut)]
+        let mut rx = Receiver {
             name: name.to_string(),
             shared,
             reactor: Some(reactor),
             dispatcher: Some(dispatcher),
             socket_path,
             _claim: claim,
-        })
+            #[cfg(feature = "zenoh")]
+            member: None,
+        };
+        #[cfg(feature = "zenoh")]
+        if let Some(fabric) = &self.fabric {
+            let ns = listen::namespace(self.namespace.as_ref())?;
+            rx.member = Some(join_fabric(fabric, &ns, name, &rx.shared)?);
+        }
+        Ok(rx)
     }
 
     /// Claim `name` and start serving its socket; messages queue in the
@@ -455,6 +493,55 @@ struct Listening {
     reactor: Reactor,
     socket_path: PathBuf,
     claim: Claim,
+}
+
+/// Subscribe a receiver to the fabric's window-message broadcasts: each
+/// one not from this receiver's own namespace is queued as a post.
+#[cfg(feature = "zenoh")]
+fn join_fabric(
+    fabric: &crate::fabric::Fabric,
+    ns: &Namespace,
+    name: &str,
+    shared: &Arc<Shared>,
+) -> Result<crate::fabric::broadcast::Member> {
+    use crate::fabric::broadcast;
+    let mine = broadcast::origin(ns.dir()).into_bytes();
+    let shared = shared.clone();
+    broadcast::join(
+        fabric,
+        "msg",
+        name,
+        broadcast::msg_pattern(fabric),
+        broadcast::msg_ack(fabric),
+        move |key, payload, att| {
+            let Some(id) = key.rsplit('/').next().and_then(|i| i.parse::<u32>().ok()) else {
+                return;
+            };
+            if att.len() < 4 || att[4..] == *mine.as_slice() {
+                return; // malformed, or the sender reached us directly
+            }
+            let pid = u32::from_le_bytes(att[..4].try_into().expect("4 bytes"));
+            let mut q = shared.lock();
+            if q.closing
+                || payload.len() > shared.max_data
+                || q.posts.len() >= POST_QUEUE_LIMIT
+                || q.post_bytes + payload.len() > shared.max_queued_bytes
+            {
+                return;
+            }
+            let mut frame = vec![0u8; wire::LEN];
+            frame.extend_from_slice(payload);
+            q.post_bytes += payload.len();
+            q.posts.push_back(Job {
+                id,
+                frame,
+                pid,
+                reply_to: None,
+            });
+            drop(q);
+            shared.wake();
+        },
+    )
 }
 
 /// A message waiting for the handler.
@@ -728,6 +815,9 @@ pub struct Receiver {
     dispatcher: Option<JoinHandle<()>>,
     socket_path: PathBuf,
     _claim: Claim,
+    /// The fabric subscription ([`ReceiverOptions::fabric`]).
+    #[cfg(feature = "zenoh")]
+    member: Option<crate::fabric::broadcast::Member>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -792,6 +882,8 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        #[cfg(feature = "zenoh")]
+        drop(self.member.take());
         let _ = std::fs::remove_file(&self.socket_path);
         {
             let mut q = self.shared.lock();
@@ -1091,6 +1183,8 @@ pub struct BroadcastReply {
 pub struct Messenger {
     namespace: Option<Namespace>,
     trust: Trust,
+    #[cfg(feature = "zenoh")]
+    fabric: Option<crate::fabric::Fabric>,
 }
 
 impl Messenger {
@@ -1138,6 +1232,32 @@ impl Messenger {
     #[must_use]
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.namespace = Some(ns.clone());
+        self
+    }
+
+    /// Also publish [`broadcast`](Self::broadcast)s on this Zenoh fabric
+    /// (feature `zenoh`), reliably, to the receivers of every machine
+    /// registered with [`ReceiverOptions::fabric`]; they handle it as a
+    /// posted message. The broadcast's result still lists the replies of
+    /// this namespace's receivers only (those on the fabric do not answer).
+    /// Data over [`MAX_BROADCAST`](crate::fabric::MAX_BROADCAST) bytes is
+    /// [`ErrorKind::TooLarge`], nothing sent. Default: none.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-msg-fabric")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let m = ipckit::message::Messenger::new().namespace(&ns).fabric(&fabric);
+    /// let big = vec![0u8; ipckit::fabric::MAX_BROADCAST + 1];
+    /// let e = m.broadcast(9, &big, std::time::Duration::from_secs(1)).unwrap_err();
+    /// assert_eq!(e.kind(), ipckit::ErrorKind::TooLarge);
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    #[must_use]
+    pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
+        self.fabric = Some(fabric.clone());
         self
     }
 
@@ -1251,6 +1371,10 @@ impl Messenger {
         timeout: Duration,
     ) -> Result<Vec<BroadcastReply>> {
         let ns = self.ns()?;
+        #[cfg(feature = "zenoh")]
+        if self.fabric.is_some() {
+            crate::fabric::broadcast::check_size("broadcast", data.len())?;
+        }
         let names: Vec<String> = ns
             .list()?
             .into_iter()
@@ -1264,6 +1388,8 @@ impl Messenger {
                 let me = Messenger {
                     namespace: Some(ns.clone()),
                     trust: self.trust.clone(),
+                    #[cfg(feature = "zenoh")]
+                    fabric: None,
                 };
                 let data = data.clone();
                 let n = name.clone();
@@ -1273,7 +1399,7 @@ impl Messenger {
                 )
             })
             .collect();
-        Ok(handles
+        let replies = handles
             .into_iter()
             .map(|(name, h)| {
                 let reply = h.join().unwrap_or_else(|_| {
@@ -1281,7 +1407,24 @@ impl Messenger {
                 });
                 BroadcastReply { name, reply }
             })
-            .collect())
+            .collect();
+        #[cfg(feature = "zenoh")]
+        if let Some(fabric) = &self.fabric {
+            use crate::fabric::broadcast;
+            let mut att = std::process::id().to_le_bytes().to_vec();
+            att.extend_from_slice(broadcast::origin(ns.dir()).as_bytes());
+            broadcast::send(
+                fabric,
+                "broadcast",
+                fabric.alive_pattern("msg", "*"),
+                broadcast::msg_key(fabric, id),
+                &broadcast::msg_ack(fabric),
+                &data,
+                att,
+                timeout.min(Duration::from_secs(2)),
+            )?;
+        }
+        Ok(replies)
     }
 
     /// The id registered for `text` in this namespace, registering it if it

@@ -881,6 +881,53 @@ impl Server {
         self.shared.describe()
     }
 
+    /// Also publish this service on a Zenoh fabric (feature `zenoh`), under
+    /// its name: clients on any machine of the fabric find it with
+    /// [`Fabric::connect_service`](crate::fabric::Fabric::connect_service)
+    /// (or `ipckit call zenoh://NAME`). Every method runs the same handler
+    /// as a local call (a loan method takes and returns its bytes as a raw
+    /// one there); `ipckit.describe` on the fabric lists the same methods
+    /// and schemas. The returned fabric server withdraws it when dropped;
+    /// the local service keeps serving.
+    ///
+    /// Errors: those of [`fabric::ServerBuilder::bind`](crate::fabric::ServerBuilder::bind)
+    /// (e.g. [`ErrorKind::AlreadyExists`]: a live server of that name is
+    /// on the fabric).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// let fabric = ipckit::fabric::Fabric::builder().namespace("doc-publish")
+    ///     .multicast_scouting(false).listen("tcp/127.0.0.1:0").open().unwrap();
+    /// let local = ipckit::service::Server::builder("calc").namespace(&ns)
+    ///     .handler("neg", |x: i64| Ok::<_, String>(-x)).bind().unwrap();
+    /// let _published = local.publish(&fabric).unwrap();
+    /// let c = fabric.connect_service("calc", std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(c.call::<_, i64>("neg", &5).unwrap(), -5);
+    /// ```
+    #[cfg(feature = "zenoh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
+    pub fn publish(&self, fabric: &crate::fabric::Fabric) -> Result<crate::fabric::Server> {
+        let mut b = fabric.server(&self.shared.name);
+        for info in self.shared.infos.iter().filter(|i| i.name != DESCRIBE) {
+            let (shared, method) = (self.shared.clone(), info.name.clone());
+            b = b.method_info(
+                info,
+                Arc::new(move |enc: Encoding, req: &[u8]| {
+                    match execute(&shared, &method, enc, req, None)? {
+                        Done::Heap(v) => Ok(v),
+                        // Only a loan segment is written in place; none was given.
+                        Done::InPlace(_) => Err(RemoteError::new(
+                            CODE_INTERNAL,
+                            format!("'{method}' answered in place without a loan"),
+                        )),
+                    }
+                }),
+            );
+        }
+        b.bind()
+    }
+
     /// Block until the server has been shut down (from another thread).
     ///
     /// ```

@@ -834,15 +834,22 @@ fn a_killed_client_frees_its_connection_and_others_are_served() {
 /// Connect a client and map the ring object of its (only) lane through the
 /// server's /proc entry, as a hostile process would.
 fn victim(srv: &DemoServer) -> (Client, ipckit::shm::Mapping) {
+    // Told apart by inode, not descriptor number: an earlier client's lane
+    // may close on the server in between and its number be reused.
+    fn inode(p: &PathBuf) -> Option<u64> {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    }
     let before = support::rings(srv.proc.pid());
+    let before_inodes: Vec<u64> = before.values().filter_map(inode).collect();
     let c = srv.client();
     assert_eq!(c.transport(), Transport::SharedMemory);
     assert_eq!(c.call::<_, i64>("add", &AddArgs { a: 1, b: 1 }).unwrap(), 2);
     let after = support::rings(srv.proc.pid());
     let new: Vec<&PathBuf> = after
-        .iter()
-        .filter(|(k, _)| !before.contains_key(k))
-        .map(|(_, v)| v)
+        .values()
+        .filter(|p| inode(p).is_some_and(|i| !before_inodes.contains(&i)))
         .collect();
     assert_eq!(new.len(), 1, "{before:?} {after:?}");
     (c, support::map_ring(new[0]))
