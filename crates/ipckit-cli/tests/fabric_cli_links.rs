@@ -12,58 +12,11 @@
 
 mod common;
 
-#[allow(dead_code)] // Net::role runs library roles; these tests run ipckit
-#[path = "../../ipckit/tests/support/netns.rs"]
-mod netns;
-
-// What the library's netns harness takes from its parent module.
-use common::{wait_until, DEADLINE};
-
-/// The library harness's role launcher (`Net::role`), unused here: these
-/// tests run the `ipckit` binary itself in the namespaces.
-#[allow(dead_code)]
-fn role_command(role: &str, _args: &[&str]) -> std::process::Command {
-    panic!("the CLI tests run ipckit, not the library's role {role}")
-}
-
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Output, Proc, TestNs};
-use netns::{can_run, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
-
-/// A fabric namespace of its own for each test.
-fn fabric_namespace() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "cli-links-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// `ipckit <args>` run inside network namespace `netns`, on fabric
-/// namespace `fabric_ns`, scouting off, with the local namespace of `t`
-/// (local names never cross: each side has its own).
-fn ipckit_in(t: &TestNs, netns: &str, fabric_ns: &str, args: &[&str]) -> Command {
-    let inner = t.ipckit(args);
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", netns])
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .arg("--no-scouting");
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env("IPCKIT_ZENOH_NAMESPACE", fabric_ns)
-        .env_remove("IPCKIT_ZENOH_CONFIG")
-        .env_remove("IPCKIT_ZENOH_LISTEN")
-        .env_remove("IPCKIT_ZENOH_CONNECT");
-    c
-}
+use common::fabric::{fabric_namespace, ipckit_in};
+use common::netns::{can_run, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
+use common::{Output, Proc, TestNs, DEADLINE};
 
 /// The server side: `ipckit --listen … <args>` in the server namespace.
 fn server(t: &TestNs, net: &Net, fns: &str, args: &[&str]) -> Proc {
@@ -93,7 +46,7 @@ fn dde_over_the_fabric_from_another_namespace() {
         return;
     }
     let net = Net::new();
-    let fns = fabric_namespace();
+    let fns = fabric_namespace("cli-links");
     let (ts, tc) = (TestNs::new(), TestNs::new());
     let mut srv = server(
         &ts,
@@ -209,7 +162,7 @@ fn group_send_reaches_a_member_in_another_namespace() {
         return;
     }
     let net = Net::new();
-    let fns = fabric_namespace();
+    let fns = fabric_namespace("cli-links");
     let (ts, tc) = (TestNs::new(), TestNs::new());
     let mut member = server(
         &ts,

@@ -13,23 +13,14 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipckit::fabric::{Change, Fabric};
 use ipckit::service::RemoteError;
-use support::netns::{can_run, ip, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
+use support::netns::{
+    can_run, expect_line, fabric_namespace, ip, Net, CLIENT_ADDR, PORT, SERVER_ADDR,
+};
 use support::{Output, Proc, DEADLINE};
-
-/// A Zenoh namespace of its own for each test.
-fn fabric_namespace() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Start the server role in the server namespace and wait until it is
 /// published.
@@ -111,11 +102,6 @@ fn run_client(net: &Net, ns: &str, scenario: &str) -> Output {
     Proc::spawn(&mut net.role(&net.client_ns, "client", &[ns, scenario])).finish(DEADLINE * 2)
 }
 
-fn expect_line<'a>(out: &'a Output, prefix: &str) -> &'a str {
-    out.line(prefix)
-        .unwrap_or_else(|| panic!("no line {prefix:?} from the client: {out:#?}"))
-}
-
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -126,7 +112,7 @@ fn service_called_by_name_from_another_namespace() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     let _server = start_server(&net, &ns);
     let out = run_client(&net, &ns, "calls");
     out.assert_success();
@@ -156,7 +142,7 @@ fn server_killed_mid_call_gives_peer_gone() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     let mut server = start_server(&net, &ns);
     let client = Proc::spawn(&mut net.role(&net.client_ns, "client", &[&ns, "mid-call"]));
     // The handler has the call (and will sleep far past the client's
@@ -184,7 +170,7 @@ fn link_down_then_up_the_same_client_calls_again() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     // A 1 s lease on both sides: the broken link ends the session (and
     // withdraws the server's token on the client's side) about 1 s after
     // it breaks.
@@ -232,7 +218,7 @@ fn discovery_lists_and_watches_the_other_namespace() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     // The watcher starts first, so it must see the server appear.
     let mut watcher = Proc::talking(&mut net.role(&net.client_ns, "client", &[&ns, "watch"]));
     watcher.stdout_line("watching");
@@ -264,7 +250,7 @@ fn no_server_means_not_found() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     // The client's fabric is up, but nobody serves this namespace.
     let out = run_client(&net, &ns, "not-found");
     out.assert_success();
@@ -277,7 +263,7 @@ fn service_found_by_multicast_scouting() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("test");
     let _server = start_server_scouting(&net, &ns, "scouting");
     let out = run_client(&net, &ns, "scouting");
     out.assert_success();

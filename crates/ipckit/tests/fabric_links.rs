@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ipckit::clipboard::Format;
@@ -19,23 +18,8 @@ use ipckit::fabric::Fabric;
 use ipckit::mailslot::{MailslotOptions, WriterOptions};
 use ipckit::message::{Messenger, ReceiverOptions, Reply};
 use ipckit::{ErrorKind, Namespace};
-use support::netns::{can_run, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
-use support::{Output, Proc, DEADLINE};
-
-/// A Zenoh namespace of its own for each test.
-fn fabric_namespace() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "links-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn expect_line<'a>(out: &'a Output, prefix: &str) -> &'a str {
-    out.line(prefix)
-        .unwrap_or_else(|| panic!("no line {prefix:?}: {out:#?}"))
-}
+use support::netns::{can_run, expect_line, fabric_namespace, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
+use support::{Proc, DEADLINE};
 
 /// Start `role` in the server namespace and wait for its `ready`.
 fn start_in_server_ns(net: &Net, role: &str, args: &[&str]) -> Proc {
@@ -54,7 +38,7 @@ fn dde_hot_and_warm_links_across_namespaces() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("links");
     let _server = start_in_server_ns(&net, "dde-server", &[&ns]);
     let out = Proc::spawn(&mut net.role(&net.client_ns, "dde-client", &[&ns, "links"]))
         .finish(DEADLINE * 2);
@@ -73,7 +57,7 @@ fn dde_poke_and_execute_across_namespaces() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("links");
     let _server = start_in_server_ns(&net, "dde-server", &[&ns]);
     let out = Proc::spawn(&mut net.role(&net.client_ns, "dde-client", &[&ns, "transactions"]))
         .finish(DEADLINE * 2);
@@ -95,7 +79,7 @@ fn dde_server_killed_while_advised_gives_peer_gone() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("links");
     let mut server = start_in_server_ns(&net, "dde-server", &[&ns]);
     let mut client = Proc::spawn(&mut net.role(&net.client_ns, "dde-client", &[&ns, "killed"]));
     client.stdout_line("advised");
@@ -120,7 +104,7 @@ fn group_broadcast_reaches_members_in_both_namespaces() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("links");
     // The sender and one member share a local namespace (same "machine"
     // and directory): that member gets each message directly, once.
     let shared_dir = tempfile::tempdir().expect("temporary directory");
@@ -149,7 +133,7 @@ fn message_broadcast_reaches_a_receiver_in_the_other_namespace() {
         return;
     }
     let net = Net::new();
-    let ns = fabric_namespace();
+    let ns = fabric_namespace("links");
     let mut rx = Proc::spawn(&mut net.role(&net.server_ns, "msg-receiver", &[&ns]));
     let rx_id = rx.stdout_line("ready ")["ready ".len()..].to_string();
     let out = Proc::spawn(&mut net.role(&net.client_ns, "msg-sender", &[&ns, &rx_id]))

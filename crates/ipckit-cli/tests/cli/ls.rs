@@ -268,3 +268,31 @@ fn shared_memory_of_a_deleted_namespace_is_listed_and_pruned() {
     let o = run(&["ls"]);
     assert!(o.stdout.contains("does not exist yet"), "{o:#?}");
 }
+
+/// A reader that went away (`ipckit ls | head -0`) ends the command quietly
+/// with the shell's SIGPIPE status, never a panic message.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let t = TestNs::new();
+    let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+    drop(reader); // closed before the command starts: its first write fails
+    let out = t
+        .ipckit(&["ls", "--json"])
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ipckit");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(out.wait_with_output());
+    });
+    let o = rx
+        .recv_timeout(DEADLINE)
+        .expect("ipckit ls did not end")
+        .expect("wait for ipckit");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr, "", "nothing on stderr");
+    assert_eq!(o.status.code(), Some(141), "{:?}", o.status.signal());
+}

@@ -10,6 +10,23 @@
 //!   sleep as synchronisation).
 #![allow(dead_code)] // each test binary uses its own subset
 
+/// The library's two-network-namespace harness (feature `zenoh`).
+#[cfg(feature = "zenoh")]
+#[path = "../../../ipckit/tests/support/netns.rs"]
+pub mod netns;
+
+/// `ipckit` run inside a network namespace on a fabric namespace of its own.
+#[cfg(feature = "zenoh")]
+pub mod fabric;
+
+/// The library harness's role launcher (`netns::Net::role`), unused here:
+/// the CLI tests run the `ipckit` binary itself in the namespaces
+/// ([`fabric::ipckit_in`]).
+#[cfg(feature = "zenoh")]
+fn role_command(role: &str, _args: &[&str]) -> std::process::Command {
+    panic!("the CLI tests run ipckit, not the library's role {role}")
+}
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};

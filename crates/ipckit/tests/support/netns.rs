@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::DEADLINE;
+use super::{Output, DEADLINE};
 
 /// Server side of the veth pair.
 pub const SERVER_ADDR: &str = "10.77.0.1";
@@ -124,4 +124,21 @@ impl Drop for Net {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// A Zenoh (fabric) namespace of its own for each test: `<prefix>-<pid>-<n>`.
+pub fn fabric_namespace(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The line of `out` starting with `prefix` (the rest of it), or a panic
+/// showing the whole output.
+pub fn expect_line<'a>(out: &'a Output, prefix: &str) -> &'a str {
+    out.line(prefix)
+        .unwrap_or_else(|| panic!("no line {prefix:?}: {out:#?}"))
 }
