@@ -72,7 +72,9 @@
 //!   handler's argument and result in `ipckit.describe`
 //!   (`ServerBuilder::handler_with_schema`), generated with `schemars` 1.x.
 //! - `zenoh` (off by default; implies `service`): [`fabric`], services
-//!   found by name across machines over an Eclipse Zenoh fabric;
+//!   found by name across machines over an Eclipse Zenoh fabric, with
+//!   discovery; with `dde`, `mailslot` or `message` also DDE links, group
+//!   broadcasts and window-message broadcasts across it (`zenoh://` names);
 //!   `zenoh-tls` and `zenoh-quic` add those links.
 //!
 //! On Windows `pipe` builds the system's pipes and `mailslot` the system's

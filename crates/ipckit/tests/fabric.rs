@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use ipckit::fabric::{Change, Fabric};
 use ipckit::service::RemoteError;
-use support::netns::{
-    can_run, expect_line, fabric_namespace, ip, Net, CLIENT_ADDR, PORT, SERVER_ADDR,
-};
-use support::{Output, Proc, DEADLINE};
+use support::netns::{can_run, fabric_namespace, ip, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
+use support::{expect_line, Output, Proc, DEADLINE};
 
 /// Start the server role in the server namespace and wait until it is
 /// published.

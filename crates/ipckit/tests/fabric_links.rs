@@ -18,8 +18,8 @@ use ipckit::fabric::Fabric;
 use ipckit::mailslot::{MailslotOptions, WriterOptions};
 use ipckit::message::{Messenger, ReceiverOptions, Reply};
 use ipckit::{ErrorKind, Namespace};
-use support::netns::{can_run, expect_line, fabric_namespace, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
-use support::{Proc, DEADLINE};
+use support::netns::{can_run, fabric_namespace, Net, CLIENT_ADDR, PORT, SERVER_ADDR};
+use support::{expect_line, Proc, DEADLINE};
 
 /// Start `role` in the server namespace and wait for its `ready`.
 fn start_in_server_ns(net: &Net, role: &str, args: &[&str]) -> Proc {

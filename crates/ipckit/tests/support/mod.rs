@@ -720,3 +720,10 @@ impl Checksum {
         (c.h, c.len)
     }
 }
+
+/// The line of `out` starting with `prefix` (the rest of it), or a panic
+/// showing the whole output.
+pub fn expect_line<'a>(out: &'a Output, prefix: &str) -> &'a str {
+    out.line(prefix)
+        .unwrap_or_else(|| panic!("no line {prefix:?}: {out:#?}"))
+}

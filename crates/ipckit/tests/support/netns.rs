@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Output, DEADLINE};
+use super::DEADLINE;
 
 /// Server side of the veth pair.
 pub const SERVER_ADDR: &str = "10.77.0.1";
@@ -134,11 +134,4 @@ pub fn fabric_namespace(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// The line of `out` starting with `prefix` (the rest of it), or a panic
-/// showing the whole output.
-pub fn expect_line<'a>(out: &'a Output, prefix: &str) -> &'a str {
-    out.line(prefix)
-        .unwrap_or_else(|| panic!("no line {prefix:?}: {out:#?}"))
 }
