@@ -8,9 +8,12 @@
 //! test runs a plain Win32 C client (`scripts/windows/pipe_client.c`).
 #![cfg(all(windows, feature = "pipe", feature = "tokio"))]
 
+mod windows_support;
+
+use windows_support::c_peer;
+
 use std::future::Future;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -510,36 +513,6 @@ fn blocking_server_and_an_async_client_process() {
 }
 
 // ------------------------------------------------------------- interop
-
-/// A plain Win32 C program from `scripts/windows/`, compiled by
-/// `scripts/test-windows.sh` into `$IPCKIT_C_PEERS`. `None` (and a message)
-/// if it is not there; a failure instead when `IPCKIT_REQUIRE_C_PEER=1`.
-fn c_peer(name: &str) -> Option<PathBuf> {
-    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
-        assert!(
-            !required,
-            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh, which compiles scripts/windows/{name}.c");
-        return None;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    let exe = if dir.starts_with('/') {
-        PathBuf::from(format!("Z:{}\\{name}.exe", dir.replace('/', "\\")))
-    } else {
-        PathBuf::from(dir).join(format!("{name}.exe"))
-    };
-    if !exe.exists() {
-        assert!(
-            !required,
-            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: {exe:?} does not exist");
-        return None;
-    }
-    Some(exe)
-}
 
 /// `pipe_client.c`: `WaitNamedPipe`, `CreateFile`,
 /// `SetNamedPipeHandleState` to message mode, `TransactNamedPipe`, then

@@ -7,7 +7,10 @@
 //! test runs the plain Win32 C program `scripts/windows/slot_writer.c`.
 #![cfg(all(windows, feature = "mailslot"))]
 
-use std::path::PathBuf;
+mod windows_support;
+
+use windows_support::c_peer;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -314,41 +317,9 @@ fn two_processes_write_to_the_parents_slot() {
     assert_eq!(slot.try_recv().unwrap(), None);
 }
 
-/// The Win32 C program `scripts/windows/slot_writer.c` (it does not use
-/// ipckit), compiled by `scripts/test-windows.sh` into `$IPCKIT_C_PEERS`
-/// (a Unix path: Wine shows it on drive `Z:`). `None` (and a message) if
-/// it is not there; a failure instead when `IPCKIT_REQUIRE_C_PEER=1`.
-fn peer(name: &str) -> Option<PathBuf> {
-    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
-        assert!(
-            !required,
-            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh, which compiles scripts/windows/{name}.c");
-        return None;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    let dir = if dir.starts_with('/') {
-        format!("Z:{}", dir.replace('/', "\\"))
-    } else {
-        dir
-    };
-    let exe = PathBuf::from(format!("{dir}\\{name}.exe"));
-    if !exe.exists() {
-        assert!(
-            !required,
-            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: {exe:?} does not exist");
-        return None;
-    }
-    Some(exe)
-}
-
 #[test]
 fn a_plain_win32_program_writes_to_an_ipckit_mailslot() {
-    let Some(peer) = peer("slot_writer") else {
+    let Some(peer) = c_peer("slot_writer") else {
         return;
     };
     let (_dir, ns) = fresh_ns();

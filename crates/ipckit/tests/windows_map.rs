@@ -8,8 +8,11 @@
 //! makes a mapping and a mutex that ipckit opens through `shm` and `sync`.
 #![cfg(windows)]
 
+mod windows_support;
+
+use windows_support::c_peer;
+
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -471,41 +474,9 @@ fn a_writer_that_dies_mid_write_leaves_the_content_intact() {
     assert_eq!(m.write(b"again").unwrap(), 3);
 }
 
-/// The Win32 C program `scripts/windows/NAME.c` (it does not use ipckit),
-/// compiled by `scripts/test-windows.sh` into `$IPCKIT_C_PEERS` (a Unix
-/// path: Wine shows it on drive `Z:`). `None` (and a message) if it is not
-/// there; a failure instead when `IPCKIT_REQUIRE_C_PEER=1`.
-fn peer(name: &str) -> Option<PathBuf> {
-    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
-        assert!(
-            !required,
-            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh, which compiles scripts/windows/{name}.c");
-        return None;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    let dir = if dir.starts_with('/') {
-        format!("Z:{}", dir.replace('/', "\\"))
-    } else {
-        dir
-    };
-    let exe = PathBuf::from(format!("{dir}\\{name}.exe"));
-    if !exe.exists() {
-        assert!(
-            !required,
-            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: {exe:?} does not exist");
-        return None;
-    }
-    Some(exe)
-}
-
 #[test]
 fn a_mapping_and_mutex_made_by_a_plain_win32_program() {
-    let Some(peer) = peer("map_peer") else {
+    let Some(peer) = c_peer("map_peer") else {
         return;
     };
     let name = format!("Local\\ipckit-test-map-{}", std::process::id());

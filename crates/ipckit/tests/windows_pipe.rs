@@ -8,9 +8,12 @@
 //! tests run plain Win32 C programs beside ipckit (see [`c_peer`]).
 #![cfg(all(windows, feature = "pipe"))]
 
+mod windows_support;
+
+use windows_support::c_peer;
+
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -603,37 +606,6 @@ fn anonymous_pipe_to_a_child() {
         PipeReader::from_inherited_handle(file).unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
-}
-
-/// A plain Win32 C program from `scripts/windows/` (it does not use
-/// ipckit), compiled by `scripts/test-windows.sh` into `$IPCKIT_C_PEERS`
-/// (a Unix path: Wine shows it on drive `Z:`). `None` (and a message) if it
-/// is not there; a failure instead when `IPCKIT_REQUIRE_C_PEER=1` (CI).
-fn c_peer(name: &str) -> Option<PathBuf> {
-    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
-        assert!(
-            !required,
-            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh, which compiles scripts/windows/{name}.c");
-        return None;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    let exe = if dir.starts_with('/') {
-        PathBuf::from(format!("Z:{}\\{name}.exe", dir.replace('/', "\\")))
-    } else {
-        PathBuf::from(dir).join(format!("{name}.exe"))
-    };
-    if !exe.exists() {
-        assert!(
-            !required,
-            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: {exe:?} does not exist");
-        return None;
-    }
-    Some(exe)
 }
 
 #[test]

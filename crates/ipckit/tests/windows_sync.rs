@@ -6,6 +6,10 @@
 //! environment variable [`CHILD_ENV`] names the child's role).
 #![cfg(windows)]
 
+mod windows_support;
+
+use windows_support::c_peer;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -282,36 +286,6 @@ fn a_widened_object_is_refused_unless_the_opener_widens() {
         ErrorKind::PermissionDenied
     );
     assert!(ev.mode(0o666).open_or_create("ev").is_ok());
-}
-
-/// The C program `scripts/windows/{name}.c`, compiled by
-/// `scripts/test-windows.sh` into `$IPCKIT_C_PEERS`; `None` (and a
-/// message) if it is not there, a failure when `IPCKIT_REQUIRE_C_PEER=1`.
-fn c_peer(name: &str) -> Option<std::path::PathBuf> {
-    let required = std::env::var_os("IPCKIT_REQUIRE_C_PEER").is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os("IPCKIT_C_PEERS") else {
-        assert!(
-            !required,
-            "IPCKIT_C_PEERS is not set but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: IPCKIT_C_PEERS is not set: run scripts/test-windows.sh");
-        return None;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    let exe = if dir.starts_with('/') {
-        std::path::PathBuf::from(format!("Z:{}\\{name}.exe", dir.replace('/', "\\")))
-    } else {
-        std::path::PathBuf::from(dir).join(format!("{name}.exe"))
-    };
-    if !exe.exists() {
-        assert!(
-            !required,
-            "{exe:?} does not exist but IPCKIT_REQUIRE_C_PEER=1"
-        );
-        eprintln!("SKIPPED: {exe:?} does not exist");
-        return None;
-    }
-    Some(exe)
 }
 
 /// A section and a mutex whose owner is not this user (what another
