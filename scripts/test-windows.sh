@@ -3,7 +3,7 @@
 # shared recipe ../shared/windows/test-under-wine.sh (beside the checkout; it installs Debian's
 # Rust, the mingw-w64 toolchain and Wine on first use, about 2 GB). Run from anywhere.
 #
-# What runs: the library's unit tests and every crates/ipckit/tests/windows_*.rs, with
+# What runs: clippy for the Windows target (warnings are errors), the library's unit tests and every crates/ipckit/tests/windows_*.rs, with
 # --no-default-features and with the default features plus `tokio` (the async forms). Every plain Win32 C program in
 # scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
 # (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
@@ -26,6 +26,19 @@ for t in crates/ipckit/tests/windows_*.rs; do
 done
 # The first run installs the toolchain (Wine, mingw-w64) and builds std; a no-op build does it.
 "$recipe" -p ipckit --no-default-features --lib "${tests[@]}" --no-run
+# Clippy for the Windows target (Debian's clippy, matching the toolchain the recipe installed):
+# the library, its unit tests and the Windows test suites, with no features and with all the
+# default ones plus tokio; warnings are errors, as on Linux.
+if [ ! -x /usr/bin/cargo-clippy ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rust-web-clippy >/dev/null
+fi
+# One pass per feature set: with the test profile, the library is linted both as the unit-test
+# crate and as the suites' dependency.
+for features in --no-default-features "--features tokio"; do
+  # shellcheck disable=SC2086
+  env PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 cargo clippy -q -Zbuild-std --target x86_64-pc-windows-gnu \
+    -p ipckit $features --profile test --lib "${tests[@]}" -- -D warnings
+done
 # The C peers of the interop tests.
 export IPCKIT_C_PEERS=$CARGO_TARGET_DIR/c-peers
 mkdir -p "$IPCKIT_C_PEERS"

@@ -13,8 +13,8 @@
 //!
 //! - Only named objects exist here: the in-mapping constructors
 //!   (`Mutex::at`, `Mutex::at_parts`, `Event::at`/`init`,
-//!   `Semaphore::at`/`init`), `Mutex::mapping` and the async forms
-//!   (`sync::tokio`) are Linux-only.
+//!   `Semaphore::at`/`init`) and `Mutex::mapping` are Linux-only. The
+//!   async forms ([`tokio`], feature `tokio`) wait on the system's objects.
 //! - A Win32 mutex belongs to the thread that locked it: drop the
 //!   [`MutexGuard`] on that thread (it is not `Send`). It is recursive: a
 //!   thread that holds it locks it again at once (each lock needs its
@@ -39,6 +39,11 @@
 //!     Lock::Abandoned(_guard) => { /* previous owner died inside: repair */ }
 //! }
 //! ```
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[path = "tokio_windows.rs"]
+pub mod tokio;
 
 use std::marker::PhantomData;
 use std::os::windows::io::{AsHandle, OwnedHandle};
@@ -261,6 +266,12 @@ impl Drop for MutexGuard<'_> {
 }
 
 impl Mutex {
+    /// The mutex's handle and name, for the async form.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn parts(&self) -> (std::os::windows::io::BorrowedHandle<'_>, &str) {
+        (self.h.as_handle(), &self.name)
+    }
+
     fn new(h: OwnedHandle, name: &str, existed: bool) -> Mutex {
         Mutex {
             h,
@@ -480,6 +491,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event's handle and name, for the async form.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn parts(&self) -> (std::os::windows::io::BorrowedHandle<'_>, &str) {
+        (self.h.as_handle(), &self.name)
+    }
+
     fn new(h: OwnedHandle, name: &str) -> Event {
         Event {
             h,
@@ -744,6 +761,12 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
+    /// The semaphore's handle and name, for the async form.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn parts(&self) -> (std::os::windows::io::BorrowedHandle<'_>, &str) {
+        (self.h.as_handle(), &self.name)
+    }
+
     fn new(h: OwnedHandle, name: &str) -> Semaphore {
         Semaphore {
             h,

@@ -1,18 +1,29 @@
 //! The Windows backend: every call goes through `windows-sys`. It provides
 //! shared memory ([`shm`]), the system's named sync objects ([`sync`]),
-//! pipes ([`pipe`]) and mailslots ([`mailslot`]); see the contract in
-//! [`super`]. The mechanisms built on the other items (sockets, readiness,
-//! futexes, records) are compiled out on Windows for now. The async pipes
-//! run their overlapped I/O through `aio` (feature `tokio`).
+//! pipes ([`pipe`]) and mailslots ([`mailslot`]), and the connection
+//! layer's sockets over named pipes ([`net`], with readiness in [`poll`]);
+//! see the contract in [`super`]. Futexes and records have no Windows
+//! form here. The async pipes run their overlapped I/O through `aio`
+//! (feature `tokio`).
 
 #[cfg(all(feature = "pipe", feature = "tokio"))]
 pub(crate) mod aio;
 pub(crate) mod mailslot;
+pub(crate) mod net;
 pub(crate) mod pipe;
+pub(crate) mod poll;
 pub(crate) mod shm;
 pub(crate) mod sync;
 
 use std::io;
+
+/// The calling user, where the connection layer compares user ids. Windows
+/// has no numeric user ids: [`net::peer_cred`] reports this value for a
+/// peer process that runs as the calling user (token SIDs compared) and
+/// `u32::MAX` for any other.
+pub(crate) fn uid() -> u32 {
+    0
+}
 
 /// Turn a `BOOL`-returning call's failure into the thread's last error.
 pub(crate) fn check_bool(ok: windows_sys::core::BOOL) -> io::Result<()> {

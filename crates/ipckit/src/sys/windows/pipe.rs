@@ -416,6 +416,24 @@ unsafe fn overlapped(
     timeout: Option<Duration>,
     start: impl FnOnce(*mut OVERLAPPED) -> i32,
 ) -> io::Result<Done> {
+    // SAFETY: passed on from the caller, who meets the same conditions.
+    unsafe { overlapped_until(h, ev, None, timeout, start) }
+}
+
+/// [`overlapped`], also ended early (cancelled, reported as
+/// [`Done::TimedOut`] if nothing was transferred) once the event `stop` is
+/// signalled.
+///
+/// # Safety
+///
+/// As for [`overlapped`].
+unsafe fn overlapped_until(
+    h: BorrowedHandle<'_>,
+    ev: BorrowedHandle<'_>,
+    stop: Option<BorrowedHandle<'_>>,
+    timeout: Option<Duration>,
+    start: impl FnOnce(*mut OVERLAPPED) -> i32,
+) -> io::Result<Done> {
     // SAFETY: OVERLAPPED is plain data; all zeroes is its initial state.
     let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
     ov.hEvent = ev.as_raw_handle();
@@ -428,9 +446,15 @@ unsafe fn overlapped(
         }
     }
     let mut timed_out = false;
-    // SAFETY: `ev` is a valid event handle.
-    let r = unsafe { WaitForSingleObject(ev.as_raw_handle(), millis(timeout)) };
-    if r != WAIT_OBJECT_0 {
+    let done = match stop {
+        None => {
+            // SAFETY: `ev` is a valid event handle.
+            let r = unsafe { WaitForSingleObject(ev.as_raw_handle(), millis(timeout)) };
+            r == WAIT_OBJECT_0
+        }
+        Some(stop) => matches!(wait_any(&[ev, stop], timeout), Ok(Some(0))),
+    };
+    if !done {
         // Timed out (or the wait failed): cancel, then wait below for the
         // operation to end either way before `ov` and the buffers go.
         timed_out = true;
@@ -489,6 +513,49 @@ pub(crate) fn write(
     match done {
         Done::All(n) | Done::More(n) => Ok(n),
         Done::TimedOut => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// `ReadFile` into `buf`, overlapped, waiting until something arrives or
+/// the event `stop` is signalled ([`Done::TimedOut`] then, with nothing
+/// read).
+pub(crate) fn read_until(
+    h: BorrowedHandle<'_>,
+    ev: BorrowedHandle<'_>,
+    stop: BorrowedHandle<'_>,
+    buf: &mut [u8],
+) -> io::Result<Done> {
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    let ptr = buf.as_mut_ptr();
+    // SAFETY: one ReadFile on `h` with the OVERLAPPED given; `buf` (at least
+    // `len` bytes) is borrowed until `overlapped_until` returns, after the
+    // read.
+    unsafe {
+        overlapped_until(h, ev, Some(stop), None, |ov| {
+            ReadFile(h.as_raw_handle(), ptr, len, std::ptr::null_mut(), ov)
+        })
+    }
+}
+
+/// `WriteFile` of `buf`, overlapped, for at most `timeout` (`None`: as long
+/// as it takes) and no longer than until `stop` is signalled: the bytes
+/// written, or [`Done::TimedOut`] if the wait ended first (a byte-mode
+/// write cancelled then may have passed part of `buf`).
+pub(crate) fn write_until(
+    h: BorrowedHandle<'_>,
+    ev: BorrowedHandle<'_>,
+    stop: BorrowedHandle<'_>,
+    buf: &[u8],
+    timeout: Option<Duration>,
+) -> io::Result<Done> {
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    let ptr = buf.as_ptr();
+    // SAFETY: one WriteFile on `h` with the OVERLAPPED given; `buf` is
+    // borrowed until `overlapped_until` returns, after the write.
+    unsafe {
+        overlapped_until(h, ev, Some(stop), timeout, |ov| {
+            WriteFile(h.as_raw_handle(), ptr, len, std::ptr::null_mut(), ov)
+        })
     }
 }
 

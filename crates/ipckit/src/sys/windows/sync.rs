@@ -202,6 +202,34 @@ pub(crate) fn wait(h: BorrowedHandle<'_>, timeout: Option<Duration>) -> io::Resu
     }
 }
 
+/// `WaitForMultipleObjects([h, cancel], any, INFINITE)`: the outcome of the
+/// wait on `h`, or `None` once the event `cancel` is signalled first (an
+/// async wait whose future went away).
+#[cfg(feature = "tokio")]
+pub(crate) fn wait_or_cancel(
+    h: BorrowedHandle<'_>,
+    cancel: BorrowedHandle<'_>,
+) -> io::Result<Option<Wait>> {
+    let raw = [h.as_raw_handle(), cancel.as_raw_handle()];
+    // SAFETY: both handles are valid for the duration of the call.
+    let r = unsafe {
+        windows_sys::Win32::System::Threading::WaitForMultipleObjects(2, raw.as_ptr(), 0, INFINITE)
+    };
+    match r {
+        WAIT_OBJECT_0 => Ok(Some(Wait::Signalled)),
+        WAIT_ABANDONED => Ok(Some(Wait::Abandoned)),
+        r if r == WAIT_OBJECT_0 + 1 || r == WAIT_ABANDONED + 1 => Ok(None),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A manual-reset event, not signalled: what cancels a
+/// [`wait_or_cancel`].
+#[cfg(feature = "tokio")]
+pub(crate) fn cancel_event() -> io::Result<OwnedHandle> {
+    super::pipe::event()
+}
+
 /// `ReleaseMutex`: fails unless the calling thread owns the mutex.
 pub(crate) fn release_mutex(h: BorrowedHandle<'_>) -> io::Result<()> {
     // SAFETY: `h` is a valid mutex handle.
