@@ -285,6 +285,33 @@ fn child(role: &str) {
     }
 }
 
+/// The async stream of changes (`map::tokio::Changes`) sees a write made
+/// by another process, and the newest content after several.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_change_stream_sees_another_process_write() {
+    use futures_util::StreamExt as _;
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        return child(&role);
+    }
+    let (_dir, ns) = fresh_ns();
+    let m = SharedMapOptions::new().namespace(&ns).create("m").unwrap();
+    let mut changes = ipckit::map::tokio::Changes::new(m).unwrap();
+    let c = spawn(
+        "the_async_change_stream_sees_another_process_write",
+        "writer",
+        &ns,
+    );
+    let change = tokio::time::timeout(LIMIT, changes.next())
+        .await
+        .expect("no change within the limit")
+        .expect("the stream ended")
+        .unwrap();
+    assert_eq!(change.content, b"set by the child");
+    assert_eq!(change.version, 1);
+    assert!(finish(c, "the writer child").contains("1 passed"));
+}
+
 #[test]
 fn a_change_in_a_child_wakes_the_parent() {
     if let Ok(role) = std::env::var(CHILD_ENV) {

@@ -67,7 +67,13 @@
 //! version. A write waits at most [`SharedMapOptions::lock_timeout`] for
 //! the mutex; reads and watches never take it.
 //!
-//! The async forms (`map::tokio`) are Linux-only.
+//! The async form ([`tokio`], feature `tokio`) is the same as on Linux: a
+//! stream of changes fed by a thread in [`SharedMap::wait_change`].
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[path = "tokio.rs"]
+pub mod tokio;
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
