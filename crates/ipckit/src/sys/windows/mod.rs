@@ -2,12 +2,13 @@
 //! shared memory ([`shm`]), the system's named sync objects ([`sync`]),
 //! pipes ([`pipe`]) and mailslots ([`mailslot`]), and the connection
 //! layer's sockets over named pipes ([`net`], with readiness in [`poll`]);
-//! see the contract in [`super`]. Futexes and records have no Windows
-//! form here. The async pipes run their overlapped I/O through `aio`
+//! see the contract in [`super`]. Records are file locks (`fs`:
+//! `LockFileEx`); futexes have no Windows form here. The async pipes run their overlapped I/O through `aio`
 //! (feature `tokio`).
 
 #[cfg(all(feature = "pipe", feature = "tokio"))]
 pub(crate) mod aio;
+mod fs;
 pub(crate) mod mailslot;
 pub(crate) mod net;
 pub(crate) mod pipe;
@@ -16,6 +17,13 @@ pub(crate) mod shm;
 pub(crate) mod sync;
 
 use std::io;
+
+pub(crate) use fs::{is_locked, lock_exclusive, process_exists, try_lock_exclusive};
+
+/// Give the CPU to another runnable thread, if any.
+pub(crate) fn yield_now() {
+    std::thread::yield_now();
+}
 
 /// The calling user, where the connection layer compares user ids. Windows
 /// has no numeric user ids: [`net::peer_cred`] reports this value for a

@@ -51,7 +51,7 @@ use super::{check_bool, wide};
 
 /// Take ownership of a handle a call returned; NULL or
 /// `INVALID_HANDLE_VALUE` is its failure.
-fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
+pub(crate) fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
     if h.is_null() || h == INVALID_HANDLE_VALUE {
         return Err(io::Error::last_os_error());
     }
