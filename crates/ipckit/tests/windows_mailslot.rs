@@ -403,3 +403,70 @@ fn udp_datagrams_reach_the_mailslot() {
         ErrorKind::NotFound
     );
 }
+
+/// The async reader (`mailslot::tokio`) takes messages written by another
+/// process, in order; a read cancelled while its helper waits loses
+/// nothing: every message is read afterwards exactly once, in order.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_reader_takes_another_process_messages_and_a_cancelled_read_loses_none() {
+    use ipckit::mailslot::tokio::Mailslot as AsyncSlot;
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        child_writes(&role);
+        return;
+    }
+    let test = "the_async_reader_takes_another_process_messages_and_a_cancelled_read_loses_none";
+    let (_dir, ns) = fresh_ns();
+    let slot = AsyncSlot::new(
+        MailslotOptions::new()
+            .namespace(&ns)
+            .max_message_size(64)
+            .create("inbox")
+            .unwrap(),
+    );
+    // Nothing written yet: a read that is given up on takes nothing.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), slot.recv())
+            .await
+            .is_err()
+    );
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD_ENV, "a")
+        .env("IPCKIT_NAMESPACE", ns.dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < N {
+        // Alternate whole reads with reads cancelled at once: a message a
+        // cancelled read's helper took is kept for the next read.
+        // (A read may also finish in its first poll: then it counts.)
+        if got.len() % 2 == 0 {
+            if let Ok(m) = tokio::time::timeout(Duration::ZERO, slot.recv()).await {
+                got.push(String::from_utf8(m.unwrap()).unwrap());
+                continue;
+            }
+        }
+        let m = tokio::time::timeout(LIMIT, slot.recv())
+            .await
+            .expect("a message did not arrive in time")
+            .unwrap();
+        got.push(String::from_utf8(m).unwrap());
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("a:{i}")).collect();
+    assert_eq!(got, want);
+    assert!(finish(child, "child a").contains("1 passed"));
+    // The async writer reaches the same mailslot.
+    let mut w = WriterOptions::new()
+        .namespace(&ns)
+        .open_async("inbox")
+        .await
+        .unwrap();
+    w.send(b"async").await.unwrap();
+    assert_eq!(slot.recv_timeout(LIMIT).await.unwrap(), b"async");
+    assert_eq!(slot.try_recv().unwrap(), None);
+    let e = w.send(&[0u8; 65]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+}

@@ -52,12 +52,14 @@
 //!   with a name in the system's form, whose size ipckit cannot know, the
 //!   system's own refusal is reported).
 //! - Broadcast groups (`join_group`, `send_to_group`) are Linux-only for
-//!   now, as are the async forms (`mailslot::tokio`) and the server-uid
-//!   checks of [`WriterOptions`] (the mailslot's security descriptor grants
+//!   now, as are the server-uid checks of [`WriterOptions`] (the mailslot's security descriptor grants
 //!   only its creator's user). The cross-machine path is as on Linux: a
 //!   reader may also listen on UDP ([`MailslotOptions::udp`]; a thread
 //!   writes each datagram for it into the mailslot) and [`send_datagram`]
 //!   sends one, in the same datagram format.
+//! - The async forms ([`tokio`], feature `tokio`) have the same types, less
+//!   the group calls; a pending read runs on a helper thread (a mailslot
+//!   has no readiness to wait on).
 //! - Under Wine (not Windows): [`Mailslot::pending`]'s count may be lower
 //!   than the messages queued; the queue is a socket buffer (about 200 KiB),
 //!   so a write blocks while it is full; and a message larger than 64 KiB
@@ -65,6 +67,11 @@
 //!   waits may be cut short (Wine's `ReadFile` truncates where Windows fails
 //!   with `ERROR_INSUFFICIENT_BUFFER`, which ipckit handles by reading
 //!   again with a buffer of the right size).
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[path = "tokio_windows.rs"]
+pub mod tokio;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::windows::io::{AsHandle, OwnedHandle};
@@ -529,6 +536,12 @@ impl Mailslot {
     #[doc(alias = "CreateMailslot")]
     pub fn create(name: &str) -> Result<Mailslot> {
         MailslotOptions::new().create(name)
+    }
+
+    /// The read timeout set at creation (for the async form).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// The mailslot's name, as given to create.
