@@ -49,8 +49,9 @@
 //! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | not yet |
 //! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |
 //! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | not yet |
-//! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | not yet |
-//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | [`Limits`] only |
+//! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames, async too; no shared-memory lanes, TCP, records or Zenoh |
+//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | yes ([`ConnStats`] with `service`; counters not published for `ipckit ls`) |
+//! | [`transport`] | which path a connection takes ([`Transport`], [`WaitStrategy`]) | always | yes: always the pipe ([`Transport::Socket`]) |
 //! | [`error`] | `GetLastError` | always | yes |
 //!
 //! "Not yet" modules are compiled out on Windows, whatever the features
@@ -77,9 +78,9 @@
 //!   broadcasts and window-message broadcasts across it (`zenoh://` names);
 //!   `zenoh-tls` and `zenoh-quic` add those links.
 //!
-//! On Windows `pipe` builds the system's pipes and `mailslot` the system's
-//! mailslots; the other mechanism features build nothing there yet (see
-//! Platforms).
+//! On Windows `pipe` builds the system's pipes, `mailslot` the system's
+//! mailslots and `service` services over named pipes; the other mechanism
+//! features build nothing there yet (see Platforms).
 //!
 //! # Platforms
 //!
@@ -89,10 +90,11 @@
 //!   [`shm`] (named mappings are Win32 file mappings, `CreateFileMappingW` /
 //!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`), [`sync`] (the Win32
 //!   named mutex, event and semaphore), [`map`] (a section, a named mutex
-//!   and an event per watcher), `pipe` (Win32 named pipes and `CreatePipe`)
-//!   and `mailslot` (Win32 mailslots); each module says what differs.
-//!   Services, window messages, the clipboard and DDE are compiled out
-//!   there for now.
+//!   and an event per watcher), `pipe` (Win32 named pipes and `CreatePipe`),
+//!   `mailslot` (Win32 mailslots) and `service` (the connection layer over
+//!   byte-mode named pipes: same API and frames, no shared-memory lanes,
+//!   TCP or endpoint records); each module says what differs. Window
+//!   messages, the clipboard and DDE are compiled out there for now.
 //!
 //! Building for any other OS stops with a `compile_error!`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -128,7 +130,9 @@ pub mod clipboard;
 #[cfg(test)]
 extern crate self as ipckit;
 
-#[cfg(unix)]
+// The connection layer: on Windows (named pipes behind `sys::net`) it
+// carries services.
+#[cfg(any(unix, feature = "service"))]
 mod conn;
 #[cfg(all(feature = "dde", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "dde")))]
@@ -178,7 +182,9 @@ pub mod pipe;
 mod process_tests;
 #[cfg(all(any(feature = "message", feature = "clipboard"), unix))]
 mod registry;
-#[cfg(all(feature = "service", unix))]
+// On Windows services run over named pipes (the connection layer's
+// Windows flavor), without shared-memory lanes or TCP.
+#[cfg(feature = "service")]
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
 pub mod service;
 pub mod shm;
@@ -190,13 +196,11 @@ pub mod sync;
 #[path = "sync/windows.rs"]
 pub mod sync;
 mod sys;
-#[cfg(unix)]
 pub mod transport;
 
-#[cfg(unix)]
+#[cfg(any(unix, feature = "service"))]
 pub use conn::ConnStats;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;
 pub use name::Namespace;
-#[cfg(unix)]
 pub use transport::{Transport, WaitStrategy};

@@ -15,8 +15,12 @@
 //! On Windows (first step of the Win32 backend) the name rules and
 //! [`Namespace`] exist (the directory's path is what the Win32 object names
 //! are derived from, see [`crate::shm`]); it defaults to
-//! `%LOCALAPPDATA%\ipckit`. Endpoint records, listing and shared namespaces
-//! are Linux-only for now.
+//! `%LOCALAPPDATA%\ipckit`. Pipes and services of name `N` are the named
+//! pipe `\\.\pipe\ipckit.<H>.<N>` (`<H>`: the namespace path's hash, `/`
+//! written `:`), whose first instance is the claim: a second server of the
+//! name gets [`ErrorKind::AlreadyExists`], and a dead server's name is free
+//! at once. Endpoint records, listing and shared namespaces are Linux-only
+//! for now.
 //!
 //! ```
 //! use ipckit::name::{validate_name, Namespace};
@@ -728,6 +732,54 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Prefix of a local named pipe's system name.
+#[cfg(windows)]
+pub(crate) const PIPE_PREFIX: &str = r"\\.\pipe\";
+
+/// The system name of the named pipe that serves endpoint `name` on
+/// Windows (pipes and services alike): a name in the system's own form,
+/// `\\.\pipe\X` (a `client` may also name `\\HOST\pipe\X`), is used as is;
+/// any other is checked ([`validate_name`]) and becomes
+/// `\\.\pipe\ipckit.<H>.<name>` with `/` written `:`, where `<H>` is the
+/// FNV-1a hash of the namespace directory's path (`ns`, else the one from
+/// the environment) as 16 hex digits.
+#[cfg(windows)]
+pub(crate) fn pipe_os_name(ns: Option<&Namespace>, name: &str, client: bool) -> Result<String> {
+    if let Some(rest) = name.strip_prefix(r"\\") {
+        let bad = |why: &str| {
+            Err(
+                Error::new(ErrorKind::InvalidName, format!("invalid pipe name: {why}"))
+                    .with_name(name),
+            )
+        };
+        let Some((host, pipe)) = rest.split_once(r"\pipe\") else {
+            return bad(r"a name starting with \\ must be \\.\pipe\NAME");
+        };
+        if host != "." && !client {
+            return bad(r"a server creates only local pipes: use \\.\pipe\NAME");
+        }
+        if host.is_empty() || host.contains(['\\', '\0']) {
+            return bad(r"give a host before \pipe\ (. for this machine)");
+        }
+        if pipe.is_empty() || pipe.contains(['\\', '\0']) || name.len() > 256 {
+            return bad(
+                r"after \pipe\ give 1 or more characters other than '\' and NUL (256 in all at most)",
+            );
+        }
+        return Ok(name.to_string());
+    }
+    validate_name(name)?;
+    let ns = match ns {
+        Some(ns) => ns.clone(),
+        None => Namespace::from_env()?,
+    };
+    let h = fnv1a64(ns.dir().as_os_str().as_encoded_bytes());
+    Ok(format!(
+        "{PIPE_PREFIX}ipckit.{h:016x}.{}",
+        name.replace('/', ":")
+    ))
 }
 
 #[cfg(test)]

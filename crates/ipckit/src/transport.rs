@@ -12,6 +12,12 @@
 //! The choice is invisible to the API: the same `NamedPipe` or service
 //! `Client` works either way, and reports which it got.
 //!
+//! On Windows there are no shared-memory rings: a service connection
+//! always carries its messages on its named pipe and reports
+//! [`Transport::Socket`]; asking a service client for
+//! [`Transport::SharedMemory`] explicitly is
+//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+//!
 //! Setting the environment variable `IPCKIT_TRANSPORT` to `socket` makes
 //! [`Transport::Auto`] mean [`Transport::Socket`] for every connection of
 //! the process (for debugging, and to run a test suite on both paths);

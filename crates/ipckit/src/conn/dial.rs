@@ -1,14 +1,16 @@
-//! Connecting: a namespace name (Unix socket) or `tcp://HOST:PORT`, within
+//! Connecting: a namespace name (Unix socket; on Windows the named pipe
+//! `\\.\pipe\ipckit.<H>.<name>`) or `tcp://HOST:PORT` (Linux only), within
 //! the caller's timeout, with back-off, retrying only what a later attempt
 //! can fix (no server yet, every instance busy, a TCP peer unreachable).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
 use crate::sys;
+use crate::sys::net::{AsSocket, Socket, SocketRef};
 
 /// Prefix of a TCP address given where a name is expected.
 pub(crate) const TCP_PREFIX: &str = "tcp://";
@@ -33,7 +35,11 @@ pub(crate) enum Target {
     /// The endpoint's Unix socket in a namespace, and the uid the
     /// namespace directory belongs to (a server of that uid, or of the
     /// caller's, is trusted).
+    #[cfg(unix)]
     Unix(PathBuf, u32),
+    /// The endpoint's named pipe (its system name).
+    #[cfg(windows)]
+    Pipe(String),
     /// `HOST:PORT`.
     Tcp(String),
 }
@@ -41,7 +47,7 @@ pub(crate) enum Target {
 /// One connection attempt's socket.
 #[derive(Debug)]
 pub(crate) struct Dialed {
-    pub fd: OwnedFd,
+    pub fd: Socket,
     pub tcp: bool,
     /// When the server's hello must have arrived.
     pub hello_deadline: Instant,
@@ -66,25 +72,31 @@ pub(crate) struct Dialer<'a> {
 /// Connect to the Unix socket at `path` once (a second connection to an
 /// endpoint already reached, such as a service lane), checking that the
 /// server is still of uid `server_uid`.
-pub(crate) fn connect_path(path: &std::path::Path, server_uid: u32) -> std::io::Result<OwnedFd> {
+#[cfg(unix)]
+pub(crate) fn connect_path(path: &std::path::Path, server_uid: u32) -> std::io::Result<Socket> {
     let fd = sys::net::unix_connect(path)?;
-    check_server(fd.as_fd(), &[server_uid])
+    check_server(fd.as_socket(), &[server_uid])
         .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))?;
     Ok(fd)
 }
 
 /// The uid of the server at the other end of a Unix socket.
-pub(crate) fn server_uid(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
+pub(crate) fn server_uid(fd: SocketRef<'_>) -> std::io::Result<u32> {
     sys::net::peer_cred(fd).map(|(_, uid, _)| uid)
 }
 
 /// Check that the process listening at the other end of `fd` runs as one
 /// of `trusted` (its credentials as of `listen`, from the kernel).
-fn check_server(fd: BorrowedFd<'_>, trusted: &[u32]) -> Result<(), String> {
+fn check_server(fd: SocketRef<'_>, trusted: &[u32]) -> Result<(), String> {
     match sys::net::peer_cred(fd) {
+        #[cfg(unix)]
         Ok((pid, uid, _)) if !trusted.contains(&uid) => Err(format!(
             "its server (pid {pid}) runs as uid {uid}, not as this user or the namespace's owner"
         )),
+        #[cfg(windows)]
+        Ok((pid, uid, _)) if !trusted.contains(&uid) => {
+            Err(format!("its server (pid {pid}) runs as another user"))
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(format!("cannot read its server's credentials: {e}")),
     }
@@ -94,6 +106,16 @@ impl Dialer<'_> {
     /// Resolve the name (checking it) into a target.
     pub(crate) fn target(&self) -> Result<Target> {
         if let Some(addr) = self.name.strip_prefix(TCP_PREFIX) {
+            if cfg!(windows) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "a {} is reached over TCP only on Linux for now; reach it by name on Windows",
+                        self.what
+                    ),
+                )
+                .with_name(self.name));
+            }
             if !self.tcp {
                 return Err(Error::new(
                     ErrorKind::InvalidName,
@@ -106,12 +128,28 @@ impl Dialer<'_> {
             }
             return Ok(Target::Tcp(addr.to_string()));
         }
+        self.local_target()
+    }
+
+    /// The endpoint's Unix socket.
+    #[cfg(unix)]
+    fn local_target(&self) -> Result<Target> {
         crate::name::validate_name(self.name)?;
         let ns = match self.namespace {
             Some(ns) => ns.clone(),
             None => Namespace::from_env()?,
         };
         Ok(Target::Unix(ns.socket_path(self.name), ns.owner_uid()))
+    }
+
+    /// The endpoint's named pipe (a `\\.\pipe\X` name as is).
+    #[cfg(windows)]
+    fn local_target(&self) -> Result<Target> {
+        Ok(Target::Pipe(crate::name::pipe_os_name(
+            self.namespace,
+            self.name,
+            true,
+        )?))
     }
 
     /// Connect and run `handshake` on each new socket until it succeeds,
@@ -165,7 +203,7 @@ impl Dialer<'_> {
         }
     }
 
-    fn attempt(&self, target: &Target, deadline: Instant) -> Result<OwnedFd> {
+    fn attempt(&self, target: &Target, deadline: Instant) -> Result<Socket> {
         match target {
             Target::Tcp(addr) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -174,6 +212,7 @@ impl Dialer<'_> {
                         .with_name(self.name)
                 })
             }
+            #[cfg(unix)]
             Target::Unix(path, owner) => sys::net::unix_connect(path)
                 .map_err(|e| {
                     use std::io::ErrorKind as K;
@@ -195,10 +234,59 @@ impl Dialer<'_> {
                     if !self.trust.any {
                         let mut trusted = vec![sys::uid(), *owner];
                         trusted.extend_from_slice(&self.trust.uids);
-                        check_server(fd.as_fd(), &trusted).map_err(|why| self.impostor(&why))?;
+                        check_server(fd.as_socket(), &trusted)
+                            .map_err(|why| self.impostor(&why))?;
                     }
                     Ok(fd)
                 }),
+            #[cfg(windows)]
+            Target::Pipe(os_name) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                sys::net::pipe_connect(os_name, left)
+                    .map_err(|e| {
+                        use std::io::ErrorKind as K;
+                        match e.kind() {
+                            K::NotFound => Error::new(
+                                ErrorKind::NotFound,
+                                format!(
+                                    "no {} has this name; start it or check the namespace",
+                                    self.what
+                                ),
+                            )
+                            .with_name(self.name)
+                            .with_source(e),
+                            K::TimedOut => Error::new(
+                                ErrorKind::Busy,
+                                format!(
+                                    "every instance of the {}'s pipe is busy; retry later or connect with a timeout",
+                                    self.what
+                                ),
+                            )
+                            .with_name(self.name)
+                            .with_source(e),
+                            K::PermissionDenied => Error::new(
+                                ErrorKind::PermissionDenied,
+                                format!(
+                                    "the {}'s pipe refused this user; its server may run as another user",
+                                    self.what
+                                ),
+                            )
+                            .with_name(self.name)
+                            .with_source(e),
+                            _ => Error::os(e, format!("cannot connect to the {}", self.what))
+                                .with_name(self.name),
+                        }
+                    })
+                    .and_then(|fd| {
+                        if !self.trust.any {
+                            let mut trusted = vec![sys::uid()];
+                            trusted.extend_from_slice(&self.trust.uids);
+                            check_server(fd.as_socket(), &trusted)
+                                .map_err(|why| self.impostor(&why))?;
+                        }
+                        Ok(fd)
+                    })
+            }
         }
     }
 

@@ -4,10 +4,10 @@
 //! `u32` size limit. One type encodes, decodes and reads it, bounded by the
 //! caller's deadline.
 
-use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys::net::SocketRef;
 
 use super::io;
 
@@ -130,7 +130,7 @@ impl Hello {
 /// Read a whole hello from `fd`, giving up at `deadline`: a server that
 /// sends part of it and stalls is a [`ErrorKind::Timeout`], never a hang.
 pub(crate) fn read(
-    fd: BorrowedFd<'_>,
+    fd: SocketRef<'_>,
     deadline: Instant,
     what: &str,
     name: &str,

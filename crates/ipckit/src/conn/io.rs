@@ -3,16 +3,16 @@
 //! deadline.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
+use crate::sys::net::{AsSocket, SocketRef};
 
 /// Fill `buf` completely before `deadline`. `Ok(false)`: the stream ended
 /// cleanly before the first byte; ending inside `buf` is `UnexpectedEof`;
 /// the deadline passing (even in the middle) is `TimedOut`.
 pub(crate) fn recv_exact_until(
-    fd: BorrowedFd<'_>,
+    fd: SocketRef<'_>,
     buf: &mut [u8],
     deadline: Instant,
 ) -> io::Result<bool> {
@@ -38,7 +38,7 @@ pub(crate) fn recv_exact_until(
 /// announced length up front: a peer that announces a huge body and stops
 /// pins only what it sent), before `deadline` if one is given.
 pub(crate) fn recv_body(
-    fd: BorrowedFd<'_>,
+    fd: SocketRef<'_>,
     len: usize,
     deadline: Option<Instant>,
 ) -> io::Result<Vec<u8>> {
@@ -60,14 +60,14 @@ pub(crate) fn recv_body(
 }
 
 /// Write all of `buf` (never raising `SIGPIPE`).
-pub(crate) fn send_all(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+pub(crate) fn send_all(fd: SocketRef<'_>, buf: &[u8]) -> io::Result<()> {
     sys::net::send_all(fd, buf)
 }
 
 /// Fill `buf`; before `deadline` if one is given (`None`: wait as long as
 /// it takes). `Ok(false)`: clean end of stream before the first byte.
 pub(crate) fn recv_exact_by(
-    fd: BorrowedFd<'_>,
+    fd: SocketRef<'_>,
     buf: &mut [u8],
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
@@ -82,54 +82,55 @@ pub(crate) fn recv_exact_by(
 // each is in `crate::sys::net`).
 
 /// Write `buf` with the descriptor `passed` attached (`SCM_RIGHTS`).
+#[cfg(unix)]
 pub(crate) fn send_with_fd(
-    fd: BorrowedFd<'_>,
+    fd: SocketRef<'_>,
     buf: &[u8],
-    passed: BorrowedFd<'_>,
+    passed: std::os::fd::BorrowedFd<'_>,
 ) -> io::Result<()> {
     sys::net::send_with_fd(fd, buf, passed)
 }
 
 /// Fill `buf`, waiting as long as it takes; `Ok(false)`: clean end of
 /// stream before the first byte.
-pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+pub(crate) fn recv_exact(fd: SocketRef<'_>, buf: &mut [u8]) -> io::Result<bool> {
     sys::net::recv_exact(fd, buf)
 }
 
 /// Wait until one of `fds` is readable, at most `timeout`; the ready ones.
 pub(crate) fn wait_readable(
-    fds: &[BorrowedFd<'_>],
+    fds: &[SocketRef<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<usize>> {
     sys::net::wait_readable(fds, timeout)
 }
 
 /// Shut both directions down: the peer sees the end.
-pub(crate) fn shutdown(fd: impl AsFd) {
+pub(crate) fn shutdown(fd: impl AsSocket) {
     sys::net::shutdown(fd)
 }
 
 /// Whether the peer closed its end, without consuming anything.
-pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn peer_closed(fd: SocketRef<'_>) -> bool {
     sys::net::peer_closed(fd)
 }
 
 /// Whether the socket has a pending error (taking it).
-pub(crate) fn take_error(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn take_error(fd: SocketRef<'_>) -> bool {
     sys::net::take_error(fd)
 }
 
 /// Bytes written that the peer has not consumed yet.
-pub(crate) fn unread_outgoing(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn unread_outgoing(fd: SocketRef<'_>) -> io::Result<usize> {
     sys::net::unread_outgoing(fd)
 }
 
 /// Bound blocking receives (`None`: unbounded).
-pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn set_recv_timeout(fd: SocketRef<'_>, timeout: Option<Duration>) -> io::Result<()> {
     sys::net::set_recv_timeout(fd, timeout)
 }
 
 /// Bound blocking sends (`None`: unbounded).
-pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn set_send_timeout(fd: SocketRef<'_>, timeout: Option<Duration>) -> io::Result<()> {
     sys::net::set_send_timeout(fd, timeout)
 }

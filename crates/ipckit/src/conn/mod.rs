@@ -17,9 +17,16 @@
 //! Mechanisms (`pipe`, `service`, `mailslot`, `message`) never open a
 //! socket or call the OS themselves: they go through this module, which
 //! goes through [`crate::sys`].
+//!
+//! On Windows (services only, so far) the same layer runs over
+//! `crate::sys::net`'s emulated sockets: each connection is one instance
+//! of a byte-mode named pipe, `\\.\pipe\ipckit.<H>.<name>`. The ring
+//! (shared-memory lanes), descriptor passing, TCP, the async socket and
+//! the endpoint records with their counters are Linux-only.
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", unix))]
 pub(crate) mod async_io;
+#[cfg(unix)]
 pub(crate) mod datagram;
 pub(crate) mod dial;
 pub(crate) mod hello;
@@ -27,9 +34,10 @@ pub(crate) mod io;
 pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod reactor;
+#[cfg(unix)]
 pub(crate) mod ring;
 // Only a service client parks lanes in it.
-#[cfg(feature = "service")]
+#[cfg(all(feature = "service", unix))]
 pub(crate) mod slots;
 pub(crate) mod stream;
 

@@ -11,11 +11,17 @@
 //! Memory is allocated as bytes arrive, never as announced; a peer that
 //! stalls inside a frame or owes a handshake past its deadline is dropped;
 //! out of descriptors, accepting backs off instead of spinning.
+//!
+//! On Windows the same loop serves named-pipe connections: the poller
+//! watches the read-ahead buffer each connection's reader thread fills
+//! (`sys::net`), so there an idle connection costs one parked thread. The
+//! stats file is not published, and a refused connection is kept open until
+//! its peer has read the refusal (closing a pipe instance would discard it).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -27,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use super::listen::Listening;
 use crate::limits::Limits;
 use crate::sys;
-use crate::sys::poll::{Poller, Ready};
+use crate::sys::net::{AsSocket, PassedFd, Socket, SocketRef};
+use crate::sys::poll::{Poller, Ready, Waker};
 
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,7 +47,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// The peer of `fd`: credentials for a Unix socket, the address for TCP.
-    pub(crate) fn of(fd: BorrowedFd<'_>, tcp: bool) -> Peer {
+    pub(crate) fn of(fd: SocketRef<'_>, tcp: bool) -> Peer {
         if tcp {
             return Peer {
                 addr: sys::net::tcp_peer_addr(fd),
@@ -192,7 +199,7 @@ pub(crate) struct Frame {
     /// Header and body (only the header when `skipped`).
     pub bytes: Vec<u8>,
     /// Descriptors passed (`SCM_RIGHTS`) since the previous frame.
-    pub fds: Vec<OwnedFd>,
+    pub fds: Vec<PassedFd>,
     /// The body was over the limit and was dropped.
     pub skipped: bool,
 }
@@ -258,7 +265,7 @@ pub(crate) trait Protocol: Send + Sync + 'static {
     /// `on_frame` detached the connection with bytes (and descriptors)
     /// already read from it past that frame: they come first in what its
     /// new owner reads, ahead of anything still in the socket.
-    fn on_detach(&self, _conn: &Arc<Conn>, _unread: Vec<u8>, _fds: Vec<OwnedFd>) {}
+    fn on_detach(&self, _conn: &Arc<Conn>, _unread: Vec<u8>, _fds: Vec<PassedFd>) {}
 }
 
 /// Connection counts by peer, shared with live connections so a
@@ -320,7 +327,7 @@ enum Cmd {
 /// What the reactor's thread shares with its handles and connections.
 struct Ctl {
     cmds: Mutex<VecDeque<Cmd>>,
-    wake: OwnedFd,
+    wake: Waker,
     /// Connections handed back by a keeping stop.
     kept: Mutex<Vec<Arc<Conn>>>,
     /// Signalled (under `idle_lock`) when a connection's last request in
@@ -332,14 +339,14 @@ struct Ctl {
 impl Ctl {
     fn push(&self, c: Cmd) {
         lock(&self.cmds).push_back(c);
-        let _ = sys::pipe::write_all(self.wake.as_fd(), b"x");
+        self.wake.wake();
     }
 }
 
 /// One connection of a server.
 pub(crate) struct Conn {
     id: u64,
-    fd: OwnedFd,
+    fd: Socket,
     peer: Peer,
     tcp: bool,
     write: Mutex<()>,
@@ -367,8 +374,8 @@ impl Conn {
         self.id
     }
 
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    pub(crate) fn fd(&self) -> SocketRef<'_> {
+        self.fd.as_socket()
     }
 
     pub(crate) fn peer(&self) -> &Peer {
@@ -384,7 +391,7 @@ impl Conn {
     /// this fail, and the connection is closed.
     pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let _g = lock(&self.write);
-        let r = sys::net::send_all(self.fd.as_fd(), bytes);
+        let r = sys::net::send_all(self.fd.as_socket(), bytes);
         if let Err(e) = &r {
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
                 self.close(Some("it stopped reading its replies".into()));
@@ -410,7 +417,7 @@ impl Conn {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        sys::net::shutdown(self.fd.as_fd());
+        sys::net::shutdown(self.fd.as_socket());
         if let Some(ctl) = self.ctl.upgrade() {
             ctl.push(Cmd::Close(self.id, why));
         }
@@ -419,7 +426,7 @@ impl Conn {
     /// Stop receiving (the peer's further bytes are dropped); replies can
     /// still be sent.
     pub(crate) fn shutdown_read(&self) {
-        sys::net::shutdown_read(self.fd.as_fd());
+        sys::net::shutdown_read(self.fd.as_socket());
     }
 
     /// Take one of `max` request slots (calls being worked on); `false`
@@ -482,7 +489,7 @@ impl Conn {
 struct Entry {
     conn: Arc<Conn>,
     pending: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    fds: Vec<PassedFd>,
     /// Bytes still to drop of an oversized frame, and its header.
     skip: usize,
     skipped_header: Vec<u8>,
@@ -511,6 +518,31 @@ const MAX_FDS: usize = 4;
 const SWEEP: Duration = Duration::from_millis(100);
 /// Least time between two writes of the published counters.
 const PUBLISH: Duration = Duration::from_millis(250);
+/// How long a refused connection is kept open for its peer to read the
+/// refusal (Windows).
+#[cfg(windows)]
+const LINGER: Duration = Duration::from_secs(2);
+/// Most refused connections kept open at once (Windows).
+#[cfg(windows)]
+const MAX_LINGERING: usize = 64;
+
+/// A refused connection kept open (Windows; see `Loop::lingering`).
+#[cfg(windows)]
+enum Refused {
+    Socket(Socket),
+    Conn(Arc<Conn>),
+}
+
+#[cfg(windows)]
+impl Refused {
+    fn socket(&self) -> SocketRef<'_> {
+        match self {
+            Refused::Socket(s) => s.as_socket(),
+            Refused::Conn(c) => c.fd(),
+        }
+    }
+}
+
 /// First pause of accepting when descriptors ran out (doubles to 1 s).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 
@@ -537,21 +569,22 @@ impl Reactor {
         listening: Listening,
         limits: Limits,
     ) -> io::Result<Reactor> {
+        #[cfg(unix)]
         let Listening {
             listeners,
             stats_path,
         } = listening;
-        let (wake_r, wake_w) = sys::pipe::pipe()?;
-        sys::net::set_nonblocking(wake_r.as_fd())?;
+        #[cfg(windows)]
+        let Listening { listeners } = listening;
         let poller = Poller::new()?;
-        poller.add(wake_r.as_fd(), 0)?;
+        let wake = poller.waker(0)?;
         for (i, (l, _)) in listeners.iter().enumerate() {
-            sys::net::set_nonblocking(l.as_fd())?;
-            poller.add(l.as_fd(), 1 + i as u64)?;
+            sys::net::set_nonblocking(l.as_socket())?;
+            poller.add(l.as_socket(), 1 + i as u64)?;
         }
         let ctl = Arc::new(Ctl {
             cmds: Mutex::new(VecDeque::new()),
-            wake: wake_w,
+            wake: wake.clone(),
             kept: Mutex::new(Vec::new()),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
@@ -560,7 +593,7 @@ impl Reactor {
         let mut lp = Loop {
             protocol,
             poller,
-            wake: wake_r,
+            wake,
             listeners,
             limits,
             own_uid: sys::uid(),
@@ -569,10 +602,13 @@ impl Reactor {
             counters: counters.clone(),
             counts: Arc::new(Mutex::new(Counts::default())),
             entries: HashMap::new(),
+            #[cfg(windows)]
+            lingering: Vec::new(),
             next_id: FIRST_CONN,
             paused_until: None,
             backoff: BACKOFF_MIN,
             scratch: vec![0u8; CHUNK],
+            #[cfg(unix)]
             stats_path,
             published: None,
             publish_at: Instant::now(),
@@ -662,8 +698,8 @@ impl Drop for Reactor {
 struct Loop<P: Protocol> {
     protocol: Arc<P>,
     poller: Poller,
-    wake: OwnedFd,
-    listeners: Vec<(OwnedFd, bool)>,
+    wake: Waker,
+    listeners: Vec<(Socket, bool)>,
     limits: Limits,
     /// The server's uid: local peers of another uid are refused unless
     /// the limits allow them.
@@ -674,12 +710,19 @@ struct Loop<P: Protocol> {
     counters: Arc<Counters>,
     counts: Arc<Mutex<Counts>>,
     entries: HashMap<u64, Entry>,
+    /// Refused connections kept open until their peer has read the
+    /// refusal and closed, or [`LINGER`] passed (Windows: closing a pipe
+    /// instance discards what its client has not read yet).
+    #[cfg(windows)]
+    lingering: Vec<(Refused, Instant)>,
     next_id: u64,
     paused_until: Option<Instant>,
     backoff: Duration,
     scratch: Vec<u8>,
     /// Where the counters are published for `ipckit ls`, what was last
-    /// written there, and when the next write may happen.
+    /// written there, and when the next write may happen (Linux only:
+    /// Windows has no endpoint records to list).
+    #[cfg(unix)]
     stats_path: PathBuf,
     published: Option<ConnStats>,
     publish_at: Instant,
@@ -712,7 +755,7 @@ impl<P: Protocol> Loop<P> {
             if self.paused_until.is_some_and(|t| now >= t) {
                 self.paused_until = None;
                 for (i, (l, _)) in self.listeners.iter().enumerate() {
-                    let _ = self.poller.add(l.as_fd(), 1 + i as u64);
+                    let _ = self.poller.add(l.as_socket(), 1 + i as u64);
                 }
             }
             if now.duration_since(last_sweep) >= SWEEP {
@@ -720,11 +763,15 @@ impl<P: Protocol> Loop<P> {
                 self.sweep(now);
             }
             self.publish(now);
+            #[cfg(windows)]
+            self.lingering
+                .retain(|(r, by)| now < *by && !sys::net::peer_closed(r.socket()));
         }
     }
 
     /// Write the counters to the stats file if they changed, at most every
     /// [`PUBLISH`] (written aside, then renamed: readers never see half).
+    #[cfg(unix)]
     fn publish(&mut self, now: Instant) {
         if now < self.publish_at {
             return;
@@ -741,10 +788,18 @@ impl<P: Protocol> Loop<P> {
         self.publish_at = now + PUBLISH;
     }
 
+    /// Windows publishes no counters (no endpoint records to list).
+    #[cfg(windows)]
+    fn publish(&mut self, _now: Instant) {}
+
     fn timeout(&self) -> Option<Duration> {
         // Counters changed since the last write: come back to write them.
-        if self.published.as_ref() != Some(&self.counters.snapshot()) {
+        if cfg!(unix) && self.published.as_ref() != Some(&self.counters.snapshot()) {
             return Some(PUBLISH);
+        }
+        #[cfg(windows)]
+        if !self.lingering.is_empty() {
+            return Some(SWEEP);
         }
         let timed = self.paused_until.is_some()
             || self
@@ -756,8 +811,7 @@ impl<P: Protocol> Loop<P> {
 
     /// Run queued commands; `Some(keep)` on stop.
     fn commands(&mut self) -> Option<bool> {
-        let mut sink = [0u8; 64];
-        while matches!(sys::net::recv_nowait_pipe(self.wake.as_fd(), &mut sink), Ok(n) if n > 0) {}
+        self.wake.drain();
         let Some(ctl) = self.ctl.upgrade() else {
             return Some(false);
         };
@@ -769,7 +823,7 @@ impl<P: Protocol> Loop<P> {
                 Cmd::Resume(id) => {
                     if let Some(e) = self.entries.get_mut(&id) {
                         if !e.watched && !e.conn.eof.load(Ordering::Acquire) {
-                            e.watched = self.poller.add(e.conn.fd.as_fd(), id).is_ok();
+                            e.watched = self.poller.add(e.conn.fd.as_socket(), id).is_ok();
                             e.last_progress = Instant::now();
                         }
                     }
@@ -784,9 +838,10 @@ impl<P: Protocol> Loop<P> {
 
     fn shutdown(&mut self, keep: bool) {
         for (l, _) in std::mem::take(&mut self.listeners) {
-            self.poller.delete(l.as_fd());
+            self.poller.delete(l.as_socket());
         }
         // The endpoint's record goes after this; its counters go now.
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.stats_path);
         if keep {
             let conns = self.entries.drain().map(|(_, e)| e.conn);
@@ -805,7 +860,7 @@ impl<P: Protocol> Loop<P> {
                 return;
             };
             let tcp = *tcp;
-            match sys::net::accept_nowait(l.as_fd()) {
+            match sys::net::accept_nowait(l.as_socket()) {
                 Ok(Some(fd)) => {
                     self.backoff = BACKOFF_MIN;
                     self.admit(fd, tcp);
@@ -819,7 +874,7 @@ impl<P: Protocol> Loop<P> {
                         .accept_backoffs
                         .fetch_add(1, Ordering::Relaxed);
                     for (l, _) in &self.listeners {
-                        self.poller.delete(l.as_fd());
+                        self.poller.delete(l.as_socket());
                     }
                     self.paused_until = Some(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
@@ -830,8 +885,8 @@ impl<P: Protocol> Loop<P> {
         }
     }
 
-    fn admit(&mut self, fd: OwnedFd, tcp: bool) {
-        let peer = Peer::of(fd.as_fd(), tcp);
+    fn admit(&mut self, fd: Socket, tcp: bool) {
+        let peer = Peer::of(fd.as_socket(), tcp);
         let refusal = {
             let mut c = lock(&self.counts);
             let l = &self.limits;
@@ -871,7 +926,9 @@ impl<P: Protocol> Loop<P> {
             refusal
         };
         if let Some(why) = refusal {
-            self.refuse(fd.as_fd(), why);
+            self.refuse(fd.as_socket(), why);
+            #[cfg(windows)]
+            self.linger(Refused::Socket(fd));
             return;
         }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -882,9 +939,9 @@ impl<P: Protocol> Loop<P> {
             peer: peer.clone(),
         };
         if tcp {
-            sys::net::set_nodelay(fd.as_fd());
+            sys::net::set_nodelay(fd.as_socket());
         }
-        let _ = sys::net::set_send_timeout(fd.as_fd(), Some(self.limits.get_stall_timeout()));
+        let _ = sys::net::set_send_timeout(fd.as_socket(), Some(self.limits.get_stall_timeout()));
         let id = self.next_id;
         self.next_id += 1;
         let conn = Arc::new(Conn {
@@ -902,7 +959,12 @@ impl<P: Protocol> Loop<P> {
             ctl: self.ctl.clone(),
         });
         if let Err(why) = self.protocol.admit(&conn) {
-            self.refuse(conn.fd.as_fd(), why);
+            self.refuse(conn.fd.as_socket(), why);
+            #[cfg(windows)]
+            {
+                drop(conn.take_admission());
+                self.linger(Refused::Conn(conn));
+            }
             return;
         }
         if conn.send(&self.protocol.hello(&conn)).is_err() {
@@ -918,7 +980,7 @@ impl<P: Protocol> Loop<P> {
             Flow::Detach => return,
             Flow::Close(_) => return,
         }
-        let watched = self.poller.add(conn.fd.as_fd(), id).is_ok();
+        let watched = self.poller.add(conn.fd.as_socket(), id).is_ok();
         self.entries.insert(
             id,
             Entry {
@@ -935,9 +997,18 @@ impl<P: Protocol> Loop<P> {
         );
     }
 
+    /// Keep a refused connection open until its peer has read the refusal
+    /// (see `lingering`); past [`MAX_LINGERING`] it is closed at once.
+    #[cfg(windows)]
+    fn linger(&mut self, r: Refused) {
+        if self.lingering.len() < MAX_LINGERING {
+            self.lingering.push((r, Instant::now() + LINGER));
+        }
+    }
+
     /// Count a refusal and tell the peer (it is closed when its socket
     /// drops).
-    fn refuse(&self, fd: BorrowedFd<'_>, why: Refusal) {
+    fn refuse(&self, fd: SocketRef<'_>, why: Refusal) {
         let c = &self.counters;
         let counter = match why {
             Refusal::Total => &c.refused_total,
@@ -961,7 +1032,11 @@ impl<P: Protocol> Loop<P> {
             if !e.watched {
                 return;
             }
-            match sys::net::recv_nowait_with_fds(e.conn.fd.as_fd(), &mut self.scratch, &mut e.fds) {
+            match sys::net::recv_nowait_with_fds(
+                e.conn.fd.as_socket(),
+                &mut self.scratch,
+                &mut e.fds,
+            ) {
                 Ok(None) => break,
                 Ok(Some(0)) => {
                     self.frames(id);
@@ -1074,7 +1149,7 @@ impl<P: Protocol> Loop<P> {
                 Flow::Pause => {
                     if let Some(e) = self.entries.get_mut(&id) {
                         if e.watched {
-                            self.poller.delete(e.conn.fd.as_fd());
+                            self.poller.delete(e.conn.fd.as_socket());
                             e.watched = false;
                         }
                     }
@@ -1082,7 +1157,7 @@ impl<P: Protocol> Loop<P> {
                 }
                 Flow::Detach => {
                     if let Some(mut e) = self.entries.remove(&id) {
-                        self.poller.delete(e.conn.fd.as_fd());
+                        self.poller.delete(e.conn.fd.as_socket());
                         let unread = std::mem::take(&mut e.pending);
                         let fds = std::mem::take(&mut e.fds);
                         self.protocol.on_detach(&e.conn, unread, fds);
@@ -1110,7 +1185,7 @@ impl<P: Protocol> Loop<P> {
             return;
         }
         if e.watched {
-            self.poller.delete(e.conn.fd.as_fd());
+            self.poller.delete(e.conn.fd.as_socket());
             e.watched = false;
         }
         e.conn.eof.store(true, Ordering::Release);
@@ -1129,10 +1204,10 @@ impl<P: Protocol> Loop<P> {
             return;
         };
         if e.watched {
-            self.poller.delete(e.conn.fd.as_fd());
+            self.poller.delete(e.conn.fd.as_socket());
         }
         e.conn.closed.store(true, Ordering::Release);
-        sys::net::shutdown(e.conn.fd.as_fd());
+        sys::net::shutdown(e.conn.fd.as_socket());
         drop(e.conn.take_admission());
         self.protocol.on_close(&e.conn, why.as_deref());
     }

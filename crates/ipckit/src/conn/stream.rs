@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use crate::sys;
+use crate::sys::net::{PassedFd, SocketRef};
 
 /// Bytes read at once.
 pub(crate) const READ_BUF: usize = 64 * 1024;
@@ -21,7 +21,7 @@ pub(crate) struct SocketReader {
     pos: usize,
     len: usize,
     keep_fds: bool,
-    fds: VecDeque<OwnedFd>,
+    fds: VecDeque<PassedFd>,
 }
 
 impl SocketReader {
@@ -49,13 +49,13 @@ impl SocketReader {
     }
 
     /// The oldest passed descriptor not taken yet.
-    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+    pub(crate) fn take_fd(&mut self) -> Option<PassedFd> {
         self.fds.pop_front()
     }
 
     /// Put bytes and descriptors already read from the socket (by someone
     /// else) after what is buffered.
-    pub(crate) fn unread(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    pub(crate) fn unread(&mut self, bytes: &[u8], fds: Vec<PassedFd>) {
         if self.keep_fds {
             self.fds.extend(fds);
         }
@@ -78,7 +78,7 @@ impl SocketReader {
     /// arrived kept buffered.
     pub(crate) fn fill(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: SocketRef<'_>,
         n: usize,
         deadline: Option<Instant>,
     ) -> io::Result<bool> {
@@ -122,7 +122,7 @@ impl SocketReader {
 
     /// Fill `out` from the buffer, then straight from the socket (waiting
     /// as long as it takes); the stream ending first is `UnexpectedEof`.
-    pub(crate) fn read_exact(&mut self, fd: BorrowedFd<'_>, out: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read_exact(&mut self, fd: SocketRef<'_>, out: &mut [u8]) -> io::Result<()> {
         let from_buf = out.len().min(self.len - self.pos);
         out[..from_buf].copy_from_slice(&self.buf[self.pos..self.pos + from_buf]);
         self.pos += from_buf;
@@ -135,7 +135,7 @@ impl SocketReader {
     /// Read a body of `len` bytes into a new buffer that grows as the bytes
     /// arrive: a peer announcing a huge body and stopping pins only what it
     /// sent.
-    pub(crate) fn read_body(&mut self, fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_body(&mut self, fd: SocketRef<'_>, len: usize) -> io::Result<Vec<u8>> {
         let mut body = Vec::with_capacity(len.min(READ_BUF));
         while body.len() < len {
             let start = body.len();
@@ -157,7 +157,7 @@ impl SocketReader {
     /// moving what is buffered to its start): `Ok(None)` if nothing is
     /// readable yet, `Ok(Some(0))` at end of stream, else the bytes added.
     /// The buffer must not be full.
-    pub(crate) fn fill_nowait(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<usize>> {
+    pub(crate) fn fill_nowait(&mut self, fd: SocketRef<'_>) -> io::Result<Option<usize>> {
         if self.buf.len() < READ_BUF {
             self.buf.resize(READ_BUF, 0);
         }
@@ -187,10 +187,11 @@ impl SocketReader {
     }
 }
 
+#[cfg(unix)]
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 /// Send what fits of `buf` without waiting (never raising `SIGPIPE`):
 /// `Ok(None)` if the socket's buffer is full.
-pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+pub(crate) fn send_nowait(fd: SocketRef<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
     match sys::net::send_some_nowait(fd, buf) {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -200,12 +201,13 @@ pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<u
 
 /// Shut the sending direction down: the peer reads the end of the stream;
 /// receiving still works.
+#[cfg(unix)]
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) {
+pub(crate) fn shutdown_write(fd: SocketRef<'_>) {
     sys::net::shutdown_write(fd);
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;

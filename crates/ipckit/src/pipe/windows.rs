@@ -121,16 +121,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
-use crate::name::{fnv1a64, validate_name, Namespace};
+use crate::name::{Namespace, PIPE_PREFIX as LOCAL_PREFIX};
 use crate::sys::pipe::{self as os, Access, Done, InstanceSpec, Listening};
 
 /// Default limit on one message: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Largest `max_message_size` a pipe accepts: 1 GiB.
 pub const MAX_MAX_MESSAGE_SIZE: usize = 1 << 30;
-
-/// The system's prefix of local pipe names.
-const LOCAL_PREFIX: &str = r"\\.\pipe\";
 
 /// Reads grow their buffer in steps of at most this much.
 const READ_STEP: usize = 64 * 1024;
@@ -207,39 +204,7 @@ pub struct PeerInfo {
 /// also name `\\HOST\pipe\X`), else `\\.\pipe\ipckit.<H>.<name>` in the
 /// namespace `ns` (or the one from the environment).
 fn os_name(ns: Option<&Namespace>, name: &str, client: bool) -> Result<String> {
-    if let Some(rest) = name.strip_prefix(r"\\") {
-        let bad = |why: &str| {
-            Err(
-                Error::new(ErrorKind::InvalidName, format!("invalid pipe name: {why}"))
-                    .with_name(name),
-            )
-        };
-        let Some((host, pipe)) = rest.split_once(r"\pipe\") else {
-            return bad(r"a name starting with \\ must be \\.\pipe\NAME");
-        };
-        if host != "." && !client {
-            return bad(r"a server creates only local pipes: use \\.\pipe\NAME");
-        }
-        if host.is_empty() || host.contains(['\\', '\0']) {
-            return bad(r"give a host before \pipe\ (. for this machine)");
-        }
-        if pipe.is_empty() || pipe.contains(['\\', '\0']) || name.len() > 256 {
-            return bad(
-                r"after \pipe\ give 1 or more characters other than '\' and NUL (256 in all at most)",
-            );
-        }
-        return Ok(name.to_string());
-    }
-    validate_name(name)?;
-    let ns = match ns {
-        Some(ns) => ns.clone(),
-        None => Namespace::from_env()?,
-    };
-    let h = fnv1a64(ns.dir().as_os_str().as_encoded_bytes());
-    Ok(format!(
-        "{LOCAL_PREFIX}ipckit.{h:016x}.{}",
-        name.replace('/', ":")
-    ))
+    crate::name::pipe_os_name(ns, name, client)
 }
 
 /// Settings for creating a named pipe server (`CreateNamedPipeW`).

@@ -3,7 +3,6 @@
 
 use std::any::type_name;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -13,13 +12,16 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::lane::{self, LaneConfig, LanePool, Loan, LoanReply};
+#[cfg(unix)]
+use super::lane::{self, LaneConfig, LanePool};
+use super::loan::{Loan, LoanReply};
 use super::wire::{self, FrameReader, Hello, KIND_CALL, KIND_ERROR, KIND_LOAN_CALL, KIND_REPLY};
 use super::{Describe, Encoding, RemoteError, DEFAULT_MAX_MESSAGE_SIZE, DESCRIBE};
 use crate::conn::dial::{Dialer, Target, Trust};
 use crate::conn::hello;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::Namespace;
+use crate::sys::net::{AsSocket, Socket};
 use crate::transport::{Transport, WaitStrategy};
 
 /// What the reader thread hands a waiting caller.
@@ -60,7 +62,7 @@ struct Pending {
 
 struct Inner {
     name: String,
-    fd: OwnedFd,
+    fd: Socket,
     write: Mutex<Vec<u8>>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
@@ -223,7 +225,9 @@ impl ClientBuilder {
     /// Which transport to use (default [`Transport::Auto`]: shared memory
     /// when the server offers it and `IPCKIT_TRANSPORT` is not `socket`;
     /// [`Transport::Socket`] opts out). TCP always uses its socket. See
-    /// [`Client::transport`] for what was chosen.
+    /// [`Client::transport`] for what was chosen. On Windows every
+    /// connection uses its named pipe, and [`Transport::SharedMemory`]
+    /// makes `connect` fail with [`ErrorKind::Unsupported`].
     ///
     /// ```
     /// let _ = ipckit::service::Client::options().transport(ipckit::Transport::Socket);
@@ -249,7 +253,10 @@ impl ClientBuilder {
     /// Connect to the service `name`, or to `tcp://HOST:PORT`, waiting up
     /// to the timeout for it to appear. Errors: [`ErrorKind::NotFound`]
     /// (no such service, no waiting), [`ErrorKind::Timeout`] (waited in
-    /// vain), [`ErrorKind::Decode`] (not an ipckit service).
+    /// vain), [`ErrorKind::Decode`] (not an ipckit service). On Windows
+    /// `name` may also be the pipe's system name (`\\.\pipe\X`), and a
+    /// `tcp://` name or an explicit [`Transport::SharedMemory`] is
+    /// [`ErrorKind::Unsupported`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -267,20 +274,33 @@ impl ClientBuilder {
             tcp: true,
             trust: &self.trust,
         };
-        let path = match dialer.target()? {
-            Target::Unix(p, _) => Some(p),
-            Target::Tcp(_) => None,
-        };
+        let target = dialer.target()?;
+        #[cfg(windows)]
+        if self.transport == Transport::SharedMemory {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "shared-memory lanes are Linux-only: on Windows a service connection always uses its named pipe; ask for Transport::Auto or Transport::Socket",
+            )
+            .with_name(name));
+        }
         let (fd, hello) = dialer.run(|d| {
             let hello = read_hello(name, &d.fd, d.hello_deadline)?;
             Ok((d.fd, hello))
         })?;
         let server_max = hello.max_frame;
+        #[cfg(windows)]
+        let _ = (target, hello.shm, self.wait);
+        #[cfg(unix)]
+        let path = match target {
+            Target::Unix(p, _) => Some(p),
+            Target::Tcp(_) => None,
+        };
+        #[cfg(unix)]
         let lanes = match &path {
             Some(p) if hello.shm && self.transport.allows_shm() => LanePool::start(LaneConfig {
                 name: name.to_string(),
                 path: p.clone(),
-                server_uid: crate::conn::dial::server_uid(fd.as_fd())
+                server_uid: crate::conn::dial::server_uid(fd.as_socket())
                     .map_err(|e| Error::os(e, "cannot read the server's credentials"))?,
                 server_max,
                 client_max: self.max_frame,
@@ -310,6 +330,7 @@ impl ClientBuilder {
         Ok(Client {
             inner,
             reader: Mutex::new(Some(reader)),
+            #[cfg(unix)]
             lanes,
         })
     }
@@ -318,14 +339,14 @@ impl ClientBuilder {
 /// Read and check the server's hello before `deadline` (a server that
 /// stalls halfway is a `Timeout`, never a hang); a refusing hello is
 /// `Busy` or `PermissionDenied`.
-pub(super) fn read_hello(name: &str, fd: &OwnedFd, deadline: Instant) -> Result<Hello> {
-    let b = hello::read(fd.as_fd(), deadline, "service", name)?;
+pub(super) fn read_hello(name: &str, fd: &Socket, deadline: Instant) -> Result<Hello> {
+    let b = hello::read(fd.as_socket(), deadline, "service", name)?;
     wire::parse_hello(&b, name)
 }
 
 fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
     let why = loop {
-        match frames.next(inner.fd.as_fd()) {
+        match frames.next(inner.fd.as_socket()) {
             Ok(Some(f)) => {
                 let waiter = inner.pending().waiters.remove(&f.call_id);
                 // No waiter: the caller timed out or gave up; drop the reply.
@@ -380,7 +401,8 @@ fn read_loop(inner: Arc<Inner>, mut frames: FrameReader) {
 pub struct Client {
     inner: Arc<Inner>,
     reader: Mutex<Option<JoinHandle<()>>>,
-    /// Shared-memory lanes, when the server offers them.
+    /// Shared-memory lanes, when the server offers them (Linux).
+    #[cfg(unix)]
     lanes: Option<Arc<LanePool>>,
 }
 
@@ -479,7 +501,7 @@ impl Client {
         let mut out = inner.write.lock().unwrap_or_else(|p| p.into_inner());
         out.clear();
         wire::encode_frame(&mut out, KIND_CALL, enc, id, method, body);
-        let sent = crate::conn::io::send_all(inner.fd.as_fd(), &out);
+        let sent = crate::conn::io::send_all(inner.fd.as_socket(), &out);
         if out.capacity() > 1 << 20 {
             *out = Vec::new();
         }
@@ -514,6 +536,7 @@ impl Client {
         timeout: Option<Duration>,
         done: impl FnOnce(u8, Encoding, &[u8]) -> Result<T>,
     ) -> Result<T> {
+        #[cfg(unix)]
         if let Some(pool) = &self.lanes {
             if body.len() <= self.inner.server_max
                 && !method.is_empty()
@@ -604,6 +627,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Resp> {
         let inner = &self.inner;
+        #[cfg(unix)]
         if let Some(pool) = &self.lanes {
             if !method.is_empty() && method.len() <= wire::MAX_METHOD {
                 if let Some(mut lane) = pool.take() {
@@ -705,7 +729,8 @@ impl Client {
     /// Which path this client's calls take: [`Transport::SharedMemory`]
     /// (rings in shared memory; the socket only detects the server's
     /// death) or [`Transport::Socket`] (TCP, opted out, or a server that
-    /// does not offer shared memory).
+    /// does not offer shared memory; always on Windows, where it is the
+    /// named pipe).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -717,10 +742,11 @@ impl Client {
     /// assert_eq!(c.transport(), Transport::Socket);
     /// ```
     pub fn transport(&self) -> Transport {
-        match &self.lanes {
-            Some(p) if p.enabled() => Transport::SharedMemory,
-            _ => Transport::Socket,
+        #[cfg(unix)]
+        if self.lanes.as_ref().is_some_and(|p| p.enabled()) {
+            return Transport::SharedMemory;
         }
+        Transport::Socket
     }
 
     /// Borrow a request buffer of `len` bytes to fill in place and send
@@ -741,10 +767,13 @@ impl Client {
     /// assert_eq!(c.loan(1 << 20).unwrap_err().kind(), ipckit::ErrorKind::TooLarge);
     /// ```
     pub fn loan(&self, len: usize) -> Result<Loan> {
+        #[cfg(unix)]
         let cap = match &self.lanes {
             Some(p) => p.loan_cap().min(self.inner.server_max),
             None => self.inner.server_max,
         };
+        #[cfg(windows)]
+        let cap = self.inner.server_max;
         if len > cap {
             return Err(Error::new(
                 ErrorKind::TooLarge,
@@ -755,6 +784,7 @@ impl Client {
             .with_name(&self.inner.name)
             .with_needed(len));
         }
+        #[cfg(unix)]
         if let Some(pool) = &self.lanes {
             if let Some(lane) = pool.take() {
                 return Ok(Loan::shared(lane, pool.clone(), len));
@@ -808,7 +838,14 @@ impl Client {
             .with_name(name));
         }
         let _ = KIND_LOAN_CALL;
-        match loan.into_parts() {
+        #[cfg(windows)]
+        let parts: std::result::Result<std::convert::Infallible, Vec<u8>> = Err(loan.into_bytes());
+        #[cfg(unix)]
+        let parts = loan.into_parts();
+        match parts {
+            #[cfg(windows)]
+            Ok(never) => match never {},
+            #[cfg(unix)]
             Ok((lane, pool, len)) => match lane::call_on_lane(lane, pool, len, method)? {
                 Ok(r) => Ok(r),
                 Err((kind, body, _enc)) if kind == KIND_ERROR => {
@@ -900,6 +937,7 @@ type Done<T> = Box<dyn FnOnce(u8, Encoding, &[u8]) -> Result<T> + Send>;
 #[cfg(feature = "tokio")]
 #[allow(clippy::large_enum_variant)]
 enum AsyncCall<T> {
+    #[cfg(unix)]
     Lane(lane::LaneCall<Done<T>>),
     Socket(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>),
     Failed(Option<Error>),
@@ -914,6 +952,7 @@ impl<T> std::future::Future for AsyncCall<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<T>> {
         match self.get_mut() {
+            #[cfg(unix)]
             AsyncCall::Lane(l) => std::pin::Pin::new(l).poll(cx),
             AsyncCall::Socket(f) => f.as_mut().poll(cx),
             AsyncCall::Failed(e) => std::task::Poll::Ready(Err(e
@@ -1000,6 +1039,7 @@ impl Client {
     ) -> AsyncCall<Resp> {
         let name = self.inner.name.clone();
         let m = method.to_string();
+        #[cfg(unix)]
         if let Some(pool) = &self.lanes {
             if body.len() <= self.inner.server_max
                 && !method.is_empty()

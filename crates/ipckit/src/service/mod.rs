@@ -6,14 +6,48 @@
 //! A [`Client`] calls one and gets the structured result back as soon as it
 //! is computed — blocking ([`Client::call`], [`Client::call_timeout`]) or,
 //! with the `tokio` feature, as a future (`Client::call_async`). Locally
-//! the transport is a Unix socket in the namespace; `tcp://HOST:PORT`
-//! reaches a server that also listens on TCP, with the same API.
+//! the transport is a Unix socket in the namespace (a named pipe on
+//! Windows, see below); `tcp://HOST:PORT` reaches a server that also
+//! listens on TCP, with the same API.
 //!
 //! Many calls can be in flight on one connection (each carries a call id)
 //! and a client may be shared by many threads. Rust clients send postcard
 //! bodies; the CLI and other languages send JSON ([`Client::call_json`]);
 //! the server answers in the encoding the call used. Every server also
 //! answers `ipckit.describe` ([`Describe`]).
+//!
+//! # On Windows
+//!
+//! Services build and run on Windows too, with the same API and the same
+//! frames: a service named `name` in namespace `ns` listens on the
+//! byte-mode duplex named pipe `\\.\pipe\ipckit.<H>.<name>` (`<H>`: a
+//! hash of the namespace directory's path; `/` in the name written `:`),
+//! one pipe instance per connection, carrying exactly the bytes a Unix
+//! socket carries on Linux (the hello, then call and reply frames; see
+//! `docs/PROTOCOL.md`). A name given in the system's form, `\\.\pipe\X`,
+//! is used as is. A service and a pipe server of the same name collide: the
+//! second gets [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists).
+//! The server admits only clients running as the calling user (its pipe
+//! is user-only, and each client's process is checked), and a client talks
+//! only to a server running as its own user unless
+//! [`ClientBuilder::allow_any_server`] (Windows has no numeric user ids:
+//! [`ClientBuilder::allow_server_uids`] changes nothing there).
+//!
+//! What differs from Linux:
+//!
+//! - no shared-memory lanes: every call goes over the pipe,
+//!   [`Client::transport`] reports [`Transport::Socket`](crate::Transport::Socket), and
+//!   asking for [`Transport::SharedMemory`](crate::Transport::SharedMemory) explicitly
+//!   fails with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). Loans
+//!   ([`Client::loan`]) are heap buffers;
+//! - no TCP: [`ServerBuilder::tcp`] makes `bind` fail, and a `tcp://` name
+//!   makes `connect` fail, both with
+//!   [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported);
+//! - no endpoint records: a server vanishes with its pipe, so there is no
+//!   stale server to replace, `Namespace::list` does not show
+//!   services, and their counters are not published for `ipckit ls`
+//!   (`ipckit.describe` still reports them);
+//! - no Zenoh fabric (`Server::publish`).
 //!
 //! Process A (the compute server):
 //!
@@ -69,7 +103,10 @@
 //! ```
 
 mod client;
+// Shared-memory lanes: Linux only (Windows connections stay on the pipe).
+#[cfg(unix)]
 mod lane;
+mod loan;
 mod server;
 mod wire;
 
@@ -78,7 +115,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ClientBuilder};
-pub use lane::{Loan, LoanReply, LoanWriter};
+pub use loan::{Loan, LoanReply, LoanWriter};
 pub use server::{Server, ServerBuilder};
 
 /// The `schemars` crate `ipckit` derives its schemas with (the `schema`

@@ -6,8 +6,10 @@
 use std::any::type_name;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::lane::LoanWriter;
+use super::loan::LoanWriter;
 use super::wire::{
     self, HEADER_LEN, KIND_CALL, KIND_ERROR, KIND_LANE, KIND_LOAN_CALL, KIND_LOAN_REPLY, KIND_REPLY,
 };
@@ -27,10 +29,13 @@ use super::{
 use crate::conn::listen;
 use crate::conn::pool::Pool;
 use crate::conn::reactor::{Conn, Counters, Flow, Frame, FrameLen, Protocol, Reactor, Refusal};
+#[cfg(unix)]
 use crate::conn::ring::{Chan, RingError, Rings};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
-use crate::name::{Claim, Namespace};
+#[cfg(unix)]
+use crate::name::Claim;
+use crate::name::Namespace;
 use crate::transport::{Transport, WaitStrategy};
 
 type RawHandler =
@@ -504,7 +509,8 @@ impl ServerBuilder {
     /// Whether to offer shared memory to local clients (default
     /// [`Transport::Auto`]: yes, unless `IPCKIT_TRANSPORT=socket`;
     /// [`Transport::Socket`]: never). Calls on shared memory run their
-    /// handler on the thread of the client's lane, with no hand-off.
+    /// handler on the thread of the client's lane, with no hand-off. On
+    /// Windows no lanes are offered, whatever this says.
     ///
     /// ```
     /// let _ = ipckit::service::Server::builder("s").transport(ipckit::Transport::Socket);
@@ -528,7 +534,8 @@ impl ServerBuilder {
     /// Also listen on TCP at `addr` (`HOST:PORT`, port 0 picks one; see
     /// [`Server::tcp_addr`]). Clients connect with `tcp://HOST:PORT`. TCP
     /// has no authentication: bind to loopback unless the network is
-    /// trusted. Default: local only.
+    /// trusted. Default: local only. Linux only for now: on Windows `bind`
+    /// then fails with [`ErrorKind::Unsupported`].
     ///
     /// ```
     /// let _ = ipckit::service::Server::builder("s").tcp("127.0.0.1:0");
@@ -664,8 +671,10 @@ impl ServerBuilder {
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             stopping: AtomicBool::new(false),
-            offer_shm: self.transport.allows_shm(),
+            // Shared-memory lanes are Linux-only.
+            offer_shm: cfg!(unix) && self.transport.allows_shm(),
             wait: self.wait,
+            #[cfg(unix)]
             lanes: Mutex::new(HashMap::new()),
             lanes_by_pid: Mutex::new(HashMap::new()),
             limits: self.limits.clone(),
@@ -685,12 +694,16 @@ impl ServerBuilder {
             shared,
             control: Mutex::new(Control {
                 reactor: Some(reactor),
+                #[cfg(unix)]
                 claim: Some(bound.claim),
                 stopped: false,
             }),
             stopped_cv: Condvar::new(),
             tcp_addr: bound.tcp_addr,
+            #[cfg(unix)]
             socket_path: bound.socket_path,
+            #[cfg(windows)]
+            os_name: bound.os_name,
         })
     }
 }
@@ -715,6 +728,7 @@ struct Shared {
     offer_shm: bool,
     wait: WaitStrategy,
     /// Open lanes, to interrupt and close on shutdown.
+    #[cfg(unix)]
     lanes: Mutex<HashMap<u64, Arc<Chan>>>,
     /// Lanes open per client process (`Limits::max_lanes`).
     lanes_by_pid: Mutex<HashMap<u32, usize>>,
@@ -750,12 +764,16 @@ impl Shared {
         }
     }
 
+    #[cfg(unix)]
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Chan>>> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn describe(&self) -> Describe {
+        #[cfg(unix)]
         let lanes = self.lanes().len() as u64;
+        #[cfg(windows)]
+        let lanes = 0;
         let stats = self.counters().map(|c| c.snapshot()).unwrap_or_default();
         Describe {
             name: self.name.clone(),
@@ -785,6 +803,7 @@ impl Shared {
 
 struct Control {
     reactor: Option<Reactor>,
+    #[cfg(unix)]
     claim: Option<Claim>,
     stopped: bool,
 }
@@ -821,20 +840,34 @@ pub struct Server {
     control: Mutex<Control>,
     stopped_cv: Condvar,
     tcp_addr: Option<SocketAddr>,
+    #[cfg(unix)]
     socket_path: PathBuf,
+    /// The named pipe served (`\\.\pipe\ipckit.<H>.<name>`).
+    #[cfg(windows)]
+    os_name: String,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("name", &self.shared.name)
-            .field("socket", &self.socket_path)
+            .field("endpoint", &self.endpoint())
             .field("tcp", &self.tcp_addr)
             .finish()
     }
 }
 
 impl Server {
+    #[cfg(unix)]
+    fn endpoint(&self) -> &std::path::Path {
+        &self.socket_path
+    }
+
+    #[cfg(windows)]
+    fn endpoint(&self) -> &str {
+        &self.os_name
+    }
+
     /// Start describing a service called `name` (see [`ServerBuilder`]).
     ///
     /// ```
@@ -857,13 +890,21 @@ impl Server {
         &self.shared.name
     }
 
-    /// The TCP address actually bound, if the server listens on TCP.
+    /// The TCP address actually bound, if the server listens on TCP
+    /// (always `None` on Windows, where [`ServerBuilder::tcp`] makes `bind`
+    /// fail with [`ErrorKind::Unsupported`]).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+    /// # #[cfg(unix)] {
     /// let s = ipckit::service::Server::builder("t").namespace(&ns).tcp("127.0.0.1:0").bind().unwrap();
     /// assert_ne!(s.tcp_addr().unwrap().port(), 0);
+    /// # }
+    /// # #[cfg(windows)] {
+    /// # let e = ipckit::service::Server::builder("t").namespace(&ns).tcp("127.0.0.1:0").bind().unwrap_err();
+    /// # assert_eq!(e.kind(), ipckit::ErrorKind::Unsupported);
+    /// # }
     /// ```
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
@@ -905,7 +946,7 @@ impl Server {
     /// let c = fabric.connect_service("calc", std::time::Duration::from_secs(5)).unwrap();
     /// assert_eq!(c.call::<_, i64>("neg", &5).unwrap(), -5);
     /// ```
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
     pub fn publish(&self, fabric: &crate::fabric::Fabric) -> Result<crate::fabric::Server> {
         let mut b = fabric.server(&self.shared.name);
@@ -953,7 +994,10 @@ impl Server {
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
     /// let s = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
     /// s.shutdown();
+    /// # #[cfg(unix)]
     /// assert!(ns.info("n").unwrap().is_none());
+    /// // The name is free again.
+    /// let _again = ipckit::service::Server::builder("n").namespace(&ns).bind().unwrap();
     /// ```
     pub fn shutdown(&self) -> bool {
         self.shutdown_timeout(DEFAULT_GRACE)
@@ -984,8 +1028,11 @@ impl Server {
             .as_mut()
             .map(|r| r.stop_keep())
             .unwrap_or_default();
-        let _ = std::fs::remove_file(&self.socket_path);
-        c.claim.take();
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&self.socket_path);
+            c.claim.take();
+        }
         let deadline = Instant::now() + grace;
         // Calls on sockets answer, then their connections close; then the
         // calls on lanes (counted with them in `in_flight`) get the rest.
@@ -1008,10 +1055,13 @@ impl Server {
         drop(g);
         // Lanes answered every call that came in meanwhile with "shutting
         // down"; now end their waits and tell their clients.
-        let lanes: Vec<Arc<Chan>> = sh.lanes().drain().map(|(_, c)| c).collect();
-        for chan in &lanes {
-            chan.interrupt();
-            chan.shutdown_socket();
+        #[cfg(unix)]
+        {
+            let lanes: Vec<Arc<Chan>> = sh.lanes().drain().map(|(_, c)| c).collect();
+            for chan in &lanes {
+                chan.interrupt();
+                chan.shutdown_socket();
+            }
         }
         c.reactor.take();
         sh.pool.stop();
@@ -1059,8 +1109,15 @@ impl Protocol for Calls {
             Ok(f) => f,
             Err(e) => return Flow::Close(Some(e.to_string())),
         };
+        #[cfg(unix)]
         if f.kind == KIND_LANE {
             return self.lane_request(conn, frame.fds);
+        }
+        #[cfg(windows)]
+        if f.kind == KIND_LANE {
+            return Flow::Close(Some(
+                "a lane request: shared-memory lanes are not offered on Windows".into(),
+            ));
         }
         if !frame.fds.is_empty() {
             return Flow::Close(Some("a call frame carried file descriptors".into()));
@@ -1121,6 +1178,7 @@ impl Protocol for Calls {
     }
 }
 
+#[cfg(unix)]
 impl Calls {
     /// A connection's first frame asked to become a shared-memory lane.
     fn lane_request(&self, conn: &Arc<Conn>, mut fds: Vec<OwnedFd>) -> Flow {
@@ -1191,6 +1249,7 @@ fn send_error(conn: &Conn, call_id: u64, err: &RemoteError) {
 }
 
 /// Answer a lane request on `fd`: accepted, or refused with `why`.
+#[cfg(unix)]
 fn answer_lane(conn: &Conn, refused: Option<&str>) -> bool {
     let mut out = Vec::new();
     match refused {
@@ -1206,6 +1265,7 @@ fn answer_lane(conn: &Conn, refused: Option<&str>) -> bool {
 
 /// Turn `conn` into a lane over the ring object `memfd`, serve it until
 /// it ends, then close it. Runs on the lane's own thread.
+#[cfg(unix)]
 fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
     let peer = conn.peer().describe();
     let refuse = |why: &str| {
@@ -1254,6 +1314,7 @@ fn become_lane(shared: &Arc<Shared>, conn: &Arc<Conn>, memfd: OwnedFd) {
 /// right here (no hand-off to another thread), and answered on the ring.
 /// Returns why the lane was closed when the client broke it (the caller
 /// logs it), `None` when it simply ended.
+#[cfg(unix)]
 fn lane_loop(shared: &Shared, rings: Rings) -> Option<String> {
     let Rings {
         chan,

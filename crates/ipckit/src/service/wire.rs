@@ -6,10 +6,10 @@
 //! allocated for it.
 
 use std::io;
-use std::os::fd::BorrowedFd;
 
 use super::Encoding;
 use crate::conn::stream::SocketReader;
+use crate::sys::net::SocketRef;
 
 /// Magic bytes opening the server hello.
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"IPCKSERV";
@@ -307,7 +307,7 @@ impl FrameReader {
     }
 
     /// The next frame; `Ok(None)` at a clean end of stream (between frames).
-    pub(crate) fn next(&mut self, fd: BorrowedFd<'_>) -> Result<Option<Frame>, WireError> {
+    pub(crate) fn next(&mut self, fd: SocketRef<'_>) -> Result<Option<Frame>, WireError> {
         if !self
             .rd
             .fill(fd, HEADER_LEN, None)

@@ -8,8 +8,8 @@
 //!
 //! Linux is the complete backend. A Windows (or macOS) backend provides the
 //! same items with the same meaning; the Windows one so far provides shared
-//! memory, the named sync objects, pipes and mailslots (see "Windows"
-//! below):
+//! memory, the named sync objects, pipes, mailslots, and the sockets and
+//! readiness the connection layer needs (see "Windows" below):
 //!
 //! - **identity** ([`uid`]): the caller's user id; [`MAX_UNIX_PATH`], the
 //!   longest socket path the platform accepts.
@@ -22,9 +22,17 @@
 //!   readability with a timeout, peer credentials (pid, uid, gid), shutting
 //!   down only the receiving direction so a blocked reader wakes with
 //!   end-of-stream while replies can still be written (service shutdown).
+//! - **socket types** (in [`net`]): `Socket` (one end of a connection, or
+//!   a listener; dropping it closes it and the peer sees end of stream),
+//!   `SocketRef<'a>` (a `Copy` borrow of one), the trait `AsSocket` every
+//!   call that closes takes, and `PassedFd` (a descriptor passed along a
+//!   socket). On Linux they are `OwnedFd`, `BorrowedFd`, any `AsFd` and
+//!   `OwnedFd`; on Windows a struct, `&Socket`, and an uninhabited enum.
 //! - **readiness** ([`poll`], and in [`net`]): one poller watching many
-//!   sockets for readability and hang-up (epoll; an I/O completion port or
-//!   `WSAPoll` on Windows), listeners that accept without blocking, receives
+//!   sockets for readability and hang-up (epoll on Linux), level-triggered,
+//!   with wakers (`Poller::waker(token)`: `wake` from any thread makes the
+//!   next or current `wait` report `token` until the loop calls `drain`; a
+//!   non-blocking pipe on Linux, a flag on Windows), listeners that accept without blocking, receives
 //!   that return at once when nothing is there (passing descriptors along),
 //!   sends bounded by a timeout, and telling "out of descriptors or kernel
 //!   memory" from other accept failures (a server then backs off). On
@@ -80,9 +88,26 @@
 //! **Mailslots** (`windows/mailslot.rs`): `CreateMailslotW` with a
 //! user-only descriptor, `GetMailslotInfo` / `SetMailslotInfo`, reads and
 //! writes, and the UDP socket that carries datagrams from other machines.
-//! Sockets, readiness, futexes, records and the connection layer are
-//! Linux-only for now, and so are the mechanisms built on them (services,
-//! window messages, the clipboard and DDE).
+//! **Sockets** (`windows/net.rs`) emulate a connected stream socket over
+//! one instance of a byte-mode duplex named pipe,
+//! `\\.\pipe\ipckit.<H>.<name>` (the name the pipe mechanism uses, so a
+//! service and a pipe of one name collide): `pipe_listen` (its first
+//! instance made with `FILE_FLAG_FIRST_PIPE_INSTANCE`: a name already
+//! served is `AlreadyExists`; instances user-only, remote clients refused)
+//! and `pipe_connect` (`NotFound`, `TimedOut` when every instance stayed
+//! busy, `PermissionDenied`); a reader thread per connection fills a
+//! bounded buffer that receives, waits and readiness are served from.
+//! `peer_cred` gives `(pid, uid, 0)` with `uid == uid()` for a peer of the
+//! calling user and `u32::MAX` for any other; `unread_outgoing` is `Ok(0)`
+//! and `take_error` false (Windows cannot tell); TCP is `Unsupported`.
+//! **Readiness** (`windows/poll.rs`): the same `Poller` over those
+//! sockets. Linux-only (no Windows form, and their callers are `cfg(unix)`):
+//! `unix_listen`, `unix_connect`, `send_with_fd`, `send_some_nowait`,
+//! `recv_some_nowait`, `shutdown_write`, futexes and records; so are the
+//! shared-memory ring, descriptor passing, TCP endpoints and the async
+//! socket forms of the connection layer. Services run on Windows over
+//! these sockets; window messages, the clipboard and DDE are Linux-only
+//! for now.
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -10,6 +10,29 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::Mode;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
+/// One end of a connected stream socket, or a listener: on Linux a plain
+/// owned fd (closing it closes the socket; the peer sees end of stream).
+pub(crate) type Socket = OwnedFd;
+
+/// A borrowed [`Socket`] (`Copy`).
+pub(crate) type SocketRef<'a> = BorrowedFd<'a>;
+
+/// A descriptor passed along a socket (`SCM_RIGHTS`). Windows passes none
+/// (there it is uninhabited).
+pub(crate) type PassedFd = OwnedFd;
+
+/// What the socket calls take: anything that lends a socket.
+pub(crate) trait AsSocket {
+    /// Borrow the socket.
+    fn as_socket(&self) -> SocketRef<'_>;
+}
+
+impl<T: AsFd + ?Sized> AsSocket for T {
+    fn as_socket(&self) -> SocketRef<'_> {
+        self.as_fd()
+    }
+}
+
 /// Bind and listen on a Unix socket at `path` (replacing a file left there),
 /// mode 0600.
 pub(crate) fn unix_listen(path: &Path) -> io::Result<OwnedFd> {
@@ -253,8 +276,8 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
 }
 
 /// Shut both directions down; the peer sees end-of-stream.
-pub(crate) fn shutdown(fd: impl AsFd) {
-    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+pub(crate) fn shutdown(fd: impl AsSocket) {
+    let _ = rustix::net::shutdown(fd.as_socket(), rustix::net::Shutdown::Both);
 }
 
 /// Shut the receiving direction down: a thread blocked reading this socket
@@ -416,14 +439,4 @@ pub(crate) fn recv_some_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result
 pub(crate) fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
     rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Send, timeout)?;
     Ok(())
-}
-
-/// Read what a non-blocking pipe holds (a wake-up pipe being drained);
-/// `Ok(0)` when it is empty.
-pub(crate) fn recv_nowait_pipe(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    match rustix::io::read(fd, buf) {
-        Ok(n) => Ok(n),
-        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(0),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -3,10 +3,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::Timespec;
+use rustix::pipe::PipeFlags;
 
 /// What a readiness event says about its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,52 @@ impl Poller {
             }
         }));
         Ok(())
+    }
+}
+
+/// Wakes a [`Poller`]'s `wait` from any thread (see [`Poller::waker`]): a
+/// non-blocking pipe whose read end is registered under the waker's token.
+#[derive(Debug, Clone)]
+pub(crate) struct Waker {
+    ends: Arc<(OwnedFd, OwnedFd)>,
+}
+
+impl Poller {
+    /// A waker of this poller: [`Waker::wake`] (from any thread) makes the
+    /// next or current [`wait`](Self::wait) report `token`, until the loop
+    /// calls [`Waker::drain`].
+    pub(crate) fn waker(&self, token: u64) -> io::Result<Waker> {
+        let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        self.add(r.as_fd(), token)?;
+        Ok(Waker {
+            ends: Arc::new((r, w)),
+        })
+    }
+}
+
+impl Waker {
+    /// Make the poller report the waker's token. A full pipe already
+    /// holds a wake-up: nothing is lost.
+    pub(crate) fn wake(&self) {
+        loop {
+            match rustix::io::write(&self.ends.1, b"x") {
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Take every wake-up pending: the token is not reported again until
+    /// the next [`wake`](Self::wake).
+    pub(crate) fn drain(&self) {
+        let mut sink = [0u8; 64];
+        loop {
+            match rustix::io::read(&self.ends.0, &mut sink) {
+                Ok(n) if n > 0 => continue,
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => return,
+            }
+        }
     }
 }
 

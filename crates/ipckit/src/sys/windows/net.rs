@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::windows::io::{AsHandle, BorrowedHandle, OwnedHandle};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::pipe::{self as wpipe, Access, Done, InstanceSpec, Listening};
@@ -110,13 +110,27 @@ enum Kind {
 }
 
 struct Stream {
-    handle: OwnedHandle,
+    /// The instance or client end; taken (closed) by `close`, after the
+    /// I/O in flight has ended.
+    handle: RwLock<Option<OwnedHandle>>,
     /// This end is a server instance (else a client's).
     server_side: bool,
     /// The peer's pid and whether it runs as the calling user, found once.
     peer: Option<(u32, bool)>,
     /// One `WriteFile` at a time: bytes of two sends never interleave.
     write: Mutex<OwnedHandle>,
+}
+
+impl Stream {
+    /// Run `f` on the handle while it is open (holding it open meanwhile);
+    /// `BrokenPipe` once closed.
+    fn with_handle<R>(&self, f: impl FnOnce(BorrowedHandle<'_>) -> io::Result<R>) -> io::Result<R> {
+        let h = self.handle.read().unwrap_or_else(|p| p.into_inner());
+        match h.as_ref() {
+            Some(h) => f(h.as_handle()),
+            None => Err(closed_error()),
+        }
+    }
 }
 
 struct Listener {
@@ -199,23 +213,26 @@ impl Inner {
             .retain(|w| w.strong_count() > 0 && !w.ptr_eq(poller));
     }
 
-    /// Close: stop the thread and any send, fail later calls; a server
-    /// instance is disconnected so its client sees the end at once (a
-    /// client's handle closes when the thread and the socket are gone).
+    /// Close: stop the reader thread and any send in flight, fail later
+    /// calls, and close the handle at once. Closing (not
+    /// `DisconnectNamedPipe`, which discards what the peer has not read)
+    /// lets the peer read everything written before, then see the end of
+    /// the stream, as after a socket's shutdown.
     fn close(&self) {
-        {
+        let pending = {
             let mut st = lock(&self.state);
             if st.closed {
                 return;
             }
             st.closed = true;
-            st.pending.clear();
-        }
+            std::mem::take(&mut st.pending)
+        };
+        drop(pending);
         wpipe::set_event(self.stop.as_handle());
         if let Kind::Stream(s) = &self.kind {
-            if s.server_side {
-                let _ = wpipe::disconnect(s.handle.as_handle());
-            }
+            // The reads and writes in flight end at the stop event; then
+            // nobody holds the handle.
+            drop(s.handle.write().unwrap_or_else(|p| p.into_inner()).take());
         }
         self.changed();
     }
@@ -241,7 +258,7 @@ impl Socket {
         let peer = wpipe::peer_pid(h.as_handle(), server_side)
             .map(|pid| (pid, wpipe::runs_as_me(pid).unwrap_or(false)));
         let inner = Inner::new(Kind::Stream(Stream {
-            handle: h,
+            handle: RwLock::new(Some(h)),
             server_side,
             peer,
             write: Mutex::new(wpipe::event()?),
@@ -280,12 +297,9 @@ fn read_loop(inner: &Arc<Inner>, ev: OwnedHandle) {
                 return;
             }
         }
-        let r = wpipe::read_until(
-            s.handle.as_handle(),
-            ev.as_handle(),
-            inner.stop.as_handle(),
-            &mut chunk,
-        );
+        let r = s.with_handle(|h| {
+            wpipe::read_until(h, ev.as_handle(), inner.stop.as_handle(), &mut chunk)
+        });
         let mut st = lock(&inner.state);
         match r {
             Ok(Done::All(0)) if !st.closed => {
@@ -483,13 +497,9 @@ pub(crate) fn send_all(s: SocketRef<'_>, mut buf: &[u8]) -> io::Result<()> {
     };
     let ev = st.write.lock().unwrap_or_else(|p| p.into_inner());
     while !buf.is_empty() {
-        match wpipe::write_until(
-            st.handle.as_handle(),
-            ev.as_handle(),
-            s.inner.stop.as_handle(),
-            buf,
-            timeout,
-        ) {
+        match st.with_handle(|h| {
+            wpipe::write_until(h, ev.as_handle(), s.inner.stop.as_handle(), buf, timeout)
+        }) {
             Ok(Done::All(n)) | Ok(Done::More(n)) => buf = &buf[n..],
             Ok(Done::TimedOut) => {
                 if lock(&s.inner.state).closed {
@@ -732,22 +742,15 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
 pub(crate) fn send_nowait(s: SocketRef<'_>, buf: &[u8]) {
     let Ok(st) = s.stream() else { return };
     let Ok(ev) = st.write.try_lock() else { return };
-    let _ = wpipe::write_until(
-        st.handle.as_handle(),
-        ev.as_handle(),
-        s.inner.stop.as_handle(),
-        buf,
-        Some(Duration::from_millis(50)),
-    );
-}
-
-/// The handle of a connection (for tests and diagnostics).
-#[allow(dead_code)]
-pub(crate) fn handle(s: SocketRef<'_>) -> Option<BorrowedHandle<'_>> {
-    match &s.inner.kind {
-        Kind::Stream(st) => Some(st.handle.as_handle()),
-        Kind::Listener(_) => None,
-    }
+    let _ = st.with_handle(|h| {
+        wpipe::write_until(
+            h,
+            ev.as_handle(),
+            s.inner.stop.as_handle(),
+            buf,
+            Some(Duration::from_millis(50)),
+        )
+    });
 }
 
 #[cfg(test)]
@@ -924,5 +927,34 @@ mod tests {
         w.drain();
         poller.wait(&mut ready, Some(Duration::ZERO)).unwrap();
         assert!(ready.is_empty());
+    }
+
+    #[test]
+    fn what_was_sent_before_a_close_is_still_read() {
+        let n = name("linger");
+        let l = pipe_listen(&n).unwrap();
+        let c = pipe_connect(&n, LIMIT).unwrap();
+        let s = accept(&l);
+        set_recv_timeout(&c, Some(LIMIT)).unwrap();
+        set_recv_timeout(&s, Some(LIMIT)).unwrap();
+        // Fill the client's read-ahead and part of the pipe's own buffer,
+        // and close the server end before the client reads any of it; then
+        // the same with shutdown, the other way.
+        let len = READ_AHEAD + PIPE_BUFFER as usize / 2;
+        send_all(&s, &vec![5u8; len]).unwrap();
+        drop(s);
+        let mut got = vec![0u8; len];
+        assert!(recv_exact(&c, &mut got).unwrap());
+        assert!(got.iter().all(|b| *b == 5));
+        assert!(!recv_exact(&c, &mut [0u8; 1]).unwrap(), "then the end");
+        let c2 = pipe_connect(&n, LIMIT).unwrap();
+        let s2 = accept(&l);
+        set_recv_timeout(&s2, Some(LIMIT)).unwrap();
+        send_all(&c2, b"last words").unwrap();
+        shutdown(&c2);
+        let mut w = [0u8; 10];
+        assert!(recv_exact(&s2, &mut w).unwrap());
+        assert_eq!(&w, b"last words");
+        assert!(!recv_exact(&s2, &mut [0u8; 1]).unwrap());
     }
 }
