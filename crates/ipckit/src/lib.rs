@@ -42,15 +42,15 @@
 //! |---|---|---|---|
 //! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names and [`Namespace`]; endpoint records are Linux-only |
 //! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
-//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves (no in-mapping forms, no async) |
-//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | yes: a section, a named mutex and one event per watcher (no async) |
+//! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves, async too (`sync::tokio`); no in-mapping forms |
+//! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | yes: a section, a named mutex and one event per watcher, async too (`map::tokio`) |
 //! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | yes: the system's named pipes (`\\.\pipe\ipckit.<H>.<name>`) and `CreatePipe`, async too (`pipe::tokio`); no TCP, fd passing or shared-memory transport |
-//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | yes: the system's mailslots (`\\.\mailslot\ipckit.<H>.<name>`) and UDP; no groups or async |
-//! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | not yet |
+//! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | yes: the system's mailslots (`\\.\mailslot\ipckit.<H>.<name>`) and UDP, async too (`mailslot::tokio`); no groups |
+//! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames; no async forms or Zenoh broadcasts |
 //! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |
 //! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | not yet |
 //! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames, async too; no shared-memory lanes, TCP, records or Zenoh |
-//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | yes ([`ConnStats`] with `service`; counters not published for `ipckit ls`) |
+//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | yes ([`ConnStats`] with `service` or `message`; counters not published for `ipckit ls`) |
 //! | [`transport`] | which path a connection takes ([`Transport`], [`WaitStrategy`]) | always | yes: always the pipe ([`Transport::Socket`]) |
 //! | [`error`] | `GetLastError` | always | yes |
 //!
@@ -79,8 +79,8 @@
 //!   `zenoh-tls` and `zenoh-quic` add those links.
 //!
 //! On Windows `pipe` builds the system's pipes, `mailslot` the system's
-//! mailslots and `service` services over named pipes; the other mechanism
-//! features build nothing there yet (see Platforms).
+//! mailslots, `service` services and `message` window messages over named
+//! pipes; `clipboard` and `dde` build nothing there yet (see Platforms).
 //!
 //! # Platforms
 //!
@@ -91,10 +91,11 @@
 //!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`), [`sync`] (the Win32
 //!   named mutex, event and semaphore), [`map`] (a section, a named mutex
 //!   and an event per watcher), `pipe` (Win32 named pipes and `CreatePipe`),
-//!   `mailslot` (Win32 mailslots) and `service` (the connection layer over
+//!   `mailslot` (Win32 mailslots), `service` (the connection layer over
 //!   byte-mode named pipes: same API and frames, no shared-memory lanes,
-//!   TCP or endpoint records); each module says what differs. Window
-//!   messages, the clipboard and DDE are compiled out there for now.
+//!   TCP or endpoint records) and `message` (the same API over named
+//!   pipes); each module says what differs. The clipboard and DDE are
+//!   compiled out there for now.
 //!
 //! Building for any other OS stops with a `compile_error!`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -131,8 +132,8 @@ pub mod clipboard;
 extern crate self as ipckit;
 
 // The connection layer: on Windows (named pipes behind `sys::net`) it
-// carries services.
-#[cfg(any(unix, feature = "service"))]
+// carries services and window messages.
+#[cfg(any(unix, feature = "service", feature = "message"))]
 mod conn;
 #[cfg(all(feature = "dde", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "dde")))]
@@ -159,7 +160,7 @@ pub mod map;
 #[cfg(windows)]
 #[path = "map/windows.rs"]
 pub mod map;
-#[cfg(all(feature = "message", unix))]
+#[cfg(feature = "message")]
 #[cfg_attr(docsrs, doc(cfg(feature = "message")))]
 pub mod message;
 pub mod name;
@@ -180,7 +181,7 @@ pub mod pipe;
     feature = "message"
 ))]
 mod process_tests;
-#[cfg(all(any(feature = "message", feature = "clipboard"), unix))]
+#[cfg(any(feature = "message", all(feature = "clipboard", unix)))]
 mod registry;
 // On Windows services run over named pipes (the connection layer's
 // Windows flavor), without shared-memory lanes or TCP.
@@ -198,7 +199,7 @@ pub mod sync;
 mod sys;
 pub mod transport;
 
-#[cfg(any(unix, feature = "service"))]
+#[cfg(any(unix, feature = "service", feature = "message"))]
 pub use conn::ConnStats;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;

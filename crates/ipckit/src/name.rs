@@ -15,7 +15,7 @@
 //! On Windows (first step of the Win32 backend) the name rules and
 //! [`Namespace`] exist (the directory's path is what the Win32 object names
 //! are derived from, see [`crate::shm`]); it defaults to
-//! `%LOCALAPPDATA%\ipckit`. Pipes and services of name `N` are the named
+//! `%LOCALAPPDATA%\ipckit`. Pipes, services and window-message receivers of name `N` are the named
 //! pipe `\\.\pipe\ipckit.<H>.<N>` (`<H>`: the namespace path's hash, `/`
 //! written `:`), whose first instance is the claim: a second server of the
 //! name gets [`ErrorKind::AlreadyExists`], and a dead server's name is free

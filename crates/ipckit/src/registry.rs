@@ -3,15 +3,24 @@
 //! `RegisterClipboardFormat`). One JSON line per entry in a file of the
 //! namespace directory, appended under an exclusive `flock` on a lock file
 //! beside it (the format is in `docs/PROTOCOL.md`).
+//!
+//! On Windows the same files and format, locked with `LockFileEx` (see
+//! `crate::sys`) instead of `flock`, and without Unix file modes (the
+//! namespace directory's own access rights apply).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
+#[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context as _, Error, ErrorKind, Result};
+#[cfg(unix)]
+use crate::name::lock_file;
 use crate::name::Namespace;
+#[cfg(windows)]
+use crate::sys::lock_exclusive as lock_file;
 
 /// Lowest id a registry hands out.
 pub(crate) const MIN: u32 = 0xC000;
@@ -51,11 +60,16 @@ impl Registry {
             .with_name(text));
         }
         let _lock = self.lock(ns)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
+        let mut options = OpenOptions::new();
+        options.read(true).create(true);
+        // Appending on Linux; on Windows a file opened to append may not be
+        // cut (`set_len` below), so it is opened to write and every write
+        // goes to the end as seeked.
+        #[cfg(unix)]
+        options.append(true).mode(0o600);
+        #[cfg(windows)]
+        options.write(true).truncate(false);
+        let mut file = options
             .open(ns.dir().join(self.file))
             .ctx(text, &format!("cannot open the {} registry", self.what))?;
         let (entries, good) = self.read(&mut file, text)?;
@@ -83,6 +97,9 @@ impl Registry {
         })
         .expect("registry entry serialises");
         line.push('\n');
+        #[cfg(windows)]
+        file.seek(std::io::SeekFrom::Start(good))
+            .ctx(text, &format!("cannot write the {} registry", self.what))?;
         file.write_all(line.as_bytes())
             .ctx(text, &format!("cannot write the {} registry", self.what))?;
         Ok(id)
@@ -123,18 +140,15 @@ impl Registry {
     }
 
     fn lock(&self, ns: &Namespace) -> Result<File> {
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(ns.dir().join(self.lock))
-            .ctx(
-                self.lock,
-                &format!("cannot open the {} registry lock", self.what),
-            )?;
-        crate::name::lock_file(&lock).ctx(
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let lock = options.open(ns.dir().join(self.lock)).ctx(
+            self.lock,
+            &format!("cannot open the {} registry lock", self.what),
+        )?;
+        lock_file(&lock).ctx(
             self.lock,
             &format!("cannot lock the {} registry", self.what),
         )?;

@@ -217,28 +217,12 @@ impl Dialer<'_> {
                 .map_err(|e| {
                     use std::io::ErrorKind as K;
                     match e.kind() {
-                        K::NotFound | K::ConnectionRefused => Error::new(
-                            ErrorKind::NotFound,
-                            format!(
-                                "no {} has this name; start it or check the namespace",
-                                self.what
-                            ),
-                        )
-                        .with_name(self.name)
-                        .with_source(e),
+                        K::NotFound | K::ConnectionRefused => self.not_found(e),
                         _ => Error::os(e, format!("cannot connect to the {}", self.what))
                             .with_name(self.name),
                     }
                 })
-                .and_then(|fd| {
-                    if !self.trust.any {
-                        let mut trusted = vec![sys::uid(), *owner];
-                        trusted.extend_from_slice(&self.trust.uids);
-                        check_server(fd.as_socket(), &trusted)
-                            .map_err(|why| self.impostor(&why))?;
-                    }
-                    Ok(fd)
-                }),
+                .and_then(|fd| self.trusted(fd, Some(*owner))),
             #[cfg(windows)]
             Target::Pipe(os_name) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -246,15 +230,7 @@ impl Dialer<'_> {
                     .map_err(|e| {
                         use std::io::ErrorKind as K;
                         match e.kind() {
-                            K::NotFound => Error::new(
-                                ErrorKind::NotFound,
-                                format!(
-                                    "no {} has this name; start it or check the namespace",
-                                    self.what
-                                ),
-                            )
-                            .with_name(self.name)
-                            .with_source(e),
+                            K::NotFound => self.not_found(e),
                             K::TimedOut => Error::new(
                                 ErrorKind::Busy,
                                 format!(
@@ -277,17 +253,34 @@ impl Dialer<'_> {
                                 .with_name(self.name),
                         }
                     })
-                    .and_then(|fd| {
-                        if !self.trust.any {
-                            let mut trusted = vec![sys::uid()];
-                            trusted.extend_from_slice(&self.trust.uids);
-                            check_server(fd.as_socket(), &trusted)
-                                .map_err(|why| self.impostor(&why))?;
-                        }
-                        Ok(fd)
-                    })
+                    .and_then(|fd| self.trusted(fd, None))
             }
         }
+    }
+
+    /// No endpoint of this name answers.
+    fn not_found(&self, e: std::io::Error) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no {} has this name; start it or check the namespace",
+                self.what
+            ),
+        )
+        .with_name(self.name)
+        .with_source(e)
+    }
+
+    /// `fd` if its server runs as this user, the namespace's `owner` or an
+    /// allowed uid (unless any server is allowed); else the impostor error.
+    fn trusted(&self, fd: Socket, owner: Option<u32>) -> Result<Socket> {
+        if !self.trust.any {
+            let mut trusted = vec![sys::uid()];
+            trusted.extend(owner);
+            trusted.extend_from_slice(&self.trust.uids);
+            check_server(fd.as_socket(), &trusted).map_err(|why| self.impostor(&why))?;
+        }
+        Ok(fd)
     }
 
     fn impostor(&self, why: &str) -> Error {

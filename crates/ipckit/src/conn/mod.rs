@@ -18,7 +18,7 @@
 //! socket or call the OS themselves: they go through this module, which
 //! goes through [`crate::sys`].
 //!
-//! On Windows (services only, so far) the same layer runs over
+//! On Windows (services and window messages, so far) the same layer runs over
 //! `crate::sys::net`'s emulated sockets: each connection is one instance
 //! of a byte-mode named pipe, `\\.\pipe\ipckit.<H>.<name>`. The ring
 //! (shared-memory lanes), descriptor passing, TCP, the async socket and

@@ -36,19 +36,53 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
-//! **Async.** With the `tokio` feature, [`tokio::Receiver`] hands messages
-//! out with `recv().await` (each sent one answered with
-//! [`tokio::Incoming::reply`]) and [`tokio::Window`] sends and posts with
-//! `send().await` / `post().await`.
+//! **Async** (Linux only for now). With the `tokio` feature,
+//! [`tokio::Receiver`] hands messages out with `recv().await` (each sent
+//! one answered with [`tokio::Incoming::reply`]) and [`tokio::Window`]
+//! sends and posts with `send().await` / `post().await`.
 //!
 //! Transport: a Unix stream socket per receiver in the namespace, served by
 //! one readiness loop (idle senders cost a descriptor, no thread) under the
 //! receiver's [`Limits`] (see [`ReceiverOptions::limits`]);
 //! the wire format is in `docs/PROTOCOL.md`, "Window messages".
+//!
+//! # On Windows
+//!
+//! The same API, semantics and frames, over the Windows flavor of the
+//! connection layer: a receiver `N` serves the byte-mode named pipe
+//! `\\.\pipe\ipckit.<H>.<N>` (the name pipes and services of `N` use,
+//! so they collide with [`ErrorKind::AlreadyExists`] as one record per
+//! name does on Linux), whose first instance is the claim on the name; a
+//! dead receiver's name is free at once. What differs:
+//!
+//! - Names: a receiver name follows [`crate::name::validate_name`] (a
+//!   system pipe name `\\.\pipe\X` or `tcp://` is
+//!   [`ErrorKind::InvalidName`], as on Linux), but names differing only in
+//!   ASCII case are one name (pipe names ignore case).
+//! - [`find`] and [`broadcast`] see the receivers that hold their record
+//!   in the namespace directory: the file `.window.<N>` (`/` written `~`),
+//!   locked with `LockFileEx` while the receiver lives and released by the
+//!   system when its process ends, however it ends. `ipckit ls` does not
+//!   list receivers there (the namespace has no endpoint records on
+//!   Windows).
+//! - [`register_message`]: the same registry file and format, locked with
+//!   `LockFileEx` instead of `flock`.
+//! - [`Message::sender_pid`] is the pipe client's process id
+//!   (`GetNamedPipeClientProcessId`). A sender talks only to a receiver
+//!   running as the same user (the process token's user compared) unless
+//!   [`Messenger::allow_any_server`]; [`Messenger::allow_server_uids`] has
+//!   no uids to name there.
+//! - An open connection costs a reader thread of the pipe's emulated
+//!   socket there (not only a handle), so idle senders are not free; the
+//!   readiness loop and [`Limits`] are the same.
+//! - Linux-only: the async forms (`message::tokio`) and Zenoh fabric
+//!   broadcasts ([`ReceiverOptions`]`::fabric`, [`Messenger`]`::fabric`).
+//!   [`Receiver::stats`] counts as on Linux but is not published for
+//!   `ipckit ls`.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -61,12 +95,20 @@ use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refus
 use crate::conn::{io as conn_io, listen, ConnStats};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
-use crate::name::{Claim, EndpointState, Namespace};
+use crate::name::Namespace;
+#[cfg(unix)]
+use crate::name::{Claim, EndpointState};
 use crate::registry::Registry;
+use crate::sys::net::{AsSocket, Socket, SocketRef};
 
-#[cfg(feature = "tokio")]
+// The async forms are Linux-only for now (see "On Windows" above).
+#[cfg(all(feature = "tokio", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+// Which receivers are live, on Windows (no endpoint records there).
+#[cfg(windows)]
+mod records;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
 pub const WM_COPYDATA: u32 = 0x004A;
@@ -255,7 +297,7 @@ pub struct ReceiverOptions {
     max_data: usize,
     namespace: Option<Namespace>,
     limits: Limits,
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fabric: Option<crate::fabric::Fabric>,
 }
 
@@ -265,7 +307,7 @@ impl Default for ReceiverOptions {
             max_data: DEFAULT_MAX_MESSAGE_SIZE,
             namespace: None,
             limits: Limits::default(),
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             fabric: None,
         }
     }
@@ -368,7 +410,7 @@ impl ReceiverOptions {
     /// let _rx = ipckit::message::ReceiverOptions::new().namespace(&ns).fabric(&fabric)
     ///     .register("w", |m| ipckit::message::Reply::new(m.id.into())).unwrap();
     /// ```
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
     #[must_use]
     pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
@@ -401,8 +443,14 @@ impl ReceiverOptions {
         let Listening {
             shared,
             reactor,
+            #[cfg(unix)]
             socket_path,
+            #[cfg(unix)]
             claim,
+            #[cfg(windows)]
+            os_name,
+            #[cfg(windows)]
+            record,
         } = self.listen(name)?;
         let handler: Handler = Box::new(handler);
         let dispatcher = {
@@ -414,7 +462,10 @@ impl ReceiverOptions {
         let dispatcher = match dispatcher {
             Ok(d) => d,
             Err(e) => {
+                #[cfg(windows)]
+                drop(record);
                 drop(reactor);
+                #[cfg(unix)]
                 let _ = std::fs::remove_file(&socket_path);
                 return Err(
                     Error::os(e, "cannot start the receiver's handler thread").with_name(name)
@@ -427,12 +478,18 @@ impl ReceiverOptions {
             shared,
             reactor: Some(reactor),
             dispatcher: Some(dispatcher),
+            #[cfg(unix)]
             socket_path,
+            #[cfg(unix)]
             _claim: claim,
-            #[cfg(feature = "zenoh")]
+            #[cfg(windows)]
+            os_name,
+            #[cfg(windows)]
+            record: Some(record),
+            #[cfg(all(feature = "zenoh", unix))]
             member: None,
         };
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if let Some(fabric) = &self.fabric {
             let ns = listen::namespace(self.namespace.as_ref())?;
             rx.member = Some(join_fabric(fabric, &ns, name, &rx.shared)?);
@@ -455,16 +512,23 @@ impl ReceiverOptions {
             .with_name(name));
         }
         let ns = listen::namespace(self.namespace.as_ref())?;
+        // A receiver is named by ipckit's rules on Windows too (the
+        // connection layer would also take a system pipe name there).
+        #[cfg(windows)]
+        crate::name::validate_name(name)?;
         let bound = listen::bind(&ns, name, KIND, None)?;
+        #[cfg(windows)]
+        let record = records::Record::create(&ns, name)?;
         let shared = Arc::new(Shared {
             max_data: self.max_data,
             max_queued_bytes: self.limits.get_max_queued_bytes(),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
-            #[cfg(feature = "tokio")]
+            #[cfg(all(feature = "tokio", unix))]
             arrived: ::tokio::sync::Notify::new(),
             pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
         });
+        #[cfg(unix)]
         let socket_path = bound.socket_path;
         let reactor = Reactor::start(
             &format!("wmsg-{name}"),
@@ -476,10 +540,17 @@ impl ReceiverOptions {
             Ok(reactor) => Ok(Listening {
                 shared,
                 reactor,
+                #[cfg(unix)]
                 socket_path,
+                #[cfg(unix)]
                 claim: bound.claim,
+                #[cfg(windows)]
+                os_name: bound.os_name,
+                #[cfg(windows)]
+                record,
             }),
             Err(e) => {
+                #[cfg(unix)]
                 let _ = std::fs::remove_file(&socket_path);
                 Err(Error::os(e, "cannot start the receiver's readiness loop").with_name(name))
             }
@@ -491,13 +562,21 @@ impl ReceiverOptions {
 struct Listening {
     shared: Arc<Shared>,
     reactor: Reactor,
+    #[cfg(unix)]
     socket_path: PathBuf,
+    #[cfg(unix)]
     claim: Claim,
+    /// The named pipe that is the receiver's claim and endpoint.
+    #[cfg(windows)]
+    os_name: String,
+    /// What lists the receiver as live (see `records`).
+    #[cfg(windows)]
+    record: records::Record,
 }
 
 /// Subscribe a receiver to the fabric's window-message broadcasts: each
 /// one not from this receiver's own namespace is queued as a post.
-#[cfg(feature = "zenoh")]
+#[cfg(all(feature = "zenoh", unix))]
 fn join_fabric(
     fabric: &crate::fabric::Fabric,
     ns: &Namespace,
@@ -584,7 +663,7 @@ struct Shared {
     work: Condvar,
     /// Wakes async receivers ([`tokio::Receiver::recv`]): a message was
     /// queued.
-    #[cfg(feature = "tokio")]
+    #[cfg(all(feature = "tokio", unix))]
     arrived: ::tokio::sync::Notify,
     /// Writes responses, so that neither the readiness loop nor the handler
     /// thread ever waits for a slow sender.
@@ -599,7 +678,7 @@ impl Shared {
     /// A message was queued: wake the handler thread or async receivers.
     fn wake(&self) {
         self.work.notify_one();
-        #[cfg(feature = "tokio")]
+        #[cfg(all(feature = "tokio", unix))]
         self.arrived.notify_waiters();
     }
 }
@@ -813,19 +892,30 @@ pub struct Receiver {
     shared: Arc<Shared>,
     reactor: Option<Reactor>,
     dispatcher: Option<JoinHandle<()>>,
+    #[cfg(unix)]
     socket_path: PathBuf,
+    #[cfg(unix)]
     _claim: Claim,
+    /// The named pipe serving it (`\\.\pipe\ipckit.<H>.<name>`).
+    #[cfg(windows)]
+    os_name: String,
+    /// Lists it as live until dropped (see `records`).
+    #[cfg(windows)]
+    record: Option<records::Record>,
     /// The fabric subscription ([`ReceiverOptions::fabric`]).
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     member: Option<crate::fabric::broadcast::Member>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("name", &self.name)
-            .field("socket", &self.socket_path)
-            .finish()
+        let mut d = f.debug_struct("Receiver");
+        d.field("name", &self.name);
+        #[cfg(unix)]
+        d.field("socket", &self.socket_path);
+        #[cfg(windows)]
+        d.field("pipe", &self.os_name);
+        d.finish()
     }
 }
 
@@ -882,8 +972,9 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         drop(self.member.take());
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.socket_path);
         {
             let mut q = self.shared.lock();
@@ -900,6 +991,10 @@ impl Drop for Receiver {
                 let _ = h.join();
             }
         }
+        // No longer listed, before the name's pipe is given up below (a
+        // new receiver of the name then finds its record free).
+        #[cfg(windows)]
+        drop(self.record.take());
         // The reply of the message just handled goes out before the
         // connections close.
         if let Some(mut r) = self.reactor.take() {
@@ -931,7 +1026,7 @@ pub struct Window {
     name: String,
     ns: Namespace,
     trust: Trust,
-    conn: Option<(OwnedFd, usize)>,
+    conn: Option<(Socket, usize)>,
 }
 
 impl Window {
@@ -949,12 +1044,12 @@ impl Window {
         &self.name
     }
 
-    fn ensure(&mut self, deadline: Instant) -> Result<(BorrowedFd<'_>, usize)> {
+    fn ensure(&mut self, deadline: Instant) -> Result<(SocketRef<'_>, usize)> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.ns, &self.name, &self.trust, deadline)?);
         }
         let (fd, max) = self.conn.as_ref().expect("connected above");
-        Ok((fd.as_fd(), *max))
+        Ok((fd.as_socket(), *max))
     }
 
     /// Send a message and wait until the receiver's handler returned
@@ -1136,7 +1231,11 @@ fn connect(
     name: &str,
     trust: &Trust,
     deadline: Instant,
-) -> Result<(OwnedFd, usize)> {
+) -> Result<(Socket, usize)> {
+    // Only ipckit names on Windows too (the dialer there would also take a
+    // system pipe name, or `tcp://` as unsupported rather than invalid).
+    #[cfg(windows)]
+    crate::name::validate_name(name)?;
     let dialer = Dialer {
         name,
         what: WHAT,
@@ -1146,7 +1245,7 @@ fn connect(
         trust,
     };
     dialer.run(|d| {
-        let b = hello::read(d.fd.as_fd(), deadline, WHAT, name)?;
+        let b = hello::read(d.fd.as_socket(), deadline, WHAT, name)?;
         let h = Hello::decode(&b, wire::MAGIC, wire::VERSION, WHAT, name)?;
         if let Some(e) = h.refusal(WHAT, name) {
             return Err(e);
@@ -1183,7 +1282,7 @@ pub struct BroadcastReply {
 pub struct Messenger {
     namespace: Option<Namespace>,
     trust: Trust,
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fabric: Option<crate::fabric::Fabric>,
 }
 
@@ -1253,7 +1352,7 @@ impl Messenger {
     /// let e = m.broadcast(9, &big, std::time::Duration::from_secs(1)).unwrap_err();
     /// assert_eq!(e.kind(), ipckit::ErrorKind::TooLarge);
     /// ```
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
     #[must_use]
     pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
@@ -1305,9 +1404,16 @@ impl Messenger {
     #[doc(alias = "FindWindow")]
     pub fn find(&self, name: &str) -> Result<bool> {
         let ns = self.ns()?;
-        Ok(ns
+        #[cfg(unix)]
+        let live = ns
             .info(name)?
-            .is_some_and(|i| i.state == EndpointState::Live && i.kind == KIND))
+            .is_some_and(|i| i.state == EndpointState::Live && i.kind == KIND);
+        #[cfg(windows)]
+        let live = {
+            crate::name::validate_name(name)?;
+            records::is_live(&ns, name)
+        };
+        Ok(live)
     }
 
     /// Send one message to `name` and wait for its handler's reply (see
@@ -1371,16 +1477,19 @@ impl Messenger {
         timeout: Duration,
     ) -> Result<Vec<BroadcastReply>> {
         let ns = self.ns()?;
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if self.fabric.is_some() {
             crate::fabric::broadcast::check_size("broadcast", data.len())?;
         }
+        #[cfg(unix)]
         let names: Vec<String> = ns
             .list()?
             .into_iter()
             .filter(|e| e.kind == KIND && e.state == EndpointState::Live)
             .map(|e| e.name)
             .collect();
+        #[cfg(windows)]
+        let names = records::live(&ns)?;
         let data = Arc::new(data.to_vec());
         let handles: Vec<_> = names
             .into_iter()
@@ -1388,7 +1497,7 @@ impl Messenger {
                 let me = Messenger {
                     namespace: Some(ns.clone()),
                     trust: self.trust.clone(),
-                    #[cfg(feature = "zenoh")]
+                    #[cfg(all(feature = "zenoh", unix))]
                     fabric: None,
                 };
                 let data = data.clone();
@@ -1408,7 +1517,7 @@ impl Messenger {
                 BroadcastReply { name, reply }
             })
             .collect();
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if let Some(fabric) = &self.fabric {
             use crate::fabric::broadcast;
             let mut att = std::process::id().to_le_bytes().to_vec();

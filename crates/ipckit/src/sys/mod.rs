@@ -105,9 +105,9 @@
 //! `unix_listen`, `unix_connect`, `send_with_fd`, `send_some_nowait`,
 //! `recv_some_nowait`, `shutdown_write`, futexes and records; so are the
 //! shared-memory ring, descriptor passing, TCP endpoints and the async
-//! socket forms of the connection layer. Services run on Windows over
-//! these sockets; window messages, the clipboard and DDE are Linux-only
-//! for now.
+//! socket forms of the connection layer. Services and window messages run
+//! on Windows over these sockets; the clipboard and DDE are Linux-only for
+//! now.
 
 #[cfg(target_os = "linux")]
 mod linux;
