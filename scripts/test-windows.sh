@@ -7,7 +7,8 @@
 # --no-default-features and with the default features plus `tokio` (the async forms). Every plain Win32 C program in
 # scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
 # (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
-# Then scripts/windows/cli-smoke.sh builds ipckit.exe and runs it under Wine (pipe serve/send,
+# Then the doc examples of the Windows-only files run under Wine, and scripts/windows/cli-smoke.sh
+# builds ipckit.exe and runs it under Wine (pipe serve/send,
 # slot read/send, map watch/set/get between separate ipckit.exe processes).
 #
 # The Windows build gets its own target directory: $IPCKIT_WINDOWS_TARGET_DIR, else
@@ -49,5 +50,15 @@ export IPCKIT_C_PEER=$IPCKIT_C_PEERS/shm_peer.exe IPCKIT_REQUIRE_C_PEER=1
 "$recipe" -p ipckit --no-default-features --lib "${tests[@]}"
 # The default features plus tokio: the async forms (pipe::tokio) and their tests.
 "$recipe" -p ipckit --features tokio --lib "${tests[@]}"
+# The doc examples of the Windows-only files (`*windows.rs`: the examples of the shared files
+# already run on Linux). rustdoc waits for each example's output to close, and the Wine services
+# that the first process of a prefix starts keep it open: so Wine is booted before the first
+# example, in a copy of the recipe (the recipe itself runs cargo first).
+patched=$CARGO_TARGET_DIR/test-under-wine-booted.sh
+sed '/wineserver64 -p/a /usr/lib/wine/wine64 cmd /c echo booted >/dev/null 2>\&1 </dev/null || true' \
+  "$recipe" > "$patched"
+cp "$(dirname "$recipe")/bcryptprimitives.c" "$CARGO_TARGET_DIR/"
+grep -q "wine64 cmd /c echo booted" "$patched"
+bash "$patched" -p ipckit --features tokio --doc windows.rs
 # The smoke test of the CLI, in the same target directory and Wine prefix.
 IPCKIT_WINDOWS_TARGET_DIR=$CARGO_TARGET_DIR scripts/windows/cli-smoke.sh

@@ -27,6 +27,7 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let ns = Namespace::at(dir.path()).unwrap();
+//! # #[cfg(unix)] // listing is Linux-only for now
 //! assert!(ns.list().unwrap().is_empty());
 //! assert!(validate_name("calc/v1").is_ok());
 //! assert_eq!(validate_name("../x").unwrap_err().kind(), ipckit::ErrorKind::InvalidName);
@@ -212,7 +213,9 @@ impl Namespace {
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// std::env::set_var("IPCKIT_NAMESPACE", dir.path());
-    /// assert_eq!(ipckit::Namespace::from_env().unwrap().dir(), dir.path());
+    /// let ns = ipckit::Namespace::from_env().unwrap();
+    /// // The directory as resolved (`canonicalize`).
+    /// assert_eq!(ns.dir(), dir.path().canonicalize().unwrap());
     /// ```
     pub fn from_env() -> Result<Namespace> {
         match std::env::var_os(NAMESPACE_ENV) {

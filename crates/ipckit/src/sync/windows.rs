@@ -37,7 +37,7 @@
 //! match a.lock().unwrap() {
 //!     Lock::Acquired(_guard) => { /* critical section */ }
 //!     Lock::Abandoned(_guard) => { /* previous owner died inside: repair */ }
-//! }
+//! };
 //! ```
 
 #[cfg(feature = "tokio")]
