@@ -236,6 +236,7 @@ impl Error {
                 ErrorKind::PeerGone
             }
             K::InvalidInput => ErrorKind::InvalidInput,
+            K::Unsupported => ErrorKind::Unsupported,
             _ => ErrorKind::Io,
         };
         Error::new(kind, format!("{what}: {err}")).with_source(err)

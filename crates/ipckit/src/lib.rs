@@ -40,22 +40,19 @@
 //!
 //! | module | Win32 original | feature | on Windows |
 //! |---|---|---|---|
-//! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names and [`Namespace`]; endpoint records are Linux-only |
+//! | [`name`] | object names, `ERROR_ALREADY_EXISTS`, stale endpoints | always | names, [`Namespace`] and endpoint records (of services, DDE servers and window-message receivers; locked with `LockFileEx`) |
 //! | [`shm`] | `CreateFileMapping` / `MapViewOfFile` | always | yes: the Win32 sections themselves |
 //! | [`sync`] | `CreateMutex` (abandoned), events, semaphores | always | yes: the Win32 named objects themselves, async too (`sync::tokio`); no in-mapping forms |
 //! | [`map`] | the Delphi `TFileMap`: a shared value with change broadcast | always | yes: a section, a named mutex and one event per watcher, async too (`map::tokio`) |
 //! | `pipe` | `CreatePipe`, `CreateNamedPipe` / `ConnectNamedPipe` / `WaitNamedPipe` / `TransactNamedPipe` | `pipe` | yes: the system's named pipes (`\\.\pipe\ipckit.<H>.<name>`) and `CreatePipe`, async too (`pipe::tokio`); no TCP, fd passing or shared-memory transport |
 //! | `mailslot` | `CreateMailslot`, broadcast groups, UDP | `mailslot` | yes: the system's mailslots (`\\.\mailslot\ipckit.<H>.<name>`) and UDP, async too (`mailslot::tokio`); no groups |
 //! | `message` | `SendMessage` / `PostMessage` / `WM_COPYDATA` / `RegisterWindowMessage` | `message` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames; no async forms or Zenoh broadcasts |
-//! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | not yet |
-//! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | not yet |
-//! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames, async too; no shared-memory lanes, TCP, records or Zenoh |
-//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | yes ([`ConnStats`] with `service` or `message`; counters not published for `ipckit ls`) |
+//! | `clipboard` | `OpenClipboard` / `SetClipboardData` / `RegisterClipboardFormat`, delayed rendering | `clipboard` | yes: the board is the Windows shared map, an owner's render endpoint a byte-mode named pipe (`\\.\pipe\ipckit.<H>..clip-<token>`), the same bytes; async too (`clipboard::tokio`) |
+//! | `dde` | DDEML: `DdeConnect`, request, poke, execute, hot and warm advise | `dde` (with `clipboard`) | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames, async too (`dde::tokio`); no TCP or Zenoh |
+//! | `service` | RPC to a compute server (`SendMessage` a request, `ReadProcessMemory` the result) | `service` | yes: over byte-mode named pipes (`\\.\pipe\ipckit.<H>.<name>`), the same frames, async too; no shared-memory lanes, TCP or Zenoh |
+//! | [`Limits`], [`ConnStats`] | what every server accepts, and its counters | always | yes (counters not published for `ipckit ls`) |
 //! | [`transport`] | which path a connection takes ([`Transport`], [`WaitStrategy`]) | always | yes: always the pipe ([`Transport::Socket`]) |
 //! | [`error`] | `GetLastError` | always | yes |
-//!
-//! "Not yet" modules are compiled out on Windows, whatever the features
-//! say (`#[cfg(all(feature = "...", unix))]`).
 //!
 //! Every mechanism with a blocking API also has an async one for tokio
 //! applications in its `tokio` submodule (`ipckit::pipe::tokio`,
@@ -79,8 +76,8 @@
 //!   `zenoh-tls` and `zenoh-quic` add those links.
 //!
 //! On Windows `pipe` builds the system's pipes, `mailslot` the system's
-//! mailslots, `service` services and `message` window messages over named
-//! pipes; `clipboard` and `dde` build nothing there yet (see Platforms).
+//! mailslots, and `service`, `message`, `clipboard` and `dde` run over
+//! named pipes (see Platforms); `zenoh` is Linux-only.
 //!
 //! # Platforms
 //!
@@ -91,11 +88,10 @@
 //!   `OpenFileMappingW`, `Local\ipckit.<H>.<name>`), [`sync`] (the Win32
 //!   named mutex, event and semaphore), [`map`] (a section, a named mutex
 //!   and an event per watcher), `pipe` (Win32 named pipes and `CreatePipe`),
-//!   `mailslot` (Win32 mailslots), `service` (the connection layer over
-//!   byte-mode named pipes: same API and frames, no shared-memory lanes,
-//!   TCP or endpoint records) and `message` (the same API over named
-//!   pipes); each module says what differs. The clipboard and DDE are
-//!   compiled out there for now.
+//!   `mailslot` (Win32 mailslots), and `service`, `message`, `clipboard`
+//!   and `dde` over the connection layer's byte-mode named pipes (same API
+//!   and frames; no shared-memory lanes, TCP or Zenoh); each module says
+//!   what differs.
 //!
 //! Building for any other OS stops with a `compile_error!`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -123,7 +119,7 @@
 #[cfg(not(any(target_os = "linux", windows)))]
 compile_error!("ipckit builds for Linux and Windows only: this target is neither");
 
-#[cfg(all(feature = "clipboard", unix))]
+#[cfg(feature = "clipboard")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clipboard")))]
 pub mod clipboard;
 // Unit tests that run the crate's own test helpers (tests/support) name
@@ -132,10 +128,9 @@ pub mod clipboard;
 extern crate self as ipckit;
 
 // The connection layer: on Windows (named pipes behind `sys::net`) it
-// carries services and window messages.
-#[cfg(any(unix, feature = "service", feature = "message"))]
+// carries services, window messages, clipboard render requests and DDE.
 mod conn;
-#[cfg(all(feature = "dde", unix))]
+#[cfg(feature = "dde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dde")))]
 pub mod dde;
 pub mod error;
@@ -181,7 +176,7 @@ pub mod pipe;
     feature = "message"
 ))]
 mod process_tests;
-#[cfg(any(feature = "message", all(feature = "clipboard", unix)))]
+#[cfg(any(feature = "message", feature = "clipboard"))]
 mod registry;
 // On Windows services run over named pipes (the connection layer's
 // Windows flavor), without shared-memory lanes or TCP.
@@ -199,7 +194,6 @@ pub mod sync;
 mod sys;
 pub mod transport;
 
-#[cfg(any(unix, feature = "service", feature = "message"))]
 pub use conn::ConnStats;
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;

@@ -19,39 +19,37 @@
 //! pipe `\\.\pipe\ipckit.<H>.<N>` (`<H>`: the namespace path's hash, `/`
 //! written `:`), whose first instance is the claim: a second server of the
 //! name gets [`ErrorKind::AlreadyExists`], and a dead server's name is free
-//! at once. Endpoint records, listing and shared namespaces are Linux-only
-//! for now.
+//! at once. Services, DDE servers and window-message receivers also keep
+//! an endpoint record there (the lock is `LockFileEx` on one byte far past
+//! the content, which the system releases when the owner dies), so
+//! [`Namespace::list`] shows them; pipes and mailslots are not recorded on
+//! Windows, and shared namespaces are Linux-only for now.
 //!
 //! ```
 //! use ipckit::name::{validate_name, Namespace};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let ns = Namespace::at(dir.path()).unwrap();
-//! # #[cfg(unix)] // listing is Linux-only for now
 //! assert!(ns.list().unwrap().is_empty());
 //! assert!(validate_name("calc/v1").is_ok());
 //! assert_eq!(validate_name("../x").unwrap_err().kind(), ipckit::ErrorKind::InvalidName);
 //! ```
 
 use std::fs;
-#[cfg(unix)]
 use std::fs::{File, OpenOptions};
-#[cfg(unix)]
 use std::io::{Read as _, Write as _};
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-#[cfg(unix)]
+#[cfg(windows)]
+use std::os::windows::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[cfg(unix)]
 use serde::{Deserialize, Serialize};
 
-#[cfg(unix)]
 use crate::conn::ConnStats;
 use crate::error::{Context as _, Error, ErrorKind, Result};
-#[cfg(unix)]
 use crate::sys;
 
 /// Environment variable naming the namespace directory.
@@ -63,7 +61,6 @@ pub const MAX_NAME_LEN: usize = 200;
 /// Suffix of endpoint record files.
 const RECORD_SUFFIX: &str = ".ep";
 /// Suffix of the file a live server publishes its counters in.
-#[cfg(unix)]
 const STATS_SUFFIX: &str = ".stats";
 
 /// Check a name against the naming rules: 1–200 characters of
@@ -135,7 +132,6 @@ pub struct Namespace {
     dir: PathBuf,
 }
 
-#[cfg(unix)]
 /// Whether an endpoint's owner is still alive.
 ///
 /// ```
@@ -150,7 +146,6 @@ pub enum EndpointState {
     Stale,
 }
 
-#[cfg(unix)]
 impl EndpointState {
     /// `"live"` or `"stale"`.
     ///
@@ -165,18 +160,19 @@ impl EndpointState {
     }
 }
 
-#[cfg(unix)]
 /// What a record says about an endpoint (see [`Namespace::list`]).
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let ns = ipckit::Namespace::at(dir.path()).unwrap();
+/// # #[cfg(unix)] { // a pipe server is recorded on Linux only
 /// let server = ipckit::pipe::ServerOptions::new().namespace(&ns).create("svc").unwrap();
 /// let eps = ns.list().unwrap();
 /// assert_eq!(eps[0].name, "svc");
 /// assert_eq!(eps[0].kind, "pipe");
 /// assert_eq!(eps[0].pid, std::process::id());
 /// drop(server);
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointInfo {
@@ -197,7 +193,6 @@ pub struct EndpointInfo {
     pub limits: Option<ConnStats>,
 }
 
-#[cfg(unix)]
 #[derive(Serialize, Deserialize)]
 struct Record {
     kind: String,
@@ -392,14 +387,17 @@ impl Namespace {
     }
 }
 
-/// Endpoint records (Linux-only for now).
-#[cfg(unix)]
+/// Endpoint records.
 impl Namespace {
-    /// The uid the namespace directory belongs to.
+    /// The uid the namespace directory belongs to (on Windows, which has no
+    /// numeric user ids, the caller's: see `sys::uid`).
     pub(crate) fn owner_uid(&self) -> u32 {
-        fs::metadata(&self.dir)
+        #[cfg(unix)]
+        return fs::metadata(&self.dir)
             .map(|m| m.uid())
-            .unwrap_or_else(|_| sys::uid())
+            .unwrap_or_else(|_| sys::uid());
+        #[cfg(windows)]
+        return sys::uid();
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
@@ -428,6 +426,7 @@ impl Namespace {
     /// let long = "x".repeat(150);
     /// assert!(ns.socket_path(&long).to_string_lossy().len() <= 107);
     /// ```
+    #[cfg(unix)]
     pub fn socket_path(&self, name: &str) -> PathBuf {
         let direct = self.dir.join(format!("{name}.sock"));
         if direct.as_os_str().len() <= sys::MAX_UNIX_PATH {
@@ -487,7 +486,7 @@ impl Namespace {
         let path = self.record_path(name);
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(sys::no_follow_flag())
+            .custom_flags(sys::no_follow_flag() as _)
             .open(&path)
         {
             Ok(f) => f,
@@ -532,23 +531,24 @@ impl Namespace {
         validate_name(name)?;
         let path = self.record_path(name);
         if let Some(parent) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            builder.mode(0o700);
+            builder
                 .create(parent)
                 .ctx(name, "cannot create the endpoint's directory")?;
         }
         let mut contended = 0;
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                // A link planted at the record's path is refused, never
-                // followed to a file of ours.
-                .custom_flags(sys::no_follow_flag())
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            options.mode(0o600);
+            // A link planted at the record's path is refused, never
+            // followed to a file of ours.
+            let file = options
+                .custom_flags(sys::no_follow_flag() as _)
                 .open(&path)
                 .ctx(name, "cannot create the endpoint record")?;
             if !sys::try_lock_exclusive(&file).ctx(name, "cannot lock the endpoint record")? {
@@ -574,9 +574,8 @@ impl Namespace {
             }
             // The record may have been unlinked by its previous owner between
             // our open and our lock: then we locked an orphan inode. Retry.
-            match fs::metadata(&path) {
-                Ok(m) if m.ino() == file.metadata().map(|fm| fm.ino()).unwrap_or(0) => {}
-                _ => continue,
+            if !sys::same_file(&file, &path) {
+                continue;
             }
             let previous_len = file.metadata().map(|m| m.len()).unwrap_or(0);
             // Empty until `Claim::publish`: a locked, empty record is an
@@ -584,6 +583,7 @@ impl Namespace {
             // so nobody is told it is live before it can be reached.
             file.set_len(0)
                 .ctx(name, "cannot write the endpoint record")?;
+            #[cfg(unix)]
             let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
             return Ok(Claim {
                 name: name.to_string(),
@@ -601,7 +601,7 @@ impl Namespace {
         let mut text = String::new();
         OpenOptions::new()
             .read(true)
-            .custom_flags(sys::no_follow_flag())
+            .custom_flags(sys::no_follow_flag() as _)
             .open(path)
             .and_then(|mut f| f.read_to_string(&mut text))
             .ok()
@@ -627,6 +627,7 @@ impl Namespace {
             .with_name(name)),
             Some(_) => {
                 let claim = self.claim(name, "removing")?;
+                #[cfg(unix)]
                 let _ = fs::remove_file(self.socket_path(name));
                 drop(claim);
                 Ok(())
@@ -661,7 +662,6 @@ impl Namespace {
 }
 
 /// Exclusive ownership of a name, held until dropped.
-#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) struct Claim {
     name: String,
@@ -673,7 +673,6 @@ pub(crate) struct Claim {
     replaced_stale: bool,
 }
 
-#[cfg(unix)]
 impl Claim {
     /// Write the record (kind, pid, creation time): from now on the
     /// endpoint is listed as live. Call it once the endpoint can be reached.
@@ -701,7 +700,6 @@ impl Claim {
     }
 }
 
-#[cfg(unix)]
 impl Drop for Claim {
     fn drop(&mut self) {
         // Unlink while still holding the lock, then release it by closing.
@@ -811,7 +809,6 @@ mod tests {
         assert!(e.to_string().contains("300 characters"), "{e}");
     }
 
-    #[cfg(unix)]
     #[test]
     fn second_claim_is_refused_and_release_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,8 @@
 //! 16  u64     sequence number
 //! 24  u32     owner pid (0: none)
 //! 28  u32     flags (0)
-//! 32  u64     owner start time (/proc/PID/stat field 22; 0: unknown)
+//! 32  u64     owner start time (Linux: /proc/PID/stat field 22; Windows:
+//!             the creation time, 100 ns since 1601; 0: unknown)
 //! 40  u64     render token (0: no render endpoint)
 //! 48  N x 16  entries: u32 format id, u32 flags (bit 0: promised), u64 length
 //! ..          the data of each entry, in entry order, back to back
@@ -279,13 +280,11 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     )
 }
 
-/// When process `pid` started (`/proc/PID/stat` field 22, clock ticks after
-/// boot); `None` if it does not exist.
+/// When process `pid` started (on Linux `/proc/PID/stat` field 22, clock
+/// ticks after boot; on Windows its creation time, 100 ns units since
+/// 1601); `None` if it does not exist.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and ')': skip past the last.
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::sys::process_start_time(pid)
 }
 
 /// This process's start time, read once per pid.

@@ -79,6 +79,18 @@
 //! and published at [`close`](Transaction::close) under the board's
 //! mutex, so the last close wins and no process can keep the clipboard
 //! locked.
+//!
+//! # On Windows
+//!
+//! The same API and layout: the board is the Windows form of the shared
+//! map (a section, a named mutex and an event per watcher, see
+//! [`crate::map`]), and an owner with promised formats serves its render
+//! endpoint on the byte-mode named pipe `\\.\pipe\ipckit.<H>..clip-<token>`
+//! (the bytes of `docs/PROTOCOL.md`, "Clipboard boards"), checked to run as
+//! the reader's user. The owner's start time recorded in the item is the
+//! process's creation time there, so a recycled pid is not taken for a
+//! live owner. Like every Windows object of ipckit, a board lives while
+//! some process has it open.
 
 mod format;
 mod item;
@@ -335,7 +347,8 @@ impl BoardOptions {
 
     /// Remove the board `name` (its shared memory): processes that have it
     /// open keep theirs; the next open creates a fresh, empty board. The
-    /// way out of a corrupt board.
+    /// way out of a corrupt board. On Windows, where a board vanishes with
+    /// its last handle, there is nothing to remove: `Ok` whatever the name.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -344,6 +357,7 @@ impl BoardOptions {
     /// let o = BoardOptions::new().namespace(&ns);
     /// drop(o.open("b").unwrap());
     /// o.remove("b").unwrap();
+    /// # #[cfg(unix)]
     /// assert_eq!(o.remove("b").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
     /// ```
     pub fn remove(&self, name: &str) -> Result<()> {
@@ -1112,7 +1126,7 @@ impl Board {
         // the item that named them is gone now, so are they.
         let (_, old_pid, old_start, old_token) = old;
         if old_token != 0 && old_token != token && !item::owner_alive(old_pid, old_start) {
-            let _ = std::fs::remove_file(render::socket_path(&self.ns, old_token));
+            listen::remove_unrecorded(&render::socket_path(&self.ns, old_token));
             let _ = std::fs::remove_file(render::stats_path(&self.ns, old_token));
         }
         Ok(seq)
@@ -1376,7 +1390,7 @@ impl Transaction<'_> {
             board.limits.clone(),
         )
         .map_err(|e| {
-            let _ = std::fs::remove_file(&path);
+            listen::remove_unrecorded(&path);
             Error::os(e, "cannot start the owner's render endpoint").with_name(&board.name)
         })?;
         // The endpoint knows its sequence number before readers can see
@@ -1390,7 +1404,7 @@ impl Transaction<'_> {
             Err(e) => {
                 served.current.store(false, Ordering::Release);
                 drop(reactor);
-                let _ = std::fs::remove_file(&path);
+                listen::remove_unrecorded(&path);
                 pool.stop();
                 return Err(e);
             }
@@ -1577,7 +1591,7 @@ impl Drop for Owner {
             r.drain(Duration::from_secs(1));
         }
         if let Some(p) = self.socket.take() {
-            let _ = std::fs::remove_file(p);
+            listen::remove_unrecorded(&p);
         }
         if let Some(p) = self.pool.take() {
             p.stop();

@@ -3,7 +3,6 @@
 //! format in `docs/PROTOCOL.md`, "Clipboard boards".
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use crate::conn::{dial, io as conn_io};
 use crate::error::{Error, ErrorKind};
 use crate::map::SharedMap;
 use crate::name::Namespace;
-use crate::sys;
+use crate::sys::{self, net::AsSocket as _};
 
 use super::item::Item;
 use super::Format;
@@ -88,16 +87,12 @@ pub(crate) fn parse_response(b: &[u8; LEN]) -> Option<(u8, u8, Format, u32)> {
     ))
 }
 
-/// The render endpoint of the owner holding `token` in `ns`:
+/// The render endpoint of the owner holding `token` in `ns`: on Linux
 /// `DIR/.clip-<token as 16 hex digits>.sock`, or `DIR/.s/clip-<token>.sock`
-/// when that is too long for a socket address.
+/// when that is too long for a socket address; on Windows the named pipe
+/// `\\.\pipe\ipckit.<H>..clip-<token>` (see `conn::listen`).
 pub(crate) fn socket_path(ns: &Namespace, token: u64) -> PathBuf {
-    let direct = ns.dir().join(format!(".clip-{token:016x}.sock"));
-    if direct.as_os_str().len() <= sys::MAX_UNIX_PATH {
-        direct
-    } else {
-        ns.dir().join(".s").join(format!("clip-{token:016x}.sock"))
-    }
+    crate::conn::listen::unrecorded_endpoint(ns, &format!("clip-{token:016x}"))
 }
 
 /// Where the owner's render endpoint publishes its counters.
@@ -313,18 +308,19 @@ pub(crate) fn request_render(
             .with_name(board),
         )
     };
-    let fd = match sys::net::unix_connect(path) {
+    let fd = match dial::connect_unrecorded(path, deadline) {
         Ok(fd) => fd,
         Err(e) if matches!(e.kind(), K::NotFound | K::ConnectionRefused) => {
             return Err(Failed::Gone)
         }
+        Err(e) if e.kind() == K::TimedOut => return Err(late()),
         Err(e) => {
             return Err(Failed::Error(
                 Error::os(e, "cannot reach the board's owner to render a format").with_name(board),
             ))
         }
     };
-    match dial::server_uid(fd.as_fd()) {
+    match dial::server_uid(fd.as_socket()) {
         Ok(uid) if uid == sys::uid() || uid == ns.owner_uid() => {}
         Ok(uid) => {
             return Err(Failed::Error(
@@ -341,7 +337,7 @@ pub(crate) fn request_render(
             ))
         }
     }
-    let h = match hello::read(fd.as_fd(), deadline, WHAT, board) {
+    let h = match hello::read(fd.as_socket(), deadline, WHAT, board) {
         Ok(h) => h,
         Err(e) if e.kind() == ErrorKind::PeerGone => return Err(Failed::Gone),
         Err(e) if e.kind() == ErrorKind::Timeout => return Err(late()),
@@ -355,12 +351,12 @@ pub(crate) fn request_render(
     if left.is_zero() {
         return Err(late());
     }
-    let _ = conn_io::set_send_timeout(fd.as_fd(), Some(left));
-    if conn_io::send_all(fd.as_fd(), &request(f, sequence)).is_err() {
+    let _ = conn_io::set_send_timeout(fd.as_socket(), Some(left));
+    if conn_io::send_all(fd.as_socket(), &request(f, sequence)).is_err() {
         return Err(Failed::Gone);
     }
     let mut rh = [0u8; LEN];
-    match conn_io::recv_exact_until(fd.as_fd(), &mut rh, deadline) {
+    match conn_io::recv_exact_until(fd.as_socket(), &mut rh, deadline) {
         Ok(true) => {}
         Err(e) if e.kind() == K::TimedOut => return Err(late()),
         Ok(false) | Err(_) => return Err(Failed::Gone),
@@ -386,7 +382,7 @@ pub(crate) fn request_render(
     if len as usize > max {
         return Err(bad(format!("{len} bytes, over the board's limit of {max}")));
     }
-    match conn_io::recv_body(fd.as_fd(), len as usize, Some(deadline)) {
+    match conn_io::recv_body(fd.as_socket(), len as usize, Some(deadline)) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == K::TimedOut => Err(late()),
         Err(_) => Err(Failed::Gone),

@@ -80,6 +80,27 @@ pub(crate) fn connect_path(path: &std::path::Path, server_uid: u32) -> std::io::
     Ok(fd)
 }
 
+/// Connect once to an endpoint that no name records (see
+/// `listen::unrecorded_endpoint`), by `deadline`. On Linux a refused or
+/// missing socket is `NotFound` or `ConnectionRefused`; on Windows a
+/// missing pipe is `NotFound` and one whose instances stayed busy
+/// `TimedOut`. The caller checks who serves it ([`server_uid`]).
+pub(crate) fn connect_unrecorded(
+    endpoint: &std::path::Path,
+    deadline: Instant,
+) -> std::io::Result<Socket> {
+    #[cfg(unix)]
+    {
+        let _ = deadline;
+        sys::net::unix_connect(endpoint)
+    }
+    #[cfg(windows)]
+    sys::net::pipe_connect(
+        &endpoint.to_string_lossy(),
+        deadline.saturating_duration_since(Instant::now()),
+    )
+}
+
 /// The uid of the server at the other end of a Unix socket.
 pub(crate) fn server_uid(fd: SocketRef<'_>) -> std::io::Result<u32> {
     sys::net::peer_cred(fd).map(|(_, uid, _)| uid)

@@ -3,7 +3,6 @@
 //! its link's queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -18,6 +17,7 @@ use crate::conn::hello::{self, Hello};
 use crate::conn::io as conn_io;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::{EndpointState, Namespace};
+use crate::sys::net::{AsSocket as _, Socket};
 
 /// Default time a client waits for the server to appear and for each
 /// transaction's answer: 10 s.
@@ -336,7 +336,7 @@ impl ConversationOptions {
     }
 
     /// Connect and read the hello: the socket and the server's data limit.
-    fn dial(&self, service: &str) -> Result<(OwnedFd, usize)> {
+    fn dial(&self, service: &str) -> Result<(Socket, usize)> {
         let dialer = Dialer {
             name: service,
             what: WHAT,
@@ -346,7 +346,7 @@ impl ConversationOptions {
             trust: &self.trust,
         };
         dialer.run(|d| {
-            let b = hello::read(d.fd.as_fd(), d.hello_deadline, WHAT, service)?;
+            let b = hello::read(d.fd.as_socket(), d.hello_deadline, WHAT, service)?;
             let h = Hello::decode(&b, wire::MAGIC, wire::VERSION, WHAT, service)?;
             if let Some(e) = h.refusal(WHAT, service) {
                 return Err(e);
@@ -359,7 +359,7 @@ impl ConversationOptions {
 /// Send one frame and read one answer synchronously (before the reader
 /// thread runs).
 fn exchange(
-    fd: &OwnedFd,
+    fd: &Socket,
     service: &str,
     h: Header,
     name: &str,
@@ -367,9 +367,9 @@ fn exchange(
     deadline: Instant,
 ) -> Result<(Header, String, Vec<u8>)> {
     let left = deadline.saturating_duration_since(Instant::now());
-    conn_io::set_send_timeout(fd.as_fd(), Some(left.max(Duration::from_millis(1))))
+    conn_io::set_send_timeout(fd.as_socket(), Some(left.max(Duration::from_millis(1))))
         .map_err(|e| Error::os(e, "cannot set the send timeout").with_name(service))?;
-    conn_io::send_all(fd.as_fd(), &wire::frame(h, name, body)).map_err(|_| gone(service))?;
+    conn_io::send_all(fd.as_socket(), &wire::frame(h, name, body)).map_err(|_| gone(service))?;
     match read_frame(fd, MAX_TEXT, Some(deadline)) {
         Ok(Some(f)) if f.0.kind == wire::REPLY || f.0.kind == wire::ERROR => Ok(f),
         Ok(Some(_)) => Err(Error::new(
@@ -385,7 +385,7 @@ fn exchange(
 /// Read one frame (header, name, body); `Ok(None)` at a clean end of
 /// stream. A body over `max` or a malformed header is a `Decode` error.
 fn read_frame(
-    fd: &OwnedFd,
+    fd: &Socket,
     max: usize,
     deadline: Option<Instant>,
 ) -> Result<Option<(Header, String, Vec<u8>)>> {
@@ -403,7 +403,7 @@ fn read_frame(
         }
     };
     let mut hb = [0u8; wire::LEN];
-    if !conn_io::recv_exact_by(fd.as_fd(), &mut hb, deadline).map_err(io_err)? {
+    if !conn_io::recv_exact_by(fd.as_socket(), &mut hb, deadline).map_err(io_err)? {
         return Ok(None);
     }
     let h = Header::decode(&hb).map_err(|why| {
@@ -430,7 +430,7 @@ fn read_frame(
             ),
         ));
     }
-    let rest = conn_io::recv_body(fd.as_fd(), h.rest(), deadline).map_err(io_err)?;
+    let rest = conn_io::recv_body(fd.as_socket(), h.rest(), deadline).map_err(io_err)?;
     let name = String::from_utf8(rest[..h.name_len].to_vec()).map_err(|_| {
         Error::new(
             ErrorKind::Decode,
@@ -500,7 +500,7 @@ struct ClientState {
 /// How a conversation reaches its server.
 enum Transport {
     /// A connection in the namespace or over TCP, read by the reader thread.
-    Socket(OwnedFd),
+    Socket(Socket),
     /// The Zenoh fabric (`zenoh://SERVICE`).
     #[cfg(feature = "zenoh")]
     Fabric(Box<crate::fabric::dde::DdeLink>),
@@ -565,9 +565,11 @@ impl Inner {
             st.answer = None;
         }
         let frame = wire::frame(Header::new(kind, code, format, id), name, body);
-        let sent =
-            conn_io::set_send_timeout(fd.as_fd(), Some(self.timeout.max(Duration::from_millis(1))))
-                .and_then(|()| conn_io::send_all(fd.as_fd(), &frame));
+        let sent = conn_io::set_send_timeout(
+            fd.as_socket(),
+            Some(self.timeout.max(Duration::from_millis(1))),
+        )
+        .and_then(|()| conn_io::send_all(fd.as_socket(), &frame));
         if let Err(e) = sent {
             self.lock().waiting = None;
             return Err(match e.kind() {
@@ -615,7 +617,7 @@ impl Inner {
 
 /// The reader thread: answers to the waiting caller, advise frames to
 /// their links, until the connection ends.
-fn read_loop(inner: &Inner, fd: &OwnedFd) {
+fn read_loop(inner: &Inner, fd: &Socket) {
     let limit = inner.max.max(MAX_TEXT);
     let why =
         loop {
@@ -648,7 +650,7 @@ fn read_loop(inner: &Inner, fd: &OwnedFd) {
 
 impl Inner {
     /// The connection, if the conversation has one (not on the fabric).
-    fn socket(&self) -> Option<&OwnedFd> {
+    fn socket(&self) -> Option<&Socket> {
         match &self.transport {
             Transport::Socket(fd) => Some(fd),
             #[cfg(feature = "zenoh")]
@@ -1050,7 +1052,7 @@ impl Conversation {
 impl Drop for Conversation {
     fn drop(&mut self) {
         match &self.inner.transport {
-            Transport::Socket(fd) => conn_io::shutdown(fd.as_fd()),
+            Transport::Socket(fd) => conn_io::shutdown(fd.as_socket()),
             #[cfg(feature = "zenoh")]
             Transport::Fabric(link) => {
                 link.close();

@@ -63,6 +63,17 @@
 //! (`XTYP_WILDCONNECT`). With [`DdeServerOptions::tcp`] a server also listens
 //! on TCP and clients connect to `tcp://HOST:PORT` with the same API
 //! (NetDDE's role). The wire format is in `docs/PROTOCOL.md`, "DDE".
+//!
+//! # On Windows
+//!
+//! The same API and frames over the connection layer's Windows flavor: a
+//! server `S` serves the byte-mode named pipe `\\.\pipe\ipckit.<H>.<S>`
+//! (as services and window-message receivers do, so one name is one of
+//! them), whose first instance is its claim, and keeps an endpoint record
+//! that [`services_in`] lists. A conversation talks only to a server
+//! running as the same user (process tokens compared), and the server only
+//! to clients of its user. TCP (`tcp://`) and the Zenoh fabric are
+//! Linux-only: asking for them is [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
 
 mod client;
 mod server;

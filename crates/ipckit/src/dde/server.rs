@@ -19,7 +19,7 @@ use crate::conn::reactor::{Conn, Counters, Flow, Frame, FrameLen, Protocol, Reac
 use crate::conn::{io as conn_io, listen, ConnStats};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
-use crate::name::{Claim, Namespace};
+use crate::name::Namespace;
 
 /// Default limit on one item's data, a poke's data and an execute
 /// command: 64 MiB.
@@ -396,6 +396,7 @@ impl DdeServerOptions {
             counters: OnceLock::new(),
             on_set: OnceLock::new(),
         });
+        #[cfg(unix)]
         let socket_path = bound.socket_path;
         let reactor = Reactor::start(
             &format!("dde-{service}"),
@@ -406,6 +407,7 @@ impl DdeServerOptions {
         let reactor = match reactor {
             Ok(r) => r,
             Err(e) => {
+                #[cfg(unix)]
                 let _ = std::fs::remove_file(&socket_path);
                 return Err(
                     Error::os(e, "cannot start the server's readiness loop").with_name(service)
@@ -422,6 +424,7 @@ impl DdeServerOptions {
         let sweeper = match sweeper {
             Ok(s) => s,
             Err(e) => {
+                #[cfg(unix)]
                 let _ = std::fs::remove_file(&socket_path);
                 return Err(Error::os(e, "cannot start the server's thread").with_name(service));
             }
@@ -431,7 +434,10 @@ impl DdeServerOptions {
             handle: DdeServerHandle(shared),
             reactor: Some(reactor),
             sweeper: Some(sweeper),
+            #[cfg(unix)]
             socket_path,
+            #[cfg(windows)]
+            os_name: bound.os_name,
             tcp_addr: bound.tcp_addr,
             _claim: bound.claim,
             #[cfg(feature = "zenoh")]
@@ -580,9 +586,13 @@ pub struct DdeServer {
     handle: DdeServerHandle,
     reactor: Option<Reactor>,
     sweeper: Option<JoinHandle<()>>,
+    #[cfg(unix)]
     socket_path: PathBuf,
+    /// The named pipe serving it (`\\.\pipe\ipckit.<H>.<service>`).
+    #[cfg(windows)]
+    os_name: String,
     tcp_addr: Option<SocketAddr>,
-    _claim: Claim,
+    _claim: listen::BoundClaim,
     /// The fabric publication ([`DdeServerOptions::fabric`]).
     #[cfg(feature = "zenoh")]
     publication: Option<crate::fabric::dde::Publication>,
@@ -592,7 +602,13 @@ impl std::fmt::Debug for DdeServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DdeServer")
             .field("service", &self.handle.0.service)
-            .field("socket", &self.socket_path)
+            .field("socket", {
+                #[cfg(unix)]
+                let endpoint = &self.socket_path;
+                #[cfg(windows)]
+                let endpoint = &self.os_name;
+                endpoint
+            })
             .field("tcp", &self.tcp_addr)
             .finish()
     }
@@ -739,13 +755,20 @@ impl DdeServer {
             .unwrap_or_default()
     }
 
-    /// The TCP address listened on, if [`DdeServerOptions::tcp`] was set.
+    /// The TCP address listened on, if [`DdeServerOptions::tcp`] was set
+    /// (Linux only: on Windows asking for TCP is
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let ns = ipckit::Namespace::at(dir.path()).unwrap();
-    /// let s = ipckit::dde::DdeServerOptions::new().namespace(&ns).tcp("127.0.0.1:0").create("svc").unwrap();
+    /// let o = ipckit::dde::DdeServerOptions::new().namespace(&ns).tcp("127.0.0.1:0");
+    /// # #[cfg(unix)] {
+    /// let s = o.create("svc").unwrap();
     /// assert_ne!(s.local_addr().unwrap().port(), 0);
+    /// # }
+    /// # #[cfg(windows)]
+    /// # assert_eq!(o.create("svc").unwrap_err().kind(), ipckit::ErrorKind::Unsupported);
     /// ```
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
@@ -757,6 +780,7 @@ impl Drop for DdeServer {
         // Leave the fabric first: remote clients see PeerGone at once.
         #[cfg(feature = "zenoh")]
         drop(self.publication.take());
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.socket_path);
         let s = &self.handle.0;
         s.lock().closing = true;

@@ -662,6 +662,104 @@ impl SharedMap {
         }
     }
 
+    /// Read-modify-write under the map's mutex: `f` gets the first `head`
+    /// bytes of the current content (all of it if shorter; no other writer
+    /// can publish until `f` returns) and gives the new content, or `None`
+    /// to leave it as it is. Returns the new version if something was
+    /// written, after waking the watchers. Over `max_size` is
+    /// [`ErrorKind::TooLarge`] and nothing changes.
+    pub(crate) fn update<T>(
+        &mut self,
+        head: usize,
+        f: impl FnOnce(&[u8]) -> Result<(Option<Vec<u8>>, T)>,
+    ) -> Result<(Option<u64>, T)> {
+        let (v, bytes, out) = {
+            let _guard = self.lock_for_write()?;
+            // No writer can run: the last published buffer is stable (a
+            // writer that died mid-write left seq odd and wrote the other).
+            let v = self.seq().load(Ordering::Acquire) / 2;
+            let buf = (v % 2) as usize;
+            let len = self.len_word(buf).load(Ordering::Relaxed);
+            let Some(len) = usize::try_from(len).ok().filter(|l| *l <= self.max_size) else {
+                return Err(self.corrupt(len));
+            };
+            let mut current = vec![0u8; len.min(head)];
+            self.map.read_at(self.buf_off(buf), &mut current)?;
+            let (new, out) = f(&current)?;
+            let Some(bytes) = new else {
+                return Ok((None, out));
+            };
+            if let Some(e) = self.too_large(bytes.len()) {
+                return Err(e);
+            }
+            (self.publish_locked(&bytes)?, bytes, out)
+        };
+        self.seen = v;
+        self.local = bytes;
+        self.notify_watchers();
+        Ok((Some(v), out))
+    }
+
+    /// A consistent read of parts of the published content without copying
+    /// all of it: `f` gets a reader (`read(offset, buf)`, bounded to the
+    /// content) and the content's length. If a writer overtook the read,
+    /// `f`'s result (which may then come from torn bytes, so `f` must
+    /// treat them as untrusted) is dropped and `f` runs again. Returns its
+    /// result and the version read.
+    pub(crate) fn read_with<T>(
+        &self,
+        mut f: impl FnMut(&dyn Fn(usize, &mut [u8]) -> Result<()>, usize) -> Result<T>,
+    ) -> Result<(T, u64)> {
+        let seq = self.seq();
+        for _ in 0..10_000 {
+            let s1 = seq.load(Ordering::Acquire);
+            let v = s1 / 2;
+            let buf = (v % 2) as usize;
+            let len = self.len_word(buf).load(Ordering::Relaxed);
+            let len_ok = usize::try_from(len).ok().filter(|l| *l <= self.max_size);
+            let out = len_ok.map(|len| {
+                let base = self.buf_off(buf);
+                let read = |off: usize, out: &mut [u8]| -> Result<()> {
+                    match off.checked_add(out.len()) {
+                        Some(end) if end <= len => self.map.read_at(base + off, out),
+                        _ => Err(self.err(
+                            ErrorKind::Decode,
+                            format!(
+                                "a read of {} bytes at {off} passes the content's {len} bytes",
+                                out.len()
+                            ),
+                        )),
+                    }
+                };
+                f(&read, len)
+            });
+            fence(Ordering::Acquire);
+            let s2 = seq.load(Ordering::Relaxed);
+            // Only the writer of version v+2 reuses buffer v % 2.
+            if s2 < 2 * v + 3 {
+                return match out {
+                    Some(r) => r.map(|t| (t, v)),
+                    None => Err(self.corrupt(len)),
+                };
+            }
+            std::hint::spin_loop();
+        }
+        Err(self.err(
+            ErrorKind::Busy,
+            "writers kept overtaking this reader; retry".into(),
+        ))
+    }
+
+    /// A published length past `max_size`: the map's memory is corrupt.
+    fn corrupt(&self, len: u64) -> Error {
+        self.err(ErrorKind::Decode, format!("published length {len} exceeds max_size {}; the map is corrupt, let every handle close and create it again", self.max_size))
+    }
+
+    /// A second handle on the same memory, for a watcher thread.
+    pub(crate) fn twin_handle(&self) -> Result<SharedMap> {
+        self.twin()
+    }
+
     /// Publish `bytes` as the next version; the caller holds the mutex.
     fn publish_locked(&self, bytes: &[u8]) -> Result<u64> {
         let seq = self.seq();
@@ -772,7 +870,7 @@ impl SharedMap {
 
     /// Wait for a version newer than this handle last saw, mark it seen
     /// and return it.
-    fn wait_newer(&mut self, timeout: Option<Duration>) -> Result<u64> {
+    pub(crate) fn wait_newer(&mut self, timeout: Option<Duration>) -> Result<u64> {
         let deadline = timeout.map(|t| Instant::now() + t);
         self.ensure_watcher()?;
         loop {
@@ -1007,7 +1105,7 @@ impl Subscription {
     /// waits at most the duration it is given for one change and hands it
     /// to the callback; its `Timeout` means "nothing yet", any other error
     /// ends the thread.
-    fn spawn(
+    pub(crate) fn spawn(
         thread: &str,
         object: &str,
         mut step: impl FnMut(Duration) -> Result<()> + Send + 'static,

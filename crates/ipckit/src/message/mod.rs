@@ -59,12 +59,10 @@
 //!   system pipe name `\\.\pipe\X` or `tcp://` is
 //!   [`ErrorKind::InvalidName`], as on Linux), but names differing only in
 //!   ASCII case are one name (pipe names ignore case).
-//! - [`find`] and [`broadcast`] see the receivers that hold their record
-//!   in the namespace directory: the file `.window.<N>` (`/` written `~`),
-//!   locked with `LockFileEx` while the receiver lives and released by the
-//!   system when its process ends, however it ends. `ipckit ls` does not
-//!   list receivers there (the namespace has no endpoint records on
-//!   Windows).
+//! - [`find`] and [`broadcast`] see the receivers that hold their
+//!   endpoint record, as on Linux (see [`crate::name`]): there it is locked
+//!   with `LockFileEx`, which the system releases when the process ends,
+//!   however it ends.
 //! - [`register_message`]: the same registry file and format, locked with
 //!   `LockFileEx` instead of `flock`.
 //! - [`Message::sender_pid`] is the pipe client's process id
@@ -95,9 +93,8 @@ use crate::conn::reactor::{Conn, Flow, Frame, FrameLen, Protocol, Reactor, Refus
 use crate::conn::{io as conn_io, listen, ConnStats};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
+use crate::name::EndpointState;
 use crate::name::Namespace;
-#[cfg(unix)]
-use crate::name::{Claim, EndpointState};
 use crate::registry::Registry;
 use crate::sys::net::{AsSocket, Socket, SocketRef};
 
@@ -105,10 +102,6 @@ use crate::sys::net::{AsSocket, Socket, SocketRef};
 #[cfg(all(feature = "tokio", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
-
-// Which receivers are live, on Windows (no endpoint records there).
-#[cfg(windows)]
-mod records;
 
 /// `WM_COPYDATA`, the id the original used to pass a copy of some bytes.
 pub const WM_COPYDATA: u32 = 0x004A;
@@ -445,12 +438,9 @@ impl ReceiverOptions {
             reactor,
             #[cfg(unix)]
             socket_path,
-            #[cfg(unix)]
             claim,
             #[cfg(windows)]
             os_name,
-            #[cfg(windows)]
-            record,
         } = self.listen(name)?;
         let handler: Handler = Box::new(handler);
         let dispatcher = {
@@ -462,8 +452,6 @@ impl ReceiverOptions {
         let dispatcher = match dispatcher {
             Ok(d) => d,
             Err(e) => {
-                #[cfg(windows)]
-                drop(record);
                 drop(reactor);
                 #[cfg(unix)]
                 let _ = std::fs::remove_file(&socket_path);
@@ -480,12 +468,9 @@ impl ReceiverOptions {
             dispatcher: Some(dispatcher),
             #[cfg(unix)]
             socket_path,
-            #[cfg(unix)]
             _claim: claim,
             #[cfg(windows)]
             os_name,
-            #[cfg(windows)]
-            record: Some(record),
             #[cfg(all(feature = "zenoh", unix))]
             member: None,
         };
@@ -517,8 +502,6 @@ impl ReceiverOptions {
         #[cfg(windows)]
         crate::name::validate_name(name)?;
         let bound = listen::bind(&ns, name, KIND, None)?;
-        #[cfg(windows)]
-        let record = records::Record::create(&ns, name)?;
         let shared = Arc::new(Shared {
             max_data: self.max_data,
             max_queued_bytes: self.limits.get_max_queued_bytes(),
@@ -542,12 +525,9 @@ impl ReceiverOptions {
                 reactor,
                 #[cfg(unix)]
                 socket_path,
-                #[cfg(unix)]
                 claim: bound.claim,
                 #[cfg(windows)]
                 os_name: bound.os_name,
-                #[cfg(windows)]
-                record,
             }),
             Err(e) => {
                 #[cfg(unix)]
@@ -564,14 +544,10 @@ struct Listening {
     reactor: Reactor,
     #[cfg(unix)]
     socket_path: PathBuf,
-    #[cfg(unix)]
-    claim: Claim,
+    claim: listen::BoundClaim,
     /// The named pipe that is the receiver's claim and endpoint.
     #[cfg(windows)]
     os_name: String,
-    /// What lists the receiver as live (see `records`).
-    #[cfg(windows)]
-    record: records::Record,
 }
 
 /// Subscribe a receiver to the fabric's window-message broadcasts: each
@@ -894,14 +870,10 @@ pub struct Receiver {
     dispatcher: Option<JoinHandle<()>>,
     #[cfg(unix)]
     socket_path: PathBuf,
-    #[cfg(unix)]
-    _claim: Claim,
+    _claim: listen::BoundClaim,
     /// The named pipe serving it (`\\.\pipe\ipckit.<H>.<name>`).
     #[cfg(windows)]
     os_name: String,
-    /// Lists it as live until dropped (see `records`).
-    #[cfg(windows)]
-    record: Option<records::Record>,
     /// The fabric subscription ([`ReceiverOptions::fabric`]).
     #[cfg(all(feature = "zenoh", unix))]
     member: Option<crate::fabric::broadcast::Member>,
@@ -991,10 +963,6 @@ impl Drop for Receiver {
                 let _ = h.join();
             }
         }
-        // No longer listed, before the name's pipe is given up below (a
-        // new receiver of the name then finds its record free).
-        #[cfg(windows)]
-        drop(self.record.take());
         // The reply of the message just handled goes out before the
         // connections close.
         if let Some(mut r) = self.reactor.take() {
@@ -1404,15 +1372,9 @@ impl Messenger {
     #[doc(alias = "FindWindow")]
     pub fn find(&self, name: &str) -> Result<bool> {
         let ns = self.ns()?;
-        #[cfg(unix)]
         let live = ns
             .info(name)?
             .is_some_and(|i| i.state == EndpointState::Live && i.kind == KIND);
-        #[cfg(windows)]
-        let live = {
-            crate::name::validate_name(name)?;
-            records::is_live(&ns, name)
-        };
         Ok(live)
     }
 
@@ -1481,15 +1443,12 @@ impl Messenger {
         if self.fabric.is_some() {
             crate::fabric::broadcast::check_size("broadcast", data.len())?;
         }
-        #[cfg(unix)]
         let names: Vec<String> = ns
             .list()?
             .into_iter()
             .filter(|e| e.kind == KIND && e.state == EndpointState::Live)
             .map(|e| e.name)
             .collect();
-        #[cfg(windows)]
-        let names = records::live(&ns)?;
         let data = Arc::new(data.to_vec());
         let handles: Vec<_> = names
             .into_iter()

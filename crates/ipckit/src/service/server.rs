@@ -33,8 +33,6 @@ use crate::conn::reactor::{Conn, Counters, Flow, Frame, FrameLen, Protocol, Reac
 use crate::conn::ring::{Chan, RingError, Rings};
 use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::limits::Limits;
-#[cfg(unix)]
-use crate::name::Claim;
 use crate::name::Namespace;
 use crate::transport::{Transport, WaitStrategy};
 
@@ -694,7 +692,6 @@ impl ServerBuilder {
             shared,
             control: Mutex::new(Control {
                 reactor: Some(reactor),
-                #[cfg(unix)]
                 claim: Some(bound.claim),
                 stopped: false,
             }),
@@ -803,8 +800,7 @@ impl Shared {
 
 struct Control {
     reactor: Option<Reactor>,
-    #[cfg(unix)]
-    claim: Option<Claim>,
+    claim: Option<listen::BoundClaim>,
     stopped: bool,
 }
 
@@ -1029,10 +1025,8 @@ impl Server {
             .map(|r| r.stop_keep())
             .unwrap_or_default();
         #[cfg(unix)]
-        {
-            let _ = std::fs::remove_file(&self.socket_path);
-            c.claim.take();
-        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        c.claim.take();
         let deadline = Instant::now() + grace;
         // Calls on sockets answer, then their connections close; then the
         // calls on lanes (counted with them in `in_flight`) get the rest.

@@ -22,6 +22,26 @@ pub(crate) fn no_follow_flag() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
+/// Whether `file` is the file `path` names now (same device and inode): a
+/// record unlinked between someone's open and their lock is not.
+pub(crate) fn same_file(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// When process `pid` started (`/proc/PID/stat` field 22, clock ticks
+/// after boot), which tells it from a later process given the same pid;
+/// `None` if it does not exist.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and ')': skip past the last.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The caller's real user id.
 pub(crate) fn uid() -> u32 {
     rustix::process::getuid().as_raw()

@@ -15,12 +15,15 @@ use std::fs::File;
 use std::io;
 use std::os::windows::io::AsRawHandle;
 
+use windows_sys::Win32::Foundation::FILETIME;
 use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, ERROR_LOCK_VIOLATION, WAIT_TIMEOUT};
 use windows_sys::Win32::Storage::FileSystem::{
-    LockFileEx, UnlockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    GetFileInformationByHandle, LockFileEx, UnlockFileEx, BY_HANDLE_FILE_INFORMATION,
+    LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
 };
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    GetProcessTimes, OpenProcess, WaitForSingleObject, PROCESS_QUERY_LIMITED_INFORMATION,
+    PROCESS_SYNCHRONIZE,
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -84,6 +87,29 @@ pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
     }
 }
 
+/// The volume serial number and file index of an open file: which file it
+/// is, whatever its path.
+fn identity(file: &File) -> io::Result<(u32, u32, u32)> {
+    // SAFETY: plain data; all zeroes is a valid value to be overwritten.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is an open handle; `info` is writable for the call.
+    super::check_bool(unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut info) })?;
+    Ok((
+        info.dwVolumeSerialNumber,
+        info.nFileIndexHigh,
+        info.nFileIndexLow,
+    ))
+}
+
+/// Whether `file` is the file `path` names now: a record deleted between
+/// someone's open and their lock is not.
+pub(crate) fn same_file(file: &File, path: &std::path::Path) -> bool {
+    match (File::open(path).and_then(|f| identity(&f)), identity(file)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Whether a process with this pid exists and has not ended
 /// (`OpenProcess(SYNCHRONIZE)`, then a zero wait on it). A process this
 /// user may not open is counted as existing.
@@ -97,6 +123,33 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     };
     // SAFETY: `h` is a valid process handle.
     unsafe { WaitForSingleObject(h.as_raw_handle(), 0) == WAIT_TIMEOUT }
+}
+
+/// When process `pid` was created (`GetProcessTimes`: 100 ns units since
+/// 1601), which tells it from a later process given the same pid; `None` if
+/// it cannot be opened.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    // SAFETY: no handle is inherited; `pid` is any number.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    let h = owned_handle(h).ok()?;
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: `h` is a valid process handle; the four out-pointers are
+    // writable for the call.
+    let ok = unsafe {
+        GetProcessTimes(
+            h.as_raw_handle(),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    let t = u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime);
+    (ok != 0 && t != 0).then_some(t)
 }
 
 #[cfg(test)]

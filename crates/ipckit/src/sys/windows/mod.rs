@@ -18,11 +18,20 @@ pub(crate) mod sync;
 
 use std::io;
 
-pub(crate) use fs::{is_locked, lock_exclusive, process_exists, try_lock_exclusive};
+pub(crate) use fs::{
+    is_locked, lock_exclusive, process_exists, process_start_time, same_file, try_lock_exclusive,
+};
 
 /// Give the CPU to another runnable thread, if any.
 pub(crate) fn yield_now() {
     std::thread::yield_now();
+}
+
+/// `CreateFileW` flag for std's `custom_flags`: open a symbolic link (a
+/// reparse point) itself instead of following it, so a link planted at a
+/// record's path is never followed to another file.
+pub(crate) fn no_follow_flag() -> u32 {
+    windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT
 }
 
 /// The calling user, where the connection layer compares user ids. Windows
