@@ -385,6 +385,37 @@ fn child_role() {
                 let _ = gate_tx.send(());
             }
         }
+        // An async receiver ARG0 (`message::tokio`): per message print
+        // `MSG <id> <posted>` and reply with the data's length plus 1000.
+        // Exits when stdin closes.
+        #[cfg(feature = "tokio")]
+        "async-receiver" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let rx = ReceiverOptions::new()
+                .namespace(&ns)
+                .register_async(&args[0])
+                .unwrap();
+            std::thread::spawn(|| {
+                for line in std::io::stdin().lock().lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                }
+                std::process::exit(0);
+            });
+            say("READY");
+            rt.block_on(async {
+                loop {
+                    let m = rx.recv().await.unwrap();
+                    say(&format!("MSG {} {}", m.id(), m.is_posted()));
+                    let n = m.data().len() as i64;
+                    m.reply(Reply::new(1000 + n));
+                }
+            });
+        }
         // Send (ARG1 = id, ARG2 = data) to ARG0 and print `RESULT <n>
         // <reply data>`, or `ERROR <kind> <error>`.
         "sender" => {
@@ -888,4 +919,85 @@ fn raw_frames_oversized_data_and_a_bad_header() {
             .result,
         5
     );
+}
+
+// ------------------------------------------------------------ async forms
+
+/// A current-thread tokio runtime for a test's async part.
+#[cfg(feature = "tokio")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An async sender (`message::tokio`) to another process's receiver: a
+/// send whose timeout passes while the handler is busy is `Timeout`, a
+/// send whose future is dropped mid-call is abandoned, and the window
+/// reconnects by itself for the next send, which gets its own reply (not
+/// a late one of an abandoned send).
+#[cfg(feature = "tokio")]
+#[test]
+fn async_sends_time_out_are_dropped_and_reconnect() {
+    let (_dir, ns) = new_ns();
+    let mut rx = Kid::receiver(&ns, "a", &[]);
+    let m = messenger(&ns);
+    let rt = runtime();
+    let mut w = rt.block_on(m.connect_async("a")).unwrap();
+    assert_eq!(w.name(), "a");
+    let r = rt.block_on(w.send(5, b"hello", LIMIT)).unwrap();
+    assert_eq!(r.result, 5);
+    rx.next("MSG 5 ");
+    // The handler blocks: the send's own timeout ends it.
+    let e = rt
+        .block_on(w.send(ID_BLOCK, b"slow", Duration::from_millis(300)))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    rx.next("IN-HANDLER");
+    rx.tell("go");
+    // A send dropped by the caller before its reply (the handler blocks
+    // again until told).
+    let dropped = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(300), w.send(ID_BLOCK, b"drop", LIMIT)).await
+    });
+    assert!(dropped.is_err(), "the send should still be waiting");
+    rx.next("IN-HANDLER");
+    rx.tell("go");
+    // The next send reconnects and gets its own answer.
+    let r = rt.block_on(w.send(9, b"abcdefghi!", LIMIT)).unwrap();
+    assert_eq!(r.result, 10);
+    let r = rt.block_on(w.send(WM_COPYDATA, b"echo", LIMIT)).unwrap();
+    assert_eq!((r.result, r.data.as_slice()), (4, &b"echo"[..]));
+    rt.block_on(w.post(11, b"p")).unwrap();
+    rx.next("MSG 11 true");
+    drop(w);
+    rx.finish();
+}
+
+/// An async receiver (`message::tokio::Receiver`) in another process
+/// answers blocking senders and posters, is found while it lives, and once
+/// it is killed a send is `NotFound` and it is no longer found.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_receiver_in_another_process_answers() {
+    let (_dir, ns) = new_ns();
+    let mut k = Kid::start(&ns, "async-receiver", &["ar"]);
+    k.next("READY");
+    let m = messenger(&ns);
+    assert!(m.find("ar").unwrap());
+    for i in 0..20u32 {
+        let data = pattern(i as usize * 100, i as u8);
+        let r = m.send("ar", i + 1, &data, LIMIT).unwrap();
+        assert_eq!(r.result, 1000 + data.len() as i64);
+    }
+    m.post("ar", 77, b"x").unwrap();
+    k.next("MSG 77 true");
+    k.kill();
+    assert!(
+        poll_until(LIMIT, || !m.find("ar").unwrap()),
+        "a killed async receiver is still found"
+    );
+    let e = m.send("ar", 1, b"", Duration::from_secs(1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }

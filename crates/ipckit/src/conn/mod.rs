@@ -18,13 +18,19 @@
 //! socket or call the OS themselves: they go through this module, which
 //! goes through [`crate::sys`].
 //!
-//! On Windows (services and window messages, so far) the same layer runs over
+//! On Windows (services, window messages, clipboard render requests and DDE) the same layer runs over
 //! `crate::sys::net`'s emulated sockets: each connection is one instance
 //! of a byte-mode named pipe, `\\.\pipe\ipckit.<H>.<name>`. The ring
-//! (shared-memory lanes), descriptor passing, TCP, the async socket and
-//! the endpoint records with their counters are Linux-only.
+//! (shared-memory lanes), descriptor passing, TCP and the published
+//! counters are Linux-only; the async socket runs the blocking calls on
+//! tokio's blocking pool there.
 
 #[cfg(all(feature = "tokio", unix))]
+pub(crate) mod async_io;
+// On Windows the async socket runs the pipe's blocking calls on tokio's
+// blocking pool.
+#[cfg(all(feature = "tokio", windows))]
+#[path = "async_io_windows.rs"]
 pub(crate) mod async_io;
 #[cfg(unix)]
 pub(crate) mod datagram;

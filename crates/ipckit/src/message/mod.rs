@@ -36,7 +36,7 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
-//! **Async** (Linux only for now). With the `tokio` feature,
+//! **Async**. With the `tokio` feature,
 //! [`tokio::Receiver`] hands messages out with `recv().await` (each sent
 //! one answered with [`tokio::Incoming::reply`]) and [`tokio::Window`]
 //! sends and posts with `send().await` / `post().await`.
@@ -73,7 +73,10 @@
 //! - An open connection costs a reader thread of the pipe's emulated
 //!   socket there (not only a handle), so idle senders are not free; the
 //!   readiness loop and [`Limits`] are the same.
-//! - Linux-only: the async forms (`message::tokio`) and Zenoh fabric
+//! - The async forms (`message::tokio`) work as on Linux; an async
+//!   sender's calls run the pipe's blocking calls on tokio's blocking
+//!   pool, and a dropped call closes its connection.
+//! - Linux-only: Zenoh fabric
 //!   broadcasts ([`ReceiverOptions`]`::fabric`, [`Messenger`]`::fabric`).
 //!   [`Receiver::stats`] counts as on Linux but is not published for
 //!   `ipckit ls`.
@@ -98,8 +101,7 @@ use crate::name::Namespace;
 use crate::registry::Registry;
 use crate::sys::net::{AsSocket, Socket, SocketRef};
 
-// The async forms are Linux-only for now (see "On Windows" above).
-#[cfg(all(feature = "tokio", unix))]
+#[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
@@ -507,7 +509,7 @@ impl ReceiverOptions {
             max_queued_bytes: self.limits.get_max_queued_bytes(),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
-            #[cfg(all(feature = "tokio", unix))]
+            #[cfg(feature = "tokio")]
             arrived: ::tokio::sync::Notify::new(),
             pool: Pool::new(RESPONDERS, format!("wmsg-{name}")),
         });
@@ -639,7 +641,7 @@ struct Shared {
     work: Condvar,
     /// Wakes async receivers ([`tokio::Receiver::recv`]): a message was
     /// queued.
-    #[cfg(all(feature = "tokio", unix))]
+    #[cfg(feature = "tokio")]
     arrived: ::tokio::sync::Notify,
     /// Writes responses, so that neither the readiness loop nor the handler
     /// thread ever waits for a slow sender.
@@ -654,7 +656,7 @@ impl Shared {
     /// A message was queued: wake the handler thread or async receivers.
     fn wake(&self) {
         self.work.notify_one();
-        #[cfg(all(feature = "tokio", unix))]
+        #[cfg(feature = "tokio")]
         self.arrived.notify_waiters();
     }
 }

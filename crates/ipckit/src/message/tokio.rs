@@ -62,10 +62,11 @@ use super::{
 use crate::conn::async_io::AsyncSocket;
 use crate::conn::dial::{Dialer, Trust};
 use crate::conn::hello::{Hello, HELLO_LEN};
+use crate::conn::listen;
 use crate::conn::reactor::{Conn, Reactor};
 use crate::conn::ConnStats;
 use crate::error::{Error, ErrorKind, Result};
-use crate::name::{Claim, Namespace};
+use crate::name::Namespace;
 
 /// How long connecting waits for the receiver's hello (as
 /// [`Messenger::connect`]).
@@ -99,15 +100,26 @@ pub struct Receiver {
     name: String,
     shared: Arc<Shared>,
     reactor: Option<Reactor>,
+    /// The Unix socket serving it.
+    #[cfg(unix)]
     socket_path: std::path::PathBuf,
-    _claim: Claim,
+    /// The named pipe serving it (`\\.\pipe\ipckit.<H>.<name>`).
+    #[cfg(windows)]
+    os_name: String,
+    _claim: listen::BoundClaim,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("name", &self.name)
-            .field("socket", &self.socket_path)
+            .field("socket", {
+                #[cfg(unix)]
+                let endpoint = &self.socket_path;
+                #[cfg(windows)]
+                let endpoint = &self.os_name;
+                endpoint
+            })
             .finish()
     }
 }
@@ -132,14 +144,20 @@ impl ReceiverOptions {
         let Listening {
             shared,
             reactor,
+            #[cfg(unix)]
             socket_path,
+            #[cfg(windows)]
+            os_name,
             claim,
         } = self.listen(name)?;
         Ok(Receiver {
             name: name.to_string(),
             shared,
             reactor: Some(reactor),
+            #[cfg(unix)]
             socket_path,
+            #[cfg(windows)]
+            os_name,
             _claim: claim,
         })
     }
@@ -279,6 +297,7 @@ pub struct QueueStatus {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.socket_path);
         {
             let mut q = self.shared.lock();
