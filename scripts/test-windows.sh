@@ -8,8 +8,8 @@
 # scripts/windows/*.c is compiled first with x86_64-w64-mingw32-gcc into $IPCKIT_C_PEERS
 # (X.c -> X.exe): the interop tests run them as the other side and fail (not skip) without them.
 # Then the doc examples of the Windows-only files run under Wine, and scripts/windows/cli-smoke.sh
-# builds ipckit.exe and runs it under Wine (pipe serve/send,
-# slot read/send, map watch/set/get between separate ipckit.exe processes).
+# builds ipckit.exe and runs it under Wine (pipe, slot, map, service/call, ls and ls --prune,
+# msg, clip, dde, demo, and Ctrl-C cleanup, between separate ipckit.exe processes).
 #
 # The Windows build gets its own target directory: $IPCKIT_WINDOWS_TARGET_DIR, else
 # "windows" under $CARGO_TARGET_DIR (or under target/).

@@ -76,18 +76,15 @@ pub enum Command {
     #[command(subcommand)]
     Slot(SlotCommand),
     /// Window-style messages: listen, send, post, register ids, broadcast.
-    #[cfg(unix)]
     #[command(subcommand)]
     Msg(MsgCommand),
     /// Shared maps (named text/bytes with change notification).
     #[command(subcommand)]
     Map(MapCommand),
     /// The clipboard board: set, get, formats, watch, register formats.
-    #[cfg(unix)]
     #[command(subcommand)]
     Clip(crate::command::clip::ClipCommand),
     /// DDE links: serve topics and items, request, poke, execute, advise.
-    #[cfg(unix)]
     #[command(subcommand)]
     Dde(crate::command::dde::DdeCommand),
     /// List everything in the namespace, with owner and state.
@@ -95,7 +92,11 @@ pub enum Command {
     /// Endpoints (pipes, services, mailslots, group members, message
     /// receivers, DDE services), named shared memory (mappings, maps,
     /// mutexes, events, semaphores) and clipboard boards.
-    #[cfg(unix)]
+    #[cfg_attr(
+        windows,
+        doc = "",
+        doc = "On Windows: the endpoints that keep records (services, message receivers, DDE services) and the boards; named shared memory vanishes with its last handle there and is not listed."
+    )]
     Ls {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -147,15 +148,12 @@ pub enum Command {
     #[command(subcommand)]
     Sem(SemCommand),
     /// Services (RPC): run a compute server.
-    #[cfg(unix)]
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Call a method of a service and print its JSON result (or, with
     /// --loan-file, a loan method's bytes).
-    #[cfg(unix)]
     Call(CallArgs),
     /// A tour: real processes talking through each mechanism, with latencies.
-    #[cfg(unix)]
     Demo,
     #[cfg(unix)]
     /// Measure ipckit's paths beside raw floors (pipe, Unix socket, TCP, memcpy);
@@ -182,7 +180,6 @@ pub enum Command {
     },
 }
 
-#[cfg(unix)]
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
     /// Serve the demo service until killed: echo, add, compare, sleep,
@@ -190,14 +187,26 @@ pub enum ServiceCommand {
     Demo {
         /// Service name.
         name: String,
-        /// Also listen on TCP at HOST:PORT (port 0 picks one; printed as tcp://...).
+        #[cfg_attr(
+            unix,
+            doc = "Also listen on TCP at HOST:PORT (port 0 picks one; printed as tcp://...)."
+        )]
+        #[cfg_attr(
+            windows,
+            doc = "Also listen on TCP at HOST:PORT: Linux only (on Windows a service is served by name only)."
+        )]
         #[arg(long, value_name = "ADDR")]
         tcp: Option<String>,
         /// Offer shared memory to local clients (auto) or not (socket).
+        #[cfg_attr(
+            windows,
+            doc = "On Windows there is none to offer: both serve the pipe."
+        )]
         #[arg(long, value_enum, default_value = "auto")]
         transport: TransportArg,
         /// How lane threads wait for calls: spin briefly then park
         /// (spin-then-park, alias auto), spin, or park at once.
+        #[cfg_attr(windows, doc = "No effect on Windows (no lanes there).")]
         #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
         wait: WaitArg,
         /// Exit after answering this many calls.
@@ -210,16 +219,22 @@ pub enum ServiceCommand {
         /// Also publish it on the fabric under the same name (callers
         /// anywhere use `zenoh://NAME`); a `zenoh://NAME` name publishes
         /// it on the fabric only. Needs the `zenoh` feature.
+        #[cfg_attr(windows, doc = "Linux only (the fabric is not built on Windows).")]
         #[arg(long)]
         fabric: bool,
     },
 }
 
-#[cfg(unix)]
 #[derive(Args, Debug)]
 pub struct CallArgs {
-    /// Service name, tcp://HOST:PORT, or zenoh://NAME (a service on the
-    /// fabric, found by name on any machine; needs the `zenoh` feature).
+    #[cfg_attr(
+        unix,
+        doc = "Service name, tcp://HOST:PORT, or zenoh://NAME (a service on the fabric, found by name on any machine; needs the `zenoh` feature)."
+    )]
+    #[cfg_attr(
+        windows,
+        doc = "Service name (tcp:// and zenoh:// names are Linux only)."
+    )]
     pub name: String,
     /// Method name (ipckit.describe lists them).
     pub method: String,
@@ -233,6 +248,7 @@ pub struct CallArgs {
     #[arg(long)]
     pub json: bool,
     /// Use shared memory when the server offers it (auto) or not (socket).
+    #[cfg_attr(windows, doc = "On Windows no server offers it: both use the pipe.")]
     #[arg(long, value_enum, default_value = "auto")]
     pub transport: TransportArg,
     /// Call a loan method (`sum`, `reverse` of `service demo`) with the
@@ -422,7 +438,6 @@ pub enum SemCommand {
     },
 }
 
-#[cfg(unix)]
 /// `--transport` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportArg {
@@ -432,7 +447,6 @@ pub enum TransportArg {
     Socket,
 }
 
-#[cfg(unix)]
 impl TransportArg {
     pub fn get(self) -> ipckit::Transport {
         match self {
@@ -442,7 +456,6 @@ impl TransportArg {
     }
 }
 
-#[cfg(unix)]
 /// `--wait` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitArg {
@@ -455,7 +468,6 @@ pub enum WaitArg {
     Park,
 }
 
-#[cfg(unix)]
 impl WaitArg {
     pub fn get(self) -> ipckit::WaitStrategy {
         match self {
@@ -466,14 +478,12 @@ impl WaitArg {
     }
 }
 
-#[cfg(unix)]
 impl From<WaitArg> for ipckit::WaitStrategy {
     fn from(w: WaitArg) -> Self {
         w.get()
     }
 }
 
-#[cfg(unix)]
 impl From<TransportArg> for ipckit::Transport {
     fn from(t: TransportArg) -> Self {
         t.get()
@@ -667,7 +677,6 @@ pub struct SlotReadArgs {
     pub json: bool,
 }
 
-#[cfg(unix)]
 #[derive(Subcommand, Debug)]
 pub enum MsgCommand {
     /// Register a receiver; print `id data` per message; reply with the data length.
@@ -743,7 +752,6 @@ pub enum MsgCommand {
     },
 }
 
-#[cfg(unix)]
 /// Parse a message id: decimal or `0x` hexadecimal.
 fn parse_id(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {

@@ -1,10 +1,7 @@
 //! Small helpers shared by the commands.
 
-#[cfg(unix)]
 use std::process::{Child, ChildStdout};
-use std::time::Duration;
-#[cfg(unix)]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(unix)]
 static ALLOWED_UIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
@@ -19,6 +16,13 @@ pub fn set_allowed_uids(uids: Vec<u32>) {
 #[cfg(unix)]
 pub fn allowed_uids() -> &'static [u32] {
     ALLOWED_UIDS.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// None: Windows has no `--allow-uid` (a client trusts servers of its own
+/// user only, the library's default).
+#[cfg(windows)]
+pub fn allowed_uids() -> &'static [u32] {
+    &[]
 }
 
 /// The limits a server this command runs applies: the defaults, plus the
@@ -43,9 +47,8 @@ static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> 
 
 /// From now on, Ctrl-C (SIGINT) and SIGTERM only ask this command to stop
 /// ([`stop_requested`]): a serving command then returns normally, so its
-/// server is dropped and its endpoint record removed. On Windows
-/// signal-hook maps SIGINT to Ctrl-C/Ctrl-Break through the C runtime's
-/// `signal` (SIGTERM is never raised there by another process).
+/// server is dropped and its endpoint record removed.
+#[cfg(unix)]
 pub fn catch_stop_signals() -> Result<(), ipckit::Error> {
     let flag = STOP.get_or_init(Default::default).clone();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -60,6 +63,26 @@ pub fn catch_stop_signals() -> Result<(), ipckit::Error> {
     Ok(())
 }
 
+/// From now on, Ctrl-C, Ctrl-Break and the console's closing only ask this
+/// command to stop ([`stop_requested`]), as SIGINT and SIGTERM do on Linux:
+/// a serving command then returns normally, so its server is dropped and
+/// its record removed. Through `SetConsoleCtrlHandler` (the `ctrlc` crate), not signal-hook:
+/// on Windows signal-hook goes through the C runtime's `signal`, which
+/// crashes the process under Wine when Ctrl-C comes (signal-hook's
+/// `SIG_GET` query installs the value 2 as the handler there, and it then
+/// calls that "previous handler").
+#[cfg(windows)]
+pub fn catch_stop_signals() -> Result<(), ipckit::Error> {
+    let first = STOP.get().is_none();
+    let flag = STOP.get_or_init(Default::default).clone();
+    if !first {
+        return Ok(());
+    }
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed)).map_err(
+        |e| ipckit::Error::new(ipckit::ErrorKind::Io, format!("cannot handle Ctrl-C: {e}")),
+    )
+}
+
 /// Whether SIGINT or SIGTERM arrived since [`catch_stop_signals`].
 pub fn stop_requested() -> bool {
     STOP.get()
@@ -69,7 +92,6 @@ pub fn stop_requested() -> bool {
 /// Serve until SIGINT or SIGTERM, until `timeout` has passed, or until
 /// `done()` (units of work finished, `unit`s) reaches `count`. Not reaching
 /// `count` within `timeout` is a failure naming `name`.
-#[cfg(unix)]
 pub fn serve_until(
     name: &str,
     count: Option<u64>,
@@ -103,10 +125,8 @@ pub fn serve_until(
 }
 
 /// A child process killed and reaped when dropped, so no command leaks one.
-#[cfg(unix)]
 pub struct Reaped(pub Child);
 
-#[cfg(unix)]
 impl Reaped {
     /// The child's stdout, if piped and not taken yet.
     pub fn stdout(&mut self) -> Option<ChildStdout> {
@@ -145,12 +165,22 @@ impl Reaped {
     }
 }
 
-#[cfg(unix)]
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A namespace directory as people write it: on Windows without the
+/// `\\?\` prefix of the resolved (verbatim) path.
+pub fn shown_dir(dir: &std::path::Path) -> String {
+    let s = dir.display().to_string();
+    #[cfg(windows)]
+    if let Some(rest) = s.strip_prefix(r"\\?\") {
+        return rest.to_string();
+    }
+    s
 }
 
 /// Parse `5s`, `250ms`, `1m` (humantime syntax); a bare number is seconds.
@@ -165,7 +195,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Percentile (0..=100) of sorted samples in nanoseconds.
-#[cfg(unix)]
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -180,18 +209,12 @@ pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// On Windows there are no endpoint records: a native pipe or mailslot
-/// vanishes with its server, so there is nothing stale to report.
-#[cfg(windows)]
-pub fn fail_if_stale(_name: &str, _what: &str) -> Result<(), ipckit::Error> {
-    Ok(())
-}
-
 /// Fail at once if `name`'s endpoint record is stale: its server died
 /// (killed, say) without removing it. Waiting for the name to appear would
 /// only time out. A name with no record at all is waited for as usual (a
-/// server about to start). `what` names the server in the error.
-#[cfg(unix)]
+/// server about to start). `what` names the server in the error. On
+/// Windows only services, message receivers and DDE servers keep records
+/// (a native pipe or mailslot vanishes with its server: nothing stale).
 pub fn fail_if_stale(name: &str, what: &str) -> Result<(), ipckit::Error> {
     if name.starts_with("tcp://") {
         return Ok(());
@@ -217,7 +240,6 @@ pub fn fail_if_stale(name: &str, what: &str) -> Result<(), ipckit::Error> {
 
 /// Run `f` on a thread and give up after `limit` with a one-line timeout
 /// error about `name` (for library calls that take no timeout of their own).
-#[cfg(unix)]
 pub fn bounded<T: Send + 'static>(
     name: &str,
     limit: Duration,
@@ -237,7 +259,6 @@ pub fn bounded<T: Send + 'static>(
 }
 
 /// Format nanoseconds as µs with one decimal (as ns below 100 ns).
-#[cfg(unix)]
 pub fn us(ns: u64) -> String {
     if ns < 100 {
         return format!("{ns} ns");
@@ -249,7 +270,6 @@ pub fn us(ns: u64) -> String {
 pub const ZENOH_PREFIX: &str = "zenoh://";
 
 /// The name a `zenoh://NAME` argument names on the fabric, if it is one.
-#[cfg_attr(not(unix), allow(dead_code))]
 pub fn remote_name(name: &str) -> Option<&str> {
     name.strip_prefix(ZENOH_PREFIX)
 }
@@ -257,13 +277,14 @@ pub fn remote_name(name: &str) -> Option<&str> {
 /// The one-line error for a `zenoh://` name or `--remote` in an ipckit
 /// built without the fabric; `what` says what asked for it.
 #[cfg(not(feature = "zenoh"))]
-#[cfg_attr(not(unix), allow(dead_code))]
 pub fn no_fabric(what: &str) -> ipckit::Error {
+    #[cfg(unix)]
+    let how = "this ipckit was built without it; rebuild with the `zenoh` feature: cargo install ipckit-cli --features zenoh";
+    #[cfg(windows)]
+    let how = "the fabric is Linux only for now";
     ipckit::Error::new(
         ipckit::ErrorKind::Unsupported,
-        format!(
-            "{what} needs the fabric (Zenoh), and this ipckit was built without it; rebuild with the `zenoh` feature: cargo install ipckit-cli --features zenoh"
-        ),
+        format!("{what} needs the fabric (Zenoh), and {how}"),
     )
 }
 

@@ -339,6 +339,10 @@ impl Header {
 pub struct MappingOptions {
     ns: Option<Namespace>,
     mode: Option<u32>,
+    /// On Windows: the file a named section is made over, so that its
+    /// content outlives its last handle (clipboard boards).
+    #[cfg(windows)]
+    backing: Option<std::path::PathBuf>,
 }
 
 /// The mode named objects get, and the most an opened one may grant,
@@ -579,7 +583,23 @@ impl MappingOptions {
         #[cfg(windows)]
         {
             let _ = os;
-            Ok(())
+            match &self.backing {
+                None => Ok(()),
+                Some(path) => match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no shared memory named '{name}' ({}); check the name and the namespace", path.display()),
+                    )
+                    .with_name(name)),
+                    Err(e) => Err(Error::new(
+                        ErrorKind::Busy,
+                        format!("cannot remove the file of the shared memory ({}): a process still has it open; close it there first", path.display()),
+                    )
+                    .with_name(name)
+                    .with_source(e)),
+                },
+            }
         }
         #[cfg(unix)]
         sys::shm::unlink(&os).map_err(|e| {
@@ -1055,6 +1075,14 @@ impl MappingOptions {
 
 #[cfg(windows)]
 impl MappingOptions {
+    /// Make named sections over the file at `path` (created if absent)
+    /// instead of the paging file: what they hold outlives their last
+    /// handle, and the next create finds it there.
+    pub(crate) fn backing_file(mut self, path: std::path::PathBuf) -> Self {
+        self.backing = Some(path);
+        self
+    }
+
     /// Open `name`, or create it when absent (`exclusive`: fail with
     /// `AlreadyExists` instead of opening).
     pub(crate) fn create_kind(
@@ -1070,8 +1098,17 @@ impl MappingOptions {
         let raw = native_name(name)?;
         let header = if raw { 0 } else { HEADER_LEN };
         let total = check_size(name, size, header as u64, None)?;
-        let (h, existed) = sys::shm::create_named(&os, total, mode)
-            .ctx(name, "cannot create the shared memory")?;
+        let (h, existed) = match &self.backing {
+            None => sys::shm::create_named(&os, total, mode)
+                .ctx(name, "cannot create the shared memory")?,
+            Some(path) => {
+                let (h, existed, head) =
+                    sys::shm::create_named_over_file(&os, path, total, mode)
+                        .ctx(name, "cannot create the shared memory over its file")?;
+                // A previous section's content in the file is taken as is.
+                (h, existed || (!raw && head == MAGIC))
+            }
+        };
         if existed {
             if exclusive {
                 return Err(Error::new(
@@ -1129,7 +1166,27 @@ impl MappingOptions {
     pub(crate) fn open_kind(&self, name: &str, kind: Kind) -> Result<Mapping> {
         let os = self.os_name(name)?;
         let mode = self.checked_mode(name)?;
-        let h = sys::shm::open_named(&os).map_err(|e| {
+        let opened = match (sys::shm::open_named(&os), &self.backing) {
+            // The section is gone but its file kept what it held.
+            (Err(e), Some(path)) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::metadata(path) {
+                    Ok(m) if m.len() >= HEADER_LEN as u64 => {
+                        sys::shm::create_named_over_file(&os, path, m.len(), mode).and_then(
+                            |(h, existed, head)| {
+                                if existed || head == MAGIC {
+                                    Ok(h)
+                                } else {
+                                    Err(e)
+                                }
+                            },
+                        )
+                    }
+                    _ => Err(e),
+                }
+            }
+            (r, _) => r,
+        };
+        let h = opened.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::new(
                     ErrorKind::NotFound,

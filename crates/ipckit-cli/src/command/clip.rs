@@ -57,6 +57,11 @@ pub enum ClipCommand {
     },
     /// Print one line per change of the board: its sequence number and its
     /// formats (`SEQ NAME,NAME...`, `-` for none).
+    #[cfg_attr(
+        windows,
+        doc = "",
+        doc = "On Windows a board lives only while a process has it open: a watcher keeps it alive (created empty if absent); it prints `watching board 'NAME'` on stderr once it holds it."
+    )]
     Watch {
         /// Board name.
         #[arg(long, default_value = DEFAULT_BOARD)]
@@ -224,6 +229,11 @@ fn watch(
     let ns = Namespace::from_env()?;
     let b = Board::open(board)?;
     let mut w = b.watch()?;
+    // On Windows a board lives only while some process has it open: a
+    // watcher started first keeps it alive for the `clip set` and `clip
+    // get` that follow. It says on stderr when it holds the board.
+    #[cfg(windows)]
+    eprintln!("watching board '{board}'");
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut seen = 0;
     let mut out = std::io::stdout().lock();

@@ -30,8 +30,14 @@ pub enum DdeCommand {
         /// An item of every topic and its starting value (repeatable).
         #[arg(long = "item", value_name = "NAME=VALUE")]
         items: Vec<String>,
-        /// Also listen on TCP at HOST:PORT (port 0 picks one; the address
-        /// is printed as `tcp://HOST:PORT`).
+        #[cfg_attr(
+            unix,
+            doc = "Also listen on TCP at HOST:PORT (port 0 picks one; the address is printed as `tcp://HOST:PORT`)."
+        )]
+        #[cfg_attr(
+            windows,
+            doc = "Also listen on TCP at HOST:PORT: Linux only (on Windows a DDE service is served by name only)."
+        )]
         #[arg(long, value_name = "HOST:PORT")]
         tcp: Option<String>,
         /// Exit after this many conversations (clients that connected and

@@ -10,7 +10,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use super::{map, msg, service, slot};
 use crate::util::{percentile, us, Reaped};
 
 /// How long any child of the demo may take.
-const CHILD_LIMIT: Duration = Duration::from_secs(20);
+pub(super) const CHILD_LIMIT: Duration = Duration::from_secs(20);
 
 pub(super) fn io(e: std::io::Error, what: &str) -> Error {
     Error::new(ErrorKind::Io, format!("demo: {what}: {e}")).with_source(e)
@@ -65,8 +65,9 @@ pub(super) fn child_output(mut c: Command) -> Result<String, Error> {
     Ok(reader.join().unwrap_or_default())
 }
 
-/// A child's stdout, line by line, on a channel (so reads can be bounded).
-pub(super) fn lines(out: ChildStdout) -> mpsc::Receiver<String> {
+/// A child's stdout (or stderr), line by line, on a channel (so reads can
+/// be bounded).
+pub(super) fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
@@ -118,7 +119,10 @@ pub fn run() -> Result<(), Error> {
         .unwrap_or_else(std::env::temp_dir);
     let root: PathBuf = parent.join(format!("ipckit-demo-{}", std::process::id()));
     let ns = ipckit::Namespace::at(&root)?;
-    println!("ipckit demo — namespace {}", ns.dir().display());
+    println!(
+        "ipckit demo — namespace {}",
+        crate::util::shown_dir(ns.dir())
+    );
     let result = steps(ns.dir());
     let _ = std::fs::remove_dir_all(&root);
     result
@@ -192,7 +196,7 @@ fn step_pipe(ns: &Path) -> Result<(), Error> {
     let back: Greeting = postcard::from_bytes(&reply).map_err(|e| {
         Error::new(ErrorKind::Decode, "the echo did not decode as a Greeting").with_source(e)
     })?;
-    let transport = super::pipe::transport_name(pipe.transport());
+    let transport = super::pipe::pipe_transport(&pipe);
     println!(
         "  demo process pid {} sent {msg:?}\n  the echo server replied {back:?} (intact: {}), first round trip {}",
         std::process::id(),
@@ -219,6 +223,7 @@ fn step_pipe(ns: &Path) -> Result<(), Error> {
 /// The raw floor for one step's latencies: round trips of `size` bytes
 /// over a bare Unix socket pair to another process (`cat`, echoing its
 /// stdin to its stdout, both the socket), sorted, in ns.
+#[cfg(unix)]
 pub(super) fn raw_socket_round_trips(rounds: usize, size: usize) -> Result<Vec<u64>, Error> {
     use std::io::Write as _;
     use std::os::fd::OwnedFd;
@@ -279,6 +284,9 @@ fn step_clipboard(ns: &Path) -> Result<(), Error> {
         &["clip", "watch", "--board", board_name, "--count", "1"],
     )?;
     watch.stdout(Stdio::piped());
+    // On Windows it says `watching board` on stderr: not for the tour.
+    #[cfg(windows)]
+    watch.stderr(Stdio::null());
     let mut watcher = spawn(watch)?;
     let changes = lines(watcher.stdout().expect("piped above"));
     // The watcher prints its first line for the first set after it started
@@ -429,13 +437,18 @@ fn step_dde(ns: &Path) -> Result<(), Error> {
             }
         }
     })?;
-    let floor = raw_socket_round_trips(500, 64)?;
-    let floor = percentile(&floor, 50.0);
-    println!(
-        "  execute `set` + hot-link update back: p50 {} = {:.1}x a bare Unix-socket round trip between two processes ({})",
-        us(update),
-        update as f64 / floor.max(1) as f64,
-        us(floor)
-    );
+    #[cfg(unix)]
+    {
+        let floor = raw_socket_round_trips(500, 64)?;
+        let floor = percentile(&floor, 50.0);
+        println!(
+            "  execute `set` + hot-link update back: p50 {} = {:.1}x a bare Unix-socket round trip between two processes ({})",
+            us(update),
+            update as f64 / floor.max(1) as f64,
+            us(floor)
+        );
+    }
+    #[cfg(windows)]
+    println!("  execute `set` + hot-link update back: p50 {}", us(update));
     Ok(())
 }

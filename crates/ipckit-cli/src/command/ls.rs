@@ -1,20 +1,33 @@
 //! `ipckit ls [--prune [--unused]]`: everything in the namespace — endpoints, named
 //! shared memory (mappings, maps, sync objects) and clipboard boards.
+//!
+//! On Windows: the endpoints (services, message receivers, DDE servers:
+//! the ones with records) and the boards; named mappings, maps and sync
+//! objects are kernel objects there, which cannot be listed by namespace.
 
 use ipckit::name::{EndpointInfo, EndpointState};
+#[cfg(unix)]
 use ipckit::shm::ObjectInfo;
 use ipckit::{Error, Namespace};
 
 /// Board maps are named `clip/<board>`; `ls` shows them as boards.
+#[cfg(unix)]
 const BOARD_PREFIX: &str = "clip/";
 
+/// The namespace directory `ls` looks at (`--namespace`,
+/// `IPCKIT_NAMESPACE`, else the default), without creating it.
+fn namespace_dir() -> std::path::PathBuf {
+    std::env::var_os(ipckit::name::NAMESPACE_ENV)
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(Namespace::default_dir)
+}
+
+#[cfg(unix)]
 pub fn run(json: bool, prune: bool, unused: bool) -> Result<(), Error> {
     // Listing creates nothing: a namespace directory that does not exist
     // yet simply holds nothing.
-    let dir = std::env::var_os(ipckit::name::NAMESPACE_ENV)
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(Namespace::default_dir);
+    let dir = namespace_dir();
     if !dir.exists() {
         // Objects in /dev/shm outlive a deleted namespace directory.
         let leaked = ipckit::shm::list_at(&dir)?;
@@ -132,6 +145,89 @@ pub fn run(json: bool, prune: bool, unused: bool) -> Result<(), Error> {
             format!("sequence {}", b.sequence),
         ]);
     }
+    print_table(rows);
+    Ok(())
+}
+
+/// `ls` on Windows: the endpoints with records and the boards, as on
+/// Linux (OWNER is `-`: Windows objects admit their creating user only).
+/// `--prune` removes stale endpoint records; `--unused` has nothing to do
+/// there (an object vanishes with its last handle) and is refused.
+#[cfg(windows)]
+pub fn run(json: bool, prune: bool, unused: bool) -> Result<(), Error> {
+    if unused {
+        return Err(Error::new(
+            ipckit::ErrorKind::Unsupported,
+            "--unused removes shared memory nobody has open, which Windows removes by itself (an object vanishes with its last handle); use `ls --prune`",
+        ));
+    }
+    // Listing creates nothing: a namespace directory that does not exist
+    // yet simply holds nothing.
+    let dir = namespace_dir();
+    if !dir.exists() {
+        if json {
+            let v = if prune {
+                serde_json::json!({ "namespace": dir, "removed": [], "errors": [] })
+            } else {
+                serde_json::json!({
+                    "namespace": dir, "endpoints": [], "objects": [], "boards": []
+                })
+            };
+            println!("{v}");
+        } else {
+            println!("nothing in {} (it does not exist yet)", dir.display());
+        }
+        return Ok(());
+    }
+    let ns = Namespace::from_env()?;
+    if prune {
+        return self::prune(&ns, json, false);
+    }
+    let endpoints = ns.list()?;
+    let boards = ipckit::clipboard::list_in(&ns)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "namespace": crate::util::shown_dir(ns.dir()),
+                "endpoints": endpoints,
+                "objects": [],
+                "boards": boards,
+            })
+        );
+        return Ok(());
+    }
+    if endpoints.is_empty() && boards.is_empty() {
+        println!("nothing in {}", crate::util::shown_dir(ns.dir()));
+        return Ok(());
+    }
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for e in &endpoints {
+        rows.push([
+            e.name.clone(),
+            e.kind.clone(),
+            e.pid.to_string(),
+            "-".into(),
+            "-".into(),
+            e.state.as_str().into(),
+        ]);
+    }
+    for b in &boards {
+        rows.push([
+            b.name.clone(),
+            "clipboard".into(),
+            b.owner.map_or("-".to_string(), |p| p.to_string()),
+            "-".into(),
+            b.max_size.to_string(),
+            format!("sequence {}", b.sequence),
+        ]);
+    }
+    print_table(rows);
+    Ok(())
+}
+
+/// The `NAME KIND PID OWNER SIZE STATE` table of `rows`, sorted.
+fn print_table(mut rows: Vec<[String; 6]>) {
     rows.sort();
     let head = ["NAME", "KIND", "PID", "OWNER", "SIZE", "STATE"];
     let w: Vec<usize> = (0..6)
@@ -163,10 +259,10 @@ pub fn run(json: bool, prune: bool, unused: bool) -> Result<(), Error> {
     for r in &rows {
         println!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
     }
-    Ok(())
 }
 
 /// A uid as the user's name when `/etc/passwd` has it, else the number.
+#[cfg(unix)]
 fn uid_text(uid: Option<u32>) -> String {
     let Some(uid) = uid else {
         return "-".into();
@@ -188,7 +284,11 @@ fn uid_text(uid: Option<u32>) -> String {
 /// keeps its content with nobody attached, by design.
 fn prune(ns: &Namespace, json: bool, unused: bool) -> Result<(), Error> {
     let mut removed: Vec<serde_json::Value> = Vec::new();
+    // Windows: nothing is kept unused (no shared memory looked at).
+    #[cfg_attr(windows, allow(unused_mut))]
     let mut kept_unused: Vec<String> = Vec::new();
+    #[cfg(windows)]
+    let _ = unused;
     let mut kept_errors = Vec::new();
     for e in ns.list()? {
         let EndpointInfo {
@@ -216,7 +316,11 @@ fn prune(ns: &Namespace, json: bool, unused: bool) -> Result<(), Error> {
             Err(e) => kept_errors.push(e),
         }
     }
+    // Windows: no shared memory to look at (it vanishes with its last
+    // handle, and cannot be listed).
+    #[cfg(unix)]
     let opts = ipckit::shm::MappingOptions::new().namespace(ns);
+    #[cfg(unix)]
     for o in ipckit::shm::list_in(ns)? {
         let ObjectInfo {
             name,
@@ -247,12 +351,12 @@ fn prune(ns: &Namespace, json: bool, unused: bool) -> Result<(), Error> {
         println!(
             "{}",
             serde_json::json!({
-                "namespace": ns.dir(), "removed": removed, "kept_unused": kept_unused,
+                "namespace": crate::util::shown_dir(ns.dir()), "removed": removed, "kept_unused": kept_unused,
                 "errors": errors,
             })
         );
     } else if removed.is_empty() {
-        println!("nothing stale in {}", ns.dir().display());
+        println!("nothing stale in {}", crate::util::shown_dir(ns.dir()));
     } else {
         for r in &removed {
             let what = match r["what"].as_str() {

@@ -1,21 +1,16 @@
 //! `ipckit map set|get|watch|rm`, and the demo's shared-map step.
 
 use std::io::Write as _;
-#[cfg(unix)]
 use std::path::Path;
-#[cfg(unix)]
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-#[cfg(unix)]
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipckit::map::SharedMapOptions;
 use ipckit::{Error, ErrorKind};
 
-#[cfg(unix)]
 use super::demo;
 use crate::cli::MapCommand;
-#[cfg(unix)]
 use crate::util::{percentile, us};
 
 pub fn run(cmd: MapCommand) -> Result<(), Error> {
@@ -118,7 +113,6 @@ fn watch(
 }
 
 /// `tick <i> @<ns since the epoch>`: what the demo writes.
-#[cfg(unix)]
 fn tick(i: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -128,7 +122,6 @@ fn tick(i: u64) -> String {
 }
 
 /// The time a `tick` was written, and how long ago that was.
-#[cfg(unix)]
 fn age(text: &str) -> Option<u64> {
     let sent: u128 = text.rsplit('@').next()?.parse().ok()?;
     let now = SystemTime::now()
@@ -139,18 +132,37 @@ fn age(text: &str) -> Option<u64> {
 }
 
 /// The demo step: a `map set` process creates the map, a `map watch`
-/// process prints each change, and this process writes.
-#[cfg(unix)]
+/// process prints each change, and this process writes. (On Windows the
+/// watcher starts first: it creates the map and keeps it alive.)
 pub fn demo_step(ns: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
     println!(
         "\n[map] shared map: writer -> watcher process (seqlock double buffer, futex broadcast)"
     );
+    #[cfg(windows)]
+    println!("\n[map] shared map: writer -> watcher process (section, named mutex, an event per watcher)");
     let name = "demo/board";
+    #[cfg(unix)]
     demo::run_child(demo::child(ns, &["map", "set", name, "hello"])?)?;
     let mut watch = demo::child(ns, &["map", "watch", name, "--json"])?;
     watch.stdout(Stdio::piped());
+    // On Windows the map lives while a process has it open: the watcher
+    // creates and holds it (saying so on stderr), then `map set` writes.
+    #[cfg(windows)]
+    watch.stderr(Stdio::piped());
     let mut watcher = demo::spawn(watch)?;
     let watcher_pid = watcher.0.id();
+    #[cfg(windows)]
+    {
+        let said = demo::lines(watcher.0.stderr.take().expect("piped above"));
+        said.recv_timeout(demo::CHILD_LIMIT).map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                "demo: the map watch process did not say it holds the map",
+            )
+        })?;
+        demo::run_child(demo::child(ns, &["map", "set", name, "hello"])?)?;
+    }
     let changes = demo::lines(watcher.stdout().expect("piped above"));
     let nsp = ipckit::Namespace::at(ns)?;
     let r = (|| {

@@ -76,15 +76,22 @@ pub fn transport_name(t: ipckit::Transport) -> &'static str {
     }
 }
 
+/// How the CLI names a transport on Windows: always the system's named
+/// pipe (`pipe`, as `pipe send --json` says).
+#[cfg(windows)]
+pub fn transport_name(_t: ipckit::Transport) -> &'static str {
+    "pipe"
+}
+
 /// How `pipe send --json` names the pipe's transport.
 #[cfg(unix)]
-fn pipe_transport(pipe: &NamedPipe) -> &'static str {
+pub(super) fn pipe_transport(pipe: &NamedPipe) -> &'static str {
     transport_name(pipe.transport())
 }
 
 /// On Windows a pipe is always the system's named pipe (`pipe`).
 #[cfg(windows)]
-fn pipe_transport(_pipe: &NamedPipe) -> &'static str {
+pub(super) fn pipe_transport(_pipe: &NamedPipe) -> &'static str {
     "pipe"
 }
 

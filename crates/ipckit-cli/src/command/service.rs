@@ -337,6 +337,7 @@ pub fn demo_step(ns: &Path) -> Result<(), ipckit::Error> {
         std::process::id(),
         match c.transport() {
             ipckit::Transport::SharedMemory => "shared memory",
+            _ if cfg!(windows) => "pipe",
             _ => "socket",
         },
         us(percentile(&lat, 50.0)),

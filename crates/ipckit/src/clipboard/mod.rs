@@ -84,13 +84,35 @@
 //!
 //! The same API and layout: the board is the Windows form of the shared
 //! map (a section, a named mutex and an event per watcher, see
-//! [`crate::map`]), and an owner with promised formats serves its render
+//! [`crate::map`]), its section made over the file `.board.<B>` of the
+//! namespace directory (`/` written `~`) so that an item outlives the
+//! processes that set it, as on Linux and as with the system clipboard
+//! ([`BoardOptions::remove`] deletes that file once no process has the
+//! board open). An owner with promised formats serves its render
 //! endpoint on the byte-mode named pipe `\\.\pipe\ipckit.<H>..clip-<token>`
 //! (the bytes of `docs/PROTOCOL.md`, "Clipboard boards"), checked to run as
 //! the reader's user. The owner's start time recorded in the item is the
 //! process's creation time there, so a recycled pid is not taken for a
-//! live owner. Like every Windows object of ipckit, a board lives while
-//! some process has it open.
+//! live owner.
+//!
+//! ```
+//! use ipckit::clipboard::BoardOptions;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let ns = ipckit::Namespace::at(dir.path()).unwrap();
+//! let o = BoardOptions::new().namespace(&ns);
+//! let b = o.open("kept").unwrap();
+//! b.set_text("still here").unwrap();
+//! drop(b); // the last handle: on Windows the section goes, its file stays
+//! let b = o.open("kept").unwrap();
+//! assert!(b.existed());
+//! assert_eq!(b.get_text().unwrap(), "still here");
+//! drop(b);
+//! o.remove("kept").unwrap();
+//! let fresh = o.open("kept").unwrap();
+//! assert!(!fresh.existed());
+//! # drop(fresh);
+//! # o.remove("kept").unwrap();
+//! ```
 
 mod format;
 mod item;
@@ -148,6 +170,14 @@ const RENDERERS: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The file a board's section is made over on Windows, so that the item
+/// outlives the processes that set it: `DIR\.board.<B>` with each `/`
+/// written `~`.
+#[cfg(windows)]
+fn board_file(ns: &Namespace, board: &str) -> PathBuf {
+    ns.dir().join(format!(".board.{}", board.replace('/', "~")))
 }
 
 fn map_name(board: &str) -> Result<String> {
@@ -278,11 +308,16 @@ impl BoardOptions {
         listen::namespace(self.ns.as_ref())
     }
 
-    fn map_options(&self, ns: &Namespace) -> SharedMapOptions {
-        SharedMapOptions::new()
+    fn map_options(&self, ns: &Namespace, name: &str) -> SharedMapOptions {
+        let o = SharedMapOptions::new()
             .namespace(ns)
             .mode(self.mode)
-            .max_size(self.max_size.saturating_add(item::OVERHEAD))
+            .max_size(self.max_size.saturating_add(item::OVERHEAD));
+        #[cfg(windows)]
+        let o = o.backing_file(board_file(ns, name));
+        #[cfg(unix)]
+        let _ = name;
+        o
     }
 
     /// Open the board `name`, creating it (empty, sequence 0) if absent;
@@ -312,7 +347,7 @@ impl BoardOptions {
         }
         let ns = self.ns()?;
         let map = self
-            .map_options(&ns)
+            .map_options(&ns, name)
             .open_or_create(&mname)
             .map_err(|e| rename(e, name))?;
         let max = map.max_size().checked_sub(item::OVERHEAD).ok_or_else(|| {
@@ -347,8 +382,9 @@ impl BoardOptions {
 
     /// Remove the board `name` (its shared memory): processes that have it
     /// open keep theirs; the next open creates a fresh, empty board. The
-    /// way out of a corrupt board. On Windows, where a board vanishes with
-    /// its last handle, there is nothing to remove: `Ok` whatever the name.
+    /// way out of a corrupt board. On Windows this deletes the board's file
+    /// (see "On Windows" in the [module docs](self)), which only works once
+    /// no process has the board open ([`ErrorKind::Busy`] before).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -357,15 +393,14 @@ impl BoardOptions {
     /// let o = BoardOptions::new().namespace(&ns);
     /// drop(o.open("b").unwrap());
     /// o.remove("b").unwrap();
-    /// # #[cfg(unix)]
     /// assert_eq!(o.remove("b").unwrap_err().kind(), ipckit::ErrorKind::NotFound);
     /// ```
     pub fn remove(&self, name: &str) -> Result<()> {
         let ns = self.ns()?;
-        MappingOptions::new()
-            .namespace(&ns)
-            .remove(&map_name(name)?)
-            .map_err(|e| rename(e, name))
+        let o = MappingOptions::new().namespace(&ns);
+        #[cfg(windows)]
+        let o = o.backing_file(board_file(&ns, name));
+        o.remove(&map_name(name)?).map_err(|e| rename(e, name))
     }
 }
 
@@ -381,7 +416,11 @@ fn rename(e: Error, board: &str) -> Error {
 fn corrupt(board: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::Decode,
-        format!("the board's shared memory is corrupt ({why}); remove it (BoardOptions::remove, or `ipckit map rm {PREFIX}{board}`) and open it again"),
+        if cfg!(windows) {
+            format!("the board's shared memory is corrupt ({why}); close it in every process, remove it (BoardOptions::remove) and open it again")
+        } else {
+            format!("the board's shared memory is corrupt ({why}); remove it (BoardOptions::remove, or `ipckit map rm {PREFIX}{board}`) and open it again")
+        },
     )
     .with_name(board)
 }

@@ -202,6 +202,14 @@ impl SharedMapOptions {
         self
     }
 
+    /// Make the map's section over the file at `path` so that its content
+    /// outlives its last handle (clipboard boards); see
+    /// `MappingOptions::backing_file`.
+    pub(crate) fn backing_file(mut self, path: std::path::PathBuf) -> Self {
+        self.shm = self.shm.backing_file(path);
+        self
+    }
+
     /// Largest content in bytes, used when creating (an opener gets the
     /// creator's). Default 64 KiB.
     ///

@@ -304,6 +304,59 @@ pub(crate) fn create_named(os_name: &str, len: u64, mode: u32) -> io::Result<(Ow
     Ok((h, err == ERROR_ALREADY_EXISTS))
 }
 
+/// [`create_named`] with the section backed by the file at `path` instead
+/// of the paging file, so what it holds outlives its last handle: the file
+/// is opened (created if absent, grown to `len` if shorter) and the named
+/// section made over it, or the existing section of that name opened (then
+/// the file is not used). Returns the section, whether it existed, and the
+/// file's first 8 bytes as they were before this call (zeroes for a new or
+/// shorter file): a previous section's magic there means its content is
+/// kept.
+pub(crate) fn create_named_over_file(
+    os_name: &str,
+    path: &Path,
+    len: u64,
+    mode: u32,
+) -> io::Result<(OwnedHandle, bool, [u8; 8])> {
+    use std::io::Read as _;
+    let w = wide(os_name)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let mut head = [0u8; 8];
+    if file.read_exact(&mut head).is_err() {
+        head = [0; 8];
+    }
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    let sec = Security::for_mode(mode)?;
+    let sa = SECURITY_ATTRIBUTES {
+        nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sec.0,
+        bInheritHandle: 0,
+    };
+    // SAFETY: `file` is an open file handle, `w` is NUL-terminated, `sa`
+    // and its descriptor live across the call; the last error is read
+    // right after it, on this thread. The section keeps the file open.
+    let (h, err) = unsafe {
+        let h = CreateFileMappingW(
+            file.as_raw_handle(),
+            &sa,
+            PAGE_READWRITE,
+            (len >> 32) as u32,
+            len as u32,
+            w.as_ptr(),
+        );
+        (h, GetLastError())
+    };
+    let h = owned(h)?;
+    Ok((h, err == ERROR_ALREADY_EXISTS, head))
+}
+
 /// `OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE | READ_CONTROL, FALSE,
 /// os_name)` (`READ_CONTROL`: for [`foreign_object`]); `NotFound` if no
 /// section has that name.
