@@ -582,9 +582,16 @@ impl MappingOptions {
         let os = self.os_name(name)?;
         #[cfg(windows)]
         {
-            let _ = os;
             match &self.backing {
                 None => Ok(()),
+                // A section of that name exists while a process has it
+                // open: its file must stay (deleting it would lose the
+                // content once that process closes it).
+                Some(path) if sys::shm::open_named(&os).is_ok() => Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("cannot remove the file of the shared memory ({}): a process still has it open; close it there first", path.display()),
+                )
+                .with_name(name)),
                 Some(path) => match std::fs::remove_file(path) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(

@@ -24,7 +24,9 @@ use windows_sys::Win32::Security::{
     OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES,
     TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
 };
-use windows_sys::Win32::Storage::FileSystem::{GetDiskFreeSpaceExW, READ_CONTROL};
+use windows_sys::Win32::Storage::FileSystem::{
+    GetDiskFreeSpaceExW, FILE_SHARE_READ, FILE_SHARE_WRITE, READ_CONTROL,
+};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
     FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
@@ -319,12 +321,16 @@ pub(crate) fn create_named_over_file(
     mode: u32,
 ) -> io::Result<(OwnedHandle, bool, [u8; 8])> {
     use std::io::Read as _;
+    use std::os::windows::fs::OpenOptionsExt as _;
     let w = wide(os_name)?;
+    // Not FILE_SHARE_DELETE: the file cannot be deleted while a section
+    // (which keeps this handle) has it open.
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
         .open(path)?;
     let mut head = [0u8; 8];
     if file.read_exact(&mut head).is_err() {
