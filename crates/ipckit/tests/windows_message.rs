@@ -3,8 +3,7 @@
 //! `x86_64-pc-windows-gnu` under Wine by `scripts/test-windows.sh`.
 //!
 //! Receivers, senders and registering processes are this test executable
-//! re-run as the ignored test [`child_role`], its role named by the
-//! environment variable [`CHILD_ENV`] and its arguments by [`ARGS_ENV`].
+//! re-run as the ignored test [`child_role`] (see `windows_support::kids`).
 //! A child prints what it did on stdout, one line each (`READY`, `MSG …`
 //! per message handled, `RESULT …`), and exits when its stdin closes; the
 //! parent kills and reaps it on drop. Nothing sleeps to synchronise: a
@@ -18,23 +17,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{BufRead as _, Read, Write};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use ipckit::message::{
     Messenger, ReceiverOptions, Reply, Window, REGISTERED_MAX, REGISTERED_MIN, WM_COPYDATA,
 };
-use ipckit::shm::MappingOptions;
 use ipckit::{ErrorKind, Limits, Namespace};
 
-/// Set in a child started by a test: its role.
-const CHILD_ENV: &str = "IPCKIT_WINDOWS_MESSAGE_CHILD";
-/// Set in a child started by a test: its arguments, separated by `|`.
-const ARGS_ENV: &str = "IPCKIT_WINDOWS_MESSAGE_ARGS";
-/// How long any wait in these tests may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(60);
+#[allow(dead_code)]
+mod windows_support;
+use windows_support::kids::{self, bounded, new_ns, pipe_name, poll_until, say, Kid, LIMIT};
 
 /// Message ids a child receiver treats specially: it blocks on
 /// [`ID_BLOCK`] until the parent writes a line, and panics on
@@ -51,50 +45,8 @@ const ERR_TOO_LARGE: u8 = 2;
 
 // ---------------------------------------------------------------- helpers
 
-/// Poll `cond` until it holds or `limit` passes; whether it did.
-fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Run `f` on a thread and wait for its result at most [`LIMIT`].
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {LIMIT:?}"))
-}
-
-fn new_ns() -> (tempfile::TempDir, Namespace) {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Namespace::at(dir.path()).unwrap();
-    (dir, ns)
-}
-
 fn messenger(ns: &Namespace) -> Messenger {
     Messenger::new().namespace(ns)
-}
-
-/// The system name of endpoint `name` in `ns`: `\\.\pipe\ipckit.<H>.<name>`
-/// with the `<H>` of the namespace's sections (docs/PROTOCOL.md).
-fn pipe_name(ns: &Namespace, name: &str) -> String {
-    let section = MappingOptions::new().namespace(ns).os_name(name).unwrap();
-    let tail = section
-        .strip_prefix(r"Local\")
-        .unwrap_or_else(|| panic!("unexpected section name {section}"));
-    format!(r"\\.\pipe\{tail}")
 }
 
 /// `len` bytes of a pattern that shows a lost, doubled or moved chunk.
@@ -113,215 +65,23 @@ fn fnv(b: &[u8]) -> u64 {
 
 // -------------------------------------------------------------- children
 
-/// Lines a child printed on stdout so far, and whether it ended.
-#[derive(Default)]
-struct Lines {
-    seen: Mutex<(Vec<String>, bool)>,
-    cv: Condvar,
-}
-
-/// A child process (this executable in a role), killed and reaped on drop.
-struct Kid {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Arc<Lines>,
-    /// Lines already returned by [`Kid::next`].
-    taken: usize,
-    err: Arc<Mutex<String>>,
-    what: String,
-}
-
-impl Kid {
-    /// Start this executable in `role` with `args`, in namespace `ns`.
-    fn start(ns: &Namespace, role: &str, args: &[&str]) -> Kid {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_role",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, role)
-            .env(ARGS_ENV, args.join("|"))
-            .env("IPCKIT_NAMESPACE", ns.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Lines::default());
-        {
-            let out = out.clone();
-            let stdout = BufReader::new(child.stdout.take().unwrap());
-            std::thread::spawn(move || {
-                for line in stdout.lines() {
-                    let Ok(line) = line else { break };
-                    out.seen.lock().unwrap().0.push(line);
-                    out.cv.notify_all();
-                }
-                out.seen.lock().unwrap().1 = true;
-                out.cv.notify_all();
-            });
-        }
-        let err = Arc::new(Mutex::new(String::new()));
-        {
-            let err = err.clone();
-            let mut stderr = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    err.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        Kid {
-            stdin: child.stdin.take(),
-            child,
-            out,
-            taken: 0,
-            err,
-            what: format!("child '{role}' {args:?}"),
-        }
-    }
-
-    /// A receiver child named `name` (more role arguments in `args`),
-    /// registered and reachable.
-    fn receiver(ns: &Namespace, name: &str, args: &[&str]) -> Kid {
-        let mut all = vec![name];
-        all.extend_from_slice(args);
-        let mut k = Kid::start(ns, "receiver", &all);
-        k.next("READY");
-        k
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// What the child printed so far, for failure messages.
-    fn output(&self) -> String {
-        let stdout = self.out.seen.lock().unwrap().0.join("\n");
-        let stderr = self.err.lock().unwrap().clone();
-        format!("stdout:\n{stdout}\nstderr:\n{stderr}")
-    }
-
-    /// Wait (bounded) for the next line (after those already taken) that
-    /// holds `prefix`, and return it from the prefix on (the test harness
-    /// may have printed `test child_role ... ` before it on the line).
-    fn next(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        let mut seen = self.out.seen.lock().unwrap();
-        loop {
-            while self.taken < seen.0.len() {
-                let l = &seen.0[self.taken];
-                self.taken += 1;
-                if let Some(i) = l.find(prefix) {
-                    return l[i..].to_string();
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if seen.1 || left.is_zero() {
-                drop(seen);
-                panic!(
-                    "{}: no line with {prefix:?} ({}):\n{}",
-                    self.what,
-                    if left.is_zero() {
-                        "timed out"
-                    } else {
-                        "it ended"
-                    },
-                    self.output()
-                );
-            }
-            seen = self.out.cv.wait_timeout(seen, left).unwrap().0;
-        }
-    }
-
-    /// Send `line` to the child's stdin.
-    fn tell(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Wait (bounded) for the child to exit.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let mut status = None;
-        let child = &mut self.child;
-        assert!(
-            poll_until(LIMIT, || {
-                status = child.try_wait().unwrap();
-                status.is_some()
-            }),
-            "{} did not exit within {LIMIT:?}",
-            self.what
-        );
-        status.unwrap()
-    }
-
-    /// Kill the child (`TerminateProcess`) and wait until it is gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        self.wait_exit();
-    }
-
-    /// Close its stdin and wait (bounded) for it to exit; panics unless it
-    /// succeeded. Its stdout.
-    fn finish(mut self) -> String {
-        self.stdin = None;
-        let status = self.wait_exit();
-        assert!(
-            status.success(),
-            "{} failed ({status}):\n{}",
-            self.what,
-            self.output()
-        );
-        // The reader thread sees the end once the process is gone.
-        let seen = self.out.seen.lock().unwrap();
-        let (seen, _) = self
-            .out
-            .cv
-            .wait_timeout_while(seen, LIMIT, |s| !s.1)
-            .unwrap();
-        seen.0.join("\n")
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Print one line for the parent, flushed at once.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
+/// A receiver child named `name` (more role arguments in `args`),
+/// registered and reachable.
+fn receiver(ns: &Namespace, name: &str, args: &[&str]) -> Kid {
+    let mut all = vec![name];
+    all.extend_from_slice(args);
+    let mut k = Kid::start(ns, "receiver", &all);
+    k.next("READY");
+    k
 }
 
 /// The entry point of every child process; does nothing in a normal run.
 #[test]
 #[ignore = "a child role, started by the other tests"]
 fn child_role() {
-    let Ok(role) = std::env::var(CHILD_ENV) else {
+    let Some((role, args)) = kids::role() else {
         return;
     };
-    let args: Vec<String> = std::env::var(ARGS_ENV)
-        .unwrap_or_default()
-        .split('|')
-        .map(String::from)
-        .collect();
     let ns = Namespace::from_env().unwrap();
     let flag = |f: &str| {
         args.iter()
@@ -479,7 +239,7 @@ fn connect(ns: &Namespace, name: &str) -> Window {
 #[test]
 fn send_and_post_between_processes() {
     let (_dir, ns) = new_ns();
-    let mut rx = Kid::receiver(&ns, "viewer", &[]);
+    let mut rx = receiver(&ns, "viewer", &[]);
     let me = std::process::id();
     assert!(messenger(&ns).find("viewer").unwrap());
 
@@ -541,7 +301,7 @@ fn send_and_post_between_processes() {
 #[test]
 fn copydata_payloads_arrive_whole_both_ways() {
     let (_dir, ns) = new_ns();
-    let mut rx = Kid::receiver(&ns, "copy", &[]);
+    let mut rx = receiver(&ns, "copy", &[]);
     let me = std::process::id();
     let mut w = connect(&ns, "copy");
     for (i, len) in [0usize, 1, 4095, 65_536, 65_537, 1 << 20, (3 << 20) + 5]
@@ -626,7 +386,7 @@ fn registered_message_ids_are_shared_between_processes() {
 #[test]
 fn a_receiver_killed_mid_send_is_peer_gone() {
     let (_dir, ns) = new_ns();
-    let mut rx = Kid::receiver(&ns, "k", &[]);
+    let mut rx = receiver(&ns, "k", &[]);
     let m = messenger(&ns);
     let sending = {
         let m = m.clone();
@@ -690,7 +450,7 @@ fn missing_bad_slow_and_taken_names() {
     }
 
     // The handler is busy with a post: a sent message waits behind it.
-    let mut rx = Kid::receiver(&ns, "slow", &[]);
+    let mut rx = receiver(&ns, "slow", &[]);
     m.post("slow", ID_BLOCK, b"").unwrap();
     rx.next("IN-HANDLER");
     let e = m
@@ -714,7 +474,7 @@ fn missing_bad_slow_and_taken_names() {
 #[test]
 fn too_large_full_and_panics() {
     let (_dir, ns) = new_ns();
-    let mut rx = Kid::receiver(&ns, "lim", &["--max-data", "1024", "--queued-bytes", "100"]);
+    let mut rx = receiver(&ns, "lim", &["--max-data", "1024", "--queued-bytes", "100"]);
     let mut w = connect(&ns, "lim");
     let e = w.send(1, &[0u8; 1025], LIMIT).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
@@ -748,7 +508,7 @@ fn too_large_full_and_panics() {
 #[test]
 fn a_receiver_at_its_connection_limit_is_busy() {
     let (_dir, ns) = new_ns();
-    let _rx = Kid::receiver(&ns, "one", &["--max-connections", "1"]);
+    let _rx = receiver(&ns, "one", &["--max-connections", "1"]);
     let m = messenger(&ns);
     let mut first = connect(&ns, "one");
     assert_eq!(first.send(1, b"a", LIMIT).unwrap().result, 1);
@@ -773,10 +533,10 @@ fn a_receiver_at_its_connection_limit_is_busy() {
 #[test]
 fn broadcast_reaches_every_live_receiver() {
     let (_dir, ns) = new_ns();
-    let mut b1 = Kid::receiver(&ns, "b1", &[]);
-    let mut b2 = Kid::receiver(&ns, "b2/sub", &[]);
-    let mut slow = Kid::receiver(&ns, "b4-slow", &[]);
-    let mut dead = Kid::receiver(&ns, "b0-dead", &[]);
+    let mut b1 = receiver(&ns, "b1", &[]);
+    let mut b2 = receiver(&ns, "b2/sub", &[]);
+    let mut slow = receiver(&ns, "b4-slow", &[]);
+    let mut dead = receiver(&ns, "b0-dead", &[]);
     dead.kill();
     let m = messenger(&ns);
     assert!(poll_until(LIMIT, || !m.find("b0-dead").unwrap()));
@@ -844,7 +604,7 @@ fn closed(s: &mut File) -> bool {
 #[test]
 fn a_sender_stalled_inside_a_message_is_dropped() {
     let (_dir, ns) = new_ns();
-    let _rx = Kid::receiver(&ns, "stall", &["--stall-ms", "500"]);
+    let _rx = receiver(&ns, "stall", &["--stall-ms", "500"]);
     let pipe = pipe_name(&ns, "stall");
     let stalled: Vec<File> = (0..4)
         .map(|_| {
@@ -880,7 +640,7 @@ fn a_sender_stalled_inside_a_message_is_dropped() {
 #[test]
 fn raw_frames_oversized_data_and_a_bad_header() {
     let (_dir, ns) = new_ns();
-    let _rx = Kid::receiver(&ns, "big", &["--max-data", "1024"]);
+    let _rx = receiver(&ns, "big", &["--max-data", "1024"]);
     let pipe = pipe_name(&ns, "big");
     let outcome = bounded("the raw client", move || {
         let (mut s, hello) = raw_connect(&pipe);
@@ -941,7 +701,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn async_sends_time_out_are_dropped_and_reconnect() {
     let (_dir, ns) = new_ns();
-    let mut rx = Kid::receiver(&ns, "a", &[]);
+    let mut rx = receiver(&ns, "a", &[]);
     let m = messenger(&ns);
     let rt = runtime();
     let mut w = rt.block_on(m.connect_async("a")).unwrap();
