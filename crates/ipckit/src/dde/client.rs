@@ -46,7 +46,7 @@ pub struct ConversationOptions {
     namespace: Option<Namespace>,
     timeout: Duration,
     trust: Trust,
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fabric: Option<crate::fabric::Fabric>,
 }
 
@@ -56,7 +56,7 @@ impl Default for ConversationOptions {
             namespace: None,
             timeout: DEFAULT_TIMEOUT,
             trust: Trust::default(),
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             fabric: None,
         }
     }
@@ -130,7 +130,7 @@ impl ConversationOptions {
     ///     .connect("zenoh://nobody", "t").unwrap_err();
     /// assert_eq!(e.kind(), ipckit::ErrorKind::NotFound);
     /// ```
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
     pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
         self.fabric = Some(fabric.clone());
@@ -220,14 +220,14 @@ impl ConversationOptions {
     #[doc(alias = "XTYP_WILDCONNECT")]
     pub fn topics(&self, service: &str) -> Result<Vec<String>> {
         if let Some(name) = service.strip_prefix(ZENOH_PREFIX) {
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             {
                 let fabric = self.fabric_for(service)?;
                 return crate::fabric::dde::DdeLink::find(&fabric, name, "", self.timeout)
                     .map_err(|e| e.with_name(service))?
                     .topics(self.timeout);
             }
-            #[cfg(not(feature = "zenoh"))]
+            #[cfg(not(all(feature = "zenoh", unix)))]
             return Err(no_zenoh(service, name));
         }
         let (fd, _) = self.dial(service)?;
@@ -286,7 +286,7 @@ impl ConversationOptions {
         Ok(out)
     }
 
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fn fabric_for(&self, service: &str) -> Result<crate::fabric::Fabric> {
         match &self.fabric {
             Some(f) => Ok(f.clone()),
@@ -296,7 +296,7 @@ impl ConversationOptions {
 
     /// A conversation with `name` on the fabric (`service` is the name as
     /// given, `zenoh://` included).
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fn connect_fabric(&self, service: &str, name: &str, topic: &str) -> Result<Conversation> {
         let fabric = self.fabric_for(service)?;
         let link = crate::fabric::dde::DdeLink::connect(&fabric, name, topic, self.timeout)
@@ -330,7 +330,7 @@ impl ConversationOptions {
         })
     }
 
-    #[cfg(not(feature = "zenoh"))]
+    #[cfg(not(all(feature = "zenoh", unix)))]
     fn connect_fabric(&self, service: &str, name: &str, _topic: &str) -> Result<Conversation> {
         Err(no_zenoh(service, name))
     }
@@ -441,11 +441,15 @@ fn read_frame(
 }
 
 /// The error for a `zenoh://` name in a build without the `zenoh` feature.
-#[cfg(not(feature = "zenoh"))]
+#[cfg(not(all(feature = "zenoh", unix)))]
 fn no_zenoh(service: &str, name: &str) -> Error {
     Error::new(
         ErrorKind::InvalidInput,
-        format!("'{name}' is a name on the Zenoh fabric, and this ipckit was built without the `zenoh` feature; rebuild with it"),
+        if cfg!(windows) {
+            format!("'{name}' is a name on the Zenoh fabric, which is Linux-only for now; use a local service name")
+        } else {
+            format!("'{name}' is a name on the Zenoh fabric, and this ipckit was built without the `zenoh` feature; rebuild with it")
+        },
     )
     .with_name(service)
 }
@@ -502,7 +506,7 @@ enum Transport {
     /// A connection in the namespace or over TCP, read by the reader thread.
     Socket(Socket),
     /// The Zenoh fabric (`zenoh://SERVICE`).
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     Fabric(Box<crate::fabric::dde::DdeLink>),
 }
 
@@ -547,7 +551,7 @@ impl Inner {
             .with_needed(body.len()));
         }
         let _call = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if let Transport::Fabric(link) = &self.transport {
             return self.call_fabric(link, kind, name, format, body);
         }
@@ -653,7 +657,7 @@ impl Inner {
     fn socket(&self) -> Option<&Socket> {
         match &self.transport {
             Transport::Socket(fd) => Some(fd),
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             Transport::Fabric(_) => None,
         }
     }
@@ -701,7 +705,7 @@ impl Inner {
     }
 
     /// One transaction over the fabric.
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fn call_fabric(
         &self,
         link: &crate::fabric::dde::DdeLink,
@@ -922,9 +926,9 @@ impl Conversation {
             Link::Hot => wire::LINK_HOT,
             Link::Warm => wire::LINK_WARM,
         };
-        #[cfg_attr(not(feature = "zenoh"), allow(unused_mut))]
+        #[cfg_attr(not(all(feature = "zenoh", unix)), allow(unused_mut))]
         let mut started = self.inner.call(wire::ADVISE, code, item, format.id(), &[]);
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if let (Ok(_), Transport::Fabric(fl)) = (&started, &self.inner.transport) {
             let weak = Arc::downgrade(&self.inner);
             let name = item.to_string();
@@ -1053,7 +1057,7 @@ impl Drop for Conversation {
     fn drop(&mut self) {
         match &self.inner.transport {
             Transport::Socket(fd) => conn_io::shutdown(fd.as_socket()),
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             Transport::Fabric(link) => {
                 link.close();
                 self.inner.end((

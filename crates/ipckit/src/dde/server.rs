@@ -118,7 +118,7 @@ pub struct DdeServerOptions {
     topics: Vec<String>,
     on_poke: Option<PokeFn>,
     on_execute: Option<ExecFn>,
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     fabric: Option<crate::fabric::Fabric>,
 }
 
@@ -150,7 +150,7 @@ impl Default for DdeServerOptions {
             topics: Vec::new(),
             on_poke: None,
             on_execute: None,
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             fabric: None,
         }
     }
@@ -239,7 +239,7 @@ impl DdeServerOptions {
     ///     .connect("zenoh://svc", "t").unwrap();
     /// assert_eq!(c.request("x", ipckit::clipboard::Format::TEXT).unwrap(), b"1");
     /// ```
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     #[cfg_attr(docsrs, doc(cfg(feature = "zenoh")))]
     pub fn fabric(mut self, fabric: &crate::fabric::Fabric) -> Self {
         self.fabric = Some(fabric.clone());
@@ -440,10 +440,10 @@ impl DdeServerOptions {
             os_name: bound.os_name,
             tcp_addr: bound.tcp_addr,
             _claim: bound.claim,
-            #[cfg(feature = "zenoh")]
+            #[cfg(all(feature = "zenoh", unix))]
             publication: None,
         };
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         if let Some(fabric) = &self.fabric {
             // On failure `server` drops here: the local endpoint goes too.
             server.publication = Some(crate::fabric::dde::publish(fabric, &server.handle)?);
@@ -594,7 +594,7 @@ pub struct DdeServer {
     tcp_addr: Option<SocketAddr>,
     _claim: listen::BoundClaim,
     /// The fabric publication ([`DdeServerOptions::fabric`]).
-    #[cfg(feature = "zenoh")]
+    #[cfg(all(feature = "zenoh", unix))]
     publication: Option<crate::fabric::dde::Publication>,
 }
 
@@ -778,7 +778,7 @@ impl DdeServer {
 impl Drop for DdeServer {
     fn drop(&mut self) {
         // Leave the fabric first: remote clients see PeerGone at once.
-        #[cfg(feature = "zenoh")]
+        #[cfg(all(feature = "zenoh", unix))]
         drop(self.publication.take());
         #[cfg(unix)]
         let _ = std::fs::remove_file(&self.socket_path);
@@ -1522,7 +1522,7 @@ fn execute_verdict(s: &Arc<Shared>, topic: &str, command: &str) -> std::result::
 
 /// What the fabric publication (`fabric::dde`) needs of a server. Each
 /// `Err` is a wire error code and its text, as the local protocol sends.
-#[cfg(feature = "zenoh")]
+#[cfg(all(feature = "zenoh", unix))]
 impl DdeServerHandle {
     pub(crate) fn service(&self) -> &str {
         &self.0.service
