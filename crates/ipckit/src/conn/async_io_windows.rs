@@ -11,7 +11,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::conn::io as conn_io;
 use crate::sys::net::Socket;
@@ -70,19 +69,5 @@ impl Drop for AsyncSocket {
     fn drop(&mut self) {
         // Ends a call still running on the pool (it holds the other `Arc`).
         conn_io::shutdown(&*self.0);
-    }
-}
-
-/// `fut`, giving up after `limit` (`None`: no limit) with `TimedOut`.
-#[allow(dead_code)]
-pub(crate) async fn within<T>(
-    limit: Option<Duration>,
-    fut: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match limit {
-        None => fut.await,
-        Some(d) => ::tokio::time::timeout(d, fut)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
     }
 }
